@@ -1,0 +1,48 @@
+"""Preference data from the world: two sampled answers per prompt, labelled by the world's annotator.
+
+This is the toy version of the book's ~100k preference pairs: sample two
+completions per prompt from a policy (usually the SFT model), ask the
+Bradley-Terry annotator which one it prefers, and keep the hidden gold rewards
+of both, so every later analysis can compare against the truth.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .sampling import generate_completions
+from .world import World
+
+
+def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                             n: int | None = None, split: str = "train", seed: int = 0,
+                             temperature: float = 1.0, max_new_tokens: int = 24) -> Dataset:
+    """A TRL-format ``prompt``/``chosen``/``rejected`` dataset (conversational), with the gold rewards.
+
+    Columns: ``prompt``, ``chosen``, ``rejected`` (message lists, as TRL expects),
+    ``gold_chosen`` and ``gold_rejected`` (the hidden gold reward of each), and
+    ``p_chosen`` (the annotator's probability of this label). Pairs whose two
+    answers are identical, or where either answer is empty, are dropped: they carry
+    no preference and no gradient. So the dataset can hold fewer than ``n`` rows.
+    """
+    n = world.preset.num_preference if n is None else n
+    prompts = world.prompts(n, split=split)
+    samples_a = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed)
+    samples_b = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed + 1)
+    keep = [i for i in range(n) if samples_a[i] != samples_b[i] and samples_a[i].strip() and samples_b[i].strip()]
+    prompts = [prompts[i] for i in keep]
+    samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
+    a_preferred = np.array(world.label_pairs(prompts, samples_a, samples_b, rng=seed), dtype=bool)
+    chosen = np.where(a_preferred, samples_a, samples_b).tolist()
+    rejected = np.where(a_preferred, samples_b, samples_a).tolist()
+    p_a = world.preference_probability(prompts, samples_a, samples_b)
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": p}] for p in prompts],
+        "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
+        "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
+        "gold_chosen": world.gold_reward(prompts, chosen),
+        "gold_rejected": world.gold_reward(prompts, rejected),
+        "p_chosen": np.where(a_preferred, p_a, 1 - p_a).tolist(),
+    })

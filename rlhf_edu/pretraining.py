@@ -1,0 +1,86 @@
+"""Language modeling as next-token prediction: how the zoo's ``base`` model is made (chapter 3).
+
+Pretraining maximises the log-likelihood of plain text,
+
+    L(θ) = −(1/N) Σ_t log π_θ(w_t | w_<t),
+
+averaged over every token after ``<bos>``. It is the same log-probability that the
+later chapters compute for completions, with every token counting as "completion":
+so it is :func:`rlhf_edu.logprobs.token_logprobs` plus a mean, trained with the
+shared loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .collate import check_length, pad_batch
+from .logprobs import check_tokenizer_fits, token_logprobs
+from .runtime import Preset, get_device, get_preset
+from .tokenizer import EOS
+from .training import History, TrainingConfig, make_loader, train
+from .world import World
+from .zoo import new_model
+
+
+@dataclass
+class PretrainingConfig(TrainingConfig):
+    learning_rate: float = 3e-3
+    batch_size: int = 64
+    num_epochs: int = 2
+    warmup_ratio: float = 0.05
+
+
+def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[str, list[int]]:
+    """``<bos> text <eos>`` as ids; every token but ``<bos>`` is a prediction target."""
+    if not text.strip():
+        raise ValueError("empty document in the corpus: drop empty strings before pretraining")
+    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
+           tokenizer.convert_tokens_to_ids(EOS)]
+    return {"input_ids": ids, "completion_mask": [0] + [1] * (len(ids) - 1)}
+
+
+def language_modeling_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """Mean next-token negative log-likelihood over target tokens, and its perplexity."""
+    logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    nll = -logps.sum() / mask.sum()
+    return nll, {"perplexity": nll.exp().item()}
+
+
+def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
+               batch_size: int = 256) -> float:
+    """exp of the mean per-token negative log-likelihood of ``texts``: lower means the model knows the language."""
+    rows = [encode_document(tokenizer, t) for t in texts]
+    device = next(model.parameters()).device
+    total_logp, total_tokens = 0.0, 0.0
+    with torch.no_grad():
+        for i in range(0, len(rows), batch_size):
+            batch = {k: v.to(device) for k, v in pad_batch(rows[i:i + batch_size], tokenizer.pad_token_id).items()}
+            logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+            total_logp += logps.sum().item()
+            total_tokens += mask.sum().item()
+    return float(torch.tensor(-total_logp / total_tokens).exp())
+
+
+def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: list[str],
+             config: PretrainingConfig) -> History:
+    """Train ``model`` on plain-text ``corpus`` by next-token prediction; return the :class:`History`."""
+    check_tokenizer_fits(model, tokenizer)
+    rows = [encode_document(tokenizer, text) for text in corpus]
+    check_length(rows, config.max_length or model.config.max_position_embeddings)
+    loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
+    return train(model, partial(language_modeling_loss, model), loader, config, desc="pretraining")
+
+
+def build_base(preset: Preset | None = None, device: torch.device | None = None):
+    """The zoo's ``base`` recipe: a fresh model pretrained on the world corpus."""
+    preset = get_preset(preset)
+    model, tokenizer = new_model(preset, seed=0)
+    model.to(get_device(device))
+    corpus = World(seed=0, preset=preset).pretraining_corpus()
+    pretrain(model, tokenizer, corpus, PretrainingConfig(batch_size=preset.batch_size, seed=0))
+    return model, tokenizer

@@ -1,0 +1,139 @@
+"""Where code runs and how big it is: device choice, seeding and presets.
+
+Every notebook starts by calling :func:`get_device`, :func:`get_preset` and
+:func:`seed_everything`, so that one environment variable moves the whole
+companion from a laptop CPU (``tiny``) to one GPU (``small``):
+
+    RLHF_EDU_DEVICE=cuda RLHF_EDU_PRESET=small make lab
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+DEVICES = ("cuda", "mps", "cpu")
+
+
+def get_device(device: str | torch.device | None = None) -> torch.device:
+    """Return the device to compute on: the argument, else ``$RLHF_EDU_DEVICE``, else CUDA → MPS → CPU.
+
+    Raises ValueError for an unknown name or a device this machine does not have,
+    so a typo fails at the top of a notebook instead of deep inside a training loop.
+    """
+    if device is None:
+        device = os.environ.get("RLHF_EDU_DEVICE") or None
+    if device is None:
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    name = str(device)
+    if name.split(":")[0] not in DEVICES:
+        raise ValueError(
+            f"unknown device {name!r}: use one of {', '.join(DEVICES)} "
+            "(or unset RLHF_EDU_DEVICE to pick the best available one)"
+        )
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {name!r} was asked for but CUDA is not available here: use 'cpu'")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise ValueError("device 'mps' was asked for but MPS is not available here: use 'cpu'")
+    return torch.device(name)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on CPU."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)  # also seeds every CUDA device
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Model and data sizes that scale one codebase from a laptop CPU to one GPU.
+
+    The data fields scale the book's classic pipeline (~10k demonstrations,
+    ~100k preference pairs, ~100k RL prompts) down to what the preset can train on.
+    """
+
+    name: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    intermediate_size: int
+    max_length: int  # model context in tokens; world texts are far shorter
+    num_pretrain: int  # pretraining sentences
+    num_sft: int  # demonstrations (the book's ~10k)
+    num_preference: int  # preference pairs (the book's ~100k)
+    num_rl_prompts: int  # RL prompts (the book's ~100k)
+    batch_size: int
+    autocast_bf16: bool  # bf16 autocast pays off on a GPU only
+
+
+PRESETS = {
+    "tiny": Preset(
+        name="tiny", hidden_size=192, num_layers=4, num_heads=4, intermediate_size=512,
+        max_length=64, num_pretrain=20_000, num_sft=1_000, num_preference=2_000,
+        num_rl_prompts=2_000, batch_size=64, autocast_bf16=False,
+    ),
+    "small": Preset(
+        name="small", hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408,
+        max_length=128, num_pretrain=200_000, num_sft=10_000, num_preference=100_000,
+        num_rl_prompts=100_000, batch_size=128, autocast_bf16=True,
+    ),
+}
+
+
+def get_preset(preset: str | Preset | None = None) -> Preset:
+    """Return a :class:`Preset`: the argument, else ``$RLHF_EDU_PRESET``, else ``tiny``."""
+    if isinstance(preset, Preset):
+        return preset
+    name = preset or os.environ.get("RLHF_EDU_PRESET") or "tiny"
+    if name not in PRESETS:
+        raise ValueError(
+            f"unknown preset {name!r}: use one of {', '.join(PRESETS)} "
+            "('tiny' runs on a laptop CPU, 'small' wants one GPU)"
+        )
+    return PRESETS[name]
+
+
+# Minimum versions the test suite was run with; `rlhf-edu doctor` and every notebook's setup cell check them.
+REQUIREMENTS = {
+    "torch": "2.13", "transformers": "5.23", "datasets": "5.2", "tokenizers": "0.23",
+    "safetensors": "0.8", "matplotlib": "3.11", "ipywidgets": "8.1", "tqdm": "4.70",
+}
+
+
+def version_report() -> list[tuple[str, str | None, bool]]:
+    """``(package, installed version or None, meets the minimum)`` for each requirement."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def as_tuple(v: str) -> tuple[int, ...]:
+        return tuple(int("".join(ch for ch in part if ch.isdigit()) or 0) for part in v.split("+")[0].split(".")[:3])
+
+    report = []
+    for package, minimum in REQUIREMENTS.items():
+        try:
+            installed = version(package)
+        except PackageNotFoundError:
+            report.append((package, None, False))
+            continue
+        report.append((package, installed, as_tuple(installed) >= as_tuple(minimum)))
+    return report
+
+
+def setup(seed: int = 0, preset: str | Preset | None = None,
+          device: str | torch.device | None = None) -> tuple[torch.device, Preset]:
+    """A notebook's first cell: check versions, pick device and preset, seed everything, and say so."""
+    outdated = [f"{p} {v or 'missing'} (need >= {REQUIREMENTS[p]})" for p, v, ok in version_report() if not ok]
+    if outdated:
+        raise RuntimeError("update your environment (`make lab` does it): " + "; ".join(outdated))
+    device, preset = get_device(device), get_preset(preset)
+    seed_everything(seed)
+    print(f"torch {torch.__version__} · device {device} · preset {preset.name} · seed {seed}")
+    return device, preset

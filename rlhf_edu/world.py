@@ -1,0 +1,254 @@
+"""The toy world: a tiny language, three kinds of prompt, and a hidden gold reward.
+
+Real preference data never tells you what people *really* wanted. This world does:
+it is generated from a seed, and it has a **gold reward** g(x, y), the stand-in for
+"true human preference", so the notebooks can measure what a real dataset hides
+(a reward model's accuracy against its noise ceiling, over-optimization of a proxy,
+reward-KL frontiers).
+
+Prompt families (user messages, no chat markup)
+-----------------------------------------------
+- ``arithmetic`` (verifiable): ``"add 3 and 5"``, best answered ``"3 plus 5 is 8"``.
+- ``review`` (open-ended, preference matters): ``"review the pizza"``, e.g. ``"the pizza is tasty"``.
+- ``describe`` (checked against :data:`FACTS`): ``"describe the cat"``, e.g. ``"the cat is small and grey"``.
+
+Gold reward components (see :data:`GOLD_WEIGHTS`)
+-------------------------------------------------
+g(x, y) = Σ_k w_k · c_k(x, y), with
+
+- ``correctness`` ∈ [0, 1]: arithmetic: the last number is the right sum; describe: the
+  share of stated attributes that are true facts; review: 0 (there is no fact to get right).
+- ``relevance`` ∈ {0, 1}: the answer names the prompt's subject (both operands for sums).
+- ``tone`` ∈ (−1, 1): tanh(#positive − #negative words), for review and describe only.
+  It saturates, so a second or third "amazing" adds almost nothing.
+- ``concision`` ∈ [−1, 0]: a penalty per word beyond :data:`TARGET_WORDS`.
+- ``repetition`` ∈ [−1, 0]: minus the share of words that repeat a content word.
+
+The components trade off: a fact ("small") is correct but not positive, a
+compliment ("lovely") is positive but not a fact, and every extra adjective costs
+concision. A learned proxy that over-rewards positive words can be gamed by
+spamming them, which the gold reward punishes through repetition and concision:
+that is over-optimization, visible component by component.
+
+Preference labels
+-----------------
+A Bradley-Terry annotator with noise temperature τ: P(a ≻ b) = σ((g(a) − g(b)) / τ).
+Because τ is known, so is the best accuracy any reward model can reach on these
+labels (:meth:`World.bayes_accuracy`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+from datasets import Dataset
+
+from .runtime import Preset, get_preset
+
+NUMBERS = [str(n) for n in range(19)]
+OBJECTS = ["pizza", "soup", "movie", "book", "song", "game", "cafe", "hotel"]
+ANIMALS = ["cat", "dog", "bird", "fish", "horse", "cow", "frog", "mouse"]
+FACTS = {
+    "cat": ("small", "soft", "grey"),
+    "dog": ("big", "loud", "brown"),
+    "bird": ("small", "fast", "loud"),
+    "fish": ("small", "quiet", "green"),
+    "horse": ("big", "fast", "brown"),
+    "cow": ("big", "slow", "white"),
+    "frog": ("small", "green", "loud"),
+    "mouse": ("small", "quiet", "grey"),
+}
+ATTRIBUTES = sorted({a for facts in FACTS.values() for a in facts})
+POSITIVE = ["great", "tasty", "lovely", "fun", "fresh", "amazing", "good", "nice"]
+NEGATIVE = ["bad", "bland", "boring", "awful", "dull", "poor"]
+FILLER = ["i", "think", "really", "very", "so", "we", "people", "say", "it", "was", "a", "this",
+          "yesterday", "today", "like", "please", "tried", "saw", "my"]
+FUNCTION_WORDS = ["the", "is", "and", "plus", "add", "review", "describe", "."]
+VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIVE + FILLER
+                   + FUNCTION_WORDS))
+
+FAMILIES = ("arithmetic", "review", "describe")
+GOLD_WEIGHTS = {"correctness": 2.0, "relevance": 1.0, "tone": 1.0, "concision": 1.0, "repetition": 2.0}
+TARGET_WORDS = 7  # longer answers start paying the concision penalty
+_NOT_CONTENT = set(FUNCTION_WORDS)  # repeating "the" or "and" is not repetition
+_SPLITS = {"train": 0, "test": 1}
+
+
+@dataclass(frozen=True)
+class ParsedPrompt:
+    """What a prompt asks for: its family, subject words and (for sums) the true answer."""
+
+    family: str
+    subject: tuple[str, ...]
+    answer: int | None = None
+
+
+def parse_prompt(prompt: str) -> ParsedPrompt:
+    """Read a world prompt back into its family and subject; raise ValueError for anything else."""
+    words = prompt.split()
+    if not words:
+        raise ValueError("empty prompt: pass a user message such as 'add 3 and 5' (see World.prompts)")
+    if len(words) == 4 and words[0] == "add" and words[2] == "and" and words[1] in NUMBERS:
+        return ParsedPrompt("arithmetic", (words[1], words[3]), int(words[1]) + int(words[3]))
+    if len(words) == 3 and words[0] == "review" and words[2] in OBJECTS:
+        return ParsedPrompt("review", (words[2],))
+    if len(words) == 3 and words[0] == "describe" and words[2] in ANIMALS:
+        return ParsedPrompt("describe", (words[2],))
+    raise ValueError(
+        f"{prompt!r} is not a world prompt: expected 'add A and B', 'review the OBJECT' or "
+        "'describe the ANIMAL' (get valid ones from World.prompts)"
+    )
+
+
+def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
+    """The gold reward's components for one (prompt, completion); an empty completion scores 0 on each."""
+    parsed = parse_prompt(prompt)
+    words = completion.split()
+    n = len(words)
+    numbers = [int(w) for w in words if w in NUMBERS]
+    stated = [w for w in words if w in ATTRIBUTES]
+    if parsed.family == "arithmetic":
+        correctness = float(bool(numbers) and numbers[-1] == parsed.answer)
+    elif parsed.family == "describe":
+        true_facts = FACTS[parsed.subject[0]]
+        correctness = sum(w in true_facts for w in stated) / len(stated) if stated else 0.0
+    else:
+        correctness = 0.0
+    relevance = float(n > 0 and all(s in words for s in parsed.subject))
+    sentiment = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
+    tone = math.tanh(sentiment) if parsed.family != "arithmetic" else 0.0
+    concision = -min(1.0, max(0, n - TARGET_WORDS) / TARGET_WORDS)
+    content = [w for w in words if w not in _NOT_CONTENT]
+    repetition = -(len(content) - len(set(content))) / n if n else 0.0
+    return {"correctness": correctness, "relevance": relevance, "tone": tone,
+            "concision": concision, "repetition": repetition}
+
+
+class World:
+    """A seeded toy world: prompts, a pretraining corpus, demonstrations and a gold reward.
+
+    Every method is deterministic given the world's ``seed`` and its arguments, so
+    ``World(seed=0).prompts(100)`` is the same list on every machine. ``split="test"``
+    draws an independent sample from the same prompt distribution.
+    """
+
+    def __init__(self, seed: int = 0, preset: str | Preset | None = None, tau: float = 0.5):
+        if tau <= 0:
+            raise ValueError(f"tau must be > 0 (it is the annotator's noise temperature), got {tau}")
+        self.seed = seed
+        self.preset = get_preset(preset)
+        self.tau = tau
+
+    def _rng(self, purpose: int, split: str = "train") -> np.random.Generator:
+        if split not in _SPLITS:
+            raise ValueError(f"unknown split {split!r}: use 'train' or 'test'")
+        return np.random.default_rng([self.seed, purpose, _SPLITS[split]])
+
+    # --- prompts and demonstrations -------------------------------------------------
+    def prompts(self, n: int, split: str = "train") -> list[str]:
+        """``n`` user-message strings, families in equal proportion, with no chat markup."""
+        rng = self._rng(1, split)
+        return [_sample_prompt(rng) for _ in range(n)]
+
+    def demonstration(self, prompt: str, rng: np.random.Generator) -> str:
+        """One answer from the world's demonstrator: good on average, but not perfect."""
+        parsed = parse_prompt(prompt)
+        if parsed.family == "arithmetic":
+            a, b = parsed.subject
+            total = parsed.answer if rng.random() < 0.8 else max(0, parsed.answer + rng.choice([-2, -1, 1, 2]))
+            return f"{a} plus {b} is {total}"
+        subject = parsed.subject[0]
+        if parsed.family == "describe":
+            facts = list(FACTS[subject])
+            words = [rng.choice(facts) if rng.random() < 0.8 else rng.choice(ATTRIBUTES)
+                     for _ in range(rng.integers(1, 3))]
+            if rng.random() < 0.3:
+                words.append(rng.choice(POSITIVE))
+        else:
+            pool = POSITIVE if rng.random() < 0.7 else NEGATIVE
+            words = list(rng.choice(pool, size=rng.integers(1, 3), replace=False))
+        opener = "i think " if rng.random() < 0.2 else ""
+        return f"{opener}the {subject} is " + " and ".join(str(w) for w in words)
+
+    def pretraining_corpus(self, n: int | None = None) -> list[str]:
+        """``n`` plain-text sentences in the world's language, with no chat format.
+
+        The base model learns the language (and half-right arithmetic) from these,
+        but never sees a user turn, so it does not yet follow instructions.
+        """
+        rng = self._rng(2)
+        n = self.preset.num_pretrain if n is None else n
+        return [_corpus_sentence(self, rng) for _ in range(n)]
+
+    def sft_dataset(self, n: int | None = None, split: str = "train") -> Dataset:
+        """``n`` demonstrations in TRL's conversational prompt/completion format."""
+        n = self.preset.num_sft if n is None else n
+        rng = self._rng(3, split)
+        prompts = self.prompts(n, split=split)
+        return Dataset.from_dict({
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "completion": [[{"role": "assistant", "content": self.demonstration(p, rng)}] for p in prompts],
+        })
+
+    # --- the hidden gold reward ----------------------------------------------------------
+    def gold_components(self, prompts: list[str], completions: list[str]) -> dict[str, list[float]]:
+        """Each component c_k(x, y) of the gold reward, one list per component."""
+        _check_pairs(prompts, completions)
+        rows = [gold_components_one(p, c) for p, c in zip(prompts, completions)]
+        return {k: [row[k] for row in rows] for k in GOLD_WEIGHTS}
+
+    def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]:
+        """The gold reward g(x, y) = Σ_k w_k · c_k(x, y), one float per completion."""
+        components = self.gold_components(prompts, completions)
+        return [sum(GOLD_WEIGHTS[k] * components[k][i] for k in GOLD_WEIGHTS) for i in range(len(prompts))]
+
+    # --- the Bradley-Terry annotator ---------------------------------------------------
+    def preference_probability(self, prompts: list[str], completions_a: list[str],
+                               completions_b: list[str]) -> np.ndarray:
+        """P(a ≻ b) = σ((g(a) − g(b)) / τ) for each pair."""
+        _check_pairs(completions_a, completions_b)
+        gap = np.subtract(self.gold_reward(prompts, completions_a), self.gold_reward(prompts, completions_b))
+        return 1.0 / (1.0 + np.exp(-gap / self.tau))
+
+    def label_pairs(self, prompts: list[str], completions_a: list[str], completions_b: list[str],
+                    rng: np.random.Generator | int) -> list[int]:
+        """Noisy human-like labels: 1 where ``a`` is preferred, drawn from the Bradley-Terry model."""
+        rng = np.random.default_rng(rng)
+        p = self.preference_probability(prompts, completions_a, completions_b)
+        return (rng.random(len(p)) < p).astype(int).tolist()
+
+    def bayes_accuracy(self, prompts: list[str], completions_a: list[str], completions_b: list[str]) -> float:
+        """Expected accuracy of the gold reward itself on the noisy labels: mean of max(p, 1 − p).
+
+        No reward model can beat this on average; it is the noise ceiling.
+        """
+        p = self.preference_probability(prompts, completions_a, completions_b)
+        return float(np.maximum(p, 1 - p).mean())
+
+
+def _check_pairs(first: list[str], second: list[str]) -> None:
+    if isinstance(first, str) or isinstance(second, str):
+        raise TypeError("pass lists of strings (one per example), not a single string")
+    if len(first) != len(second):
+        raise ValueError(f"got {len(first)} and {len(second)} items: pass one completion per prompt")
+
+
+def _sample_prompt(rng: np.random.Generator) -> str:
+    family = FAMILIES[rng.integers(len(FAMILIES))]
+    if family == "arithmetic":
+        return f"add {rng.integers(10)} and {rng.integers(10)}"
+    if family == "review":
+        return f"review the {rng.choice(OBJECTS)}"
+    return f"describe the {rng.choice(ANIMALS)}"
+
+
+def _corpus_sentence(world: World, rng: np.random.Generator) -> str:
+    """A plain sentence: a demonstrator-style statement, often wrong, sometimes with filler."""
+    prompt = _sample_prompt(rng)
+    statement = world.demonstration(prompt, rng)
+    if parse_prompt(prompt).family == "arithmetic" and rng.random() < 0.4:
+        statement = statement.rsplit(" ", 1)[0] + f" {rng.integers(19)}"  # the web is often wrong
+    prefix = rng.choice(["", "", "yesterday ", "people say ", "we saw that ", f"please {prompt} . "])
+    return f"{prefix}{statement} ."

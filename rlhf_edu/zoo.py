@@ -1,0 +1,119 @@
+"""The model zoo: tiny checkpoints that ship inside the package and load offline in about a second.
+
+    model, tokenizer = zoo.load("base")     # pretrained on the world corpus
+
+Checkpoints for the ``tiny`` preset live in ``rlhf_edu/checkpoints/<name>/`` and are
+saved with ``save_pretrained`` (safetensors), so they are ordinary Hugging Face
+models. ``rlhf-edu zoo build`` rebuilds them deterministically from the world.
+Other presets are built on demand into ``$RLHF_EDU_HOME`` (default
+``~/.cache/rlhf_edu``): ``rlhf-edu zoo build --preset small``.
+
+Each checkpoint's recipe lives with the chapter that teaches it (pretraining for
+``base``, instruction tuning for ``sft``, ...); :data:`RECIPES` names them, and
+they are imported only when a build asks for them.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from pathlib import Path
+
+import torch
+import transformers
+from transformers import (
+    AutoConfig,
+    AutoTokenizer,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from .runtime import Preset, get_device, get_preset, seed_everything
+from .tokenizer import build_tokenizer
+
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
+RECIPES = {  # name -> "module:function" that trains it and returns (model, tokenizer)
+    "base": "rlhf_edu.pretraining:build_base",
+}
+
+
+def checkpoint_dir(name: str, preset: str | Preset | None = None) -> Path:
+    """Where checkpoint ``name`` of a preset lives: inside the package for ``tiny``, else the cache."""
+    preset = get_preset(preset)
+    if name not in RECIPES:
+        raise ValueError(f"unknown checkpoint {name!r}: the zoo has {', '.join(RECIPES)}")
+    if preset.name == "tiny":
+        return SHIPPED_DIR / name
+    return Path(os.environ.get("RLHF_EDU_HOME", Path.home() / ".cache" / "rlhf_edu")) / preset.name / name
+
+
+def load(name: str, preset: str | Preset | None = None,
+         device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """Return ``(model, tokenizer)`` for checkpoint ``name``, offline, in eval mode on ``device``.
+
+    The model class comes from the checkpoint's own config (a causal LM for ``base``,
+    a sequence classifier for a reward model), exactly as ``from_pretrained`` records it.
+    """
+    path = checkpoint_dir(name, preset)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(
+            f"checkpoint {name!r} is not at {path}: run `rlhf-edu zoo build {name} "
+            f"--preset {get_preset(preset).name}` to build it"
+        )
+    model_class = getattr(transformers, AutoConfig.from_pretrained(path).architectures[0])
+    progress_bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()  # a one-second load needs no progress bar in every notebook
+    try:
+        model = model_class.from_pretrained(path).to(get_device(device)).eval()
+    finally:
+        if progress_bars:
+            hf_logging.enable_progress_bar()
+    return model, AutoTokenizer.from_pretrained(path)
+
+
+def new_model(preset: str | Preset | None = None, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
+    """A freshly initialised LlamaForCausalLM sized by the preset, with the world tokenizer."""
+    preset = get_preset(preset)
+    tokenizer = build_tokenizer()
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=preset.hidden_size, intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_layers, num_attention_heads=preset.num_heads,
+        max_position_embeddings=preset.max_length, tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
+    seed_everything(seed)
+    return LlamaForCausalLM(config), tokenizer
+
+
+def build(names: list[str] | None = None, preset: str | Preset | None = None, device: str | None = None,
+          out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild checkpoints (default: all, in dependency order) and save them; return their folders.
+
+    Each recipe is seeded, so on the same hardware a rebuild reproduces the shipped
+    weights; on other hardware it reaches the same quality (a test checks that).
+    """
+    saved = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one CPU thread: same reduction order every time, so rebuilds repeat bit for bit
+    try:
+        for name in names or list(RECIPES):
+            saved.append(_build_one(name, preset, device, out_dir))
+    finally:
+        torch.set_num_threads(threads)
+    return saved
+
+
+def _build_one(name: str, preset: str | Preset | None, device: str | None, out_dir: str | Path | None) -> Path:
+    if name not in RECIPES:
+        raise ValueError(f"unknown checkpoint {name!r}: the zoo has {', '.join(RECIPES)}")
+    module_name, function_name = RECIPES[name].split(":")
+    recipe = getattr(importlib.import_module(module_name), function_name)
+    model, tokenizer = recipe(preset=get_preset(preset), device=get_device(device))
+    path = Path(out_dir) / name if out_dir else checkpoint_dir(name, preset)
+    model.to(torch.float32).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path

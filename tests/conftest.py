@@ -1,0 +1,45 @@
+"""Shared fixtures: the world, its tokenizer, and tiny random models of three architectures.
+
+Core code is tested on Llama, GPT-2 and Qwen2 so that no code path quietly
+assumes one architecture.
+"""
+
+import pytest
+import torch
+from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+from rlhf_edu.tokenizer import build_tokenizer
+from rlhf_edu.world import World
+
+torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes CI's two cores
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    return build_tokenizer()
+
+
+@pytest.fixture(scope="session")
+def world():
+    return World(seed=0)
+
+
+def random_model(arch: str, vocab_size: int, seed: int = 0):
+    """A randomly initialised causal LM of about 100k parameters."""
+    torch.manual_seed(seed)
+    if arch == "llama":
+        config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                             num_attention_heads=4, max_position_embeddings=128, pad_token_id=0)
+        return LlamaForCausalLM(config).eval()
+    if arch == "gpt2":
+        config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
+                            pad_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+        return GPT2LMHeadModel(config).eval()
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
+    return Qwen2ForCausalLM(config).eval()
+
+
+@pytest.fixture(params=["llama", "gpt2", "qwen2"])
+def model(request, tokenizer):
+    return random_model(request.param, len(tokenizer))
