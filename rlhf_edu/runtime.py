@@ -129,11 +129,18 @@ def version_report() -> list[tuple[str, str | None, bool]]:
 
 def setup(seed: int = 0, preset: str | Preset | None = None,
           device: str | torch.device | None = None) -> tuple[torch.device, Preset]:
-    """A notebook's first cell: check versions, pick device and preset, seed everything, and say so."""
+    """A notebook's first cell: check versions, pick device and preset, seed everything, and say so.
+
+    On CPU it runs PyTorch on ``$RLHF_EDU_THREADS`` threads (default 1): models this
+    small gain little from more, and threads that compete for busy cores slow them
+    down many times over.
+    """
     outdated = [f"{p} {v or 'missing'} (need >= {REQUIREMENTS[p]})" for p, v, ok in version_report() if not ok]
     if outdated:
         raise RuntimeError("update your environment (`make lab` does it): " + "; ".join(outdated))
     device, preset = get_device(device), get_preset(preset)
+    if device.type == "cpu":
+        torch.set_num_threads(int(os.environ.get("RLHF_EDU_THREADS", "1")))
     seed_everything(seed)
     print(f"torch {torch.__version__} · device {device} · preset {preset.name} · seed {seed}")
     return device, preset

@@ -124,10 +124,11 @@ def train(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable[Batch], conf
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or math.inf)
+                learning_rate = scheduler.get_last_lr()[0]  # the rate this step uses
                 optimizer.step()
                 scheduler.step()
                 history.log(step=len(history.steps), epoch=epoch, loss=loss.item(),
-                            learning_rate=scheduler.get_last_lr()[0], grad_norm=grad_norm.item(), **metrics)
+                            learning_rate=learning_rate, grad_norm=grad_norm.item(), **metrics)
                 progress.update(1)
                 progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()

@@ -37,6 +37,7 @@ from .tokenizer import build_tokenizer
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 RECIPES = {  # name -> "module:function" that trains it and returns (model, tokenizer)
     "base": "rlhf_edu.pretraining:build_base",
+    "sft": "rlhf_edu.instruction_tuning:build_sft",
 }
 
 

@@ -1,0 +1,68 @@
+import pytest
+import torch
+
+from rlhf_edu.collate import as_messages, check_length, collate, encode_prompt_completion, pad_batch
+
+
+def test_completion_mask_covers_answer_and_end_of_turn(tokenizer):
+    row = encode_prompt_completion(tokenizer, "add 3 and 5", "3 plus 5 is 8")
+    tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+    assert [t for t, m in zip(tokens, row["completion_mask"]) if m] == ["3", "plus", "5", "is", "8", "<|end|>"]
+    assert tokens[:8] == ["<bos>", "<|user|>", "add", "3", "and", "5", "<|end|>", "<|assistant|>"]
+
+
+def test_strings_and_message_lists_encode_alike(tokenizer):
+    plain = encode_prompt_completion(tokenizer, "review the soup", "the soup is tasty")
+    messages = encode_prompt_completion(tokenizer, [{"role": "user", "content": "review the soup"}],
+                                        [{"role": "assistant", "content": "the soup is tasty"}])
+    assert plain == messages
+
+
+def test_pad_batch_pads_right_and_keeps_numeric_fields(tokenizer):
+    rows = [encode_prompt_completion(tokenizer, "add 1 and 2", "1 plus 2 is 3"),
+            encode_prompt_completion(tokenizer, "review the soup", "the soup is tasty and fresh and good")]
+    rows = [{**row, "label": i, "note": "text"} for i, row in enumerate(rows)]
+    batch = pad_batch(rows, tokenizer.pad_token_id)
+    n0 = len(rows[0]["input_ids"])
+    assert batch["input_ids"].shape == batch["completion_mask"].shape == (2, len(rows[1]["input_ids"]))
+    assert batch["attention_mask"][0].tolist() == [1] * n0 + [0] * (batch["input_ids"].shape[1] - n0)
+    assert (batch["input_ids"][0, n0:] == tokenizer.pad_token_id).all()
+    assert batch["label"].tolist() == [0, 1] and "note" not in batch
+
+
+def test_collate_is_encode_then_pad(tokenizer):
+    batch = collate(tokenizer, ["add 1 and 2"], ["1 plus 2 is 3"])
+    row = encode_prompt_completion(tokenizer, "add 1 and 2", "1 plus 2 is 3")
+    assert batch["input_ids"][0].tolist() == row["input_ids"]
+    assert batch["completion_mask"].dtype == torch.long
+
+
+@pytest.mark.parametrize("prompt, completion", [("", "3"), ("add 1 and 2", ""), ("add 1 and 2", "   ")])
+def test_empty_prompt_or_completion_is_refused(tokenizer, prompt, completion):
+    with pytest.raises(ValueError, match="empty (user|assistant) message.*needs some text"):
+        encode_prompt_completion(tokenizer, prompt, completion)
+
+
+def test_bad_message_types_are_refused():
+    with pytest.raises(TypeError, match="non-empty list"):
+        as_messages([], "user")
+    with pytest.raises(TypeError, match="not a single string"):
+        collate(None, "add 1 and 2", "1 plus 2 is 3")
+
+
+def test_mismatched_counts_are_refused(tokenizer):
+    with pytest.raises(ValueError, match="2 prompts but 1 completions"):
+        collate(tokenizer, ["add 1 and 2", "add 2 and 2"], ["1 plus 2 is 3"])
+
+
+def test_overlong_example_is_refused_not_cut(tokenizer):
+    rows = [encode_prompt_completion(tokenizer, "review the soup", "the soup is " + "good and " * 20 + "tasty")]
+    with pytest.raises(ValueError, match="example 0 is .* tokens long but max_length is 16"):
+        check_length(rows, 16)
+    with pytest.raises(ValueError, match="max_length is 16"):
+        collate(tokenizer, ["review the soup"], ["the soup is " + "good and " * 20 + "tasty"], max_length=16)
+
+
+def test_missing_pad_token_is_refused(tokenizer):
+    with pytest.raises(ValueError, match="no pad token.*tokenizer.pad_token"):
+        pad_batch([encode_prompt_completion(tokenizer, "add 1 and 2", "3")], None)

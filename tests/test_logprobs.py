@@ -1,0 +1,83 @@
+import pytest
+import torch
+
+from rlhf_edu.collate import collate
+from rlhf_edu.logprobs import check_tokenizer_fits, sequence_logprobs, token_logprobs
+
+PROMPTS = ["add 3 and 5", "review the soup", "describe the cat"]
+COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty and fresh and good", "the cat is small"]
+
+
+def brute_force_logprob(model, tokenizer, prompt, completion):
+    """log π(y|x) one sequence at a time, straight from the full logits: the independent check."""
+    batch = collate(tokenizer, [prompt], [completion])
+    logits = model(input_ids=batch["input_ids"]).logits[0].log_softmax(-1)  # (T, V)
+    ids, mask = batch["input_ids"][0], batch["completion_mask"][0]
+    return sum(logits[t - 1, ids[t]].item() for t in range(1, len(ids)) if mask[t])
+
+
+def test_sequence_logprobs_matches_brute_force_on_every_architecture(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with torch.no_grad():
+        logps = sequence_logprobs(model, **batch)
+        expected = [brute_force_logprob(model, tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS)]
+    assert logps.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_average_is_sum_over_completion_tokens(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with torch.no_grad():
+        total = sequence_logprobs(model, **batch)
+        mean = sequence_logprobs(model, **batch, average=True)
+    assert (total / mean).tolist() == pytest.approx(batch["completion_mask"].sum(1).float().tolist())
+
+
+def test_batch_composition_and_padding_side_do_not_matter(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with torch.no_grad():
+        together = sequence_logprobs(model, **batch)
+        alone = torch.cat([sequence_logprobs(model, **collate(tokenizer, [p], [c]))
+                           for p, c in zip(PROMPTS, COMPLETIONS)])
+        # Move each row's padding to the left: same tokens, shifted positions in the tensor.
+        left = {k: torch.stack([torch.cat([row[m == 0], row[m == 1]]) for row, m in zip(v, batch["attention_mask"])])
+                for k, v in batch.items()}
+        left_padded = sequence_logprobs(model, **left)
+    assert together.tolist() == pytest.approx(alone.tolist(), abs=1e-4)
+    assert left_padded.tolist() == pytest.approx(together.tolist(), abs=1e-4)
+
+
+def test_token_logprobs_are_zero_off_the_completion(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with torch.no_grad():
+        logps, mask = token_logprobs(model, **batch)
+    assert logps.shape == mask.shape
+    assert (logps[mask == 0] == 0).all() and (logps[mask == 1] < 0).all()
+    assert mask.sum().item() == batch["completion_mask"].sum().item()
+
+
+def test_gradients_flow(tokenizer):
+    from tests.conftest import random_model
+
+    model = random_model("llama", len(tokenizer)).train()
+    sequence_logprobs(model, **collate(tokenizer, PROMPTS, COMPLETIONS)).sum().backward()
+    assert model.get_input_embeddings().weight.grad.abs().sum() > 0
+
+
+def test_mismatched_shapes_are_refused(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with pytest.raises(ValueError, match="must have the same \\(B, T\\) shape"):
+        token_logprobs(model, batch["input_ids"], batch["attention_mask"][:, :-1], batch["completion_mask"])
+
+
+def test_row_without_completion_is_refused(model, tokenizer):
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    batch["completion_mask"][1] = 0
+    with pytest.raises(ValueError, match="no completion tokens"):
+        token_logprobs(model, **batch)
+
+
+def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
+    from tests.conftest import random_model
+
+    with pytest.raises(ValueError, match="tokenizer has 95 tokens but the model only embeds 50.*zoo.load"):
+        check_tokenizer_fits(random_model("gpt2", 50), tokenizer)

@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+
+from rlhf_edu.world import FACTS, GOLD_WEIGHTS, World, gold_components_one, parse_prompt
+
+
+def test_prompts_are_deterministic_and_splits_differ(world):
+    assert world.prompts(50) == World(seed=0).prompts(50)
+    assert world.prompts(50, split="test") != world.prompts(50)
+    assert World(seed=1).prompts(50) != world.prompts(50)
+
+
+def test_prompts_cover_every_family_without_markup(world):
+    families = {parse_prompt(p).family for p in world.prompts(60)}
+    assert families == {"arithmetic", "review", "describe"}
+    assert not any("<|" in p for p in world.prompts(60))
+
+
+def test_pretraining_corpus_is_plain_text(world):
+    corpus = world.pretraining_corpus(200)
+    assert len(corpus) == 200
+    assert not any("<|" in line for line in corpus)
+
+
+def test_sft_dataset_uses_trl_conversational_format(world):
+    dataset = world.sft_dataset(20)
+    assert dataset.column_names == ["prompt", "completion"]
+    row = dataset[0]
+    assert row["prompt"][0]["role"] == "user" and row["completion"][0]["role"] == "assistant"
+    assert row["completion"][0]["content"].strip()
+
+
+def test_gold_components_hand_worked(world):
+    # Correct sum, names both operands, 5 words, no repeated content word.
+    assert gold_components_one("add 3 and 5", "3 plus 5 is 8") == {
+        "correctness": 1.0, "relevance": 1.0, "tone": 0.0, "concision": 0.0, "repetition": 0.0}
+    # Two stated facts, one true ("small") and one false ("big"); one positive word.
+    parts = gold_components_one("describe the cat", "the cat is small and big and lovely")
+    assert parts["correctness"] == 0.5 and parts["tone"] == pytest.approx(math.tanh(1))
+    # 8 words (one over the target of 7); "amazing" repeats 3 times among 8 words.
+    spam = gold_components_one("review the pizza", "the pizza is amazing amazing amazing amazing amazing")
+    assert spam["concision"] == pytest.approx(-1 / 7)
+    assert spam["repetition"] == pytest.approx(-4 / 8)
+
+
+def test_gold_reward_is_the_weighted_sum(world):
+    prompts, completions = ["review the soup", "add 1 and 2"], ["the soup is tasty", "1 plus 2 is 4"]
+    components = world.gold_components(prompts, completions)
+    expected = [sum(GOLD_WEIGHTS[k] * components[k][i] for k in GOLD_WEIGHTS) for i in range(2)]
+    assert world.gold_reward(prompts, completions) == pytest.approx(expected)
+
+
+def test_gold_reward_prefers_what_a_human_would(world):
+    prompts = ["add 2 and 2"] * 2 + ["describe the cow"] * 2 + ["review the book"] * 2
+    good = ["2 plus 2 is 4", "the cow is big and white", "the book is great"]
+    bad = ["2 plus 2 is 5", "the cow is small and green", "the book is great great great great great great"]
+    gold = world.gold_reward(prompts[::2], good), world.gold_reward(prompts[::2], bad)
+    assert all(g > b for g, b in zip(*gold))
+
+
+def test_empty_completion_scores_zero_on_every_component():
+    assert set(gold_components_one("describe the cat", "").values()) == {0.0}
+
+
+def test_fact_table_is_consistent():
+    assert all(len(facts) == 3 for facts in FACTS.values())
+
+
+def test_label_pairs_follow_bradley_terry(world):
+    prompts = ["add 2 and 3"] * 4000
+    a, b = ["2 plus 3 is 5"] * 4000, ["2 plus 3 is 6"] * 4000
+    p = 1 / (1 + math.exp(-(3.0 - 1.0) / world.tau))  # gold 3.0 vs 1.0: correctness differs by weight 2
+    labels = world.label_pairs(prompts, a, b, rng=0)
+    assert np.mean(labels) == pytest.approx(p, abs=0.02)
+    assert labels == world.label_pairs(prompts, a, b, rng=np.random.default_rng(0))
+
+
+def test_bayes_accuracy_is_mean_of_max_p(world):
+    prompts = ["add 2 and 3", "review the cafe"]
+    a, b = ["2 plus 3 is 5", "the cafe is fun"], ["2 plus 3 is 6", "the cafe is fun"]
+    p_first = 1 / (1 + math.exp(-2.0 / world.tau))
+    assert world.bayes_accuracy(prompts, a, b) == pytest.approx((p_first + 0.5) / 2)
+
+
+def test_lower_tau_means_cleaner_labels():
+    prompts, a, b = ["review the cafe"] * 2, ["the cafe is fun", "the cafe is bad"], ["the cafe is bad"] * 2
+    assert World(tau=0.1).bayes_accuracy(prompts, a, b) > World(tau=1.0).bayes_accuracy(prompts, a, b)
+
+
+@pytest.mark.parametrize("prompt", ["", "   "])
+def test_empty_prompt_is_refused(world, prompt):
+    with pytest.raises(ValueError, match="empty prompt"):
+        world.gold_reward([prompt], ["x"])
+
+
+def test_foreign_prompt_is_refused(world):
+    with pytest.raises(ValueError, match="not a world prompt.*World.prompts"):
+        world.gold_reward(["write a poem"], ["roses are red"])
+
+
+def test_mismatched_lengths_and_bare_strings_are_refused(world):
+    with pytest.raises(ValueError, match="one completion per prompt"):
+        world.gold_reward(["add 1 and 2"], [])
+    with pytest.raises(TypeError, match="lists of strings"):
+        world.gold_reward("add 1 and 2", "1 plus 2 is 3")
+
+
+def test_bad_tau_and_split_are_refused(world):
+    with pytest.raises(ValueError, match="tau must be > 0"):
+        World(tau=0)
+    with pytest.raises(ValueError, match="unknown split 'val'"):
+        world.prompts(3, split="val")
