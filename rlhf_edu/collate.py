@@ -27,9 +27,11 @@ Messages = list[dict[str, str]]
 
 def as_messages(text_or_messages: str | Messages, role: str) -> Messages:
     """Wrap a plain string as a one-message conversation; pass message lists through unchanged."""
-    messages = [{"role": role, "content": text_or_messages}] if isinstance(text_or_messages, str) else text_or_messages
+    if isinstance(text_or_messages, str):
+        text_or_messages = [{"role": role, "content": text_or_messages}]
+    messages = text_or_messages
     if not isinstance(messages, list) or not messages:
-        raise TypeError(f"expected a string or a non-empty list of {{'role', 'content'}} dicts, got {text_or_messages!r}")
+        raise TypeError(f"expected a string or a non-empty list of {{'role', 'content'}} dicts, got {messages!r}")
     for message in messages:
         if not str(message.get("content", "")).strip():
             raise ValueError(

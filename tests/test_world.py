@@ -112,3 +112,14 @@ def test_bad_tau_and_split_are_refused(world):
         World(tau=0)
     with pytest.raises(ValueError, match="unknown split 'val'"):
         world.prompts(3, split="val")
+
+
+def test_demonstrator_is_good_but_not_perfect(world):
+    rng = np.random.default_rng(0)
+    prompts = world.prompts(600)
+    demonstrations = [world.demonstration(p, rng) for p in prompts]
+    components = world.gold_components(prompts, demonstrations)
+    assert min(components["relevance"]) == 1.0  # always on topic
+    arithmetic = [c for p, c in zip(prompts, components["correctness"]) if parse_prompt(p).family == "arithmetic"]
+    assert 0.7 < np.mean(arithmetic) < 0.9  # right about 80% of the time: room for RL to improve
+    assert min(components["tone"]) < 0  # some demonstrations are negative reviews
