@@ -12,6 +12,8 @@ def check(passed: bool, success: str, hint: str) -> bool:
 
 
 def check_close(answer: float, expected: float, hint: str, tol: float = 1e-4) -> bool:
-    """Check a numeric answer against the expected value within absolute ``tol``."""
+    """Check a numeric answer against the expected value within absolute ``tol`` (``None``: not answered yet)."""
+    if answer is None:
+        return check(False, "", hint)
     answer = float(answer)
     return check(math.isclose(answer, expected, abs_tol=tol), f"{answer:.6g} is right", f"{hint} (got {answer:.6g})")

@@ -119,9 +119,9 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     relevance = float(n > 0 and all(s in words for s in parsed.subject))
     sentiment = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
     tone = math.tanh(sentiment) if parsed.family != "arithmetic" else 0.0
-    concision = -min(1.0, max(0, n - TARGET_WORDS) / TARGET_WORDS)
+    concision = max(-1.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
     content = [w for w in words if w not in _NOT_CONTENT]
-    repetition = -(len(content) - len(set(content))) / n if n else 0.0
+    repetition = (len(set(content)) - len(content)) / n if n else 0.0
     return {"correctness": correctness, "relevance": relevance, "tone": tone,
             "concision": concision, "repetition": repetition}
 

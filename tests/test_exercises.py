@@ -17,3 +17,8 @@ def test_check_close_uses_absolute_tolerance(capsys):
 def test_show_returns_highlighted_source():
     code = rlhf_edu.show(check)
     assert "def check(" in code.data
+
+
+def test_unanswered_exercise_gets_the_hint(capsys):
+    assert check_close(None, 0.3, "fill in `answer`") is False
+    assert capsys.readouterr().out.strip() == "❌ not yet: fill in `answer`"
