@@ -529,7 +529,7 @@ def plot_arms(labels: Sequence[str], policies: dict[str, TensorLike], rewards: T
         raise ValueError(f"give one label, one reward and one probability per policy for each of the {len(labels)} "
                          "arms: every policy and the rewards must be as long as labels")
     if ax is None:
-        _, ax = plt.subplots(figsize=(8, 0.25 * len(labels) * (len(policies) + 1) + 1))
+        _, ax = plt.subplots(figsize=(8, 0.12 * len(labels) * (len(policies) + 1) + 1.2))
     rows = torch.arange(len(labels) - 1, -1, -1)  # (A,) the first arm on top
     height = 0.8 / len(policies)
     for i, (name, probs) in enumerate(policies.items()):
