@@ -15,6 +15,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .sampling import generate_completions
 from .world import World
 
+PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
 
 def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                              n: int | None = None, split: str = "train", seed: int = 0,
@@ -46,3 +48,26 @@ def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: Pr
         "gold_rejected": world.gold_reward(prompts, rejected),
         "p_chosen": np.where(a_preferred, p_a, 1 - p_a).tolist(),
     })
+
+
+def check_pair_columns(dataset: Dataset) -> None:
+    """Raise ValueError unless ``dataset`` has the ``prompt``, ``chosen`` and ``rejected`` columns of pairs."""
+    missing = [name for name in PAIR_COLUMNS if name not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"the dataset has no {', '.join(missing)} column (it has {', '.join(dataset.column_names)}): "
+            "preference pairs need prompt, chosen and rejected columns, as build_preference_dataset makes them"
+        )
+
+
+def pair_texts(dataset: Dataset) -> tuple[list[str], list[str], list[str]]:
+    """The ``prompt``, ``chosen`` and ``rejected`` columns as plain strings, as the world's methods take them.
+
+    A conversational column (message lists) gives each row's last message: the user's turn of a prompt, the answer.
+    """
+    check_pair_columns(dataset)
+
+    def text(value: str | list[dict[str, str]]) -> str:
+        return value if isinstance(value, str) else value[-1]["content"]
+
+    return tuple([text(value) for value in dataset[column]] for column in PAIR_COLUMNS)

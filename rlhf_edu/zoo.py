@@ -38,6 +38,7 @@ SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 RECIPES = {  # name -> "module:function" that trains it and returns (model, tokenizer)
     "base": "rlhf_edu.pretraining:build_base",
     "sft": "rlhf_edu.instruction_tuning:build_sft",
+    "rm": "rlhf_edu.reward_modeling:build_reward_model",
 }
 
 

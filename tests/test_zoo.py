@@ -51,3 +51,19 @@ def test_unbuilt_preset_says_how_to_build_it(monkeypatch, tmp_path):
     monkeypatch.setenv("RLHF_EDU_HOME", str(tmp_path))
     with pytest.raises(FileNotFoundError, match="rlhf-edu zoo build base --preset small"):
         zoo.load("base", preset="small")
+
+
+def test_small_preset_runs_the_same_code_at_gpu_size():
+    """No GPU in CI: check that the `small` model builds at its size and takes a training step on CPU."""
+    from functools import partial
+
+    from rlhf_edu.collate import pad_batch
+    from rlhf_edu.pretraining import encode_document, language_modeling_loss
+    from rlhf_edu.training import TrainingConfig, train
+
+    model, tokenizer = zoo.new_model("small")
+    assert 20e6 < sum(p.numel() for p in model.parameters()) < 30e6
+    rows = [encode_document(tokenizer, text) for text in World(preset="small").pretraining_corpus(4)]
+    history = train(model, partial(language_modeling_loss, model), [pad_batch(rows, tokenizer.pad_token_id)],
+                    TrainingConfig(progress=False))
+    assert len(history["loss"]) == 1

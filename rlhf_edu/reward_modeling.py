@@ -1,0 +1,440 @@
+"""Reward modeling (chapter 7): a scalar score r_θ(y | x) learned from pairwise preferences.
+
+A reward model is the policy's backbone with a one-number head read at the last
+token of prompt + completion: Hugging Face's ``AutoModelForSequenceClassification``
+with ``num_labels=1``, so a reward model trained here also works in TRL. It learns
+from chosen/rejected pairs through the Bradley-Terry loss
+
+    L(θ) = −log σ(r_θ(y_c | x) − r_θ(y_r | x))        (eq:rewardmodeling1)
+
+and it only ever sees *differences* of rewards, so its scores are defined up to a
+constant per prompt.
+
+Because the toy world knows the true preference, everything the reward model
+learns can be checked against it: held-out accuracy next to the annotator's noise
+ceiling, calibration, rank correlation with the gold reward, and which gold
+components it picked up, missed or over-weights.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import matplotlib.pyplot as plt
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from matplotlib.figure import Figure
+from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from . import zoo
+from .collate import Messages, check_length, collate, encode_prompt_completion, pad_batch
+from .logprobs import check_tokenizer_fits
+from .preferences import build_preference_dataset, check_pair_columns, pair_texts
+from .runtime import Preset, get_preset
+from .training import Batch, History, TrainingConfig, make_loader, train
+from .world import FAMILIES, World, parse_prompt
+
+HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
+
+
+# --- the Bradley-Terry model: plain functions on rewards ------------------------------
+def _check_pair_shapes(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(
+            f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} "
+            "differ in shape: pass one chosen and one rejected reward per pair"
+        )
+
+
+def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """P(y_c ≻ y_r | x) = σ(r_c − r_r), the Bradley-Terry model (eq:bradterry_unbounded, eq:bradterryrm).
+
+    Returns one probability per pair, shaped like the inputs.
+    """
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    return torch.sigmoid(chosen_rewards - rejected_rewards)
+
+
+def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                       margin: torch.Tensor | float | None = None) -> torch.Tensor:
+    """−log σ(r_c − r_r − m) per pair (eq:rewardmodeling1; with a margin m, Llama 2's eq:rewardmodelingmargin).
+
+    The margin asks the chosen answer to win by at least m before the loss lets go;
+    it is a float for every pair or a tensor with one value per pair. ``logsigmoid``
+    keeps the loss finite at any gap, where ``log(sigmoid(-200))`` would be log 0.
+    Returns one loss per pair.
+    """
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    gaps = chosen_rewards - rejected_rewards
+    if margin is not None:
+        gaps = gaps - margin
+    return -F.logsigmoid(gaps)
+
+
+def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                     coefficient: float) -> torch.Tensor:
+    """c · (r_c + r_r)² per pair: the auxiliary term of TRL's ``center_rewards_coefficient``.
+
+    Bradley-Terry sees only reward differences, so the level of r_θ drifts freely
+    during training; this term pulls the mean reward toward 0 (Eisenstein et al.,
+    2023) without changing which answer wins. Returns one value per pair.
+    """
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    return coefficient * (chosen_rewards + rejected_rewards) ** 2
+
+
+def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
+    """−log P(ranking) under Plackett-Luce (eq:kwise_rm), for (B, K) rewards sorted best → worst: (B,).
+
+    P(ranking) = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j): the best answer is picked from all
+    K, then the best of the rest, and so on. With K = 2 it is the Bradley-Terry loss.
+    """
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(
+            f"rewards has shape {tuple(rewards.shape)}: pass (B, K) rewards with K >= 2 answers per prompt, "
+            "each row sorted from most to least preferred"
+        )
+    # log Σ_{j ≥ k} exp(r_j) for every k at once: a running log-sum-exp from the worst end
+    log_normalizers = rewards.flip(1).logcumsumexp(dim=1).flip(1)  # (B, K)
+    return (log_normalizers - rewards).sum(dim=1)  # (B,)
+
+
+def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0) -> Figure:
+    """Preference probability σ(Δ) and loss −log σ(Δ − m) against the reward gap Δ = r_c − r_r, marked at ``gap``."""
+    gaps = torch.linspace(-6, 6, 241)  # (G,)
+    zeros = torch.zeros_like(gaps)
+    probability = torch.sigmoid(torch.tensor(gap)).item()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left.plot(gaps, preference_probability(gaps, zeros))
+    left.plot([gap], [probability], "o", color="C3")
+    left.set(xlabel="reward gap Δ = r(y_c) − r(y_r)", ylabel="P(y_c ≻ y_r)", ylim=(0, 1),
+             title=f"P = σ({gap:.2f}) = {probability:.2f}")
+    right.plot(gaps, bradley_terry_loss(gaps, zeros), color="C7", ls="--", label="m = 0")
+    right.plot(gaps, bradley_terry_loss(gaps, zeros, margin), label=f"m = {margin:.1f}")
+    right.plot([gap], [bradley_terry_loss(torch.tensor(gap), torch.tensor(0.0), margin).item()], "o", color="C3")
+    right.set(xlabel="reward gap Δ", ylabel="−log σ(Δ − m)", ylim=(0, 7), title="Bradley-Terry loss")
+    right.legend()
+    fig.tight_layout()
+    return fig
+
+
+# --- the reward model -------------------------------------------------------------------
+def reward_model_from(causal_lm: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """A reward model on a copy of ``causal_lm``'s transformer, with a new linear score head.
+
+    Returns the architecture's ``...ForSequenceClassification`` with ``num_labels=1``
+    (e.g. ``LlamaForSequenceClassification``) on the same device, in eval mode; the
+    causal LM is left untouched and ``seed`` fixes the head's initial weights.
+    """
+    config = copy.deepcopy(causal_lm.config)
+    config.num_labels = 1
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = AutoModelForSequenceClassification.from_config(config)
+    model.base_model.load_state_dict(causal_lm.base_model.state_dict())
+    return model.to(causal_lm.device).eval()
+
+
+def check_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Raise ValueError unless ``model`` gives one score per sequence and can find each row's last token."""
+    if not type(model).__name__.endswith("ForSequenceClassification") or model.config.num_labels != 1:
+        raise ValueError(
+            f"{type(model).__name__} with num_labels={model.config.num_labels} is not a reward model: build one "
+            "with reward_model_from(causal_lm), or from_pretrained(path, num_labels=1) on a sequence classifier"
+        )
+    if model.config.pad_token_id is None:
+        raise ValueError(
+            "model.config.pad_token_id is not set, so the model cannot find the last real token of a padded "
+            "row: set model.config.pad_token_id = tokenizer.pad_token_id"
+        )
+    if model.config.pad_token_id != tokenizer.pad_token_id:
+        raise ValueError(
+            f"model.config.pad_token_id is {model.config.pad_token_id} but the tokenizer pads with "
+            f"{tokenizer.pad_token_id}: set model.config.pad_token_id = tokenizer.pad_token_id"
+        )
+    check_tokenizer_fits(model, tokenizer)
+
+
+def sequence_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    """r_θ(y | x) for each row of a padded batch: the score head at its last non-padding token, (B,).
+
+    Positions come from the mask, so a row scores the same on either padding side.
+    """
+    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+                   use_cache=False).logits  # (B, 1)
+    return logits.squeeze(-1).float()  # (B,)
+
+
+@torch.no_grad()
+def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
+          completions: Sequence[str | Messages], batch_size: int = 256) -> torch.Tensor:
+    """r_θ(y | x) for each (prompt, completion), strings or message lists: a (N,) float tensor on the CPU.
+
+    Batches are right-padded by :func:`rlhf_edu.collate.collate`, so a completion's
+    score does not depend on what it is batched with.
+    """
+    if isinstance(prompts, str) or isinstance(completions, str) or len(prompts) != len(completions):
+        raise ValueError("pass two lists of the same length: one completion per prompt")
+    check_reward_model(model, tokenizer)
+    device = next(model.parameters()).device
+    rewards = [torch.empty(0)]  # no prompts, no scores: an empty tensor rather than an error
+    for i in range(0, len(prompts), batch_size):
+        batch = collate(tokenizer, prompts[i:i + batch_size], completions[i:i + batch_size])
+        rewards.append(sequence_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu())
+    return torch.cat(rewards)
+
+
+def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(chosen_rewards, rejected_rewards)``, each (N,), for a prompt/chosen/rejected dataset."""
+    prompts, chosen, rejected = pair_texts(dataset)
+    return (score(model, tokenizer, prompts, chosen, batch_size),
+            score(model, tokenizer, prompts, rejected, batch_size))
+
+
+# --- training: the shared loop plus a pairwise loss ------------------------------------
+@dataclass
+class RewardConfig(TrainingConfig):
+    """Reward-model training settings; the extra fields keep TRL's ``RewardConfig`` names.
+
+    ``margin`` is one m for every pair (eq:rewardmodelingmargin); a dataset column
+    ``margin`` gives each pair its own, as in TRL and Llama 2.
+    """
+
+    learning_rate: float = 1e-3
+    batch_size: int = 32
+    num_epochs: int = 1  # the book: one epoch is the norm, more overfits the pairs
+    center_rewards_coefficient: float | None = None  # e.g. 0.01
+    margin: float | None = None
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
+            raise ValueError(
+                f"center_rewards_coefficient must be >= 0 (or None to switch centering off), "
+                f"got {self.center_rewards_coefficient}"
+            )
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset) -> list[dict]:
+    """Each pair as ``{"chosen": row, "rejected": row}`` of token ids and completion masks (plus its ``margin``)."""
+    check_pair_columns(dataset)
+    if len(dataset) == 0:
+        raise ValueError("the preference dataset is empty: build it with more prompts")
+    rows = []
+    for example in dataset:
+        row = {"chosen": encode_prompt_completion(tokenizer, example["prompt"], example["chosen"]),
+               "rejected": encode_prompt_completion(tokenizer, example["prompt"], example["rejected"])}
+        if "margin" in example:
+            row["margin"] = float(example["margin"])
+        rows.append(row)
+    return rows
+
+
+def collate_pairs(rows: list[dict], pad_token_id: int) -> Batch:
+    """The chosen rows, then the rejected rows, in one right-padded batch: (2B, T), scored in one forward pass."""
+    batch = pad_batch([row["chosen"] for row in rows] + [row["rejected"] for row in rows], pad_token_id)
+    if "margin" in rows[0]:
+        batch["margin"] = torch.tensor([row["margin"] for row in rows])  # (B,)
+    return batch
+
+
+def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, float]:
+    """TRL's reward-model metrics of a batch of pairs.
+
+    ``accuracy`` is the share of pairs with r_c > r_r, ``margin`` the mean r_c − r_r, and
+    ``min_reward``, ``mean_reward`` and ``max_reward`` range over both answers.
+    """
+    rewards = torch.cat([chosen_rewards, rejected_rewards]).detach()  # (2B,)
+    return {"accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
+            "margin": (chosen_rewards - rejected_rewards).mean().item(),
+            "min_reward": rewards.min().item(), "mean_reward": rewards.mean().item(),
+            "max_reward": rewards.max().item()}
+
+
+def reward_modeling_loss(model: PreTrainedModel, batch: Batch, center_rewards_coefficient: float | None = None,
+                         margin: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """Mean Bradley-Terry loss of a :func:`collate_pairs` batch (eq:rewardmodeling1), and :func:`reward_metrics`.
+
+    A per-pair ``batch["margin"]`` (eq:rewardmodelingmargin) is used when the batch has one, else ``margin``.
+    """
+    rewards = sequence_rewards(model, batch["input_ids"], batch["attention_mask"])  # (2B,)
+    chosen_rewards, rejected_rewards = rewards.chunk(2)  # (B,) each
+    losses = bradley_terry_loss(chosen_rewards, rejected_rewards, batch.get("margin", margin))  # (B,)
+    if center_rewards_coefficient:
+        losses = losses + reward_centering(chosen_rewards, rejected_rewards, center_rewards_coefficient)
+    return losses.mean(), reward_metrics(chosen_rewards, rejected_rewards)
+
+
+def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                       config: RewardConfig) -> History:
+    """Fit r_θ to a prompt/chosen/rejected dataset with the Bradley-Terry loss; return the :class:`History`.
+
+    Each step logs ``loss``, ``accuracy``, ``margin`` and ``min/mean/max_reward`` (TRL's names).
+    """
+    check_reward_model(model, tokenizer)
+    rows = encode_pairs(tokenizer, dataset)
+    if config.margin is not None and "margin" in rows[0]:
+        raise ValueError("config.margin and the dataset's 'margin' column are both set: keep one of them")
+    check_length([row[side] for row in rows for side in ("chosen", "rejected")],
+                 config.max_length or model.config.max_position_embeddings)
+    loader = make_loader(rows, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
+    loss_fn = partial(reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient,
+                      margin=config.margin)
+    return train(model, loss_fn, loader, config, desc="reward model")
+
+
+def build_reward_model(preset: Preset | None = None,
+                       device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """The zoo's ``rm`` recipe: a reward model on the ``sft`` backbone, trained on pairs sampled from ``sft``.
+
+    On the way it measures held-out accuracy against the number of training pairs
+    (:func:`accuracy_vs_pairs`) and keeps the curve in ``model.config.accuracy_vs_pairs``.
+    """
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, device)
+    world = World(seed=0, preset=preset)
+    train_pairs = build_preference_dataset(world, policy, tokenizer, seed=0)
+    test_pairs = build_preference_dataset(world, policy, tokenizer, n=HELD_OUT_PAIRS, split="test", seed=0)
+    # The book trains one epoch; the tiny backbone still underfits after one, and 8 gain ~3 points held-out.
+    config = RewardConfig(learning_rate=1e-3, batch_size=32, num_epochs=8, warmup_ratio=0.05, seed=0)
+    model = reward_model_from(policy, seed=0)
+    train_reward_model(model, tokenizer, train_pairs, config)
+    sizes = [len(train_pairs) // 2 ** k for k in (4, 3, 2, 1)]  # 1/16, 1/8, 1/4 and 1/2 of the pairs
+    curve = accuracy_vs_pairs(policy, tokenizer, world, train_pairs, test_pairs, sizes, config)
+    curve["num_pairs"].append(len(train_pairs))
+    for name, value in evaluate_reward_model(model, tokenizer, world, test_pairs).items():
+        curve[name].append(value)
+    model.config.accuracy_vs_pairs = curve  # saved in config.json: the notebook plots it without retraining
+    return model, tokenizer
+
+
+def accuracy_vs_pairs(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
+                      train_pairs: Dataset, test_pairs: Dataset, sizes: Sequence[int],
+                      config: RewardConfig) -> dict[str, list[float]]:
+    """Train a fresh reward model on the first n pairs for each n in ``sizes``; return its held-out metrics.
+
+    Returns ``num_pairs`` and one list per :func:`evaluate_reward_model` metric, in the order of ``sizes``.
+    """
+    curve = {"num_pairs": list(sizes)}
+    for n in sizes:
+        model = reward_model_from(causal_lm, seed=config.seed)
+        train_reward_model(model, tokenizer, train_pairs.select(range(n)), config)
+        for name, value in evaluate_reward_model(model, tokenizer, world, test_pairs).items():
+            curve.setdefault(name, []).append(value)
+    return curve
+
+
+# --- measured against the world ----------------------------------------------------------
+def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> float:
+    """Share of pairs the reward model ranks the way they were labelled (r_c > r_r; a tie counts as wrong)."""
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    return (chosen_rewards > rejected_rewards).float().mean().item()
+
+
+def expected_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                      p_chosen: torch.Tensor | Sequence[float]) -> float:
+    """The reward model's accuracy averaged over fresh draws of the annotator's noisy labels.
+
+    A pair labelled with probability ``p_chosen`` agrees with a model that ranks it
+    the labelled way with probability p_chosen, and the other way with 1 − p_chosen.
+    Averaging those instead of 0/1 hits takes the label noise out of the estimate;
+    ranking by the gold reward itself gives :meth:`World.bayes_accuracy`, the ceiling.
+    """
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    p_chosen = torch.as_tensor(p_chosen, dtype=torch.float64)  # (N,)
+    return torch.where(chosen_rewards > rejected_rewards, p_chosen, 1 - p_chosen).mean().item()
+
+
+def calibration_table(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
+                      num_bins: int = 10) -> dict[str, torch.Tensor]:
+    """Predicted P(y_c ≻ y_r) against how often that answer won, in ``num_bins`` equal bins (a reliability diagram).
+
+    Each labelled pair counts in both orders, (σ(Δ), won) and (σ(−Δ), lost), so the
+    table does not depend on which answer is listed first. Returns, for the bins
+    that hold any comparison, ``predicted`` (mean predicted probability),
+    ``observed`` (share won) and ``count``. Calibrated means observed ≈ predicted.
+    """
+    p = preference_probability(chosen_rewards, rejected_rewards).double()  # (N,)
+    predicted = torch.cat([p, 1 - p])  # (2N,)
+    won = torch.cat([torch.ones_like(p), torch.zeros_like(p)])  # (2N,)
+    bins = (predicted * num_bins).long().clamp(max=num_bins - 1)  # (2N,)
+    count = torch.bincount(bins, minlength=num_bins)  # (num_bins,)
+    keep = count > 0
+    return {"predicted": (torch.bincount(bins, predicted, num_bins) / count.clamp(min=1))[keep],
+            "observed": (torch.bincount(bins, won, num_bins) / count.clamp(min=1))[keep],
+            "count": count[keep]}
+
+
+def expected_calibration_error(table: dict[str, torch.Tensor]) -> float:
+    """Σ_bins (count / N) · |observed − predicted| of a :func:`calibration_table`: 0 when perfectly calibrated."""
+    weights = table["count"] / table["count"].sum()
+    return (weights * (table["observed"] - table["predicted"]).abs()).sum().item()
+
+
+def ranks(values: torch.Tensor) -> torch.Tensor:
+    """1-based ranks of a 1-D tensor, tied values sharing their average rank (float64)."""
+    sorted_values, order = values.sort()
+    _, run, run_length = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
+    positions = torch.arange(1, len(values) + 1, dtype=torch.float64)
+    run_mean = torch.zeros(len(run_length), dtype=torch.float64).index_add_(0, run, positions) / run_length
+    result = torch.empty(len(values), dtype=torch.float64)
+    result[order] = run_mean[run]
+    return result
+
+
+def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Sequence[float]) -> float:
+    """Spearman's ρ: the correlation of the ranks of x and y (1 = same order, −1 = reversed; NaN if one is constant)."""
+    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
+    if x.shape != y.shape or x.dim() != 1:
+        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length")
+    rank_x, rank_y = ranks(x) - (len(x) + 1) / 2, ranks(y) - (len(y) + 1) / 2  # centred: mean rank is (N + 1) / 2
+    return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
+
+
+def component_correlations(rewards: torch.Tensor, components: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Spearman's ρ between the reward model's scores and each gold component (e.g. ``World.gold_components``)."""
+    return {name: spearman_correlation(rewards, values) for name, values in components.items()}
+
+
+def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]]) -> dict[str, float]:
+    """Least-squares w_k in r ≈ b + Σ_k w_k c_k: what the reward model pays per unit of each gold component.
+
+    Labels follow σ((g(a) − g(b)) / τ), so a reward model that learned them exactly
+    has w_k = GOLD_WEIGHTS[k] / τ (plus a constant per prompt, which the fit averages out).
+    """
+    columns = [torch.ones(len(rewards), dtype=torch.float64)]
+    columns += [torch.as_tensor(values, dtype=torch.float64) for values in components.values()]
+    features = torch.stack(columns, dim=1)  # (N, 1 + K)
+    solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # (1 + K, 1)
+    return dict(zip(components, solution[1:, 0].tolist()))
+
+
+def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
+                          dataset: Dataset) -> dict[str, float]:
+    """Held-out accuracy next to its noise ceiling, and the rank correlation of scores with the gold reward.
+
+    Returns ``accuracy`` (on the dataset's labels), ``expected_accuracy`` (label noise
+    averaged out), ``bayes_accuracy`` (the ceiling on these pairs) and ``gold_spearman``.
+    """
+    prompts, chosen, rejected = pair_texts(dataset)
+    chosen_rewards, rejected_rewards = score_pairs(model, tokenizer, dataset)
+    return {"accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
+            "expected_accuracy": expected_accuracy(chosen_rewards, rejected_rewards, list(dataset["p_chosen"])),
+            "bayes_accuracy": world.bayes_accuracy(prompts, chosen, rejected),
+            "gold_spearman": spearman_correlation(torch.cat([chosen_rewards, rejected_rewards]),
+                                                  list(dataset["gold_chosen"]) + list(dataset["gold_rejected"]))}
+
+
+def evaluate_by_family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
+                       dataset: Dataset) -> dict[str, dict[str, float]]:
+    """:func:`evaluate_reward_model` on each prompt family's pairs: ``{"arithmetic": {...}, "review": ..., ...}``."""
+    families = [parse_prompt(prompt).family for prompt in pair_texts(dataset)[0]]
+    return {family: evaluate_reward_model(model, tokenizer, world,
+                                          dataset.select([i for i, f in enumerate(families) if f == family]))
+            for family in FAMILIES if family in families}

@@ -1,0 +1,379 @@
+import dataclasses
+import itertools
+import math
+
+import pytest
+import torch
+from datasets import Dataset
+
+from rlhf_edu import reward_modeling as rm
+from rlhf_edu import zoo
+from rlhf_edu.collate import collate
+from rlhf_edu.preferences import build_preference_dataset, pair_texts
+from rlhf_edu.runtime import get_preset
+from tests.conftest import random_model
+
+PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]
+COMPLETIONS = ["the cat is small and grey", "the pizza is tasty", "3 plus 5 is 8", "the dog is big and loud and brown"]
+
+
+def reward_model(arch: str, tokenizer, seed: int = 0):
+    return rm.reward_model_from(random_model(arch, len(tokenizer), seed=seed), seed=seed)
+
+
+def pairs_dataset(n_repeats: int = 4, **extra_columns) -> Dataset:
+    """Pairs whose chosen answer is on topic and rejected one is not: a pattern a model can learn in a few steps."""
+    prompts = ["describe the cat", "review the pizza"] * n_repeats
+    chosen = ["the cat is small and grey", "the pizza is tasty"] * n_repeats
+    rejected = ["the book is bad", "i think the song is dull"] * n_repeats
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": p}] for p in prompts],
+        "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
+        "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
+        **extra_columns,
+    })
+
+
+# --- the Bradley-Terry model ----------------------------------------------------------
+def test_preference_probability_hand_values():
+    p = rm.preference_probability(torch.tensor([0.0, math.log(3), 2.0]), torch.tensor([0.0, 0.0, 2.0 + math.log(3)]))
+    assert torch.allclose(p, torch.tensor([0.5, 0.75, 0.25]))
+
+
+def test_pair_functions_refuse_mismatched_batches():
+    for fn in (rm.preference_probability, rm.bradley_terry_loss, rm.pairwise_accuracy):
+        with pytest.raises(ValueError, match="differ in shape: pass one chosen and one rejected"):
+            fn(torch.zeros(3), torch.zeros(2))
+    with pytest.raises(ValueError, match="differ in shape"):
+        rm.reward_centering(torch.zeros(3), torch.zeros(2), 0.1)
+
+
+def test_bradley_terry_loss_hand_values_and_margin():
+    chosen, rejected = torch.tensor([2.0, 0.0, 1.0]), torch.tensor([1.0, 0.0, 2.0])
+    expected = torch.tensor([math.log(1 + math.exp(-1)), math.log(2), math.log(1 + math.e)])
+    assert torch.allclose(rm.bradley_terry_loss(chosen, rejected), expected)
+    # eq:rewardmodeling2, the other form of the same loss
+    assert torch.allclose(rm.bradley_terry_loss(chosen, rejected), torch.log1p(torch.exp(rejected - chosen)))
+    # a margin of 1 turns the first pair's gap of 1 into a coin flip
+    assert rm.bradley_terry_loss(chosen, rejected, margin=1.0)[0].item() == pytest.approx(math.log(2))
+    per_pair = rm.bradley_terry_loss(chosen, rejected, margin=torch.tensor([1.0, 0.0, -1.0]))
+    assert torch.allclose(per_pair, torch.tensor([math.log(2), math.log(2), math.log(2)]))
+
+
+def test_bradley_terry_loss_is_finite_at_extreme_gaps():
+    chosen = torch.tensor([200.0, -200.0, 1e4], requires_grad=True)
+    loss = rm.bradley_terry_loss(chosen, torch.zeros(3))
+    assert torch.allclose(loss.detach(), torch.tensor([0.0, 200.0, 0.0]))
+    loss.sum().backward()
+    assert torch.allclose(chosen.grad, torch.tensor([0.0, -1.0, 0.0]))
+
+
+def test_reward_centering_hand_value():
+    centering = rm.reward_centering(torch.tensor([1.0, -1.0]), torch.tensor([2.0, 1.0]), coefficient=0.01)
+    assert torch.allclose(centering, torch.tensor([0.09, 0.0]))
+
+
+def test_plackett_luce_equals_bradley_terry_for_two():
+    rewards = torch.tensor([[1.5, -0.5], [0.0, 3.0], [-2.0, -2.0]])
+    assert torch.allclose(rm.plackett_luce_loss(rewards), rm.bradley_terry_loss(rewards[:, 0], rewards[:, 1]))
+
+
+def test_plackett_luce_matches_brute_force_for_three():
+    r = torch.tensor([0.3, -1.2, 2.0], dtype=torch.float64)
+    e = r.exp()
+
+    def probability(order):  # pick the best of the remaining answers, one at a time
+        i, j, k = order
+        return e[i] / (e[i] + e[j] + e[k]) * e[j] / (e[j] + e[k])
+
+    orders = list(itertools.permutations(range(3)))
+    losses = rm.plackett_luce_loss(torch.stack([r[list(order)] for order in orders]))  # (6,)
+    for order, loss in zip(orders, losses):
+        assert loss.item() == pytest.approx(-math.log(probability(order)))
+    assert losses.neg().exp().sum().item() == pytest.approx(1.0)
+
+
+def test_plackett_luce_refuses_a_single_answer():
+    with pytest.raises(ValueError, match="K >= 2 answers per prompt"):
+        rm.plackett_luce_loss(torch.zeros(4, 1))
+    with pytest.raises(ValueError, match=r"pass \(B, K\) rewards"):
+        rm.plackett_luce_loss(torch.zeros(4))
+
+
+def test_plot_bradley_terry_draws_probability_and_shifted_loss():
+    fig = rm.plot_bradley_terry(gap=1.0, margin=2.0)
+    left, right = fig.axes
+    gaps, probability = left.lines[0].get_data()
+    assert torch.allclose(torch.as_tensor(probability), torch.sigmoid(torch.as_tensor(gaps)))
+    gaps, loss = right.lines[1].get_data()
+    assert torch.allclose(torch.as_tensor(loss), torch.log1p(torch.exp(2.0 - torch.as_tensor(gaps))), atol=1e-6)
+    fig.clf()
+
+
+# --- the reward model ---------------------------------------------------------------
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_reward_model_from_copies_the_backbone_and_adds_a_scalar_head(arch, tokenizer):
+    causal_lm = random_model(arch, len(tokenizer))
+    model = rm.reward_model_from(causal_lm, seed=1)
+    assert type(model).__name__.endswith("ForSequenceClassification") and model.config.num_labels == 1
+    for name, weight in causal_lm.base_model.state_dict().items():
+        assert torch.equal(model.base_model.state_dict()[name], weight)
+    again = rm.reward_model_from(causal_lm, seed=1)
+    assert torch.equal(model.score.weight, again.score.weight)
+    rm.check_reward_model(model, tokenizer)
+
+
+def test_check_reward_model_explains_what_to_fix(tokenizer):
+    with pytest.raises(ValueError, match="is not a reward model: build one with reward_model_from"):
+        rm.check_reward_model(random_model("llama", len(tokenizer)), tokenizer)
+    model = reward_model("llama", tokenizer)
+    model.config.pad_token_id = None
+    with pytest.raises(ValueError, match="pad_token_id is not set.*set model.config.pad_token_id"):
+        rm.score(model, tokenizer, PROMPTS, COMPLETIONS)
+    model.config.pad_token_id = 3
+    with pytest.raises(ValueError, match="tokenizer pads with 0"):
+        rm.check_reward_model(model, tokenizer)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_sequence_rewards_reads_the_last_token_on_either_padding_side(arch, tokenizer):
+    model = reward_model(arch, tokenizer)
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)  # right-padded
+    lengths = batch["attention_mask"].sum(dim=1)
+    left_ids = torch.stack([ids.roll(int(ids.numel() - n)) for ids, n in zip(batch["input_ids"], lengths)])
+    left_mask = torch.stack([m.roll(int(m.numel() - n)) for m, n in zip(batch["attention_mask"], lengths)])
+    with torch.no_grad():
+        right = rm.sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
+        left = rm.sequence_rewards(model, left_ids, left_mask)
+        # independent: the score head applied to the last hidden state of each row run alone
+        alone = torch.stack([
+            model.score(model.base_model(ids[:n].unsqueeze(0)).last_hidden_state[0, -1]).squeeze()
+            for ids, n in zip(batch["input_ids"], lengths)
+        ])
+    assert right.shape == (len(PROMPTS),)
+    assert torch.allclose(right, left, atol=1e-5)
+    assert torch.allclose(right, alone, atol=1e-5)
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_score_is_independent_of_batch_composition_and_padding_side(arch, tokenizer):
+    model = reward_model(arch, tokenizer)
+    together = rm.score(model, tokenizer, PROMPTS, COMPLETIONS)
+    one_by_one = torch.cat([rm.score(model, tokenizer, [p], [c]) for p, c in zip(PROMPTS, COMPLETIONS)])
+    reversed_order = rm.score(model, tokenizer, PROMPTS[::-1], COMPLETIONS[::-1], batch_size=3).flip(0)
+    side = tokenizer.padding_side
+    try:
+        tokenizer.padding_side = "left"
+        left = rm.score(model, tokenizer, PROMPTS, COMPLETIONS)
+    finally:
+        tokenizer.padding_side = side
+    assert together.shape == (4,) and together.device.type == "cpu"
+    for other in (one_by_one, reversed_order, left):
+        assert torch.allclose(together, other, atol=1e-5)
+
+
+def test_score_refuses_mismatched_lists(tokenizer):
+    model = reward_model("llama", tokenizer)
+    with pytest.raises(ValueError, match="one completion per prompt"):
+        rm.score(model, tokenizer, PROMPTS, COMPLETIONS[:2])
+    with pytest.raises(ValueError, match="one completion per prompt"):
+        rm.score(model, tokenizer, "describe the cat", "the cat is small")
+
+
+# --- training ---------------------------------------------------------------------
+def test_collate_pairs_stacks_chosen_then_rejected(tokenizer):
+    rows = rm.encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0]))
+    batch = rm.collate_pairs(rows, tokenizer.pad_token_id)
+    assert batch["input_ids"].shape[0] == 4 and torch.equal(batch["margin"], torch.tensor([0.5, 2.0]))
+    chosen = collate(tokenizer, ["describe the cat", "review the pizza"],
+                     ["the cat is small and grey", "the pizza is tasty"])
+    T = chosen["input_ids"].shape[1]
+    assert torch.equal(batch["input_ids"][:2, :T], chosen["input_ids"])
+
+
+def test_reward_modeling_loss_is_the_mean_bradley_terry_loss_plus_centering(tokenizer):
+    model = reward_model("llama", tokenizer)
+    batch = rm.collate_pairs(rm.encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0])), tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, metrics = rm.reward_modeling_loss(model, batch, center_rewards_coefficient=0.1)
+    chosen = rm.score(model, tokenizer, ["describe the cat", "review the pizza"],
+                      ["the cat is small and grey", "the pizza is tasty"])
+    rejected = rm.score(model, tokenizer, ["describe the cat", "review the pizza"],
+                        ["the book is bad", "i think the song is dull"])
+    gaps = chosen - rejected
+    expected = (torch.log1p(torch.exp(-(gaps - torch.tensor([0.5, 2.0])))) + 0.1 * (chosen + rejected) ** 2).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+    assert metrics["accuracy"] == (gaps > 0).float().mean().item()
+    assert metrics["margin"] == pytest.approx(gaps.mean().item(), abs=1e-5)
+    assert metrics["max_reward"] == pytest.approx(max(chosen.max(), rejected.max()).item(), abs=1e-5)
+
+
+def test_a_few_steps_raise_accuracy_on_a_fixed_batch(tokenizer):
+    model = reward_model("llama", tokenizer, seed=3)
+    dataset = pairs_dataset(4)
+    before = rm.pairwise_accuracy(*rm.score_pairs(model, tokenizer, dataset))
+    history = rm.train_reward_model(model, tokenizer, dataset,
+                                    rm.RewardConfig(learning_rate=3e-3, batch_size=8, num_epochs=15, progress=False))
+    after = rm.pairwise_accuracy(*rm.score_pairs(model, tokenizer, dataset))
+    assert before < 1.0 and after == 1.0
+    assert history.mean("loss", last=3) < history["loss"][0]
+    assert {"accuracy", "margin", "min_reward", "mean_reward", "max_reward"} <= set(history.keys())
+
+
+def test_train_reward_model_refuses_bad_data_and_settings(tokenizer):
+    model = reward_model("llama", tokenizer)
+    with pytest.raises(ValueError, match="no chosen, rejected column"):
+        rm.train_reward_model(model, tokenizer, pairs_dataset(1).remove_columns(["chosen", "rejected"]),
+                              rm.RewardConfig(progress=False))
+    with pytest.raises(ValueError, match="config.margin and the dataset's 'margin' column"):
+        rm.train_reward_model(model, tokenizer, pairs_dataset(1, margin=[1.0, 1.0]),
+                              rm.RewardConfig(margin=1.0, progress=False))
+    with pytest.raises(ValueError, match="preference dataset is empty"):
+        rm.train_reward_model(model, tokenizer, pairs_dataset(0), rm.RewardConfig(progress=False))
+    with pytest.raises(ValueError, match="center_rewards_coefficient must be >= 0"):
+        rm.RewardConfig(center_rewards_coefficient=-0.1)
+    model.config.pad_token_id = None
+    with pytest.raises(ValueError, match="pad_token_id is not set"):
+        rm.train_reward_model(model, tokenizer, pairs_dataset(1), rm.RewardConfig(progress=False))
+
+
+# --- measured against the world -------------------------------------------------------
+def test_pairwise_and_expected_accuracy_hand_values():
+    chosen, rejected = torch.tensor([1.0, 0.0, 2.0, 0.5]), torch.tensor([0.0, 1.0, 1.0, 0.5])
+    assert rm.pairwise_accuracy(chosen, rejected) == 0.5  # the tie counts as wrong
+    p_chosen = [0.9, 0.6, 0.7, 0.8]
+    assert rm.expected_accuracy(chosen, rejected, p_chosen) == pytest.approx((0.9 + 0.4 + 0.7 + 0.2) / 4)
+
+
+def test_expected_accuracy_of_the_gold_reward_is_the_bayes_ceiling(world):
+    prompts, a = PROMPTS * 10, COMPLETIONS * 10
+    b = ["the cat is bad", "the pizza is tasty tasty", "3 plus 5 is 9", "the dog is small"] * 10
+    p_a = world.preference_probability(prompts, a, b)
+    gold_a, gold_b = torch.tensor(world.gold_reward(prompts, a)), torch.tensor(world.gold_reward(prompts, b))
+    assert rm.expected_accuracy(gold_a, gold_b, p_a) == pytest.approx(world.bayes_accuracy(prompts, a, b))
+
+
+def test_calibration_table_hand_example():
+    logit = math.log(3)  # σ(ln 3) = 0.75
+    table = rm.calibration_table(torch.tensor([logit, logit, -logit]), torch.zeros(3), num_bins=2)
+    # both orders: 0.75 won twice and lost once, 0.25 lost twice and won once
+    assert torch.allclose(table["predicted"], torch.tensor([0.25, 0.75], dtype=torch.float64))
+    assert torch.allclose(table["observed"], torch.tensor([1 / 3, 2 / 3], dtype=torch.float64))
+    assert table["count"].tolist() == [3, 3]
+    assert rm.expected_calibration_error(table) == pytest.approx(1 / 12)
+
+
+def test_calibration_of_the_true_model_is_near_perfect():
+    generator = torch.Generator().manual_seed(0)
+    gaps = torch.randn(20_000, generator=generator) * 2
+    chosen_first = torch.rand(20_000, generator=generator) < torch.sigmoid(gaps)
+    chosen, rejected = torch.where(chosen_first, gaps, 0.0), torch.where(chosen_first, 0.0, gaps)
+    assert rm.expected_calibration_error(rm.calibration_table(chosen, rejected)) < 0.02
+
+
+def test_ranks_share_ties():
+    assert rm.ranks(torch.tensor([10.0, 30.0, 20.0, 20.0])).tolist() == [1.0, 4.0, 2.5, 2.5]
+
+
+def test_spearman_correlation_hand_examples():
+    # no ties: ρ = 1 − 6 Σ d² / (n (n² − 1)) = 1 − 6·4 / 120
+    assert rm.spearman_correlation([10, 20, 30, 40, 50], [1, 3, 2, 5, 4]) == pytest.approx(0.8)
+    # ties: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4) give 4.5 / sqrt(4.5 · 5)
+    assert rm.spearman_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))
+    assert rm.spearman_correlation([1, 2, 3], [9, 4, 1]) == pytest.approx(-1.0)
+    values = torch.tensor([0.1, 0.5, 0.2])
+    assert rm.spearman_correlation(values, values.exp()) == pytest.approx(1.0)  # only the order matters
+    with pytest.raises(ValueError, match="same length"):
+        rm.spearman_correlation([1, 2, 3], [1, 2])
+
+
+def test_implied_weights_recover_a_known_mix():
+    generator = torch.Generator().manual_seed(0)
+    weights = {"correctness": 4.0, "relevance": 0.0, "tone": 2.0, "concision": 1.0, "repetition": -3.0}
+    components = {name: torch.rand(50, generator=generator, dtype=torch.float64).tolist() for name in weights}
+    rewards = 0.5 + sum(w * torch.tensor(components[name], dtype=torch.float64) for name, w in weights.items())
+    recovered = rm.implied_weights(rewards, components)
+    assert list(recovered) == list(weights)
+    assert recovered == pytest.approx(weights, abs=1e-9)
+
+
+def test_component_correlations_rank_each_component():
+    components = {"same order": [10, 20, 30, 40], "reversed": [4, 3, 2, 1], "one swap": [1, 3, 2, 4]}
+    correlations = rm.component_correlations(torch.tensor([1.0, 2.0, 3.0, 4.0]), components)
+    assert correlations == pytest.approx({"same order": 1.0, "reversed": -1.0, "one swap": 0.8})  # 1 − 6·2 / 60
+
+
+def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, world):
+    model = reward_model("llama", tokenizer)
+    prompts, chosen, rejected = PROMPTS * 3, COMPLETIONS * 3, ["the cat is bad"] * 12
+    p_chosen = world.preference_probability(prompts, chosen, rejected).tolist()
+    dataset = Dataset.from_dict({
+        "prompt": prompts, "chosen": chosen, "rejected": rejected, "p_chosen": p_chosen,
+        "gold_chosen": world.gold_reward(prompts, chosen), "gold_rejected": world.gold_reward(prompts, rejected)})
+    metrics = rm.evaluate_reward_model(model, tokenizer, world, dataset)
+    chosen_rewards, rejected_rewards = rm.score_pairs(model, tokenizer, dataset)
+    assert metrics["accuracy"] == rm.pairwise_accuracy(chosen_rewards, rejected_rewards)
+    assert metrics["bayes_accuracy"] == pytest.approx(world.bayes_accuracy(*pair_texts(dataset)))
+    assert 0.5 <= metrics["bayes_accuracy"] <= 1 and -1 <= metrics["gold_spearman"] <= 1
+
+
+def test_evaluate_by_family_scores_each_family_alone(tokenizer, world):
+    model = reward_model("llama", tokenizer)
+    prompts, chosen, rejected = PROMPTS * 2, COMPLETIONS * 2, ["the cat is bad", "the pizza is dull", "3 plus 5 is 9",
+                                                               "the dog is small"] * 2
+    dataset = Dataset.from_dict({
+        "prompt": prompts, "chosen": chosen, "rejected": rejected,
+        "p_chosen": world.preference_probability(prompts, chosen, rejected).tolist(),
+        "gold_chosen": world.gold_reward(prompts, chosen), "gold_rejected": world.gold_reward(prompts, rejected)})
+    by_family = rm.evaluate_by_family(model, tokenizer, world, dataset)
+    assert list(by_family) == ["arithmetic", "review", "describe"]
+    describe = dataset.select([0, 3, 4, 7])
+    assert by_family["describe"] == rm.evaluate_reward_model(model, tokenizer, world, describe)
+
+
+# --- the zoo recipe -------------------------------------------------------------------
+@pytest.fixture
+def small_recipe(monkeypatch, tokenizer):
+    """The shipped recipe on 32 pairs and 24 held-out prompts, with a random backbone standing in for sft."""
+    monkeypatch.setattr(rm, "HELD_OUT_PAIRS", 24)
+    monkeypatch.setattr(rm.zoo, "load", lambda name, preset=None, device=None: (random_model("llama", len(tokenizer)),
+                                                                               tokenizer))
+    return dataclasses.replace(get_preset("tiny"), num_preference=32)
+
+
+def test_accuracy_vs_pairs_trains_a_fresh_model_per_size(tokenizer, world):
+    backbone = random_model("llama", len(tokenizer))
+    train_pairs = build_preference_dataset(world, backbone, tokenizer, n=16, seed=0, max_new_tokens=6)
+    test_pairs = build_preference_dataset(world, backbone, tokenizer, n=16, split="test", seed=0, max_new_tokens=6)
+    config = rm.RewardConfig(batch_size=4, num_epochs=2, progress=False)
+    curve = rm.accuracy_vs_pairs(backbone, tokenizer, world, train_pairs, test_pairs, [4, 8], config)
+    fresh = rm.reward_model_from(backbone, seed=0)
+    rm.train_reward_model(fresh, tokenizer, train_pairs.select(range(8)), config)
+    expected = rm.evaluate_reward_model(fresh, tokenizer, world, test_pairs)
+    assert curve["num_pairs"] == [4, 8]
+    assert {name: values[1] for name, values in curve.items() if name != "num_pairs"} == expected
+
+
+def test_build_reward_model_keeps_its_data_curve(small_recipe):
+    model, tokenizer = rm.build_reward_model(small_recipe, device="cpu")
+    rm.check_reward_model(model, tokenizer)
+    curve = model.config.accuracy_vs_pairs
+    n = curve["num_pairs"][-1]
+    assert curve["num_pairs"] == [n // 16, n // 8, n // 4, n // 2, n] and n <= 32
+    assert all(0 <= value <= 1 for value in curve["expected_accuracy"] + curve["bayes_accuracy"])
+
+
+def test_rm_rebuild_repeats_bit_for_bit(small_recipe, tmp_path):
+    first, second = (zoo.build(["rm"], small_recipe, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
+    assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
+
+
+def test_shipped_rm_loads_offline_and_beats_chance(monkeypatch, world):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    model, tokenizer = zoo.load("rm", device="cpu")
+    assert type(model).__name__ == "LlamaForSequenceClassification" and not model.training
+    sft, _ = zoo.load("sft", device="cpu")
+    pairs = build_preference_dataset(world, sft, tokenizer, n=300, split="test", seed=0)
+    metrics = rm.evaluate_reward_model(model, tokenizer, world, pairs)
+    assert metrics["expected_accuracy"] > 0.57 and metrics["gold_spearman"] > 0.3, metrics
+    assert model.config.accuracy_vs_pairs["num_pairs"][-1] == 1870
