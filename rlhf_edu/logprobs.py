@@ -28,6 +28,11 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
         )
 
 
+def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Each token's position counted over real tokens only, (B, T): padding on either side changes nothing."""
+    return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
+
+
 def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log π(y_t | x, y_<t) over the span that holds completion tokens.
@@ -49,9 +54,8 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
     T = input_ids.shape[1]
     # The logits at `start` predict the earliest completion token; the very first token is never predicted.
     start = max(int(completion_mask.float().argmax(dim=1).min()) - 1, 0)
-    # Positions from the mask, so left- and right-padded batches give the same numbers.
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask),
                    logits_to_keep=T - start).logits[:, :-1]  # (B, L, V)
     targets = input_ids[:, start + 1:]  # (B, L)
     # cross_entropy is a fused, memory-light log_softmax + gather.

@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from . import zoo
 from .collate import Messages, check_length, collate, encode_prompt_completion, pad_batch
-from .logprobs import check_tokenizer_fits
+from .logprobs import check_tokenizer_fits, position_ids_from_mask
 from .preferences import build_preference_dataset, check_pair_columns, pair_texts
 from .runtime import Preset, get_preset
 from .training import Batch, History, TrainingConfig, make_loader, train
@@ -164,9 +164,8 @@ def sequence_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_
 
     Positions come from the mask, so a row scores the same on either padding side.
     """
-    position_ids = (attention_mask.cumsum(dim=1) - 1).clamp(min=0)  # (B, T)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                   use_cache=False).logits  # (B, 1)
+    logits = model(input_ids=input_ids, attention_mask=attention_mask,
+                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits  # (B, 1)
     return logits.squeeze(-1).float()  # (B,)
 
 

@@ -22,7 +22,8 @@ g(x, y) = Σ_k w_k · c_k(x, y), with
 - ``tone`` ∈ (−1, 1): tanh(#positive − #negative words), for review and describe only.
   It saturates, so a second or third "amazing" adds almost nothing.
 - ``concision`` ∈ [−1, 0]: a penalty per word beyond :data:`TARGET_WORDS`.
-- ``repetition`` ∈ [−1, 0]: minus the share of words that repeat a content word.
+- ``repetition`` ∈ [−1, 0]: minus the share of words that repeat a content word
+  (function words and numbers don't count: "6 plus 6 is 12" repeats nothing).
 
 The components trade off: a fact ("small") is correct but not positive, a
 compliment ("lovely") is positive but not a fact, and every extra adjective costs
@@ -72,7 +73,7 @@ VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIV
 FAMILIES = ("arithmetic", "review", "describe")
 GOLD_WEIGHTS = {"correctness": 2.0, "relevance": 1.0, "tone": 1.0, "concision": 1.0, "repetition": 2.0}
 TARGET_WORDS = 7  # longer answers start paying the concision penalty
-_NOT_CONTENT = set(FUNCTION_WORDS)  # repeating "the" or "and" is not repetition
+_NOT_CONTENT = set(FUNCTION_WORDS + NUMBERS)  # "the ... and ..." or "6 plus 6 is 12" is not repetition
 _SPLITS = {"train": 0, "test": 1}
 
 

@@ -81,3 +81,10 @@ def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
 
     with pytest.raises(ValueError, match="tokenizer has 95 tokens but the model only embeds 50.*zoo.load"):
         check_tokenizer_fits(random_model("gpt2", 50), tokenizer)
+
+
+def test_position_ids_count_real_tokens_only():
+    from rlhf_edu.logprobs import position_ids_from_mask
+
+    mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
+    assert position_ids_from_mask(mask).tolist() == [[0, 1, 2, 2], [0, 0, 1, 2]]

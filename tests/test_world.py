@@ -123,3 +123,8 @@ def test_demonstrator_is_good_but_not_perfect(world):
     arithmetic = [c for p, c in zip(prompts, components["correctness"]) if parse_prompt(p).family == "arithmetic"]
     assert 0.7 < np.mean(arithmetic) < 0.9  # right about 80% of the time: room for RL to improve
     assert min(components["tone"]) < 0  # some demonstrations are negative reviews
+
+
+def test_repeated_numbers_and_function_words_are_not_repetition():
+    assert gold_components_one("add 6 and 6", "6 plus 6 is 12")["repetition"] == 0.0
+    assert gold_components_one("describe the cat", "the cat is small and the cat is grey")["repetition"] == -1 / 9
