@@ -9,9 +9,11 @@ of both, so every later analysis can compare against the truth.
 from __future__ import annotations
 
 import numpy as np
+import torch
 from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from .collate import check_length, encode_prompt_completion, pad_batch
 from .sampling import generate_completions
 from .world import World
 
@@ -71,3 +73,36 @@ def pair_texts(dataset: Dataset) -> tuple[list[str], list[str], list[str]]:
         return value if isinstance(value, str) else value[-1]["content"]
 
     return tuple([text(value) for value in dataset[column]] for column in PAIR_COLUMNS)
+
+
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                 max_length: int | None = None) -> list[dict]:
+    """Each pair as ``{"chosen": row, "rejected": row}`` of ids and completion masks, plus its numeric columns.
+
+    Numeric columns travel with their pair (a Llama 2 ``margin``, TRL's ``ref_chosen_logps``
+    and ``ref_rejected_logps``, the gold rewards), so a trainer reads them from the batch.
+    Both answers share the prompt, so the reward model and DPO see identical contexts.
+    """
+    check_pair_columns(dataset)
+    if len(dataset) == 0:
+        raise ValueError("the preference dataset is empty: build one with build_preference_dataset")
+    pairs = []
+    for example in dataset:
+        pair = {side: encode_prompt_completion(tokenizer, example["prompt"], example[side])
+                for side in ("chosen", "rejected")}
+        pair |= {k: float(v) for k, v in example.items() if k not in PAIR_COLUMNS and isinstance(v, (int, float))}
+        pairs.append(pair)
+    if max_length is not None:
+        check_length([pair[side] for pair in pairs for side in ("chosen", "rejected")], max_length)
+    return pairs
+
+
+def collate_pairs(pairs: list[dict], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """The B chosen rows, then the B rejected rows, in one right-padded (2B, T) batch: one forward pass scores both.
+
+    Each pair's numeric fields become (B,) tensors under their own names.
+    """
+    batch = pad_batch([pair["chosen"] for pair in pairs] + [pair["rejected"] for pair in pairs], pad_token_id)
+    for key in pairs[0].keys() - {"chosen", "rejected"}:
+        batch[key] = torch.tensor([pair[key] for pair in pairs])  # (B,)
+    return batch

@@ -31,9 +31,9 @@ from matplotlib.figure import Figure
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from . import zoo
-from .collate import Messages, check_length, collate, encode_prompt_completion, pad_batch
+from .collate import Messages, collate
 from .logprobs import check_tokenizer_fits, position_ids_from_mask
-from .preferences import build_preference_dataset, check_pair_columns, pair_texts
+from .preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from .runtime import Preset, get_preset
 from .training import Batch, History, TrainingConfig, make_loader, train
 from .world import FAMILIES, World, parse_prompt
@@ -220,29 +220,6 @@ class RewardConfig(TrainingConfig):
             )
 
 
-def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset) -> list[dict]:
-    """Each pair as ``{"chosen": row, "rejected": row}`` of token ids and completion masks (plus its ``margin``)."""
-    check_pair_columns(dataset)
-    if len(dataset) == 0:
-        raise ValueError("the preference dataset is empty: build it with more prompts")
-    rows = []
-    for example in dataset:
-        row = {"chosen": encode_prompt_completion(tokenizer, example["prompt"], example["chosen"]),
-               "rejected": encode_prompt_completion(tokenizer, example["prompt"], example["rejected"])}
-        if "margin" in example:
-            row["margin"] = float(example["margin"])
-        rows.append(row)
-    return rows
-
-
-def collate_pairs(rows: list[dict], pad_token_id: int) -> Batch:
-    """The chosen rows, then the rejected rows, in one right-padded batch: (2B, T), scored in one forward pass."""
-    batch = pad_batch([row["chosen"] for row in rows] + [row["rejected"] for row in rows], pad_token_id)
-    if "margin" in rows[0]:
-        batch["margin"] = torch.tensor([row["margin"] for row in rows])  # (B,)
-    return batch
-
-
 def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, float]:
     """TRL's reward-model metrics of a batch of pairs.
 
@@ -277,11 +254,9 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     Each step logs ``loss``, ``accuracy``, ``margin`` and ``min/mean/max_reward`` (TRL's names).
     """
     check_reward_model(model, tokenizer)
-    rows = encode_pairs(tokenizer, dataset)
+    rows = encode_pairs(tokenizer, dataset, config.max_length or model.config.max_position_embeddings)
     if config.margin is not None and "margin" in rows[0]:
         raise ValueError("config.margin and the dataset's 'margin' column are both set: keep one of them")
-    check_length([row[side] for row in rows for side in ("chosen", "rejected")],
-                 config.max_length or model.config.max_position_embeddings)
     loader = make_loader(rows, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
     loss_fn = partial(reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient,
                       margin=config.margin)

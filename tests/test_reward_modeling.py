@@ -9,7 +9,7 @@ from datasets import Dataset
 from rlhf_edu import reward_modeling as rm
 from rlhf_edu import zoo
 from rlhf_edu.collate import collate
-from rlhf_edu.preferences import build_preference_dataset, pair_texts
+from rlhf_edu.preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from rlhf_edu.runtime import get_preset
 from tests.conftest import random_model
 
@@ -182,8 +182,8 @@ def test_score_refuses_mismatched_lists(tokenizer):
 
 # --- training ---------------------------------------------------------------------
 def test_collate_pairs_stacks_chosen_then_rejected(tokenizer):
-    rows = rm.encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0]))
-    batch = rm.collate_pairs(rows, tokenizer.pad_token_id)
+    rows = encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0]))
+    batch = collate_pairs(rows, tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] == 4 and torch.equal(batch["margin"], torch.tensor([0.5, 2.0]))
     chosen = collate(tokenizer, ["describe the cat", "review the pizza"],
                      ["the cat is small and grey", "the pizza is tasty"])
@@ -193,7 +193,7 @@ def test_collate_pairs_stacks_chosen_then_rejected(tokenizer):
 
 def test_reward_modeling_loss_is_the_mean_bradley_terry_loss_plus_centering(tokenizer):
     model = reward_model("llama", tokenizer)
-    batch = rm.collate_pairs(rm.encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0])), tokenizer.pad_token_id)
+    batch = collate_pairs(encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0])), tokenizer.pad_token_id)
     with torch.no_grad():
         loss, metrics = rm.reward_modeling_loss(model, batch, center_rewards_coefficient=0.1)
     chosen = rm.score(model, tokenizer, ["describe the cat", "review the pizza"],
