@@ -1,0 +1,486 @@
+"""Direct alignment: optimise the policy straight from preference pairs, with no reward model (chapter 12).
+
+DPO starts from the closed-form optimum of chapter 4's KL-regularised objective,
+π*(y|x) ∝ π_ref(y|x) · exp(r(x, y) / β) (``eq:dpo_opt_policy``), and turns it
+around: the reward a policy implies is its log-ratio to the reference,
+
+    r(x, y) = β · log π(y|x) / π_ref(y|x)                            (eq:dpo_reward)
+
+Put that reward into the Bradley-Terry likelihood of the preference labels, and
+the log-partition cancels out of every pair, leaving a loss on log-probabilities
+alone:
+
+    L_DPO = −E[ log σ(β · h) ],  h = log π(y_c)/π_ref(y_c) − log π(y_r)/π_ref(y_r)   (eq:dpo_core)
+
+This module holds
+
+- the losses, plain functions on log-prob tensors: :func:`dpo_loss` (DPO, cDPO,
+  IPO, hinge and robust DPO), :func:`simpo_loss` and :func:`implicit_reward`;
+- :func:`train_tabular_dpo`, DPO on a K-armed bandit, where the closed form of
+  chapter 4 can be checked exactly;
+- :func:`train_dpo`, the trainer for a language model: reference log-probs are
+  computed once, before training, so only one model sits in memory while it trains;
+- :func:`evaluate_policy` and :func:`train_and_evaluate`, gold reward against KL
+  measured on samples, for the reward–KL frontier, and the chapter's plots.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+import torch.nn.functional as F
+from datasets import Dataset
+from torch.utils.data import DataLoader
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .collate import collate, pad_batch
+from .logprobs import check_tokenizer_fits, sequence_logprobs
+from .objective import kl_regularized_optimum
+from .preferences import collate_pairs, encode_pairs
+from .sampling import generate_completions
+from .training import Batch, History, TrainingConfig, make_loader, train
+from .world import World
+
+LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")  # what dpo_loss computes
+TRAINER_LOSS_TYPES = (*LOSS_TYPES, "simpo")  # what train_dpo accepts: the DPO family plus reference-free SimPO
+_SMOOTHED = ("sigmoid", "robust")  # the losses that model label noise
+
+
+# --- losses ---------------------------------------------------------------------------------------------
+def check_loss_arguments(beta: float, label_smoothing: float = 0.0, loss_type: str = "sigmoid",
+                         logps: Sequence[torch.Tensor] = (), valid: Sequence[str] = LOSS_TYPES) -> None:
+    """Raise a ValueError or TypeError that says what is wrong with a preference loss's inputs, and how to fix it."""
+    if not beta > 0:
+        raise ValueError(f"beta must be > 0, got {beta}: it is the KL penalty's weight (try 0.1)")
+    if loss_type not in valid:
+        raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(valid)}")
+    if not 0 <= label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: it is the assumed share "
+                         "of flipped labels, and at 0.5 the labels carry no information")
+    if label_smoothing > 0 and loss_type not in _SMOOTHED:
+        raise ValueError(f"label_smoothing applies to loss_type {' or '.join(map(repr, _SMOOTHED))} only: "
+                         f"set it to 0 for {loss_type!r}")
+    for tensor in logps:
+        if not isinstance(tensor, torch.Tensor):
+            raise TypeError(f"log-probs must be torch tensors (e.g. from sequence_logprobs), "
+                            f"got {type(tensor).__name__}")
+    shapes = {tuple(t.shape) for t in logps}
+    if len(shapes) > 1:
+        raise ValueError(f"log-prob tensors have different shapes {sorted(shapes)}: pass one value per pair to each")
+
+
+def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: float) -> torch.Tensor:
+    """The reward a policy implies, r = β · (log π(y|x) − log π_ref(y|x)) (``eq:dpo_reward``), same shape as the input.
+
+    It equals the true reward up to a per-prompt constant β·log Z(x) (``eq:dpo_reward_full``),
+    which cancels whenever two completions of the same prompt are compared.
+    """
+    check_loss_arguments(beta, logps=(policy_logps, ref_logps))
+    return beta * (policy_logps - ref_logps)
+
+
+def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
+             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1,
+             loss_type: str = "sigmoid", label_smoothing: float = 0.0
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per-pair DPO-family losses and the detached implicit rewards: ``(losses, chosen_rewards, rejected_rewards)``.
+
+    With h = log π(y_c)/π_ref(y_c) − log π(y_r)/π_ref(y_r) and ε = ``label_smoothing``:
+
+    - ``"sigmoid"``: −(1−ε)·log σ(βh) − ε·log σ(−βh): DPO's ``eq:dpo_core`` at ε = 0,
+      conservative DPO (cDPO, labels flipped with probability ε) above 0;
+    - ``"hinge"``: relu(1 − βh), SLiC's hinge;
+    - ``"ipo"``: (h − 1/(2β))², IPO (Azar et al.), which regresses h to a finite target
+      instead of pushing it to infinity on deterministic labels;
+    - ``"robust"``: [−(1−ε)·log σ(βh) + ε·log σ(−βh)] / (1−2ε), an unbiased estimate of the
+      clean-label loss under label noise ε (Chowdhury et al.).
+
+    Every tensor holds one value per pair, (B,). The function uses whatever log-probs
+    it is given: the DPO paper sums token log-probs (the true log π(y|x), what
+    :func:`~rlhf_edu.logprobs.sequence_logprobs` returns by default), while IPO as TRL
+    implements it and SimPO use the per-token mean (``average=True``).
+    """
+    logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
+    check_loss_arguments(beta, label_smoothing, loss_type, logps)
+    h = (policy_chosen_logps - ref_chosen_logps) - (policy_rejected_logps - ref_rejected_logps)  # (B,)
+    eps = label_smoothing
+    if loss_type == "sigmoid":
+        losses = -(1 - eps) * F.logsigmoid(beta * h) - eps * F.logsigmoid(-beta * h)  # (B,)
+    elif loss_type == "hinge":
+        losses = torch.relu(1 - beta * h)  # (B,)
+    elif loss_type == "ipo":
+        losses = (h - 1 / (2 * beta)) ** 2  # (B,)
+    else:
+        losses = (-(1 - eps) * F.logsigmoid(beta * h) + eps * F.logsigmoid(-beta * h)) / (1 - 2 * eps)  # (B,)
+    chosen_rewards = implicit_reward(policy_chosen_logps, ref_chosen_logps, beta).detach()  # (B,)
+    rejected_rewards = implicit_reward(policy_rejected_logps, ref_rejected_logps, beta).detach()  # (B,)
+    return losses, chosen_rewards, rejected_rewards
+
+
+def simpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 2.0,
+               gamma: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """SimPO's per-pair loss −log σ(β·(ȳ_c − ȳ_r) − γ) and its detached rewards β·ȳ (Meng et al.).
+
+    ȳ is the *per-token mean* log-prob of a completion (pass
+    ``sequence_logprobs(..., average=True)``): the length normalisation stops the
+    reward from favouring long answers, and no reference model is needed. γ is a target
+    margin: a pair keeps pulling hard until β·(ȳ_c − ȳ_r) exceeds γ.
+    Returns ``(losses, chosen_rewards, rejected_rewards)``, each (B,).
+    """
+    check_loss_arguments(beta, logps=(policy_chosen_logps, policy_rejected_logps))
+    margin = beta * (policy_chosen_logps - policy_rejected_logps) - gamma  # (B,)
+    return -F.logsigmoid(margin), beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()
+
+
+# --- tabular DPO: the chapter-4 bandit ---------------------------------------------------------------
+@dataclass
+class TabularDPOResult:
+    """A softmax policy over K arms trained with :func:`dpo_loss`, beside the closed-form optimum."""
+
+    beta: float
+    ref_probs: np.ndarray  # (K,) π_ref
+    rewards: np.ndarray  # (K,) the reward behind the preference labels
+    probs: np.ndarray  # (K,) the policy DPO learned
+    optimum: np.ndarray  # (K,) π* ∝ π_ref · exp(r / β)
+    distance: list[float]  # total-variation distance to π* after each step
+
+    def plot(self, ax: plt.Axes | None = None) -> plt.Figure:
+        """Bars of π_ref, the DPO policy and π* side by side, one group per arm."""
+        ax = ax or plt.subplots(figsize=(5, 2.8))[1]
+        arms = np.arange(len(self.probs))
+        bars = {"π_ref": self.ref_probs, "DPO": self.probs, "π* (closed form)": self.optimum}
+        for i, (label, probs) in enumerate(bars.items()):
+            ax.bar(arms + (i - 1) * 0.27, probs, width=0.27, label=label)
+        ax.set(xticks=arms, xlabel="arm", ylabel="probability",
+               title=f"β = {self.beta:g}: TV(DPO, π*) = {self.distance[-1]:.3f}")
+        ax.legend(fontsize=8)
+        return ax.figure
+
+
+def bandit_preferences(ref_probs: np.ndarray, rewards: np.ndarray, num_pairs: int, rng: np.random.Generator,
+                       tau: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+    """``(chosen, rejected)`` arm indices: pairs drawn from π_ref × π_ref, labelled by Bradley-Terry.
+
+    P(i ≻ j) = σ((r_i − r_j) / τ) (``eq:bradley_terry_dpo`` with temperature τ); pairs of
+    an arm with itself carry no preference and are dropped.
+    """
+    first, second = rng.choice(len(ref_probs), size=(2, num_pairs), p=ref_probs)
+    first, second = first[first != second], second[first != second]
+    first_wins = rng.random(len(first)) < 1 / (1 + np.exp(-(rewards[first] - rewards[second]) / tau))
+    return np.where(first_wins, first, second), np.where(first_wins, second, first)
+
+
+def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta: float,
+                      num_pairs: int = 20_000, num_steps: int = 300, learning_rate: float = 0.1,
+                      loss_type: str = "sigmoid", label_smoothing: float = 0.0, tau: float = 1.0,
+                      seed: int = 0) -> TabularDPOResult:
+    """Fit a softmax policy over K arms with :func:`dpo_loss` on sampled preference pairs; compare with π*.
+
+    The policy starts at π_ref and takes full-batch Adam steps on its K logits. It lands on
+    chapter 4's π* ∝ π_ref·exp(r/β) (``eq:dpo_opt_policy``) when
+
+    - the labels follow Bradley-Terry with temperature ``tau`` = 1, so their log-odds are the
+      reward gaps r_i − r_j themselves (with τ ≠ 1 DPO finds the optimum for r/τ instead);
+    - the pairs connect every arm (here they are drawn from π_ref × π_ref, so all pairs of
+      arms with π_ref > 0 appear): rewards are only identifiable up to a constant, through
+      the pairs that are compared;
+    - there are enough pairs: the fitted gaps carry sampling noise that shrinks as 1/√n.
+
+    Other ``loss_type`` values optimise other objectives and land elsewhere (IPO, for one).
+    Returns a :class:`TabularDPOResult`.
+    """
+    check_loss_arguments(beta, label_smoothing, loss_type)
+    ref_probs, rewards = np.asarray(ref_probs, dtype=float), np.asarray(rewards, dtype=float)
+    if ref_probs.shape != rewards.shape or ref_probs.ndim != 1:
+        raise ValueError(f"ref_probs {ref_probs.shape} and rewards {rewards.shape} must be 1-D, one entry per arm")
+    if (ref_probs <= 0).any() or not np.isclose(ref_probs.sum(), 1):
+        raise ValueError("ref_probs must be positive and sum to 1: DPO can never move an arm π_ref gives 0")
+    chosen, rejected = bandit_preferences(ref_probs, rewards, num_pairs, np.random.default_rng(seed), tau)
+    ref_logps = torch.tensor(np.log(ref_probs))  # (K,)
+    optimum = np.asarray(kl_regularized_optimum(ref_probs, rewards, beta), dtype=float)
+    logits = ref_logps.clone().requires_grad_()  # start at the reference, as DPO starts from the SFT model
+    optimizer = torch.optim.Adam([logits], lr=learning_rate)
+    distance = []
+    for _ in range(num_steps):
+        logps = logits.log_softmax(dim=0)  # (K,)
+        losses, _, _ = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected],
+                                beta, loss_type, label_smoothing)  # (n,)
+        optimizer.zero_grad()
+        losses.mean().backward()
+        optimizer.step()
+        probs = logits.detach().softmax(dim=0).numpy()
+        distance.append(0.5 * float(np.abs(probs - optimum).sum()))
+    return TabularDPOResult(beta, ref_probs, rewards, probs, optimum, distance)
+
+
+# --- DPO on a language model -------------------------------------------------------------------------
+@dataclass
+class DPOConfig(TrainingConfig):
+    """DPO settings; ``beta``, ``loss_type``, ``label_smoothing``, ``simpo_gamma``, ``group_by_length`` are TRL's names.
+
+    ``loss_type`` is one of :data:`TRAINER_LOSS_TYPES`: a :func:`dpo_loss` type on summed
+    log-probs, or ``"simpo"`` (:func:`simpo_loss` on per-token means, no reference model;
+    set ``beta`` near 2 for it). ``group_by_length`` batches pairs of similar length
+    together, which cuts the compute spent on padding.
+    """
+
+    learning_rate: float = 5e-4
+    batch_size: int = 32
+    beta: float = 0.1
+    loss_type: str = "sigmoid"
+    label_smoothing: float = 0.0
+    simpo_gamma: float = 0.5
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_loss_arguments(self.beta, self.label_smoothing, self.loss_type, valid=TRAINER_LOSS_TYPES)
+
+
+@torch.no_grad()
+def reference_logprobs(model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int,
+                       batch_size: int = 64) -> tuple[list[float], list[float]]:
+    """log π_ref(y_c|x) and log π_ref(y_r|x) of every pair from :func:`~rlhf_edu.preferences.encode_pairs`.
+
+    One no-grad pass over all answers, batched by length so little is padding. 64 rows is
+    about the fastest batch on a CPU (256 is some 15% slower on the tiny preset); on a GPU a
+    bigger ``batch_size`` pays.
+    """
+    rows = [pair[side] for pair in pairs for side in ("chosen", "rejected")]  # chosen, rejected, chosen, ...
+    device = next(model.parameters()).device
+    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
+    logps = [0.0] * len(rows)
+    was_training = model.training
+    model.eval()  # the reference is the model as it stands, without dropout noise
+    for start in range(0, len(order), batch_size):
+        chunk = order[start:start + batch_size]
+        batch = pad_batch([rows[i] for i in chunk], pad_token_id)
+        values = sequence_logprobs(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
+                                   batch["completion_mask"].to(device))  # (b,)
+        for i, value in zip(chunk, values.tolist()):
+            logps[i] = value
+    model.train(was_training)
+    return logps[0::2], logps[1::2]
+
+
+def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                         max_length: int | None = None, batch_size: int = 64) -> Dataset:
+    """The dataset with TRL's ``ref_chosen_logps`` and ``ref_rejected_logps`` columns added.
+
+    :func:`train_dpo` uses these columns when present, so several runs on the same data
+    (a β sweep) share one reference pass.
+    """
+    pairs = encode_pairs(tokenizer, dataset, max_length or ref_model.config.max_position_embeddings)
+    ref_chosen, ref_rejected = reference_logprobs(ref_model, pairs, tokenizer.pad_token_id, batch_size)
+    return dataset.add_column("ref_chosen_logps", ref_chosen).add_column("ref_rejected_logps", ref_rejected)
+
+
+def length_grouped_loader(pairs: Sequence[dict], collate_fn: Callable[[list], Batch],
+                          config: TrainingConfig) -> DataLoader:
+    """Batches of pairs of similar length, in a seeded random order that changes every epoch.
+
+    Pairs are shuffled, then stably sorted by their longer answer, and cut into batches:
+    ties break at random, and each batch pads only to its own longest row.
+    """
+    shuffled = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    order = sorted(shuffled, key=lambda i: max(len(pairs[i][side]["input_ids"]) for side in ("chosen", "rejected")))
+    batches = [[pairs[i] for i in order[s:s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
+    return DataLoader(batches, batch_size=None, shuffle=True, collate_fn=collate_fn,
+                      generator=torch.Generator().manual_seed(config.seed))
+
+
+def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> tuple[torch.Tensor, dict]:
+    """Mean loss of one batch of pairs and TRL's metrics; chosen and rejected share one forward pass."""
+    simpo = config.loss_type == "simpo"
+    logps = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
+                              average=simpo)  # (2B,)
+    chosen_logps, rejected_logps = logps.chunk(2)  # (B,) each
+    if simpo:
+        losses, chosen_rewards, rejected_rewards = simpo_loss(chosen_logps, rejected_logps, config.beta,
+                                                              config.simpo_gamma)
+    else:
+        losses, chosen_rewards, rejected_rewards = dpo_loss(chosen_logps, rejected_logps, batch["ref_chosen_logps"],
+                                                            batch["ref_rejected_logps"], config.beta,
+                                                            config.loss_type, config.label_smoothing)
+    metrics = {
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        "logps/chosen": chosen_logps.detach().mean().item(),
+        "logps/rejected": rejected_logps.detach().mean().item(),
+    }
+    return losses.mean(), metrics
+
+
+def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: DPOConfig,
+              ref_model: PreTrainedModel | None = None) -> History:
+    """Train ``policy`` on preference pairs with the loss of ``config.loss_type``; return the :class:`History`.
+
+    ``dataset`` holds TRL's ``prompt``/``chosen``/``rejected`` columns. Reference log-probs
+    come from its ``ref_chosen_logps``/``ref_rejected_logps`` columns if it has them, else
+    from one no-grad pass of ``ref_model`` (or, when it is None, of the policy itself before
+    its first step) over the data, before training. They travel with the encoded pairs and
+    are reused every epoch, so no second model is run or needed while the policy trains.
+    SimPO needs no reference at all.
+
+    Logs TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
+    ``rewards/margins``, ``logps/chosen`` and ``logps/rejected`` every step.
+    """
+    check_tokenizer_fits(policy, tokenizer)
+    pairs = encode_pairs(tokenizer, dataset, config.max_length or policy.config.max_position_embeddings)
+    if config.loss_type != "simpo" and "ref_chosen_logps" not in dataset.column_names:
+        ref_chosen, ref_rejected = reference_logprobs(ref_model or policy, pairs, tokenizer.pad_token_id)
+        for pair, chosen, rejected in zip(pairs, ref_chosen, ref_rejected):
+            pair["ref_chosen_logps"], pair["ref_rejected_logps"] = chosen, rejected  # collate_pairs stacks them
+    collate_fn = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    loader = length_grouped_loader(pairs, collate_fn, config) if config.group_by_length \
+        else make_loader(pairs, collate_fn, config)
+    return train(policy, partial(dpo_batch_loss, policy, config), loader, config, desc=f"DPO ({config.loss_type})")
+
+
+# --- evaluation: gold reward against KL, measured on samples ---------------------------------------
+@dataclass
+class PolicyEvaluation:
+    """A policy's samples on fixed prompts, their gold rewards, and the KL to a reference measured on them."""
+
+    prompts: list[str]
+    completions: list[str]
+    gold_rewards: list[float]
+    kl: float
+
+    @property
+    def gold_reward(self) -> float:
+        """The mean gold reward of the samples."""
+        return float(np.mean(self.gold_rewards))
+
+
+@torch.no_grad()
+def sampled_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+               prompts: Sequence[str], completions: Sequence[str], batch_size: int = 256) -> float:
+    """KL(π‖π_ref) estimated on samples y ~ π(·|x): the mean of log π(y|x) − log π_ref(y|x).
+
+    Unbiased when ``completions`` were sampled from ``policy`` at temperature 1. One
+    sample's log-ratio can be negative; their mean cannot be, in expectation. A completion
+    cut off by ``max_new_tokens`` is scored as if it had closed its turn there.
+    """
+    device = next(policy.parameters()).device
+    log_ratios = []
+    for start in range(0, len(prompts), batch_size):
+        batch = collate(tokenizer, prompts[start:start + batch_size], completions[start:start + batch_size])
+        batch = {k: v.to(device) for k, v in batch.items()}
+        log_ratios += (sequence_logprobs(policy, **batch) - sequence_logprobs(ref_model, **batch)).tolist()
+    return float(np.mean(log_ratios))
+
+
+def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    world: World, prompts: Sequence[str], seed: int = 0, max_new_tokens: int = 24
+                    ) -> PolicyEvaluation:
+    """Sample one completion per prompt from ``policy`` (temperature 1), score it with the gold reward, measure KL."""
+    prompts = list(prompts)
+    completions = generate_completions(policy, tokenizer, prompts, max_new_tokens, seed=seed)
+    return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
+                            sampled_kl(policy, ref_model, tokenizer, prompts, completions))
+
+
+@dataclass
+class Run:
+    """One DPO run: its config, its evaluation against the SFT reference, and its training history."""
+
+    config: DPOConfig
+    evaluation: PolicyEvaluation
+    history: History
+
+
+def train_and_evaluate(sft_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                       configs: Sequence[DPOConfig], world: World, prompts: Sequence[str],
+                       seed: int = 0) -> list[Run]:
+    """Train a fresh copy of ``sft_model`` with each config; evaluate each on ``prompts`` against the SFT model.
+
+    The reference log-probs are computed once (unless the dataset has them already) and
+    shared by every run. With configs that differ only in β, plotting each run's gold
+    reward against its KL draws the reward–KL frontier of the DPO paper's figure.
+    """
+    if "ref_chosen_logps" not in dataset.column_names:
+        dataset = precompute_ref_logps(sft_model, tokenizer, dataset)
+    runs = []
+    for config in configs:
+        policy = copy.deepcopy(sft_model)
+        history = train_dpo(policy, tokenizer, dataset, config)
+        runs.append(Run(config, evaluate_policy(policy, sft_model, tokenizer, world, prompts, seed), history))
+    return runs
+
+
+def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:
+    """The first ``n`` prompts, each followed by every policy's completion and its gold reward, as plain text."""
+    first = next(iter(evaluations.values()))
+    if any(evaluation.prompts[:n] != first.prompts[:n] for evaluation in evaluations.values()):
+        raise ValueError("the evaluations were sampled on different prompts: evaluate every policy on the same list")
+    width = max(map(len, evaluations))
+    lines = []
+    for i, prompt in enumerate(first.prompts[:n]):
+        lines.append(prompt)
+        for name, evaluation in evaluations.items():
+            lines.append(f"  {name:<{width}}  {evaluation.gold_rewards[i]:+.2f}  {evaluation.completions[i]}")
+    return "\n".join(lines)
+
+
+# --- plots ----------------------------------------------------------------------------------------------
+def _running_mean(values: Sequence[float], window: int) -> np.ndarray:
+    values = np.asarray(values, dtype=float)
+    if window <= 1 or len(values) < window:
+        return values
+    return np.convolve(values, np.ones(window) / window, mode="valid")
+
+
+def plot_displacement(history: History, beta: float, smooth: int = 5, axes: Sequence[plt.Axes] | None = None
+                      ) -> plt.Figure:
+    """DPO's displacement: how log π(y_c) and log π(y_r) move against the margin they open, over training.
+
+    Each step's implicit rewards divided by β are the mean change of log π since the start,
+    log π(y) − log π_ref(y), over that step's batch (running mean over ``smooth`` steps).
+    Left: both against the step, with the margin. Right: both against the margin.
+    """
+    chosen = _running_mean(np.array(history["rewards/chosen"]) / beta, smooth)
+    rejected = _running_mean(np.array(history["rewards/rejected"]) / beta, smooth)
+    margin = chosen - rejected
+    if axes is None:
+        _, axes = plt.subplots(1, 2, figsize=(10, 3.4))
+    over_steps, against_margin = axes
+    over_steps.plot(chosen, label="chosen  Δ log π(y_c)", color="tab:green")
+    over_steps.plot(rejected, label="rejected  Δ log π(y_r)", color="tab:red")
+    over_steps.plot(margin, label="margin h", color="black", linestyle="--")
+    over_steps.set(xlabel="step", ylabel="nats since the start", title="log-probs over training")
+    against_margin.plot(margin, chosen, color="tab:green", label="chosen")
+    against_margin.plot(margin, rejected, color="tab:red", label="rejected")
+    against_margin.set(xlabel="margin h (nats)", ylabel="Δ log π (nats)", title="against the margin")
+    for ax in axes:
+        ax.axhline(0, color="grey", linewidth=0.8)
+        ax.legend(fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes[0].figure
+
+
+def plot_frontier(runs: Sequence[Run], sft: PolicyEvaluation, highlight: float | None = None,
+                  ax: plt.Axes | None = None) -> plt.Figure:
+    """Gold reward against KL(π‖π_SFT) on samples: the SFT model at KL 0, one dot per run (colours C0, C1, …).
+
+    ``highlight`` circles the run with that β.
+    """
+    ax = ax or plt.subplots(figsize=(5, 3.6))[1]
+    ax.scatter([0.0], [sft.gold_reward], color="black", marker="s", label="SFT (β → ∞)", zorder=3)
+    for i, run in enumerate(runs):
+        kl, gold = run.evaluation.kl, run.evaluation.gold_reward
+        ax.scatter([kl], [gold], color=f"C{i}", label=f"DPO β={run.config.beta:g}", zorder=3)
+        if highlight is not None and np.isclose(run.config.beta, highlight):
+            ax.scatter([kl], [gold], s=220, facecolors="none", edgecolors="black", linewidths=1.5, zorder=4)
+    ax.margins(0.15)
+    ax.set(xlabel="KL(π ‖ π_SFT) on samples (nats)", ylabel="mean gold reward", title="reward–KL frontier (LM)")
+    ax.legend(fontsize=8)
+    return ax.figure

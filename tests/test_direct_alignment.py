@@ -1,0 +1,365 @@
+import math
+
+import matplotlib
+import numpy as np
+import pytest
+import torch
+from datasets import Dataset
+
+from rlhf_edu.collate import collate
+from rlhf_edu.direct_alignment import (
+    DPOConfig,
+    PolicyEvaluation,
+    Run,
+    bandit_preferences,
+    dpo_loss,
+    implicit_reward,
+    length_grouped_loader,
+    plot_displacement,
+    plot_frontier,
+    precompute_ref_logps,
+    reference_logprobs,
+    sample_table,
+    sampled_kl,
+    simpo_loss,
+    train_and_evaluate,
+    train_dpo,
+    train_tabular_dpo,
+)
+from rlhf_edu.logprobs import sequence_logprobs
+from rlhf_edu.preferences import encode_pairs
+from rlhf_edu.training import History
+from tests.conftest import random_model
+
+matplotlib.use("Agg")
+
+# Two pairs: the first with h = (−1 − −2) − (−3 − −2) = 2, the second with h = 0 (policy = reference).
+POLICY_CHOSEN, POLICY_REJECTED = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -2.0])
+REF_CHOSEN, REF_REJECTED = torch.tensor([-2.0, -2.0]), torch.tensor([-2.0, -2.0])
+BETA = 0.5  # so β·h = 1 on the first pair
+
+NLL_SIGMOID_1 = math.log(1 + math.exp(-1))  # −log σ(1)
+NLL_SIGMOID_MINUS_1 = math.log(1 + math.exp(1))  # −log σ(−1)
+
+
+def log_sigmoid_losses(h_values, beta, eps=0.0):
+    return [-(1 - eps) * math.log(1 / (1 + math.exp(-beta * h))) - eps * math.log(1 / (1 + math.exp(beta * h)))
+            for h in h_values]
+
+
+@pytest.mark.parametrize("loss_type, label_smoothing, expected", [
+    ("sigmoid", 0.0, [NLL_SIGMOID_1, math.log(2)]),
+    ("sigmoid", 0.1, [0.9 * NLL_SIGMOID_1 + 0.1 * NLL_SIGMOID_MINUS_1, math.log(2)]),
+    ("hinge", 0.0, [0.0, 1.0]),  # relu(1 − 1), relu(1 − 0)
+    ("ipo", 0.0, [1.0, 1.0]),  # (2 − 1/(2·0.5))², (0 − 1)²
+    ("robust", 0.1, [(0.9 * NLL_SIGMOID_1 - 0.1 * NLL_SIGMOID_MINUS_1) / 0.8, math.log(2)]),
+])
+def test_dpo_loss_matches_hand_computed_values(loss_type, label_smoothing, expected):
+    losses, _, _ = dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, BETA, loss_type, label_smoothing)
+    assert losses.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_policy_equal_to_reference_gives_log_2_and_zero_rewards():
+    logps = torch.randn(5)
+    losses, chosen_rewards, rejected_rewards = dpo_loss(logps, logps - 1, logps, logps - 1, beta=0.3)
+    assert losses.tolist() == pytest.approx([math.log(2)] * 5)
+    assert chosen_rewards.abs().max() == 0 and rejected_rewards.abs().max() == 0
+
+
+def test_rewards_are_the_detached_implicit_rewards():
+    policy_chosen = POLICY_CHOSEN.clone().requires_grad_()
+    _, chosen_rewards, rejected_rewards = dpo_loss(policy_chosen, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, BETA)
+    assert chosen_rewards.tolist() == pytest.approx([0.5, 0.0])  # β·(−1 − −2), β·(−2 − −2)
+    assert rejected_rewards.tolist() == pytest.approx([-0.5, 0.0])
+    assert not chosen_rewards.requires_grad
+    assert implicit_reward(torch.tensor([-1.0]), torch.tensor([-4.0]), beta=0.1).item() == pytest.approx(0.3)
+
+
+@pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
+def test_sigmoid_gradient_with_respect_to_h_is_minus_beta_sigma_minus_beta_h(beta):
+    h = torch.tensor([-3.0, -0.5, 0.0, 0.7, 4.0], requires_grad=True)
+    zeros = torch.zeros(5)
+    losses, _, _ = dpo_loss(h, zeros, zeros, zeros, beta)  # policy_chosen − ref_chosen = h
+    losses.sum().backward()
+    expected = [-beta / (1 + math.exp(beta * value)) for value in h.tolist()]  # −β·σ(−β·h)
+    assert h.grad.tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_conservative_dpo_is_the_expected_loss_under_flipped_labels():
+    h, eps = torch.linspace(-4, 4, 9), 0.2
+    zeros = torch.zeros(9)
+    smoothed, _, _ = dpo_loss(h, zeros, zeros, zeros, BETA, label_smoothing=eps)
+    assert smoothed.tolist() == pytest.approx(log_sigmoid_losses(h.tolist(), BETA, eps), abs=1e-6)
+
+
+def test_robust_loss_is_unbiased_for_the_clean_loss_under_label_noise():
+    h, eps = torch.linspace(-4, 4, 9), 0.2
+    zeros = torch.zeros(9)
+    as_labelled, _, _ = dpo_loss(h, zeros, zeros, zeros, BETA, "robust", eps)
+    flipped, _, _ = dpo_loss(-h, zeros, zeros, zeros, BETA, "robust", eps)
+    # A label is right with probability 1 − ε; averaged over the noise, the loss is the clean DPO loss.
+    expected_under_noise = (1 - eps) * as_labelled + eps * flipped
+    assert expected_under_noise.tolist() == pytest.approx(log_sigmoid_losses(h.tolist(), BETA), abs=1e-5)
+
+
+def test_simpo_matches_hand_computed_values():
+    losses, chosen_rewards, rejected_rewards = simpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0]),
+                                                          beta=2.0, gamma=0.5)
+    # margins: 2·(−1 − −2) − 0.5 = 1.5 and 2·(−2 − −1) − 0.5 = −2.5
+    assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-1.5)), math.log(1 + math.exp(2.5))])
+    assert chosen_rewards.tolist() == [-2.0, -4.0] and rejected_rewards.tolist() == [-4.0, -2.0]
+
+
+@pytest.mark.parametrize("kwargs, error, match", [
+    ({"beta": 0.0}, ValueError, "beta must be > 0, got 0.0"),
+    ({"beta": -0.1}, ValueError, "beta must be > 0"),
+    ({"label_smoothing": 0.5}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
+    ({"label_smoothing": -0.1}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
+    ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of sigmoid, hinge, ipo, robust"),
+    ({"loss_type": "ipo", "label_smoothing": 0.1}, ValueError, "applies to loss_type 'sigmoid' or 'robust' only"),
+])
+def test_bad_loss_arguments_are_refused_with_a_fix(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, **kwargs)
+
+
+def test_tensors_of_different_shapes_are_refused():
+    with pytest.raises(ValueError, match=r"different shapes \[\(2,\), \(3,\)\]: pass one value per pair"):
+        dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, torch.zeros(3))
+    with pytest.raises(ValueError, match="different shapes"):
+        simpo_loss(torch.zeros(2), torch.zeros(2, 1))
+    with pytest.raises(TypeError, match="must be torch tensors.*got list"):
+        dpo_loss([-1.0], POLICY_REJECTED, REF_CHOSEN, REF_REJECTED)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"beta": 0}, "beta must be > 0"),
+    ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of sigmoid, hinge, ipo, robust, simpo"),
+    ({"label_smoothing": 0.6}, "label_smoothing must be in"),
+    ({"learning_rate": 0}, "learning_rate must be > 0"),
+])
+def test_dpo_config_validates(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        DPOConfig(**kwargs)
+
+
+# --- tabular DPO ---------------------------------------------------------------------------------------
+REF_PROBS = np.array([0.4, 0.3, 0.2, 0.1])
+REWARDS = np.array([0.0, 1.0, 0.5, 2.0])
+
+
+def closed_form_optimum(ref_probs, rewards, beta):
+    weights = ref_probs * np.exp(rewards / beta)
+    return weights / weights.sum()
+
+
+@pytest.mark.parametrize("beta", [0.5, 1.0, 3.0])
+def test_tabular_dpo_lands_on_the_closed_form_optimum(beta):
+    result = train_tabular_dpo(REF_PROBS, REWARDS, beta, num_pairs=50_000, seed=1)
+    expected = closed_form_optimum(REF_PROBS, REWARDS, beta)
+    assert result.optimum == pytest.approx(expected, abs=1e-6)
+    assert 0.5 * np.abs(result.probs - expected).sum() < 0.02
+    assert result.distance[-1] < 0.2 * result.distance[0]
+
+
+def test_tabular_dpo_with_annotator_temperature_finds_the_optimum_for_beta_times_tau():
+    result = train_tabular_dpo(REF_PROBS, REWARDS, beta=2.0, tau=0.5, num_pairs=50_000, seed=2)
+    assert 0.5 * np.abs(result.probs - closed_form_optimum(REF_PROBS, REWARDS, 1.0)).sum() < 0.02
+    assert result.distance[-1] > 0.05  # and not the optimum for β itself
+
+
+def test_tabular_ipo_regresses_log_ratio_gaps_to_preference_odds():
+    # IPO's fixed point for a pair labelled with probability p: β·h = p − 1/2, not the reward gap.
+    result = train_tabular_dpo([0.5, 0.5], [0.0, 1.0], beta=1.0, loss_type="ipo", num_pairs=100_000, seed=3)
+    h = np.log(result.probs[1] / result.probs[0])  # the reference is uniform, so h is the log-odds of the policy
+    assert h == pytest.approx(1 / (1 + math.exp(-1)) - 0.5, abs=0.02)
+
+
+def test_bandit_preferences_follow_bradley_terry_on_reference_pairs():
+    chosen, rejected = bandit_preferences(np.array([0.25, 0.75]), np.array([0.0, 1.0]), 200_000,
+                                          np.random.default_rng(0), tau=0.5)
+    assert (chosen != rejected).all()
+    assert len(chosen) / 200_000 == pytest.approx(2 * 0.25 * 0.75, abs=0.01)  # pairs of two different arms
+    assert (chosen == 1).mean() == pytest.approx(1 / (1 + math.exp(-1 / 0.5)), abs=0.01)  # σ((1 − 0) / τ)
+
+
+def test_tabular_dpo_refuses_bad_reference():
+    with pytest.raises(ValueError, match="one entry per arm"):
+        train_tabular_dpo([0.5, 0.5], [0.0, 1.0, 2.0], beta=1.0)
+    with pytest.raises(ValueError, match="positive and sum to 1"):
+        train_tabular_dpo([1.0, 0.0], [0.0, 1.0], beta=1.0)
+
+
+# --- DPO on a language model ---------------------------------------------------------------------------
+PAIRS = Dataset.from_dict({
+    "prompt": ["add 3 and 5", "review the soup", "describe the cat", "add 1 and 1"],
+    "chosen": ["3 plus 5 is 8", "the soup is tasty", "the cat is small and grey", "1 plus 1 is 2"],
+    "rejected": ["3 plus 5 is 9 9", "the soup is bland", "the cat is big", "1 plus 1 is 3 and 4 and 5"],
+})
+
+
+class ForwardCounter:
+    """Counts forward calls of a model through a hook."""
+
+    def __init__(self, model):
+        self.calls = 0
+        model.register_forward_hook(self.count)
+
+    def count(self, *args):
+        self.calls += 1
+
+
+def config(**kwargs):
+    return DPOConfig(**{"learning_rate": 1e-2, "batch_size": 2, "num_epochs": 5, "progress": False, **kwargs})
+
+
+def test_train_dpo_raises_the_margin_on_every_architecture(model, tokenizer):
+    history = train_dpo(model, tokenizer, PAIRS, config(num_epochs=10))
+    assert history["rewards/margins"][0] == pytest.approx(0, abs=1e-4)  # step 0: the policy is its own reference
+    assert history.mean("rewards/margins", last=4) > 0.5
+    assert history.mean("rewards/accuracies", last=4) == 1.0
+    assert history.mean("loss", last=4) < 0.5 * math.log(2)
+    expected = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
+                "logps/rejected"}
+    assert expected <= set(history.keys())
+
+
+def test_reference_log_probs_are_computed_once_before_training(tokenizer):
+    policy, ref_model = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
+    policy_calls, ref_calls = ForwardCounter(policy), ForwardCounter(ref_model)
+    history = train_dpo(policy, tokenizer, PAIRS, config(num_epochs=3), ref_model=ref_model)
+    assert ref_calls.calls == 1  # 8 rows in one no-grad batch, however many epochs
+    assert policy_calls.calls == len(history["loss"]) == 3 * 2  # one forward pass per step: chosen and rejected
+    assert not ref_model.training
+
+
+def test_without_ref_model_the_starting_policy_is_the_reference(tokenizer):
+    policy = random_model("gpt2", len(tokenizer))
+    counter = ForwardCounter(policy)
+    history = train_dpo(policy, tokenizer, PAIRS, config(num_epochs=1))
+    assert counter.calls == 1 + 2  # one reference pass, then two steps
+    assert history["rewards/chosen"][0] == pytest.approx(0, abs=1e-5)
+    assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-5)
+
+
+def test_precomputed_reference_columns_are_used_instead_of_a_pass(tokenizer):
+    ref_model, policy = random_model("qwen2", len(tokenizer), seed=1), random_model("qwen2", len(tokenizer), seed=2)
+    with_reference = precompute_ref_logps(ref_model, tokenizer, PAIRS)
+    with torch.no_grad():
+        ref_chosen = sequence_logprobs(ref_model, **collate(tokenizer, PAIRS["prompt"], PAIRS["chosen"]))
+        ref_rejected = sequence_logprobs(ref_model, **collate(tokenizer, PAIRS["prompt"], PAIRS["rejected"]))
+        policy_chosen = sequence_logprobs(policy, **collate(tokenizer, PAIRS["prompt"], PAIRS["chosen"]))
+        policy_rejected = sequence_logprobs(policy, **collate(tokenizer, PAIRS["prompt"], PAIRS["rejected"]))
+    assert with_reference["ref_chosen_logps"] == pytest.approx(ref_chosen.tolist(), abs=1e-5)
+    counter = ForwardCounter(policy)
+    history = train_dpo(policy, tokenizer, with_reference, config(batch_size=4, num_epochs=1))
+    assert counter.calls == 1  # the training step only
+    h = (policy_chosen - ref_chosen) - (policy_rejected - ref_rejected)
+    assert history["loss"][0] == pytest.approx(np.mean(log_sigmoid_losses(h.tolist(), 0.1)), abs=1e-5)
+
+
+def test_simpo_trains_without_any_reference(tokenizer):
+    policy = random_model("llama", len(tokenizer))
+    counter = ForwardCounter(policy)
+    history = train_dpo(policy, tokenizer, PAIRS, config(loss_type="simpo", beta=2.0, num_epochs=10))
+    assert counter.calls == len(history["loss"])  # no reference pass
+    assert history.mean("rewards/margins", last=4) > history["rewards/margins"][0]
+
+
+def test_reference_logprobs_match_one_answer_at_a_time(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    chosen, rejected = reference_logprobs(model, encode_pairs(tokenizer, PAIRS), tokenizer.pad_token_id, batch_size=3)
+    with torch.no_grad():
+        alone = {side: [sequence_logprobs(model, **collate(tokenizer, [p], [c])).item()
+                        for p, c in zip(PAIRS["prompt"], PAIRS[side])] for side in ("chosen", "rejected")}
+    assert chosen == pytest.approx(alone["chosen"], abs=1e-5)
+    assert rejected == pytest.approx(alone["rejected"], abs=1e-5)
+
+
+def test_length_grouped_batches_cover_every_pair_with_less_padding():
+    lengths = np.random.default_rng(0).integers(5, 40, size=200)
+    pairs = [{"chosen": {"input_ids": [1] * n}, "rejected": {"input_ids": [1] * (n // 2)}} for n in lengths]
+    loader = length_grouped_loader(pairs, list, config(batch_size=16))
+    first_epoch, second_epoch = [[[id(pair) for pair in batch] for batch in loader] for _ in range(2)]
+    assert sorted(sum(first_epoch, [])) == sorted(sum(second_epoch, [])) == sorted(map(id, pairs))
+    assert sorted(map(len, first_epoch)) == [8] + [16] * 12
+    assert first_epoch != second_epoch  # a new batch order every epoch
+    padded = sum(len(batch) * max(len(pair["chosen"]["input_ids"]) for pair in batch) for batch in loader)
+    assert padded < 1.1 * sum(lengths)  # random batches of 16 would pad to about 1.5× the tokens
+    again = length_grouped_loader(pairs, list, config(batch_size=16))
+    assert [[id(pair) for pair in batch] for batch in again] == first_epoch  # seeded
+
+
+def test_train_dpo_refuses_wrong_datasets(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(ValueError, match="no rejected column.*need prompt, chosen and rejected"):
+        train_dpo(model, tokenizer, PAIRS.remove_columns("rejected"), config())
+    with pytest.raises(ValueError, match="dataset is empty"):
+        train_dpo(model, tokenizer, PAIRS.select([]), config())
+    with pytest.raises(ValueError, match="max_length is 8"):
+        train_dpo(model, tokenizer, PAIRS, config(max_length=8))
+
+
+# --- evaluation ----------------------------------------------------------------------------------------
+def test_sampled_kl_is_the_mean_log_ratio_and_zero_against_itself(tokenizer):
+    policy, ref_model = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
+    prompts, completions = list(PAIRS["prompt"]), list(PAIRS["chosen"])
+    with torch.no_grad():
+        batch = collate(tokenizer, prompts, completions)
+        expected = (sequence_logprobs(policy, **batch) - sequence_logprobs(ref_model, **batch)).mean().item()
+    assert sampled_kl(policy, ref_model, tokenizer, prompts, completions, batch_size=3) == pytest.approx(expected,
+                                                                                                        abs=1e-5)
+    assert sampled_kl(policy, policy, tokenizer, prompts, completions) == 0.0
+
+
+def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_alone(tokenizer, world):
+    sft_model = random_model("llama", len(tokenizer))
+    before = [p.detach().clone() for p in sft_model.parameters()]
+    prompts = world.prompts(6, split="test")
+    runs = train_and_evaluate(sft_model, tokenizer, PAIRS, [config(beta=0.1), config(beta=1.0)], world, prompts)
+    assert [run.config.beta for run in runs] == [0.1, 1.0]
+    for run in runs:
+        assert run.evaluation.prompts == prompts and len(run.evaluation.completions) == 6
+        assert run.evaluation.gold_reward == pytest.approx(np.mean(world.gold_reward(prompts,
+                                                                                     run.evaluation.completions)))
+        assert np.isfinite(run.evaluation.kl) and len(run.history["loss"]) == 2 * 5
+    assert all(torch.equal(p, b) for p, b in zip(sft_model.parameters(), before))
+
+
+def test_sample_table_lines_up_policies_on_each_prompt():
+    sft = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 3", "the soup"], [3.0, 0.5], 0.0)
+    dpo = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 4", "the soup is good"], [1.0, 2.2], 1.5)
+    assert sample_table({"SFT": sft, "DPO": dpo}, n=1) == "add 1 and 2\n  SFT  +3.00  1 plus 2 is 3\n" \
+                                                          "  DPO  +1.00  1 plus 2 is 4"
+    assert dpo.gold_reward == pytest.approx(1.6)
+    with pytest.raises(ValueError, match="different prompts"):
+        sample_table({"SFT": sft, "other": PolicyEvaluation(["add 2 and 2"], ["4"], [0.0], 0.0)})
+
+
+def test_displacement_plot_shows_log_ratio_changes_against_the_margin():
+    history = History()
+    for step in range(4):
+        history.log(**{"rewards/chosen": -0.1 * step, "rewards/rejected": -0.3 * step})
+    figure = plot_displacement(history, beta=0.1, smooth=1)
+    over_steps, against_margin = figure.axes
+    chosen, rejected, margin = (line.get_ydata() for line in over_steps.lines[:3])
+    assert chosen.tolist() == pytest.approx([0, -1, -2, -3]) and rejected.tolist() == pytest.approx([0, -3, -6, -9])
+    assert margin.tolist() == pytest.approx([0, 2, 4, 6])
+    assert against_margin.lines[0].get_xdata().tolist() == pytest.approx([0, 2, 4, 6])
+
+
+def test_frontier_plot_has_one_point_per_run_and_the_sft_model_at_zero_kl():
+    sft = PolicyEvaluation(["p"], ["c"], [1.0], 0.0)
+    runs = [Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], kl), History())
+            for beta, gold, kl in ((0.1, 1.5, 3.0), (1.0, 1.2, 0.5))]
+    ax = plot_frontier(runs, sft, highlight=1.0).axes[0]
+    points = [collection.get_offsets().tolist() for collection in ax.collections]
+    assert points == [[[0.0, 1.0]], [[3.0, 1.5]], [[0.5, 1.2]], [[0.5, 1.2]]]  # SFT, two runs, the highlight ring
+    assert ax.get_legend_handles_labels()[1] == ["SFT (β → ∞)", "DPO β=0.1", "DPO β=1"]
+
+
+def test_tabular_result_plots_three_bars_per_arm():
+    result = train_tabular_dpo(REF_PROBS, REWARDS, beta=1.0, num_steps=5)
+    ax = result.plot().axes[0]
+    assert len(ax.patches) == 3 * len(REF_PROBS)
+    assert [p.get_height() for p in ax.patches[8:]] == pytest.approx(result.optimum.tolist())
