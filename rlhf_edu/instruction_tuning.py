@@ -35,6 +35,7 @@ from . import zoo
 from .collate import as_messages, check_length, encode_prompt_completion, pad_batch
 from .logprobs import check_tokenizer_fits, token_logprobs
 from .plotting import plot_tokens
+from .pretraining import mean_token_nll
 from .runtime import Preset, get_preset
 from .sampling import generate_completions
 from .training import Batch, History, TrainingConfig, make_loader, train
@@ -126,19 +127,15 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_length: int) -> list[dic
 
 # --- the loss -------------------------------------------------------------------------------
 def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """L_SFT (``eq:nll`` on completion tokens): the mean negative log-likelihood per completion token; a scalar.
+    """L_SFT: pretraining's :func:`~rlhf_edu.pretraining.mean_token_nll` (``eq:nll``), over completion tokens only.
 
-    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.logprobs.token_logprobs` returns them.
-    The mean is taken per token across the whole batch, not per example and then
-    over examples: every answer token weighs the same, so a long answer is not
-    down-weighted against a short one (TRL normalises the same way). That is also
-    why it returns one number, not one per example.
+    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.logprobs.token_logprobs` returns them;
+    the mask holds only the answer tokens (and their ``<|end|>``). The mean is taken per
+    token across the whole batch, not per example and then over examples: every answer
+    token weighs the same, so a long answer is not down-weighted against a short one
+    (TRL normalises the same way). That is also why it returns one number, not one per example.
     """
-    if logps.shape != mask.shape:
-        raise ValueError(f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape")
-    if not mask.any():
-        raise ValueError("the mask selects no token: every example needs a non-empty completion")
-    return -(logps * mask).sum() / mask.sum()
+    return mean_token_nll(logps, mask)
 
 
 @contextmanager

@@ -44,10 +44,24 @@ def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[str, 
     return {"input_ids": ids, "completion_mask": [0] + [1] * (len(ids) - 1)}
 
 
+def mean_token_nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """−Σ_t m_t log π(w_t | w_<t) / Σ_t m_t (``eq:nll``): the mean negative log-likelihood per target token; a scalar.
+
+    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.logprobs.token_logprobs` returns them.
+    The mean is over every target token of the batch, not per example: each token
+    weighs the same, so a long text is not down-weighted against a short one.
+    """
+    if logps.shape != mask.shape:
+        raise ValueError(f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape")
+    if not mask.any():
+        raise ValueError("the mask selects no token: every example needs a non-empty completion")
+    return -(logps * mask).sum() / mask.sum()
+
+
 def language_modeling_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """Mean next-token negative log-likelihood over target tokens, and its perplexity."""
+    """:func:`mean_token_nll` of one batch, and its perplexity."""
     logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-    nll = -logps.sum() / mask.sum()
+    nll = mean_token_nll(logps, mask)
     return nll, {"perplexity": nll.exp().item()}
 
 

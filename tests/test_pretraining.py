@@ -51,3 +51,13 @@ def test_empty_document_is_refused(tokenizer):
 def test_tokenizer_that_does_not_fit_is_refused(tokenizer):
     with pytest.raises(ValueError, match="only embeds 20"):
         pretrain(random_model("llama", 20), tokenizer, ["the cat ."], PretrainingConfig(progress=False))
+
+
+def test_mean_token_nll_weighs_every_target_token_equally():
+    from rlhf_edu.pretraining import mean_token_nll
+
+    logps = torch.tensor([[-1.0, -3.0, 0.0], [-2.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0]])
+    assert mean_token_nll(logps, mask).item() == pytest.approx((1 + 3 + 2) / 3)  # not ((1+3)/2 + 2)/2
+    with pytest.raises(ValueError, match="selects no token"):
+        mean_token_nll(logps, torch.zeros_like(mask))
