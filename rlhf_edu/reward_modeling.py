@@ -32,11 +32,11 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from . import zoo
 from .collate import Messages, collate
-from .logprobs import check_tokenizer_fits, position_ids_from_mask
+from .logprobs import check_tokenizer_fits, position_ids_from_mask, sequence_logprobs
 from .preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from .runtime import Preset, get_preset
 from .training import Batch, History, TrainingConfig, make_loader, train
-from .world import FAMILIES, World, parse_prompt
+from .world import FAMILIES, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
 
@@ -387,6 +387,27 @@ def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]
     features = torch.stack(columns, dim=1)  # (N, 1 + K)
     solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # (1 + K, 1)
     return dict(zip(components, solution[1:, 0].tolist()))
+
+
+@torch.no_grad()
+def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
+                 tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+    """How often each model ranks a true fact above a false one, over every :func:`~rlhf_edu.world.fact_pairs` row.
+
+    ``lm`` compares log π(y | x) under ``causal_lm``: does the backbone *know* the fact?
+    ``rm`` compares r_θ(y | x): does the reward model *pay* for it? Each is a share in
+    [0, 1], with 0.5 for chance and a tie counted as wrong.
+    """
+    prompts, true_answers, false_answers = fact_pairs()
+    device = next(causal_lm.parameters()).device
+
+    def logps(answers: list[str]) -> torch.Tensor:
+        batch = {k: v.to(device) for k, v in collate(tokenizer, prompts, answers).items()}
+        return sequence_logprobs(causal_lm, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+
+    return {"lm": pairwise_accuracy(logps(true_answers), logps(false_answers)),
+            "rm": pairwise_accuracy(score(reward_model, tokenizer, prompts, true_answers),
+                                    score(reward_model, tokenizer, prompts, false_answers))}
 
 
 def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,

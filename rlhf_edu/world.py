@@ -127,6 +127,20 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
             "concision": concision, "repetition": repetition}
 
 
+def fact_pairs() -> tuple[list[str], list[str], list[str]]:
+    """The same describe question answered with a true fact and with a false attribute, every such way.
+
+    Returns ``(prompts, true_answers, false_answers)``, aligned lists with one row per
+    animal, true fact and false attribute: ``("describe the dog", "the dog is brown",
+    "the dog is soft")`` and so on. The two answers differ in one word, so they differ
+    in the gold reward only through ``correctness``.
+    """
+    rows = [(f"describe the {animal}", f"the {animal} is {fact}", f"the {animal} is {other}")
+            for animal, facts in FACTS.items() for fact in facts for other in ATTRIBUTES if other not in facts]
+    prompts, true_answers, false_answers = map(list, zip(*rows))
+    return prompts, true_answers, false_answers
+
+
 class World:
     """A seeded toy world: prompts, a pretraining corpus, demonstrations and a gold reward.
 

@@ -9,8 +9,10 @@ from datasets import Dataset
 from rlhf_edu import reward_modeling as rm
 from rlhf_edu import zoo
 from rlhf_edu.collate import collate
+from rlhf_edu.logprobs import sequence_logprobs
 from rlhf_edu.preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from rlhf_edu.runtime import get_preset
+from rlhf_edu.world import fact_pairs
 from tests.conftest import random_model
 
 PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]
@@ -329,6 +331,24 @@ def test_evaluate_by_family_scores_each_family_alone(tokenizer, world):
     assert list(by_family) == ["arithmetic", "review", "describe"]
     describe = dataset.select([0, 3, 4, 7])
     assert by_family["describe"] == rm.evaluate_reward_model(model, tokenizer, world, describe)
+
+
+def test_fact_ranking_matches_one_pair_at_a_time(tokenizer):
+    causal_lm = random_model("llama", len(tokenizer), seed=1)
+    model = reward_model("llama", tokenizer, seed=2)
+    prompts, true_answers, false_answers = fact_pairs()
+
+    def logp(prompt: str, answer: str) -> float:  # unbatched, so no padding can leak in
+        batch = collate(tokenizer, [prompt], [answer])
+        ids, attention, completion = batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        return sequence_logprobs(causal_lm, ids, attention, completion).item()
+
+    def reward(prompt: str, answer: str) -> float:
+        return rm.score(model, tokenizer, [prompt], [answer]).item()
+
+    expected = {name: sum(f(p, t) > f(p, b) for p, t, b in zip(prompts, true_answers, false_answers)) / len(prompts)
+                for name, f in (("lm", logp), ("rm", reward))}
+    assert rm.fact_ranking(causal_lm, model, tokenizer) == pytest.approx(expected, abs=1e-6)
 
 
 # --- the zoo recipe -------------------------------------------------------------------

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf_edu.world import FACTS, GOLD_WEIGHTS, World, gold_components_one, parse_prompt
+from rlhf_edu.world import FACTS, GOLD_WEIGHTS, World, fact_pairs, gold_components_one, parse_prompt
 
 
 def test_prompts_are_deterministic_and_splits_differ(world):
@@ -128,3 +128,15 @@ def test_demonstrator_is_good_but_not_perfect(world):
 def test_repeated_numbers_and_function_words_are_not_repetition():
     assert gold_components_one("add 6 and 6", "6 plus 6 is 12")["repetition"] == 0.0
     assert gold_components_one("describe the cat", "the cat is small and the cat is grey")["repetition"] == -1 / 9
+
+
+def test_fact_pairs_answer_each_question_right_and_wrong():
+    prompts, true_answers, false_answers = fact_pairs()
+    n_attributes = len({a for facts in FACTS.values() for a in facts})
+    assert len(prompts) == sum(len(f) * (n_attributes - len(f)) for f in FACTS.values())
+    assert ("describe the dog", "the dog is brown", "the dog is soft") in zip(prompts, true_answers, false_answers)
+    for prompt, good, bad in zip(prompts, true_answers, false_answers):
+        good_c, bad_c = gold_components_one(prompt, good), gold_components_one(prompt, bad)
+        assert (good_c["correctness"], bad_c["correctness"]) == (1.0, 0.0)
+        assert {k: v for k, v in good_c.items() if k != "correctness"} == \
+            {k: v for k, v in bad_c.items() if k != "correctness"}, "only correctness tells the two apart"
