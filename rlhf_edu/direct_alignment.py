@@ -39,8 +39,8 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import collate, pad_batch
-from .logprobs import check_tokenizer_fits, sequence_logprobs
+from .collate import pad_batch
+from .logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs
 from .objective import kl_regularized_optimum
 from .preferences import collate_pairs, encode_pairs
 from .sampling import generate_completions
@@ -370,13 +370,9 @@ def sampled_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: P
     sample's log-ratio can be negative; their mean cannot be, in expectation. A completion
     cut off by ``max_new_tokens`` is scored as if it had closed its turn there.
     """
-    device = next(policy.parameters()).device
-    log_ratios = []
-    for start in range(0, len(prompts), batch_size):
-        batch = collate(tokenizer, prompts[start:start + batch_size], completions[start:start + batch_size])
-        batch = {k: v.to(device) for k, v in batch.items()}
-        log_ratios += (sequence_logprobs(policy, **batch) - sequence_logprobs(ref_model, **batch)).tolist()
-    return float(np.mean(log_ratios))
+    log_ratios = (completion_logprobs(policy, tokenizer, prompts, completions, batch_size)
+                  - completion_logprobs(ref_model, tokenizer, prompts, completions, batch_size))  # (N,)
+    return log_ratios.double().mean().item()
 
 
 def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,

@@ -12,9 +12,13 @@ as PPO does), so a fix or a speed-up here serves every chapter.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .collate import Messages, collate
 
 
 def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -74,3 +78,19 @@ def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention
     logps, mask = token_logprobs(model, input_ids, attention_mask, completion_mask)  # (B, L)
     total = logps.sum(dim=1)  # (B,)
     return total / mask.sum(dim=1) if average else total
+
+
+@torch.no_grad()
+def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
+                        completions: Sequence[str | Messages], batch_size: int = 256) -> torch.Tensor:
+    """:func:`sequence_logprobs` of each (prompt, completion), strings or message lists: a (N,) tensor on the CPU.
+
+    For measuring, not training: no gradients, batches of ``batch_size`` right-padded by
+    :func:`rlhf_edu.collate.collate`, so a row's value does not depend on its batch.
+    """
+    device = next(model.parameters()).device
+    logps = [torch.empty(0)]  # no pairs, no values: an empty tensor rather than an error
+    for start in range(0, len(prompts), batch_size):
+        batch = collate(tokenizer, prompts[start:start + batch_size], completions[start:start + batch_size])
+        logps.append(sequence_logprobs(model, **{name: ids.to(device) for name, ids in batch.items()}).cpu())
+    return torch.cat(logps)

@@ -55,8 +55,7 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import collate
-from .logprobs import sequence_logprobs
+from .logprobs import completion_logprobs
 from .sampling import generate_completions
 from .world import World
 
@@ -502,11 +501,8 @@ def completion_bandit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     if len(completions) < 2:
         raise ValueError(f"{k} samples of {prompt!r} hold {len(completions)} distinct non-empty completion(s), "
                          "but a bandit needs two arms: raise k or pick a prompt the model answers in more ways")
-    batch = collate(tokenizer, [prompt] * len(completions), completions)
-    device = next(model.parameters()).device
-    with torch.no_grad():
-        logps = sequence_logprobs(model, **{name: ids.to(device) for name, ids in batch.items()})  # (A,)
-    ref_probs = torch.softmax(logps.cpu().double(), -1)  # (A,) π(y | x, y is one of the arms)
+    logps = completion_logprobs(model, tokenizer, [prompt] * len(completions), completions)  # (A,)
+    ref_probs = torch.softmax(logps.double(), -1)  # (A,) π(y | x, y is one of the arms)
     rewards = torch.tensor(world.gold_reward([prompt] * len(completions), completions), dtype=torch.float64)  # (A,)
     order = ref_probs.argsort(descending=True, stable=True)  # (A,)
     return [completions[i] for i in order], ref_probs[order], rewards[order]

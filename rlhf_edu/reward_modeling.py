@@ -32,7 +32,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 
 from . import zoo
 from .collate import Messages, collate
-from .logprobs import check_tokenizer_fits, position_ids_from_mask, sequence_logprobs
+from .logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
 from .preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from .runtime import Preset, get_preset
 from .training import Batch, History, TrainingConfig, make_loader, train
@@ -389,7 +389,6 @@ def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]
     return dict(zip(components, solution[1:, 0].tolist()))
 
 
-@torch.no_grad()
 def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
                  tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
     """How often each model ranks a true fact above a false one, over every :func:`~rlhf_edu.world.fact_pairs` row.
@@ -399,13 +398,8 @@ def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
     [0, 1], with 0.5 for chance and a tie counted as wrong.
     """
     prompts, true_answers, false_answers = fact_pairs()
-    device = next(causal_lm.parameters()).device
-
-    def logps(answers: list[str]) -> torch.Tensor:
-        batch = {k: v.to(device) for k, v in collate(tokenizer, prompts, answers).items()}
-        return sequence_logprobs(causal_lm, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-
-    return {"lm": pairwise_accuracy(logps(true_answers), logps(false_answers)),
+    return {"lm": pairwise_accuracy(completion_logprobs(causal_lm, tokenizer, prompts, true_answers),
+                                    completion_logprobs(causal_lm, tokenizer, prompts, false_answers)),
             "rm": pairwise_accuracy(score(reward_model, tokenizer, prompts, true_answers),
                                     score(reward_model, tokenizer, prompts, false_answers))}
 

@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from rlhf_edu.collate import collate
-from rlhf_edu.logprobs import check_tokenizer_fits, sequence_logprobs, token_logprobs
+from rlhf_edu.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs, token_logprobs
 
 PROMPTS = ["add 3 and 5", "review the soup", "describe the cat"]
 COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty and fresh and good", "the cat is small"]
@@ -88,3 +88,11 @@ def test_position_ids_count_real_tokens_only():
 
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
     assert position_ids_from_mask(mask).tolist() == [[0, 1, 2, 2], [0, 0, 1, 2]]
+
+
+def test_completion_logprobs_match_brute_force_whatever_the_batch(model, tokenizer):
+    expected = torch.tensor([brute_force_logprob(model, tokenizer, p, c) for p, c in zip(PROMPTS, COMPLETIONS)])
+    for batch_size in (1, 2, 256):
+        got = completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
+        assert got.shape == (3,) and torch.allclose(got, expected, atol=1e-4)
+    assert completion_logprobs(model, tokenizer, [], []).shape == (0,)
