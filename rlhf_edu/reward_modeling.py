@@ -36,7 +36,7 @@ from .logprobs import check_tokenizer_fits, completion_logprobs, position_ids_fr
 from .preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
 from .runtime import Preset, get_preset
 from .training import Batch, History, TrainingConfig, make_loader, train
-from .world import FAMILIES, World, fact_pairs, parse_prompt
+from .world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
 
@@ -402,6 +402,21 @@ def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
                                     completion_logprobs(causal_lm, tokenizer, prompts, false_answers)),
             "rm": pairwise_accuracy(score(reward_model, tokenizer, prompts, true_answers),
                                     score(reward_model, tokenizer, prompts, false_answers))}
+
+
+def sum_knowledge(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
+    """Share of the world's sum prompts whose likeliest answer under ``causal_lm`` is right.
+
+    For each ``add a and b`` it compares log π("a plus b is s" | x) over every s in
+    :data:`~rlhf_edu.world.NUMBERS` and checks the argmax against a + b: does the backbone
+    know the sums a reward model would have to check? 1.0 is all of them.
+    """
+    pairs = [(a, b) for a in OPERANDS for b in OPERANDS]
+    prompts = [f"add {a} and {b}" for a, b in pairs for _ in NUMBERS]
+    answers = [f"{a} plus {b} is {s}" for a, b in pairs for s in NUMBERS]
+    logps = completion_logprobs(causal_lm, tokenizer, prompts, answers).view(len(pairs), len(NUMBERS))  # (P, S)
+    truth = torch.tensor([NUMBERS.index(str(int(a) + int(b))) for a, b in pairs])  # (P,)
+    return (logps.argmax(dim=1) == truth).float().mean().item()
 
 
 def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,

@@ -49,6 +49,7 @@ from datasets import Dataset
 from .runtime import Preset, get_preset
 
 NUMBERS = [str(n) for n in range(19)]
+OPERANDS = NUMBERS[:10]  # what a sum prompt adds, so every sum is itself one of NUMBERS
 OBJECTS = ["pizza", "soup", "movie", "book", "song", "game", "cafe", "hotel"]
 ANIMALS = ["cat", "dog", "bird", "fish", "horse", "cow", "frog", "mouse"]
 FACTS = {
@@ -253,7 +254,7 @@ def _check_pairs(first: list[str], second: list[str]) -> None:
 def _sample_prompt(rng: np.random.Generator) -> str:
     family = FAMILIES[rng.integers(len(FAMILIES))]
     if family == "arithmetic":
-        return f"add {rng.integers(10)} and {rng.integers(10)}"
+        return f"add {rng.integers(len(OPERANDS))} and {rng.integers(len(OPERANDS))}"
     if family == "review":
         return f"review the {rng.choice(OBJECTS)}"
     return f"describe the {rng.choice(ANIMALS)}"

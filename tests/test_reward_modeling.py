@@ -351,6 +351,18 @@ def test_fact_ranking_matches_one_pair_at_a_time(tokenizer):
     assert rm.fact_ranking(causal_lm, model, tokenizer) == pytest.approx(expected, abs=1e-6)
 
 
+def test_sum_knowledge_matches_a_brute_force_argmax(tokenizer):
+    causal_lm = random_model("llama", len(tokenizer), seed=3)
+    right = 0
+    for a in range(10):
+        for b in range(10):
+            batch = collate(tokenizer, [f"add {a} and {b}"] * 19, [f"{a} plus {b} is {s}" for s in range(19)])
+            with torch.no_grad():
+                logps = sequence_logprobs(causal_lm, **batch)  # (19,): one row per candidate sum s
+            right += int(logps.argmax().item() == a + b)
+    assert rm.sum_knowledge(causal_lm, tokenizer) == pytest.approx(right / 100)
+
+
 # --- the zoo recipe -------------------------------------------------------------------
 @pytest.fixture
 def small_recipe(monkeypatch, tokenizer):
