@@ -39,9 +39,9 @@ from importlib.util import find_spec
 import torch
 
 from rlhf_edu import World, zoo
+from rlhf_edu.core.logprobs import sequence_logprobs
+from rlhf_edu.core.preferences import build_preference_dataset, collate_pairs, encode_pairs
 from rlhf_edu.direct_alignment import DPOConfig, dpo_loss, length_grouped_loader, train_dpo
-from rlhf_edu.logprobs import sequence_logprobs
-from rlhf_edu.preferences import build_preference_dataset, collate_pairs, encode_pairs
 
 TRAINERS = ("train_dpo", "bare loop", "TRL DPOTrainer, fp32", "TRL DPOTrainer, fp32, precomputed ref",
             "TRL DPOTrainer, its defaults (bf16 autocast, gradient checkpointing)")

@@ -2,19 +2,27 @@
 
 Start with ``rlhf_edu.World`` (the toy world and its hidden gold reward),
 ``rlhf_edu.zoo.load`` (shipped tiny checkpoints) and
-``rlhf_edu.generate_completions`` (the one sampling helper).
+``rlhf_edu.sample_rollouts`` (the one sampler).
+
+The package has two floors. ``rlhf_edu.core`` holds what every chapter stands on
+(runtime, world, tokenizer, collate, logprobs, rollouts, training, zoo, statistics,
+plotting); the chapter modules sit on top of it, one per concept
+(``objective``, ``reward_modeling``, ``instruction_tuning``, ``direct_alignment``, ...).
+The names below are re-exported so that a notebook's imports stay short.
 """
 
 from __future__ import annotations
 
 import inspect
 
-from .runtime import get_device, get_preset, seed_everything, setup
-from .sampling import generate_completions
-from .world import World
+from .core import plotting, zoo
+from .core.rollouts import Rollout, generate_completions, sample_rollouts
+from .core.runtime import get_device, get_preset, seed_everything, setup
+from .core.world import World
 
 __version__ = "0.1.0"
-__all__ = ["World", "generate_completions", "get_device", "get_preset", "seed_everything", "setup", "show"]
+__all__ = ["Rollout", "World", "generate_completions", "get_device", "get_preset", "plotting", "sample_rollouts",
+           "seed_everything", "setup", "show", "zoo"]
 
 
 def show(obj: object) -> object:

@@ -10,8 +10,8 @@ from pathlib import Path
 
 def doctor() -> int:
     """Print one [OK]/[FAIL] line per check, ready to paste into a bug report; return the exit code."""
-    from . import zoo
-    from .runtime import get_device, get_preset, version_report
+    from .core import zoo
+    from .core.runtime import get_device, get_preset, version_report
 
     lines = [(sys.version_info >= (3, 10), f"python {platform.python_version()} (need >= 3.10)")]
     lines += [(ok, f"{package} {installed or 'missing'}") for package, installed, ok in version_report()]
@@ -22,7 +22,7 @@ def doctor() -> int:
     except ValueError as error:
         lines.append((False, str(error)))
         preset = None
-    for name in zoo.RECIPES:
+    for name in zoo.CHECKPOINTS:
         try:
             zoo.load(name, preset=preset, device="cpu")
             lines.append((True, f"zoo {name} loads offline"))
@@ -51,9 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "doctor":
         return doctor()
     if args.command == "zoo":
-        from . import zoo
+        from .recipes import build
 
-        for path in zoo.build(args.names or None, preset=args.preset, device=args.device, out_dir=args.out):
+        for path in build(args.names or None, preset=args.preset, device=args.device, out_dir=args.out):
             print(f"saved {path}")
         return 0
     from .figures import save_figures

@@ -39,13 +39,13 @@ from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import pad_batch
-from .logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs
+from .core.collate import pad_batch
+from .core.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs
+from .core.preferences import collate_pairs, encode_pairs
+from .core.rollouts import generate_completions
+from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.world import World
 from .objective import kl_regularized_optimum
-from .preferences import collate_pairs, encode_pairs
-from .sampling import generate_completions
-from .training import Batch, History, TrainingConfig, make_loader, train
-from .world import World
 
 LOSS_TYPES = ("sigmoid", "hinge", "ipo", "robust")  # what dpo_loss computes
 TRAINER_LOSS_TYPES = (*LOSS_TYPES, "simpo")  # what train_dpo accepts: the DPO family plus reference-free SimPO

@@ -20,6 +20,7 @@ training loop with that loss.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -31,15 +32,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from . import zoo
-from .collate import as_messages, check_length, encode_prompt_completion, pad_batch
-from .logprobs import check_tokenizer_fits, token_logprobs
-from .plotting import plot_tokens
+from .core.collate import as_messages, check_length, encode_prompt_completion, pad_batch
+from .core.logprobs import check_tokenizer_fits, token_logprobs
+from .core.plotting import plot_tokens
+from .core.rollouts import generate_completions
+from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.world import GOLD_WEIGHTS, World
 from .pretraining import mean_token_nll
-from .runtime import Preset, get_preset
-from .sampling import generate_completions
-from .training import Batch, History, TrainingConfig, make_loader, train
-from .world import GOLD_WEIGHTS, World
 
 FORMATS = (("messages",), ("prompt", "completion"))  # TRL's conversational dataset formats
 
@@ -219,34 +218,25 @@ def sample_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, wo
     return completions, format_report(world, prompts, completions, finished)
 
 
-def data_size_curve(world: World, sizes: Sequence[int], prompts: list[str], config: SFTConfig | None = None,
-                    device: str | torch.device | None = None, seed: int = 0) -> list[dict[str, float]]:
-    """Instruction-tune ``base`` on the first n demonstrations for each n in ``sizes``; one report per n.
+def data_size_curve(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
+                    sizes: Sequence[int], prompts: list[str], config: SFTConfig | None = None,
+                    seed: int = 0) -> list[dict[str, float]]:
+    """Instruction-tune a copy of ``base_model`` on the first n demonstrations for each n in ``sizes``.
 
-    Each report is :func:`format_report` of samples on ``prompts`` plus ``num_demonstrations``.
-    Every run uses the same ``config``, so as in practice more demonstrations also
-    mean more optimiser steps; n = 0 is the base model itself.
+    Returns one report per n: :func:`format_report` of samples on ``prompts`` plus
+    ``num_demonstrations``. Every run uses the same ``config``, so as in practice more
+    demonstrations also mean more optimiser steps; n = 0 is the base model itself.
+    ``base_model`` is left as it was.
     """
     config = config or SFTConfig(progress=False)
     reports = []
     for n in sizes:
-        model, tokenizer = zoo.load("base", world.preset, device)
+        model = copy.deepcopy(base_model)
         if n > 0:
             train_sft(model, tokenizer, world.sft_dataset(n), config)
         _, report = sample_report(model, tokenizer, world, prompts, seed=seed)
         reports.append({"num_demonstrations": n} | report)
     return reports
-
-
-# --- the zoo recipe ---------------------------------------------------------------------------
-def build_sft(preset: Preset | None = None,
-              device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The zoo's ``sft`` recipe: the ``base`` model instruction-tuned on the world's demonstrations."""
-    preset = get_preset(preset)
-    model, tokenizer = zoo.load("base", preset, device)
-    dataset = World(seed=0, preset=preset).sft_dataset()
-    train_sft(model, tokenizer, dataset, SFTConfig(seed=0, progress=False))
-    return model, tokenizer
 
 
 # --- pictures ---------------------------------------------------------------------------------

@@ -55,9 +55,9 @@ from matplotlib.figure import Figure
 from torch import Tensor
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .logprobs import completion_logprobs
-from .sampling import generate_completions
-from .world import World
+from .core.logprobs import completion_logprobs
+from .core.rollouts import generate_completions
+from .core.world import World
 
 TensorLike = Tensor | np.ndarray | Sequence
 

@@ -18,13 +18,10 @@ from functools import partial
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import check_length, pad_batch
-from .logprobs import check_tokenizer_fits, token_logprobs
-from .runtime import Preset, get_device, get_preset
-from .tokenizer import EOS
-from .training import History, TrainingConfig, make_loader, train
-from .world import World
-from .zoo import new_model
+from .core.collate import check_length, pad_batch
+from .core.logprobs import check_tokenizer_fits, token_logprobs
+from .core.tokenizer import EOS
+from .core.training import History, TrainingConfig, make_loader, train
 
 
 @dataclass
@@ -90,11 +87,3 @@ def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus:
     return train(model, partial(language_modeling_loss, model), loader, config, desc="pretraining")
 
 
-def build_base(preset: Preset | None = None, device: torch.device | None = None):
-    """The zoo's ``base`` recipe: a fresh model pretrained on the world corpus."""
-    preset = get_preset(preset)
-    model, tokenizer = new_model(preset, seed=0)
-    model.to(get_device(device))
-    corpus = World(seed=0, preset=preset).pretraining_corpus()
-    pretrain(model, tokenizer, corpus, PretrainingConfig(batch_size=preset.batch_size, seed=0))
-    return model, tokenizer

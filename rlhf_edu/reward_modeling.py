@@ -30,13 +30,11 @@ from datasets import Dataset
 from matplotlib.figure import Figure
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from . import zoo
-from .collate import Messages, collate
-from .logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
-from .preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
-from .runtime import Preset, get_preset
-from .training import Batch, History, TrainingConfig, make_loader, train
-from .world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
+from .core.collate import Messages, collate
+from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
+from .core.preferences import collate_pairs, encode_pairs, pair_texts
+from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
 
@@ -261,31 +259,6 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     loss_fn = partial(reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient,
                       margin=config.margin)
     return train(model, loss_fn, loader, config, desc="reward model")
-
-
-def build_reward_model(preset: Preset | None = None,
-                       device: torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """The zoo's ``rm`` recipe: a reward model on the ``sft`` backbone, trained on pairs sampled from ``sft``.
-
-    On the way it measures held-out accuracy against the number of training pairs
-    (:func:`accuracy_vs_pairs`) and keeps the curve in ``model.config.accuracy_vs_pairs``.
-    """
-    preset = get_preset(preset)
-    policy, tokenizer = zoo.load("sft", preset, device)
-    world = World(seed=0, preset=preset)
-    train_pairs = build_preference_dataset(world, policy, tokenizer, seed=0)
-    test_pairs = build_preference_dataset(world, policy, tokenizer, n=HELD_OUT_PAIRS, split="test", seed=0)
-    # The book trains one epoch; the tiny backbone still underfits after one, and 8 gain ~3 points held-out.
-    config = RewardConfig(learning_rate=1e-3, batch_size=32, num_epochs=8, warmup_ratio=0.05, seed=0)
-    model = reward_model_from(policy, seed=0)
-    train_reward_model(model, tokenizer, train_pairs, config)
-    sizes = [len(train_pairs) // 2 ** k for k in (4, 3, 2, 1)]  # 1/16, 1/8, 1/4 and 1/2 of the pairs
-    curve = accuracy_vs_pairs(policy, tokenizer, world, train_pairs, test_pairs, sizes, config)
-    curve["num_pairs"].append(len(train_pairs))
-    for name, value in evaluate_reward_model(model, tokenizer, world, test_pairs).items():
-        curve[name].append(value)
-    model.config.accuracy_vs_pairs = curve  # saved in config.json: the notebook plots it without retraining
-    return model, tokenizer
 
 
 def accuracy_vs_pairs(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,

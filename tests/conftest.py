@@ -8,8 +8,8 @@ import pytest
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
 
-from rlhf_edu.tokenizer import build_tokenizer
-from rlhf_edu.world import World
+from rlhf_edu.core.tokenizer import build_tokenizer
+from rlhf_edu.core.world import World
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes CI's two cores
 

@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from rlhf_edu.collate import as_messages, check_length, collate, encode_prompt_completion, pad_batch
+from rlhf_edu.core.collate import as_messages, check_length, collate, encode_prompt_completion, pad_batch
 
 
 def test_completion_mask_covers_answer_and_end_of_turn(tokenizer):

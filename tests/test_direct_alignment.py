@@ -6,7 +6,10 @@ import pytest
 import torch
 from datasets import Dataset
 
-from rlhf_edu.collate import collate
+from rlhf_edu.core.collate import collate
+from rlhf_edu.core.logprobs import sequence_logprobs
+from rlhf_edu.core.preferences import encode_pairs
+from rlhf_edu.core.training import History
 from rlhf_edu.direct_alignment import (
     DPOConfig,
     PolicyEvaluation,
@@ -26,9 +29,6 @@ from rlhf_edu.direct_alignment import (
     train_dpo,
     train_tabular_dpo,
 )
-from rlhf_edu.logprobs import sequence_logprobs
-from rlhf_edu.preferences import encode_pairs
-from rlhf_edu.training import History
 from tests.conftest import random_model
 
 matplotlib.use("Agg")

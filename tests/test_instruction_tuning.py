@@ -5,11 +5,12 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from rlhf_edu import zoo
-from rlhf_edu.collate import pad_batch
+from rlhf_edu import recipes, zoo
+from rlhf_edu.core.collate import pad_batch
+from rlhf_edu.core.plotting import COMPLETION_COLOR
+from rlhf_edu.core.runtime import get_preset
 from rlhf_edu.instruction_tuning import (
     SFTConfig,
-    build_sft,
     capture_logits,
     data_size_curve,
     encode_dataset,
@@ -23,8 +24,6 @@ from rlhf_edu.instruction_tuning import (
     token_table,
     train_sft,
 )
-from rlhf_edu.plotting import COMPLETION_COLOR
-from rlhf_edu.runtime import get_preset
 from tests.conftest import random_model
 
 PROMPT_COMPLETION = {"prompt": [{"role": "user", "content": "add 3 and 5"}],
@@ -202,41 +201,36 @@ def test_train_sft_with_packing_runs_on_fewer_rows(tokenizer, world):
 
 def test_build_sft_instruction_tunes_the_base_model(tokenizer, world, monkeypatch):
     model = random_model("llama", len(tokenizer))
-    monkeypatch.setattr(zoo, "load", lambda name, preset=None, device=None: (model, tokenizer))
+    monkeypatch.setattr(recipes.zoo, "load", lambda name, preset=None, device=None: (model, tokenizer))
     preset = dataclasses.replace(get_preset("tiny"), num_sft=32)
     batch = pad_batch([encode_example(tokenizer, row) for row in world.sft_dataset(32)], tokenizer.pad_token_id)
     with torch.no_grad():
         before = sft_step_loss(model, batch)[0].item()
-    tuned, returned_tokenizer = build_sft(preset)
+    tuned, returned_tokenizer = recipes.build_sft(preset)
     with torch.no_grad():
         after = sft_step_loss(tuned, batch)[0].item()
     assert tuned is model and returned_tokenizer is tokenizer
     assert after < before - 1.0, (before, after)
 
 
-def test_data_size_curve_tunes_a_fresh_base_on_the_first_n_demonstrations(tokenizer, world, monkeypatch):
-    loaded = []
-
-    def fresh_base(name, preset=None, device=None):
-        loaded.append(name)
-        return random_model("llama", len(tokenizer)), tokenizer
-
-    monkeypatch.setattr(zoo, "load", fresh_base)
+def test_data_size_curve_tunes_a_fresh_base_on_the_first_n_demonstrations(tokenizer, world):
+    base = random_model("llama", len(tokenizer))
+    before = [p.clone() for p in base.parameters()]
     prompts = world.prompts(12, split="test")
     config = SFTConfig(batch_size=8, num_epochs=2, progress=False)
-    curve = data_size_curve(world, [0, 16], prompts, config)
+    curve = data_size_curve(base, tokenizer, world, [0, 16], prompts, config)
     untouched = random_model("llama", len(tokenizer))
     _, untouched_report = sample_report(untouched, tokenizer, world, prompts)
     tuned = random_model("llama", len(tokenizer))
     train_sft(tuned, tokenizer, world.sft_dataset(16), config)
     _, tuned_report = sample_report(tuned, tokenizer, world, prompts)
-    assert loaded == ["base", "base"]
+    assert all(torch.equal(a, b) for a, b in zip(before, base.parameters()))  # each run tunes its own copy
     assert curve == [{"num_demonstrations": 0} | untouched_report, {"num_demonstrations": 16} | tuned_report]
 
 
 def test_sft_rebuild_repeats_bit_for_bit(tmp_path):
     preset = dataclasses.replace(get_preset("tiny"), num_sft=32)  # the shipped recipe on fewer demonstrations
-    first, second = (zoo.build(["sft"], preset, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
+    first, second = (recipes.build(["sft"], preset, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
 
 

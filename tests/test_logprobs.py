@@ -1,8 +1,8 @@
 import pytest
 import torch
 
-from rlhf_edu.collate import collate
-from rlhf_edu.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs, token_logprobs
+from rlhf_edu.core.collate import collate
+from rlhf_edu.core.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs, token_logprobs
 
 PROMPTS = ["add 3 and 5", "review the soup", "describe the cat"]
 COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty and fresh and good", "the cat is small"]
@@ -84,7 +84,7 @@ def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
 
 
 def test_position_ids_count_real_tokens_only():
-    from rlhf_edu.logprobs import position_ids_from_mask
+    from rlhf_edu.core.logprobs import position_ids_from_mask
 
     mask = torch.tensor([[1, 1, 1, 0], [0, 1, 1, 1]])
     assert position_ids_from_mask(mask).tolist() == [[0, 1, 2, 2], [0, 0, 1, 2]]

@@ -8,8 +8,8 @@ from matplotlib.patches import FancyBboxPatch
 from matplotlib.text import Text
 
 from rlhf_edu import generate_completions, plotting, zoo
-from rlhf_edu.collate import collate
-from rlhf_edu.logprobs import sequence_logprobs, token_logprobs
+from rlhf_edu.core.collate import collate
+from rlhf_edu.core.logprobs import sequence_logprobs, token_logprobs
 
 matplotlib.use("Agg")
 

@@ -1,7 +1,7 @@
 import pytest
 from datasets import Dataset
 
-from rlhf_edu.preferences import build_preference_dataset, check_pair_columns, pair_texts
+from rlhf_edu.core.preferences import build_preference_dataset, check_pair_columns, pair_texts
 from tests.conftest import random_model
 
 

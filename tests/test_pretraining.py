@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from rlhf_edu.collate import pad_batch
+from rlhf_edu.core.collate import pad_batch
+from rlhf_edu.core.world import World
 from rlhf_edu.pretraining import PretrainingConfig, encode_document, language_modeling_loss, perplexity, pretrain
-from rlhf_edu.world import World
 from tests.conftest import random_model
 
 

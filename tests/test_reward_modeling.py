@@ -6,13 +6,13 @@ import pytest
 import torch
 from datasets import Dataset
 
+from rlhf_edu import recipes, zoo
 from rlhf_edu import reward_modeling as rm
-from rlhf_edu import zoo
-from rlhf_edu.collate import collate
-from rlhf_edu.logprobs import sequence_logprobs
-from rlhf_edu.preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
-from rlhf_edu.runtime import get_preset
-from rlhf_edu.world import fact_pairs
+from rlhf_edu.core.collate import collate
+from rlhf_edu.core.logprobs import sequence_logprobs
+from rlhf_edu.core.preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
+from rlhf_edu.core.runtime import get_preset
+from rlhf_edu.core.world import fact_pairs
 from tests.conftest import random_model
 
 PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]
@@ -367,8 +367,8 @@ def test_sum_knowledge_matches_a_brute_force_argmax(tokenizer):
 @pytest.fixture
 def small_recipe(monkeypatch, tokenizer):
     """The shipped recipe on 32 pairs and 24 held-out prompts, with a random backbone standing in for sft."""
-    monkeypatch.setattr(rm, "HELD_OUT_PAIRS", 24)
-    monkeypatch.setattr(rm.zoo, "load", lambda name, preset=None, device=None: (random_model("llama", len(tokenizer)),
+    monkeypatch.setattr(recipes, "HELD_OUT_PAIRS", 24)
+    monkeypatch.setattr(recipes.zoo, "load", lambda name, preset=None, device=None: (random_model("llama", len(tokenizer)),
                                                                                tokenizer))
     return dataclasses.replace(get_preset("tiny"), num_preference=32)
 
@@ -387,7 +387,7 @@ def test_accuracy_vs_pairs_trains_a_fresh_model_per_size(tokenizer, world):
 
 
 def test_build_reward_model_keeps_its_data_curve(small_recipe):
-    model, tokenizer = rm.build_reward_model(small_recipe, device="cpu")
+    model, tokenizer = recipes.build_reward_model(small_recipe, device="cpu")
     rm.check_reward_model(model, tokenizer)
     curve = model.config.accuracy_vs_pairs
     n = curve["num_pairs"][-1]
@@ -396,7 +396,7 @@ def test_build_reward_model_keeps_its_data_curve(small_recipe):
 
 
 def test_rm_rebuild_repeats_bit_for_bit(small_recipe, tmp_path):
-    first, second = (zoo.build(["rm"], small_recipe, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
+    first, second = (recipes.build(["rm"], small_recipe, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
     assert (first / "model.safetensors").read_bytes() == (second / "model.safetensors").read_bytes()
 
 

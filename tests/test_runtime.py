@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_edu.runtime import PRESETS, get_device, get_preset, seed_everything, setup, version_report
+from rlhf_edu.core.runtime import PRESETS, get_device, get_preset, seed_everything, setup, version_report
 
 
 def test_device_defaults_to_best_available(monkeypatch):

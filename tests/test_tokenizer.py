@@ -1,5 +1,5 @@
-from rlhf_edu.tokenizer import END_OF_TURN, build_tokenizer
-from rlhf_edu.world import VOCAB
+from rlhf_edu.core.tokenizer import END_OF_TURN, build_tokenizer
+from rlhf_edu.core.world import VOCAB
 
 
 def test_every_world_word_is_one_token(tokenizer):

@@ -4,9 +4,9 @@ import matplotlib
 import pytest
 import torch
 
-from rlhf_edu.collate import collate, pad_batch
+from rlhf_edu.core.collate import collate, pad_batch
+from rlhf_edu.core.training import History, TrainingConfig, make_loader, train
 from rlhf_edu.pretraining import language_modeling_loss
-from rlhf_edu.training import History, TrainingConfig, make_loader, train
 from tests.conftest import random_model
 
 matplotlib.use("Agg")

@@ -3,7 +3,7 @@ import math
 import numpy as np
 import pytest
 
-from rlhf_edu.world import FACTS, GOLD_WEIGHTS, World, fact_pairs, gold_components_one, parse_prompt
+from rlhf_edu.core.world import FACTS, GOLD_WEIGHTS, World, fact_pairs, gold_components_one, parse_prompt
 
 
 def test_prompts_are_deterministic_and_splits_differ(world):

@@ -1,9 +1,9 @@
 import pytest
 from transformers import LlamaForCausalLM
 
-from rlhf_edu import zoo
+from rlhf_edu import recipes, zoo
+from rlhf_edu.core.world import World
 from rlhf_edu.pretraining import perplexity
-from rlhf_edu.world import World
 
 
 @pytest.fixture(scope="module")
@@ -34,7 +34,7 @@ def test_new_model_follows_the_preset():
 
 def test_rebuild_reaches_the_shipped_quality(tmp_path, held_out_text):
     """`rlhf-edu zoo build base` from scratch, then compare with the shipped checkpoint."""
-    (path,) = zoo.build(["base"], out_dir=tmp_path, device="cpu")
+    (path,) = recipes.build(["base"], out_dir=tmp_path, device="cpu")
     rebuilt = LlamaForCausalLM.from_pretrained(path)
     shipped, tokenizer = zoo.load("base", device="cpu")
     assert perplexity(rebuilt, tokenizer, held_out_text) < 1.05 * perplexity(shipped, tokenizer, held_out_text)
@@ -44,7 +44,7 @@ def test_unknown_checkpoint_names_the_zoo():
     with pytest.raises(ValueError, match="unknown checkpoint 'gpt5'.*base"):
         zoo.load("gpt5")
     with pytest.raises(ValueError, match="unknown checkpoint 'gpt5'"):
-        zoo.build(["gpt5"])
+        recipes.build(["gpt5"])
 
 
 def test_unbuilt_preset_says_how_to_build_it(monkeypatch, tmp_path):
@@ -57,9 +57,9 @@ def test_small_preset_runs_the_same_code_at_gpu_size():
     """No GPU in CI: check that the `small` model builds at its size and takes a training step on CPU."""
     from functools import partial
 
-    from rlhf_edu.collate import pad_batch
+    from rlhf_edu.core.collate import pad_batch
+    from rlhf_edu.core.training import TrainingConfig, train
     from rlhf_edu.pretraining import encode_document, language_modeling_loss
-    from rlhf_edu.training import TrainingConfig, train
 
     model, tokenizer = zoo.new_model("small")
     assert 20e6 < sum(p.numel() for p in model.parameters()) < 30e6

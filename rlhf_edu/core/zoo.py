@@ -8,14 +8,12 @@ models. ``rlhf-edu zoo build`` rebuilds them deterministically from the world.
 Other presets are built on demand into ``$RLHF_EDU_HOME`` (default
 ``~/.cache/rlhf_edu``): ``rlhf-edu zoo build --preset small``.
 
-Each checkpoint's recipe lives with the chapter that teaches it (pretraining for
-``base``, instruction tuning for ``sft``, ...); :data:`RECIPES` names them, and
-they are imported only when a build asks for them.
+Which chapter trainer builds each checkpoint is written in :mod:`rlhf_edu.recipes`,
+above the chapters: the core loads and saves, and imports no chapter.
 """
 
 from __future__ import annotations
 
-import importlib
 import os
 from pathlib import Path
 
@@ -34,19 +32,20 @@ from transformers.utils import logging as hf_logging
 from .runtime import Preset, get_device, get_preset, seed_everything
 from .tokenizer import build_tokenizer
 
-SHIPPED_DIR = Path(__file__).parent / "checkpoints"
-RECIPES = {  # name -> "module:function" that trains it and returns (model, tokenizer)
-    "base": "rlhf_edu.pretraining:build_base",
-    "sft": "rlhf_edu.instruction_tuning:build_sft",
-    "rm": "rlhf_edu.reward_modeling:build_reward_model",
-}
+SHIPPED_DIR = Path(__file__).parent.parent / "checkpoints"
+CHECKPOINTS = ("base", "sft", "rm")  # in build order: each recipe starts from the one before
+
+
+def check_checkpoint_name(name: str) -> None:
+    """Raise ValueError unless ``name`` is one of the zoo's :data:`CHECKPOINTS`."""
+    if name not in CHECKPOINTS:
+        raise ValueError(f"unknown checkpoint {name!r}: the zoo has {', '.join(CHECKPOINTS)}")
 
 
 def checkpoint_dir(name: str, preset: str | Preset | None = None) -> Path:
     """Where checkpoint ``name`` of a preset lives: inside the package for ``tiny``, else the cache."""
     preset = get_preset(preset)
-    if name not in RECIPES:
-        raise ValueError(f"unknown checkpoint {name!r}: the zoo has {', '.join(RECIPES)}")
+    check_checkpoint_name(name)
     if preset.name == "tiny":
         return SHIPPED_DIR / name
     return Path(os.environ.get("RLHF_EDU_HOME", Path.home() / ".cache" / "rlhf_edu")) / preset.name / name
@@ -91,30 +90,9 @@ def new_model(preset: str | Preset | None = None, seed: int = 0) -> tuple[LlamaF
     return LlamaForCausalLM(config), tokenizer
 
 
-def build(names: list[str] | None = None, preset: str | Preset | None = None, device: str | None = None,
-          out_dir: str | Path | None = None) -> list[Path]:
-    """Rebuild checkpoints (default: all, in dependency order) and save them; return their folders.
-
-    Each recipe is seeded, so on the same hardware a rebuild reproduces the shipped
-    weights; on other hardware it reaches the same quality (a test checks that).
-    """
-    saved = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one CPU thread: same reduction order every time, so rebuilds repeat bit for bit
-    try:
-        for name in names or list(RECIPES):
-            saved.append(_build_one(name, preset, device, out_dir))
-    finally:
-        torch.set_num_threads(threads)
-    return saved
-
-
-def _build_one(name: str, preset: str | Preset | None, device: str | None, out_dir: str | Path | None) -> Path:
-    if name not in RECIPES:
-        raise ValueError(f"unknown checkpoint {name!r}: the zoo has {', '.join(RECIPES)}")
-    module_name, function_name = RECIPES[name].split(":")
-    recipe = getattr(importlib.import_module(module_name), function_name)
-    model, tokenizer = recipe(preset=get_preset(preset), device=get_device(device))
+def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
+         preset: str | Preset | None = None, out_dir: str | Path | None = None) -> Path:
+    """Save a built checkpoint in float32 with ``save_pretrained``: to ``out_dir/name``, else the zoo's folder."""
     path = Path(out_dir) / name if out_dir else checkpoint_dir(name, preset)
     model.to(torch.float32).save_pretrained(path)
     tokenizer.save_pretrained(path)

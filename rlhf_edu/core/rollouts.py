@@ -59,3 +59,11 @@ def _generate_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
                                 eos_token_id=tokenizer.eos_token_id, **sampling)  # (B, T + new)
     return output[:, inputs["input_ids"].shape[1]:]  # (B, new)
+
+
+class Rollout:  # placeholder until sample_rollouts lands
+    pass
+
+
+def sample_rollouts(*args, **kwargs):
+    raise NotImplementedError

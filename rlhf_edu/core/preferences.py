@@ -14,7 +14,7 @@ from datasets import Dataset
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import check_length, encode_prompt_completion, pad_batch
-from .sampling import generate_completions
+from .rollouts import generate_completions
 from .world import World
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")

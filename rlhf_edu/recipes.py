@@ -1,0 +1,105 @@
+"""Which chapter trainer builds which zoo checkpoint: the recipes behind ``rlhf-edu zoo build``.
+
+The zoo in :mod:`rlhf_edu.core.zoo` only loads and saves checkpoints; the core never
+imports a chapter. The recipes sit here, above every chapter, and each one is the
+chapter's own trainer called with fixed settings and seeds:
+
+- ``base``: a fresh model pretrained on the world corpus (:func:`rlhf_edu.pretraining.pretrain`);
+- ``sft``: ``base`` instruction-tuned on the world's demonstrations (:func:`rlhf_edu.instruction_tuning.train_sft`);
+- ``rm``: a reward model on the ``sft`` backbone, trained on pairs sampled from ``sft``
+  (:func:`rlhf_edu.reward_modeling.train_reward_model`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import torch
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .core import zoo
+from .core.preferences import build_preference_dataset
+from .core.runtime import Preset, get_device, get_preset
+from .core.world import World
+from .instruction_tuning import SFTConfig, train_sft
+from .pretraining import PretrainingConfig, pretrain
+from .reward_modeling import (
+    HELD_OUT_PAIRS,
+    RewardConfig,
+    accuracy_vs_pairs,
+    evaluate_reward_model,
+    reward_model_from,
+    train_reward_model,
+)
+
+Built = tuple[PreTrainedModel, PreTrainedTokenizerBase]
+
+
+def build_base(preset: Preset | None = None, device: torch.device | None = None) -> Built:
+    """The zoo's ``base`` recipe: a fresh model pretrained on the world corpus."""
+    preset = get_preset(preset)
+    model, tokenizer = zoo.new_model(preset, seed=0)
+    model.to(get_device(device))
+    corpus = World(seed=0, preset=preset).pretraining_corpus()
+    pretrain(model, tokenizer, corpus, PretrainingConfig(batch_size=preset.batch_size, seed=0))
+    return model, tokenizer
+
+
+def build_sft(preset: Preset | None = None, device: torch.device | None = None) -> Built:
+    """The zoo's ``sft`` recipe: the ``base`` model instruction-tuned on the world's demonstrations."""
+    preset = get_preset(preset)
+    model, tokenizer = zoo.load("base", preset, device)
+    dataset = World(seed=0, preset=preset).sft_dataset()
+    train_sft(model, tokenizer, dataset, SFTConfig(seed=0, progress=False))
+    return model, tokenizer
+
+
+def build_reward_model(preset: Preset | None = None, device: torch.device | None = None) -> Built:
+    """The zoo's ``rm`` recipe: a reward model on the ``sft`` backbone, trained on pairs sampled from ``sft``.
+
+    On the way it measures held-out accuracy against the number of training pairs
+    (:func:`~rlhf_edu.reward_modeling.accuracy_vs_pairs`) and keeps the curve in
+    ``model.config.accuracy_vs_pairs``.
+    """
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, device)
+    world = World(seed=0, preset=preset)
+    train_pairs = build_preference_dataset(world, policy, tokenizer, seed=0)
+    test_pairs = build_preference_dataset(world, policy, tokenizer, n=HELD_OUT_PAIRS, split="test", seed=0)
+    # The book trains one epoch; the tiny backbone still underfits after one, and 8 gain ~3 points held-out.
+    config = RewardConfig(learning_rate=1e-3, batch_size=32, num_epochs=8, warmup_ratio=0.05, seed=0)
+    model = reward_model_from(policy, seed=0)
+    train_reward_model(model, tokenizer, train_pairs, config)
+    sizes = [len(train_pairs) // 2 ** k for k in (4, 3, 2, 1)]  # 1/16, 1/8, 1/4 and 1/2 of the pairs
+    curve = accuracy_vs_pairs(policy, tokenizer, world, train_pairs, test_pairs, sizes, config)
+    curve["num_pairs"].append(len(train_pairs))
+    for name, value in evaluate_reward_model(model, tokenizer, world, test_pairs).items():
+        curve[name].append(value)
+    model.config.accuracy_vs_pairs = curve  # saved in config.json: the notebook plots it without retraining
+    return model, tokenizer
+
+
+RECIPES: dict[str, Callable[..., Built]] = {"base": build_base, "sft": build_sft, "rm": build_reward_model}
+assert tuple(RECIPES) == zoo.CHECKPOINTS, "every zoo checkpoint needs a recipe, in build order"
+
+
+def build(names: list[str] | None = None, preset: str | Preset | None = None, device: str | None = None,
+          out_dir: str | Path | None = None) -> list[Path]:
+    """Rebuild checkpoints (default: all, in dependency order) and save them; return their folders.
+
+    Each recipe is seeded, so on the same hardware a rebuild reproduces the shipped
+    weights; on other hardware it reaches the same quality (a test checks that).
+    """
+    for name in names or []:
+        zoo.check_checkpoint_name(name)
+    saved = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one CPU thread: same reduction order every time, so rebuilds repeat bit for bit
+    try:
+        for name in names or list(RECIPES):
+            model, tokenizer = RECIPES[name](preset=get_preset(preset), device=get_device(device))
+            saved.append(zoo.save(model, tokenizer, name, preset, out_dir))
+    finally:
+        torch.set_num_threads(threads)
+    return saved
