@@ -43,6 +43,7 @@ from .core.collate import pad_batch
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs
 from .core.preferences import collate_pairs, encode_pairs
 from .core.rollouts import generate_completions
+from .core.stats import running_mean
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.world import World
 from .objective import kl_regularized_optimum
@@ -428,13 +429,6 @@ def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:
 
 
 # --- plots ----------------------------------------------------------------------------------------------
-def _running_mean(values: Sequence[float], window: int) -> np.ndarray:
-    values = np.asarray(values, dtype=float)
-    if window <= 1 or len(values) < window:
-        return values
-    return np.convolve(values, np.ones(window) / window, mode="valid")
-
-
 def plot_displacement(history: History, beta: float, smooth: int = 5, axes: Sequence[plt.Axes] | None = None
                       ) -> plt.Figure:
     """DPO's displacement: how log π(y_c) and log π(y_r) move against the margin they open, over training.
@@ -443,8 +437,8 @@ def plot_displacement(history: History, beta: float, smooth: int = 5, axes: Sequ
     log π(y) − log π_ref(y), over that step's batch (running mean over ``smooth`` steps).
     Left: both against the step, with the margin. Right: both against the margin.
     """
-    chosen = _running_mean(np.array(history["rewards/chosen"]) / beta, smooth)
-    rejected = _running_mean(np.array(history["rewards/rejected"]) / beta, smooth)
+    chosen = running_mean(np.array(history["rewards/chosen"]) / beta, smooth)
+    rejected = running_mean(np.array(history["rewards/rejected"]) / beta, smooth)
     margin = chosen - rejected
     if axes is None:
         _, axes = plt.subplots(1, 2, figsize=(10, 3.4))

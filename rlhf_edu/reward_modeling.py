@@ -33,6 +33,7 @@ from transformers import AutoModelForSequenceClassification, PreTrainedModel, Pr
 from .core.collate import Messages, collate
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
 from .core.preferences import collate_pairs, encode_pairs, pair_texts
+from .core.stats import spearman_correlation
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
@@ -322,26 +323,6 @@ def expected_calibration_error(table: dict[str, torch.Tensor]) -> float:
     """Σ_bins (count / N) · |observed − predicted| of a :func:`calibration_table`: 0 when perfectly calibrated."""
     weights = table["count"] / table["count"].sum()
     return (weights * (table["observed"] - table["predicted"]).abs()).sum().item()
-
-
-def ranks(values: torch.Tensor) -> torch.Tensor:
-    """1-based ranks of a 1-D tensor, tied values sharing their average rank (float64)."""
-    sorted_values, order = values.sort()
-    _, run, run_length = torch.unique_consecutive(sorted_values, return_inverse=True, return_counts=True)
-    positions = torch.arange(1, len(values) + 1, dtype=torch.float64)
-    run_mean = torch.zeros(len(run_length), dtype=torch.float64).index_add_(0, run, positions) / run_length
-    result = torch.empty(len(values), dtype=torch.float64)
-    result[order] = run_mean[run]
-    return result
-
-
-def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Sequence[float]) -> float:
-    """Spearman's ρ: the correlation of the ranks of x and y (1 = same order, −1 = reversed; NaN if one is constant)."""
-    x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    if x.shape != y.shape or x.dim() != 1:
-        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length")
-    rank_x, rank_y = ranks(x) - (len(x) + 1) / 2, ranks(y) - (len(y) + 1) / 2  # centred: mean rank is (N + 1) / 2
-    return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
 
 
 def component_correlations(rewards: torch.Tensor, components: dict[str, Sequence[float]]) -> dict[str, float]:

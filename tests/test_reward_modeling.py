@@ -273,22 +273,6 @@ def test_calibration_of_the_true_model_is_near_perfect():
     assert rm.expected_calibration_error(rm.calibration_table(chosen, rejected)) < 0.02
 
 
-def test_ranks_share_ties():
-    assert rm.ranks(torch.tensor([10.0, 30.0, 20.0, 20.0])).tolist() == [1.0, 4.0, 2.5, 2.5]
-
-
-def test_spearman_correlation_hand_examples():
-    # no ties: ρ = 1 − 6 Σ d² / (n (n² − 1)) = 1 − 6·4 / 120
-    assert rm.spearman_correlation([10, 20, 30, 40, 50], [1, 3, 2, 5, 4]) == pytest.approx(0.8)
-    # ties: ranks (1, 2.5, 2.5, 4) against (1, 2, 3, 4) give 4.5 / sqrt(4.5 · 5)
-    assert rm.spearman_correlation([1, 2, 2, 3], [1, 2, 3, 4]) == pytest.approx(math.sqrt(0.9))
-    assert rm.spearman_correlation([1, 2, 3], [9, 4, 1]) == pytest.approx(-1.0)
-    values = torch.tensor([0.1, 0.5, 0.2])
-    assert rm.spearman_correlation(values, values.exp()) == pytest.approx(1.0)  # only the order matters
-    with pytest.raises(ValueError, match="same length"):
-        rm.spearman_correlation([1, 2, 3], [1, 2])
-
-
 def test_implied_weights_recover_a_known_mix():
     generator = torch.Generator().manual_seed(0)
     weights = {"correctness": 4.0, "relevance": 0.0, "tone": 2.0, "concision": 1.0, "repetition": -3.0}
@@ -368,8 +352,8 @@ def test_sum_knowledge_matches_a_brute_force_argmax(tokenizer):
 def small_recipe(monkeypatch, tokenizer):
     """The shipped recipe on 32 pairs and 24 held-out prompts, with a random backbone standing in for sft."""
     monkeypatch.setattr(recipes, "HELD_OUT_PAIRS", 24)
-    monkeypatch.setattr(recipes.zoo, "load", lambda name, preset=None, device=None: (random_model("llama", len(tokenizer)),
-                                                                               tokenizer))
+    backbone = (random_model("llama", len(tokenizer)), tokenizer)
+    monkeypatch.setattr(recipes.zoo, "load", lambda name, preset=None, device=None: backbone)
     return dataclasses.replace(get_preset("tiny"), num_preference=32)
 
 

@@ -18,6 +18,11 @@ import torch
 
 DEVICES = ("cuda", "mps", "cpu")
 
+# Defaults that several modules share, in one place so that a signature never repeats a bare literal.
+MAX_NEW_TOKENS = 24  # world answers are under 15 words; 24 leaves room to ramble, and to be cut
+GENERATION_BATCH_SIZE = 256  # prompts per `generate` call: one call per step on the tiny preset
+SCORING_BATCH_SIZE = 64  # rows per no-grad scoring pass; with length-sorted rows, about the fastest on a CPU
+
 
 def get_device(device: str | torch.device | None = None) -> torch.device:
     """Return the device to compute on: the argument, else ``$RLHF_EDU_DEVICE``, else CUDA → MPS → CPU.
@@ -72,19 +77,18 @@ class Preset:
     num_preference: int  # preference pairs (the book's ~100k)
     num_rl_prompts: int  # RL prompts (the book's ~100k)
     batch_size: int
-    autocast_bf16: bool  # bf16 autocast pays off on a GPU only
 
 
 PRESETS = {
     "tiny": Preset(
         name="tiny", hidden_size=192, num_layers=4, num_heads=4, intermediate_size=512,
         max_length=64, num_pretrain=20_000, num_sft=1_000, num_preference=2_000,
-        num_rl_prompts=2_000, batch_size=64, autocast_bf16=False,
+        num_rl_prompts=2_000, batch_size=64,
     ),
     "small": Preset(
         name="small", hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408,
         max_length=128, num_pretrain=200_000, num_sft=10_000, num_preference=100_000,
-        num_rl_prompts=100_000, batch_size=128, autocast_bf16=True,
+        num_rl_prompts=100_000, batch_size=128,
     ),
 }
 
