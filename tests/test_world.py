@@ -1,9 +1,10 @@
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
 
-from rlhf_edu.core.world import FACTS, GOLD_WEIGHTS, World, fact_pairs, gold_components_one, parse_prompt
+from rlhf_edu.core.world import FACTS, NEGATIVE, POSITIVE, World, fact_pairs, gold_components_one, parse_prompt
 
 
 def test_prompts_are_deterministic_and_splits_differ(world):
@@ -12,16 +13,18 @@ def test_prompts_are_deterministic_and_splits_differ(world):
     assert World(seed=1).prompts(50) != world.prompts(50)
 
 
-def test_prompts_cover_every_family_without_markup(world):
-    families = {parse_prompt(p).family for p in world.prompts(60)}
-    assert families == {"arithmetic", "review", "describe"}
+def test_prompts_cover_every_family_in_equal_shares_without_markup(world):
+    families = Counter(parse_prompt(p).family for p in world.prompts(3000))
+    assert set(families) == {"arithmetic", "review", "describe"}
+    assert all(abs(count / 3000 - 1 / 3) < 0.03 for count in families.values()), families
     assert not any("<|" in p for p in world.prompts(60))
 
 
 def test_pretraining_corpus_is_plain_text(world):
     corpus = world.pretraining_corpus(200)
-    assert len(corpus) == 200
-    assert not any("<|" in line for line in corpus)
+    assert len(corpus) == 200 and corpus == World(seed=0).pretraining_corpus(200)
+    assert not any("<" in line for line in corpus)  # neither chat markup nor special tokens
+    assert all(line.endswith(" .") for line in corpus)
 
 
 def test_sft_dataset_uses_trl_conversational_format(world):
@@ -45,10 +48,28 @@ def test_gold_components_hand_worked(world):
     assert spam["repetition"] == pytest.approx(-4 / 8)
 
 
-def test_gold_reward_is_the_weighted_sum(world):
-    prompts, completions = ["review the soup", "add 1 and 2"], ["the soup is tasty", "1 plus 2 is 4"]
-    components = world.gold_components(prompts, completions)
-    expected = [sum(GOLD_WEIGHTS[k] * components[k][i] for k in GOLD_WEIGHTS) for i in range(2)]
+def test_gold_reward_hand_worked(world):
+    prompts = ["add 3 and 5", "review the pizza", "review the soup", "describe the cat"]
+    completions = [
+        "3 plus 5 is 8",
+        "the pizza is tasty",
+        "the soup is great great great great great great great great",
+        "i think the cat is small and grey and small and grey and big and small and lovely",
+    ]
+    expected = [
+        # correct (×2) + relevant; no tone for sums; 5 words ≤ 7; numbers and "plus", "is" never repeat
+        2 * 1 + 1,
+        # relevant + tanh(1 positive word); 4 words; "pizza", "tasty" each once
+        1 + math.tanh(1),
+        # 11 words: relevant + tanh(8) + concision (7 − 11) / 7, and content words soup + 8 × great
+        # are 2 distinct among 9, so repetition is (2 − 9) / 11, weighed ×2
+        1 + math.tanh(8) - 4 / 7 - 2 * 7 / 11,
+        # 18 words: 5 of the 6 stated attributes are cat facts ("big" is not): correctness 5/6 (×2);
+        # relevant; tanh(1) for "lovely"; concision (7 − 18) / 7 is clipped at −1; content words
+        # i, think, cat, small ×3, grey ×2, big, lovely are 7 distinct among 10: repetition −3/18 (×2)
+        2 * 5 / 6 + 1 + math.tanh(1) - 1 - 2 * 3 / 18,
+    ]
+    assert expected == pytest.approx([3.0, 1.7615942, 0.1558439, 2.0949275])
     assert world.gold_reward(prompts, completions) == pytest.approx(expected)
 
 
@@ -64,8 +85,11 @@ def test_empty_completion_scores_zero_on_every_component():
     assert set(gold_components_one("describe the cat", "").values()) == {0.0}
 
 
-def test_fact_table_is_consistent():
-    assert all(len(facts) == 3 for facts in FACTS.values())
+def test_facts_are_neither_compliments_nor_insults():
+    # a fact is correct but not positive: the trade-off between correctness and tone needs the two apart
+    facts = {a for attributes in FACTS.values() for a in attributes}
+    assert not facts & (set(POSITIVE) | set(NEGATIVE))
+    assert all(len(attributes) == 3 for attributes in FACTS.values())
 
 
 def test_label_pairs_follow_bradley_terry(world):
@@ -101,9 +125,9 @@ def test_foreign_prompt_is_refused(world):
 
 
 def test_mismatched_lengths_and_bare_strings_are_refused(world):
-    with pytest.raises(ValueError, match="one completion per prompt"):
+    with pytest.raises(ValueError, match="got 1 prompts but 0 completions: pass one per example"):
         world.gold_reward(["add 1 and 2"], [])
-    with pytest.raises(TypeError, match="lists of strings"):
+    with pytest.raises(TypeError, match="list of texts, got the single string"):
         world.gold_reward("add 1 and 2", "1 plus 2 is 3")
 
 
@@ -132,8 +156,7 @@ def test_repeated_numbers_and_function_words_are_not_repetition():
 
 def test_fact_pairs_answer_each_question_right_and_wrong():
     prompts, true_answers, false_answers = fact_pairs()
-    n_attributes = len({a for facts in FACTS.values() for a in facts})
-    assert len(prompts) == sum(len(f) * (n_attributes - len(f)) for f in FACTS.values())
+    assert len(prompts) == 8 * 3 * (11 - 3)  # 8 animals × 3 true facts × 8 of the 11 attributes that are false
     assert ("describe the dog", "the dog is brown", "the dog is soft") in zip(prompts, true_answers, false_answers)
     for prompt, good, bad in zip(prompts, true_answers, false_answers):
         good_c, bad_c = gold_components_one(prompt, good), gold_components_one(prompt, bad)

@@ -22,6 +22,8 @@ from collections.abc import Sequence
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from .validation import check_int, check_known_words, check_no_markup
+
 Messages = list[dict[str, str]]
 
 
@@ -33,12 +35,20 @@ def as_messages(text_or_messages: str | Messages, role: str) -> Messages:
     if not isinstance(messages, list) or not messages:
         raise TypeError(f"expected a string or a non-empty list of {{'role', 'content'}} dicts, got {messages!r}")
     for message in messages:
-        if not str(message.get("content", "")).strip():
+        if not isinstance(message, dict) or not isinstance(message.get("content"), str):
+            raise TypeError(f"each message must be a {{'role': ..., 'content': str}} dict, got {message!r}")
+        if not message["content"].strip():
             raise ValueError(
                 f"empty {message.get('role', role)} message in {messages!r}: every prompt and completion "
                 "needs some text (drop or fix that example)"
             )
     return messages
+
+
+def check_plain_messages(tokenizer: PreTrainedTokenizerBase, messages: Messages) -> None:
+    """Refuse messages whose text holds chat markup: typed into a prompt, it would forge a turn."""
+    for message in messages:
+        check_no_markup(tokenizer, message["content"], f"the {message['role']} message")
 
 
 def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages,
@@ -50,8 +60,12 @@ def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | M
     """
     prompt_messages = as_messages(prompt, "user")
     completion_messages = as_messages(completion, "assistant")
+    check_plain_messages(tokenizer, prompt_messages + completion_messages)
     prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, return_dict=False)
     full_ids = tokenizer.apply_chat_template(prompt_messages + completion_messages, return_dict=False)
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in full_ids:
+        for message in prompt_messages + completion_messages:  # find the words, to name them
+            check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     if full_ids[: len(prompt_ids)] != prompt_ids:
         raise ValueError(
             "this tokenizer's chat template renders the prompt differently with and without the "
@@ -64,6 +78,7 @@ def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | M
 
 def check_length(rows: Sequence[dict[str, list[int]]], max_length: int) -> None:
     """Refuse rows longer than ``max_length``: silently cutting an answer would train on half of it."""
+    check_int(max_length, "max_length", fix="it is the longest example in tokens, e.g. the model's context")
     for i, row in enumerate(rows):
         if len(row["input_ids"]) > max_length:
             raise ValueError(
@@ -80,6 +95,8 @@ def pad_batch(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[s
     """
     if pad_token_id is None:
         raise ValueError("the tokenizer has no pad token: set tokenizer.pad_token = tokenizer.eos_token")
+    if not rows:
+        raise ValueError("no rows to pad: pass at least one encoded example")
     T = max(len(row["input_ids"]) for row in rows)
     batch = {
         "input_ids": torch.full((len(rows), T), pad_token_id, dtype=torch.long),  # (B, T)

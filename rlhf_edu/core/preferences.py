@@ -15,14 +15,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import check_length, encode_prompt_completion, pad_batch
 from .rollouts import generate_completions
-from .world import World
+from .runtime import MAX_NEW_TOKENS
+from .validation import check_int, check_number
+from .world import World, message_text
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
 def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
                              n: int | None = None, split: str = "train", seed: int = 0,
-                             temperature: float = 1.0, max_new_tokens: int = 24) -> Dataset:
+                             temperature: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS) -> Dataset:
     """A TRL-format ``prompt``/``chosen``/``rejected`` dataset (conversational), with the gold rewards.
 
     Columns: ``prompt``, ``chosen``, ``rejected`` (message lists, as TRL expects),
@@ -31,11 +33,16 @@ def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: Pr
     answers are identical, or where either answer is empty, are dropped: they carry
     no preference and no gradient. So the dataset can hold fewer than ``n`` rows.
     """
-    n = world.preset.num_preference if n is None else n
+    n = world.preset.num_preference if n is None else check_int(n, "n")
+    check_number(temperature, "temperature", low=0, low_open=True,
+                 fix="two answers per prompt must differ, and greedy decoding (0) gives the same one twice")
     prompts = world.prompts(n, split=split)
     samples_a = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed)
     samples_b = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed + 1)
     keep = [i for i in range(n) if samples_a[i] != samples_b[i] and samples_a[i].strip() and samples_b[i].strip()]
+    if not keep:
+        raise ValueError(f"all {n} pairs had two identical or empty answers, so none carries a preference: "
+                         "sample at a higher temperature, or from a less deterministic model")
     prompts = [prompts[i] for i in keep]
     samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
     a_preferred = np.array(world.label_pairs(prompts, samples_a, samples_b, rng=seed), dtype=bool)
@@ -62,17 +69,39 @@ def check_pair_columns(dataset: Dataset) -> None:
         )
 
 
+def check_numeric_columns(dataset: Dataset) -> None:
+    """Refuse extra columns that look numeric but are stored as text, and reference log-probs given for one side only.
+
+    Numeric columns (a ``margin``, ``ref_chosen_logps``, gold rewards) travel with each
+    pair; text columns are ignored, so ``margin="5.0"`` would otherwise vanish silently.
+    """
+    for name in set(dataset.column_names) - set(PAIR_COLUMNS):
+        value = dataset[0][name]
+        if isinstance(value, str) and _looks_numeric(value):
+            raise TypeError(f"column {name!r} holds numbers as text ({value!r}): cast it, e.g. "
+                            f"dataset.cast_column({name!r}, datasets.Value('float64'))")
+    present = {"ref_chosen_logps", "ref_rejected_logps"} & set(dataset.column_names)
+    if len(present) == 1:
+        (name,) = present
+        raise ValueError(f"the dataset has {name} but not its partner: give both ref_chosen_logps and "
+                         "ref_rejected_logps (precompute_ref_logps adds both), or neither")
+
+
+def _looks_numeric(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def pair_texts(dataset: Dataset) -> tuple[list[str], list[str], list[str]]:
     """The ``prompt``, ``chosen`` and ``rejected`` columns as plain strings, as the world's methods take them.
 
     A conversational column (message lists) gives each row's last message: the user's turn of a prompt, the answer.
     """
     check_pair_columns(dataset)
-
-    def text(value: str | list[dict[str, str]]) -> str:
-        return value if isinstance(value, str) else value[-1]["content"]
-
-    return tuple([text(value) for value in dataset[column]] for column in PAIR_COLUMNS)
+    return tuple([message_text(value) for value in dataset[column]] for column in PAIR_COLUMNS)
 
 
 def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
@@ -86,8 +115,12 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
     check_pair_columns(dataset)
     if len(dataset) == 0:
         raise ValueError("the preference dataset is empty: build one with build_preference_dataset")
+    check_numeric_columns(dataset)
     pairs = []
-    for example in dataset:
+    for i, example in enumerate(dataset):
+        if message_text(example["chosen"]) == message_text(example["rejected"]):
+            raise ValueError(f"pair {i} has the same chosen and rejected answer ({message_text(example['chosen'])!r}): "
+                             "it carries no preference; drop it")
         pair = {side: encode_prompt_completion(tokenizer, example["prompt"], example[side])
                 for side in ("chosen", "rejected")}
         pair |= {k: float(v) for k, v in example.items() if k not in PAIR_COLUMNS and isinstance(v, (int, float))}

@@ -12,7 +12,7 @@ Chat format (one line per turn, each turn closed by the end-of-turn token)::
 
 from __future__ import annotations
 
-from tokenizers import Tokenizer, models, pre_tokenizers
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from transformers import PreTrainedTokenizerFast
 
 from .world import VOCAB
@@ -40,6 +40,9 @@ CHAT_TEMPLATE = (
 def build_tokenizer() -> PreTrainedTokenizerFast:
     """Return the world tokenizer: special tokens first (``<pad>`` is id 0), then the sorted vocabulary.
 
+    Text is lower-cased and punctuation is split off, as the world's gold reward reads it;
+    a word outside the vocabulary still becomes ``<unk>``, which every encoder in the
+    package refuses (:func:`rlhf_edu.core.validation.check_known_words`).
     ``eos_token`` is the end-of-turn token ``<|end|>``, as on chat models, so
     ``generate`` stops when the assistant closes its turn. Pretraining text ends
     with the plain ``<eos>`` instead, which is why the base model never learns to
@@ -47,7 +50,9 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     """
     vocab = {token: i for i, token in enumerate(SPECIAL_TOKENS + VOCAB)}
     backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    # Read text as the world does (rlhf_edu.core.world.normalize_text): "The cat." is "the cat ."
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=END_OF_TURN,

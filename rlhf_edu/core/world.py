@@ -31,6 +31,14 @@ concision. A learned proxy that over-rewards positive words can be gamed by
 spamming them, which the gold reward punishes through repetition and concision:
 that is over-optimization, visible component by component.
 
+Text
+----
+The world reads text the way its tokenizer does: lower-cased, with punctuation split
+off as separate words (:func:`normalize_text`), so "3 plus 5 is 8." and "The pizza is
+Tasty" score as "3 plus 5 is 8 ." and "the pizza is tasty". A word outside
+:data:`VOCAB` counts as a word (it costs concision) and earns nothing; the gold reward
+warns about it, and every encoder refuses it, naming the word.
+
 Preference labels
 -----------------
 A Bradley-Terry annotator with noise temperature τ: P(a ≻ b) = σ((g(a) − g(b)) / τ).
@@ -41,12 +49,16 @@ labels (:meth:`World.bayes_accuracy`).
 from __future__ import annotations
 
 import math
+import re
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 from datasets import Dataset
 
 from .runtime import Preset, get_preset
+from .validation import check_number, check_same_length, check_texts
 
 NUMBERS = [str(n) for n in range(19)]
 OPERANDS = NUMBERS[:10]  # what a sum prompt adds, so every sum is itself one of NUMBERS
@@ -74,8 +86,33 @@ VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIV
 FAMILIES = ("arithmetic", "review", "describe")
 GOLD_WEIGHTS = {"correctness": 2.0, "relevance": 1.0, "tone": 1.0, "concision": 1.0, "repetition": 2.0}
 TARGET_WORDS = 7  # longer answers start paying the concision penalty
+_VOCAB_SET = set(VOCAB)
 _NOT_CONTENT = set(FUNCTION_WORDS + NUMBERS)  # "the ... and ..." or "6 plus 6 is 12" is not repetition
 _SPLITS = {"train": 0, "test": 1}
+
+
+_PUNCTUATION = re.compile(r"([^\w\s<>|])")  # any sign that is not part of a word or of chat markup
+
+
+def normalize_text(text: str) -> str:
+    """Lower-case ``text`` and split punctuation off into words of its own: ``"The cat."`` → ``"the cat ."``."""
+    if not isinstance(text, str):
+        raise TypeError(f"expected a text, got {text!r} ({type(text).__name__})")
+    return " ".join(_PUNCTUATION.sub(r" \1 ", text.lower()).split())
+
+
+def message_text(value: str | list[dict[str, str]]) -> str:
+    """The text of a plain string, or of the last message of a conversational (message-list) value."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+        return value[-1]["content"]
+    raise TypeError(f"expected a string or a list of {{'role', 'content'}} messages, got {value!r}")
+
+
+def unknown_words(text: str) -> list[str]:
+    """The words of ``text`` (after :func:`normalize_text`) that are not in the world's :data:`VOCAB`."""
+    return [w for w in normalize_text(text).split() if w not in _VOCAB_SET]
 
 
 @dataclass(frozen=True)
@@ -89,25 +126,25 @@ class ParsedPrompt:
 
 def parse_prompt(prompt: str) -> ParsedPrompt:
     """Read a world prompt back into its family and subject; raise ValueError for anything else."""
-    words = prompt.split()
+    words = normalize_text(message_text(prompt)).split()
     if not words:
         raise ValueError("empty prompt: pass a user message such as 'add 3 and 5' (see World.prompts)")
-    if len(words) == 4 and words[0] == "add" and words[2] == "and" and words[1] in NUMBERS:
+    if len(words) == 4 and words[0] == "add" and words[2] == "and" and {words[1], words[3]} <= set(OPERANDS):
         return ParsedPrompt("arithmetic", (words[1], words[3]), int(words[1]) + int(words[3]))
     if len(words) == 3 and words[0] == "review" and words[2] in OBJECTS:
         return ParsedPrompt("review", (words[2],))
     if len(words) == 3 and words[0] == "describe" and words[2] in ANIMALS:
         return ParsedPrompt("describe", (words[2],))
     raise ValueError(
-        f"{prompt!r} is not a world prompt: expected 'add A and B', 'review the OBJECT' or "
-        "'describe the ANIMAL' (get valid ones from World.prompts)"
+        f"{prompt!r} is not a world prompt: expected 'add A and B' (A, B from 0 to {OPERANDS[-1]}), "
+        "'review the OBJECT' or 'describe the ANIMAL' (get valid ones from World.prompts)"
     )
 
 
 def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     """The gold reward's components for one (prompt, completion); an empty completion scores 0 on each."""
     parsed = parse_prompt(prompt)
-    words = completion.split()
+    words = normalize_text(message_text(completion)).split()
     n = len(words)
     numbers = [int(w) for w in words if w in NUMBERS]
     stated = [w for w in words if w in ATTRIBUTES]
@@ -121,7 +158,7 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     relevance = float(n > 0 and all(s in words for s in parsed.subject))
     sentiment = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
     tone = math.tanh(sentiment) if parsed.family != "arithmetic" else 0.0
-    concision = max(-1.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
+    concision = max(-2.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
     content = [w for w in words if w not in _NOT_CONTENT]
     repetition = (len(set(content)) - len(content)) / n if n else 0.0
     return {"correctness": correctness, "relevance": relevance, "tone": tone,
@@ -151,8 +188,7 @@ class World:
     """
 
     def __init__(self, seed: int = 0, preset: str | Preset | None = None, tau: float = 0.5):
-        if tau <= 0:
-            raise ValueError(f"tau must be > 0 (it is the annotator's noise temperature), got {tau}")
+        check_number(tau, "tau", low=0, low_open=True, fix="it is the annotator's noise temperature (try 0.5)")
         self.seed = seed
         self.preset = get_preset(preset)
         self.tau = tau
@@ -173,7 +209,7 @@ class World:
         parsed = parse_prompt(prompt)
         if parsed.family == "arithmetic":
             a, b = parsed.subject
-            total = parsed.answer if rng.random() < 0.8 else max(0, parsed.answer + rng.choice([-2, -1, 1, 2]))
+            total = parsed.answer if rng.random() < 0.8 else _off_by(parsed.answer, rng.choice([-2, -1, 1, 2]))
             return f"{a} plus {b} is {total}"
         subject = parsed.subject[0]
         if parsed.family == "describe":
@@ -209,10 +245,16 @@ class World:
         })
 
     # --- the hidden gold reward ----------------------------------------------------------
-    def gold_components(self, prompts: list[str], completions: list[str]) -> dict[str, list[float]]:
-        """Each component c_k(x, y) of the gold reward, one list per component."""
+    def gold_components(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[float]]:
+        """Each component c_k(x, y) of the gold reward, one list per component.
+
+        Prompts and completions may be strings or message lists (TRL's conversational
+        format: the last message is read). Words outside the world's vocabulary are
+        scored as plain words that earn nothing, with a warning that names them.
+        """
         _check_pairs(prompts, completions)
         rows = [gold_components_one(p, c) for p, c in zip(prompts, completions)]
+        _warn_unknown_words(completions)
         return {k: [row[k] for row in rows] for k in GOLD_WEIGHTS}
 
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]:
@@ -244,11 +286,23 @@ class World:
         return float(np.maximum(p, 1 - p).mean())
 
 
-def _check_pairs(first: list[str], second: list[str]) -> None:
-    if isinstance(first, str) or isinstance(second, str):
-        raise TypeError("pass lists of strings (one per example), not a single string")
-    if len(first) != len(second):
-        raise ValueError(f"got {len(first)} and {len(second)} items: pass one completion per prompt")
+def _check_pairs(first: Sequence[str], second: Sequence[str]) -> None:
+    check_texts(first, "prompts", allow_empty=True)
+    check_texts(second, "completions", allow_empty=True)
+    check_same_length(first, second, "prompts", "completions")
+
+
+def _warn_unknown_words(completions: Sequence[str]) -> None:
+    unknown = sorted({w for c in completions for w in unknown_words(message_text(c))})
+    if unknown:
+        warnings.warn(f"the world does not know the words {', '.join(map(repr, unknown[:10]))}: the gold reward "
+                      "counts them as words (for concision) and they earn nothing", stacklevel=3)
+
+
+def _off_by(answer: int, error: int) -> int:
+    """A wrong sum near ``answer`` that is still a world number (0 to 18): the error flips sign at the top."""
+    total = answer + error if answer + error <= int(NUMBERS[-1]) else answer - error
+    return max(0, total)
 
 
 def _sample_prompt(rng: np.random.Generator) -> str:
@@ -266,5 +320,5 @@ def _corpus_sentence(world: World, rng: np.random.Generator) -> str:
     statement = world.demonstration(prompt, rng)
     if parse_prompt(prompt).family == "arithmetic" and rng.random() < 0.4:
         statement = statement.rsplit(" ", 1)[0] + f" {rng.integers(19)}"  # the web is often wrong
-    prefix = rng.choice(["", "", "yesterday ", "people say ", "we saw that ", f"please {prompt} . "])
+    prefix = rng.choice(["", "", "yesterday ", "people say ", "we say ", f"please {prompt} . "])
     return f"{prefix}{statement} ."
