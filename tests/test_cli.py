@@ -1,4 +1,5 @@
 import os
+import shutil
 import subprocess
 import sys
 
@@ -25,9 +26,31 @@ def test_figures_writes_png_and_svg(tmp_path, capsys):
     assert {p.suffix for p in tmp_path.iterdir()} == {".png", ".svg"}
 
 
-def test_unknown_zoo_name_fails_clearly():
-    with pytest.raises(ValueError, match="unknown checkpoint 'nope'"):
-        main(["zoo", "build", "nope"])
+@pytest.mark.parametrize("argv, message", [
+    (["zoo", "build", "nope"], "unknown checkpoint 'nope': the zoo has base, sft, rm"),
+    (["zoo", "build", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
+])
+def test_bad_zoo_build_arguments_fail_clearly(capsys, argv, message):
+    assert main(argv) == 2
+    assert f"rlhf-edu: error: {message}" in capsys.readouterr().err
+
+
+def test_doctor_reports_a_missing_device_as_fail(capsys, monkeypatch):
+    monkeypatch.setenv("RLHF_EDU_DEVICE", "mps:0")  # no MPS on the machines CI runs on
+    assert main(["doctor"]) == 1
+    assert "[FAIL] device 'mps:0' was asked for but MPS is not available here: use 'cpu'" in capsys.readouterr().out
+
+
+def test_doctor_reports_a_corrupted_checkpoint_as_fail(capsys, monkeypatch, tmp_path):
+    from rlhf_edu.core import zoo
+
+    shutil.copytree(zoo.SHIPPED_DIR, tmp_path, dirs_exist_ok=True)
+    (tmp_path / "sft" / "model.safetensors").write_bytes(b"not a safetensors file")
+    monkeypatch.setattr(zoo, "SHIPPED_DIR", tmp_path)
+    assert main(["doctor"]) == 1
+    out = capsys.readouterr().out
+    assert "[OK] zoo base loads offline" in out
+    assert "[FAIL] zoo sft: " in out and "rlhf-edu zoo build sft" in out and "Traceback" not in out
 
 
 def test_console_script_is_installed():

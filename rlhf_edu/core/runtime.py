@@ -46,8 +46,8 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
         )
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"device {name!r} was asked for but CUDA is not available here: use 'cpu'")
-    if name == "mps" and not torch.backends.mps.is_available():
-        raise ValueError("device 'mps' was asked for but MPS is not available here: use 'cpu'")
+    if name.startswith("mps") and not torch.backends.mps.is_available():
+        raise ValueError(f"device {name!r} was asked for but MPS is not available here: use 'cpu'")
     return torch.device(name)
 
 
