@@ -1,0 +1,173 @@
+import math
+
+import pytest
+import torch
+
+from rlhf_edu import policy_gradients as pg
+
+
+# --- advantages, against hand-worked values -----------------------------------------------------
+def test_grpo_advantages_hand_worked():
+    rewards = torch.tensor([[1.0, 0.0, 0.0, 0.0]])
+    # mean 0.25, Bessel std sqrt((0.75² + 3·0.25²) / 3) = 0.5, so A = (r − 0.25) / 0.5001
+    expected = torch.tensor([[0.75, -0.25, -0.25, -0.25]]) / 0.5001
+    torch.testing.assert_close(pg.grpo_advantages(rewards), expected)
+    assert pg.grpo_advantages(rewards)[0, 0].item() == pytest.approx(1.4997, abs=1e-4)
+    torch.testing.assert_close(pg.grpo_advantages(rewards, scale_rewards="none"),
+                               torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
+
+
+def test_grpo_batch_scaling_uses_one_std_over_every_reward():
+    rewards = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
+    batch_std = torch.tensor([1.0, 0.0, 3.0, 3.0]).std()  # Bessel over all four
+    torch.testing.assert_close(pg.grpo_advantages(rewards, scale_rewards="batch"),
+                               torch.tensor([[0.5, -0.5], [0.0, 0.0]]) / (batch_std + 1e-4))
+
+
+def test_rloo_advantages_hand_worked():
+    torch.testing.assert_close(pg.rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]])),
+                               torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]]))
+
+
+def test_equal_rewards_give_zero_advantages_never_nan():
+    rewards = torch.tensor([[2.0, 2.0, 2.0], [0.0, 1.0, 5.0]])
+    for advantages in (pg.grpo_advantages(rewards), pg.rloo_advantages(rewards),
+                       pg.grpo_advantages(rewards, scale_rewards="none")):
+        assert torch.isfinite(advantages).all()
+        assert advantages[0].tolist() == [0.0, 0.0, 0.0]
+
+
+def test_rloo_is_a_rescaled_group_centred_advantage():
+    """eq:RLOO_GRPO_EQUIV: A_RLOO = G/(G−1) · (r − group mean), on any rewards."""
+    rewards = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(pg.rloo_advantages(rewards),
+                               6 / 5 * pg.grpo_advantages(rewards, scale_rewards="none"))
+
+
+def test_reinforce_advantages():
+    rewards = torch.tensor([[1.0, 3.0], [2.0, 6.0]])
+    assert pg.reinforce_advantages(rewards, baseline="none").tolist() == [[1.0, 3.0], [2.0, 6.0]]
+    assert pg.reinforce_advantages(rewards, baseline="mean").tolist() == [[-2.0, 0.0], [-1.0, 3.0]]
+
+
+def brute_force_gae(rewards, values, mask, gamma, lam):
+    """A_t = Σ_l (γλ)^l δ_{t+l} over the sequence's own tokens, with V = 0 after its last one."""
+    B, T = rewards.shape
+    advantages = torch.zeros(B, T)
+    for b in range(B):
+        n = int(mask[b].sum())
+        v = values[b, :n].tolist() + [0.0]
+        deltas = [rewards[b, t].item() + gamma * v[t + 1] - v[t] for t in range(n)]
+        for t in range(n):
+            advantages[b, t] = sum((gamma * lam) ** k * deltas[t + k] for k in range(n - t))
+    return advantages
+
+
+def test_gae_matches_a_brute_force_sum_with_padding():
+    generator = torch.Generator().manual_seed(0)
+    rewards, values = torch.randn(3, 6, generator=generator), torch.randn(3, 6, generator=generator)
+    mask = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 0, 0, 0], [1, 0, 0, 0, 0, 0]])
+    noisy = rewards + 100 * (1 - mask)  # whatever sits in the padding must not leak into a return
+    advantages, returns = pg.gae_advantages(noisy, values + 100 * (1 - mask), mask, gamma=0.9, lam=0.8)
+    expected = brute_force_gae(rewards, values, mask, 0.9, 0.8)
+    torch.testing.assert_close(advantages, expected)
+    torch.testing.assert_close(returns, (expected + values) * mask)
+
+
+def test_gae_with_lambda_one_and_no_discount_is_reward_to_go_minus_value():
+    rewards = torch.tensor([[0.0, 0.0, 2.0]])
+    values = torch.tensor([[0.5, 1.0, 1.5]])
+    advantages, returns = pg.gae_advantages(rewards, values, torch.ones(1, 3), gamma=1.0, lam=1.0)
+    assert returns.tolist() == [[2.0, 2.0, 2.0]]
+    assert advantages.tolist() == [[1.5, 1.0, 0.5]]
+
+
+# --- per-token losses -------------------------------------------------------------------------------
+def test_clipped_surrogate_at_ratio_one_has_the_plain_policy_gradient():
+    logps = torch.tensor([[-1.0, -2.0, -0.5]], requires_grad=True)
+    advantages, mask = torch.tensor([2.0]), torch.tensor([[1.0, 1.0, 0.0]])
+    losses, _ = pg.clipped_surrogate_loss(logps, logps.detach(), advantages, mask)
+    (grad_ppo,) = torch.autograd.grad(losses.sum(), logps)
+    (grad_pg,) = torch.autograd.grad(pg.policy_gradient_loss(logps, advantages, mask).sum(), logps)
+    torch.testing.assert_close(grad_ppo, grad_pg)
+    assert grad_pg.tolist() == [[-2.0, -2.0, 0.0]]
+
+
+@pytest.mark.parametrize("log_ratio, advantage, clipped", [
+    (math.log(1.5), 1.0, True),    # ρ above 1+ε and A > 0: no more push up
+    (math.log(1.5), -1.0, False),  # ρ above 1+ε but A < 0: the gradient still pulls it back
+    (math.log(0.5), -1.0, True),   # ρ below 1−ε and A < 0: no more push down
+    (math.log(0.5), 1.0, False),   # ρ below 1−ε but A > 0: still pushed up
+])
+def test_a_clipped_token_loses_its_gradient_only_on_the_clipped_side(log_ratio, advantage, clipped):
+    old_logps = torch.tensor([[-1.0]])
+    logps = (old_logps + log_ratio).requires_grad_()
+    losses, metrics = pg.clipped_surrogate_loss(logps, old_logps, torch.tensor([advantage]), torch.ones(1, 1))
+    (grad,) = torch.autograd.grad(losses.sum(), logps)
+    assert (grad.abs().item() == 0) == clipped
+    assert metrics["clip_ratio/region_mean"] == float(clipped)
+
+
+def test_epsilon_high_widens_only_the_upper_clip():
+    old_logps = torch.zeros(1, 1)
+    logps = torch.full((1, 1), math.log(1.25), requires_grad=True)
+    _, symmetric = pg.clipped_surrogate_loss(logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2)
+    _, wider = pg.clipped_surrogate_loss(logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2,
+                                         epsilon_high=0.28)
+    assert symmetric["clip_ratio/high_mean"] == 1.0 and wider["clip_ratio/high_mean"] == 0.0
+
+
+def test_value_loss_is_the_larger_of_the_clipped_and_unclipped_errors():
+    old_values, returns = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, -1.0]])
+    values = torch.tensor([[0.5, 0.5]])
+    # token 0: V moved 0.5 toward R (clip 0.2 → 0.2): max(0.25, 0.64)/2; token 1: moved away: max(2.25, 1.44)/2
+    torch.testing.assert_close(pg.value_loss(values, old_values, returns, torch.ones(1, 2)),
+                               torch.tensor([[0.32, 1.125]]))
+
+
+# --- aggregation: the book's worked example ------------------------------------------------------
+def test_aggregation_matches_the_books_worked_example():
+    losses = torch.zeros(2, 10)
+    losses[0, :5] = torch.tensor([1.0, 1, 1, 1, 10])
+    losses[1] = torch.tensor([1.0] * 9 + [10])
+    mask = torch.zeros(2, 10)
+    mask[0, :5], mask[1] = 1, 1
+    assert pg.aggregate_token_losses(losses, mask, "grpo").item() == pytest.approx(2.35)
+    assert pg.aggregate_token_losses(losses, mask, "dapo").item() == pytest.approx(2.2)
+    assert pg.aggregate_token_losses(losses, mask, "dr_grpo", max_completion_length=10).item() == pytest.approx(1.65)
+
+
+def test_aggregation_gradients_match_the_books_example():
+    """Ratio 1, advantage 2, sequences of 4 and 7 tokens, max length 7: the gradient each token's log-prob gets."""
+    mask = torch.zeros(2, 7)
+    mask[0, :4], mask[1] = 1, 1
+    expected = {"grpo": (0.25, 1 / 7), "dr_grpo": (1 / 7, 1 / 7), "dapo": (2 / 11, 2 / 11)}
+    for loss_type, (short, long) in expected.items():
+        logps = torch.zeros(2, 7, requires_grad=True)
+        losses, _ = pg.clipped_surrogate_loss(logps, logps.detach(), torch.tensor([2.0, 2.0]), mask)
+        loss = pg.aggregate_token_losses(losses, mask, loss_type, max_completion_length=7)
+        (grad,) = torch.autograd.grad(loss, logps)
+        # d(−A·ρ)/d log π = −A at ρ = 1, divided by each aggregation's normaliser
+        assert (-grad[0, :4]).tolist() == pytest.approx([short] * 4)
+        assert (-grad[1]).tolist() == pytest.approx([long] * 7)
+        assert grad[0, 4:].abs().sum().item() == 0  # padding gets no gradient
+
+
+# --- bad input --------------------------------------------------------------------------------
+@pytest.mark.parametrize("call, message", [
+    (lambda: pg.rloo_advantages(torch.zeros(3, 1)), "RLOO needs num_generations >= 2"),
+    (lambda: pg.grpo_advantages(torch.zeros(3, 1)), "GRPO needs num_generations >= 2"),
+    (lambda: pg.grpo_advantages(torch.zeros(2, 2), scale_rewards="prompt"), "unknown scale_rewards 'prompt'"),
+    (lambda: pg.reinforce_advantages(torch.zeros(2, 2), baseline="median"), "unknown baseline 'median'"),
+    (lambda: pg.grpo_advantages(torch.zeros(4)), "rewards must be a \\(P, G\\) tensor"),
+    (lambda: pg.rloo_advantages(torch.tensor([[1.0, float("nan")]])), "rewards hold NaN"),
+    (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "mean"), "unknown loss_type 'mean'"),
+    (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "dr_grpo"), "pass max_completion_length"),
+    (lambda: pg.clipped_surrogate_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2),
+                                       epsilon=0), "epsilon must be > 0"),
+    (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(2), torch.ones(2, 4)), "share one \\(B, T\\) shape"),
+    (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(3), torch.ones(2, 3)), "one row per completion"),
+])
+def test_bad_input_is_refused_with_a_message(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
