@@ -158,7 +158,7 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     relevance = float(n > 0 and all(s in words for s in parsed.subject))
     sentiment = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
     tone = math.tanh(sentiment) if parsed.family != "arithmetic" else 0.0
-    concision = max(-2.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
+    concision = max(-1.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
     content = [w for w in words if w not in _NOT_CONTENT]
     repetition = (len(set(content)) - len(content)) / n if n else 0.0
     return {"correctness": correctness, "relevance": relevance, "tone": tone,
