@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -27,6 +29,7 @@ def test_pad_batch_pads_right_and_keeps_numeric_fields(tokenizer):
     assert batch["input_ids"].shape == batch["completion_mask"].shape == (2, len(rows[1]["input_ids"]))
     assert batch["attention_mask"][0].tolist() == [1] * n0 + [0] * (batch["input_ids"].shape[1] - n0)
     assert (batch["input_ids"][0, n0:] == tokenizer.pad_token_id).all()
+    assert batch["completion_mask"][0].tolist() == rows[0]["completion_mask"] + [0] * (batch["input_ids"].shape[1] - n0)
     assert batch["label"].tolist() == [0, 1] and "note" not in batch
 
 
@@ -61,6 +64,20 @@ def test_overlong_example_is_refused_not_cut(tokenizer):
         check_length(rows, 16)
     with pytest.raises(ValueError, match="max_length is 16"):
         collate(tokenizer, ["review the soup"], ["the soup is " + "good and " * 20 + "tasty"], max_length=16)
+
+
+def test_unknown_role_is_refused_by_the_encoder(tokenizer):
+    with pytest.raises(ValueError, match="chat template refused .*unknown role tool: use system, user or assistant"):
+        encode_prompt_completion(tokenizer, [{"role": "tool", "content": "add 1 and 2"}], "1 plus 2 is 3")
+
+
+def test_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
+    # the generation prompt here ends with a token that the full conversation never has at that place
+    odd = copy.deepcopy(tokenizer)
+    odd.chat_template = ("{% for m in messages %}{{ m['content'] + ' ' }}{% endfor %}"
+                         "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+    with pytest.raises(ValueError, match="generation prompt is a prefix of the full conversation"):
+        encode_prompt_completion(odd, "add 1 and 2", "1 plus 2 is 3")
 
 
 def test_missing_pad_token_is_refused(tokenizer):

@@ -20,6 +20,10 @@ def test_pairs_are_conversational_and_carry_the_truth(pairs, world):
     assert pairs["gold_rejected"][:] == pytest.approx(world.gold_reward(prompts, rejected))
     # p_chosen is the annotator's probability of the label as it was drawn
     assert pairs["p_chosen"][:] == pytest.approx(world.preference_probability(prompts, chosen, rejected).tolist())
+    # and the label follows the annotator: the chosen answer is usually the one with the higher gold reward
+    gold = list(zip(pairs["gold_chosen"], pairs["gold_rejected"]))
+    assert sum(c > r for c, r in gold) > 2 * sum(c < r for c, r in gold)
+    assert sum(pairs["p_chosen"]) / len(pairs) > 0.55
 
 
 def test_pairs_that_carry_no_preference_are_dropped(pairs, tokenizer, world):

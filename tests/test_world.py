@@ -4,7 +4,16 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from rlhf_edu.core.world import FACTS, NEGATIVE, POSITIVE, World, fact_pairs, gold_components_one, parse_prompt
+from rlhf_edu.core.world import (
+    FACTS,
+    NEGATIVE,
+    POSITIVE,
+    VOCAB,
+    World,
+    fact_pairs,
+    gold_components_one,
+    parse_prompt,
+)
 
 
 def test_prompts_are_deterministic_and_splits_differ(world):
@@ -25,6 +34,7 @@ def test_pretraining_corpus_is_plain_text(world):
     assert len(corpus) == 200 and corpus == World(seed=0).pretraining_corpus(200)
     assert not any("<" in line for line in corpus)  # neither chat markup nor special tokens
     assert all(line.endswith(" .") for line in corpus)
+    assert not {w for line in world.pretraining_corpus(3000) for w in line.split()} - set(VOCAB)  # no <unk>
 
 
 def test_sft_dataset_uses_trl_conversational_format(world):
@@ -33,6 +43,8 @@ def test_sft_dataset_uses_trl_conversational_format(world):
     row = dataset[0]
     assert row["prompt"][0]["role"] == "user" and row["completion"][0]["role"] == "assistant"
     assert row["completion"][0]["content"].strip()
+    answers = world.sft_dataset(3000)["completion"]
+    assert not {w for answer in answers for w in answer[0]["content"].split()} - set(VOCAB)  # "20" would be <unk>
 
 
 def test_gold_components_hand_worked(world):

@@ -12,7 +12,7 @@ Why right padding for training: every row keeps its tokens at positions 0..n−1
 exactly as when it is run alone, so a sequence's log-probability does not depend
 on what it was batched with. Generation is the opposite case: it pads on the
 *left* so that every row's next token is appended at the same last position (see
-:func:`rlhf_edu.sampling.generate_completions`).
+:func:`rlhf_edu.core.rollouts.sample_rollouts`).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+from jinja2.exceptions import TemplateError
 from transformers import PreTrainedTokenizerBase
 
 from .validation import check_int, check_known_words, check_no_markup
@@ -51,6 +52,19 @@ def check_plain_messages(tokenizer: PreTrainedTokenizerBase, messages: Messages)
         check_no_markup(tokenizer, message["content"], f"the {message['role']} message")
 
 
+def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False,
+                tokenize: bool = True) -> list[int] | str:
+    """The chat template applied to ``messages``: token ids, or the text with ``tokenize=False``.
+
+    A template that refuses the conversation (an unknown role, say) raises a ValueError with its message.
+    """
+    try:
+        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
+                                             tokenize=tokenize, return_dict=False)
+    except TemplateError as error:
+        raise ValueError(f"the chat template refused {messages!r}: {error}") from None
+
+
 def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages,
                              completion: str | Messages) -> dict[str, list[int]]:
     """Token ids of the chat-formatted prompt + completion, with a mask that is 1 on completion tokens.
@@ -61,8 +75,8 @@ def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | M
     prompt_messages = as_messages(prompt, "user")
     completion_messages = as_messages(completion, "assistant")
     check_plain_messages(tokenizer, prompt_messages + completion_messages)
-    prompt_ids = tokenizer.apply_chat_template(prompt_messages, add_generation_prompt=True, return_dict=False)
-    full_ids = tokenizer.apply_chat_template(prompt_messages + completion_messages, return_dict=False)
+    prompt_ids = render_chat(tokenizer, prompt_messages, add_generation_prompt=True)
+    full_ids = render_chat(tokenizer, prompt_messages + completion_messages)
     if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in full_ids:
         for message in prompt_messages + completion_messages:  # find the words, to name them
             check_known_words(tokenizer, message["content"], f"the {message['role']} message")
