@@ -4,37 +4,29 @@ import itertools
 import math
 
 import matplotlib
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
-from matplotlib.text import Text
 
-from rlhf_edu import objective
 from rlhf_edu.objective import (
-    LEFT,
-    RIGHT,
-    Corridor,
-    _reinforce_surrogate,
+    argmax_policy,
+    as_tensors,
     best_policy_within_kl,
     beta_for_kl_budget,
-    completion_bandit,
-    discounted_return,
     expected_reward,
     kl_divergence,
     kl_regularized_optimum,
     max_kl_budget,
+    max_supported_reward,
     optimal_value,
     plot_arms,
-    plot_bandit_runs,
     plot_kl_budget,
     plot_kl_regularized_optimum,
+    plot_reward_kl_frontier,
     regularized_objective,
     reward_kl_frontier,
-    rollout,
-    train_bandit,
-    value_iteration,
 )
-from tests.conftest import random_model
 
 matplotlib.use("Agg")
 
@@ -44,7 +36,7 @@ F64 = torch.float64
 @pytest.fixture(autouse=True)
 def close_figures():
     yield
-    matplotlib.pyplot.close("all")
+    plt.close("all")
 
 
 def random_problem(num_actions: int = 6, seed: int = 0, batch: tuple[int, ...] = ()):
@@ -105,16 +97,7 @@ def test_kl_divergence_is_batched_over_leading_dims():
     assert kl_divergence(p, p).abs().max() < 1e-15
 
 
-# --- discounted return, expected reward, objective ------------------------------------------------------------
-
-
-def test_discounted_return_by_hand():
-    rewards = torch.tensor([1.0, 2.0, 3.0], dtype=F64)
-    assert discounted_return(rewards, 0.5).item() == pytest.approx(1 + 0.5 * 2 + 0.25 * 3)
-    assert discounted_return(rewards, 1.0).item() == pytest.approx(6.0)
-    assert discounted_return(rewards, 0.0).item() == pytest.approx(1.0)  # only r_0 counts when γ = 0
-    batch = torch.stack([rewards, rewards.flip(0)])  # (2, 3)
-    assert discounted_return(batch, 0.5).tolist() == pytest.approx([2.75, 3 + 1 + 0.25])
+# --- expected reward and the regularised objective ------------------------------------------------------------------
 
 
 def test_expected_reward_and_objective_by_hand():
@@ -182,6 +165,16 @@ def test_small_beta_gives_the_argmax_on_the_support_of_ref():
     assert optimal_value(ref_probs, rewards, 1e-300).item() == pytest.approx(0.7)
 
 
+def test_argmax_policy_is_the_small_beta_limit_restricted_to_the_support_of_ref():
+    ref_probs = torch.tensor([[0.4, 0.0, 0.35, 0.25], [0.1, 0.2, 0.3, 0.4]], dtype=F64)
+    rewards = torch.tensor([[0.1, 9.0, 0.7, 0.7], [1.0, 0.0, 1.0, 0.5]], dtype=F64)  # out of reach, then ties
+    assert max_supported_reward(ref_probs, rewards).tolist() == [[0.7], [1.0]]
+    by_hand = torch.tensor([[0.0, 0.0, 0.35, 0.25], [0.1, 0.0, 0.3, 0.0]], dtype=F64)
+    by_hand /= by_hand.sum(-1, keepdim=True)
+    assert torch.allclose(argmax_policy(ref_probs, rewards), by_hand, atol=1e-15)
+    assert torch.allclose(kl_regularized_optimum(ref_probs, rewards, 1e-4), by_hand, atol=1e-12)
+
+
 def test_one_ref_policy_broadcasts_over_a_batch_of_prompts():
     ref_probs, _ = random_problem(5, seed=12)
     _, rewards = random_problem(5, seed=13, batch=(3,))
@@ -232,7 +225,7 @@ def test_beta_for_kl_budget_rejects_unreachable_budgets():
     rewards = torch.tensor([0.0, 1.0, 0.5], dtype=F64)
     with pytest.raises(ValueError, match=r"most KL any β can spend is 1\.38629 nats.*β → 0"):  # −log 0.25
         beta_for_kl_budget(ref_probs, rewards, 2.0)
-    with pytest.raises(ValueError, match="kl_budget must be > 0"):
+    with pytest.raises(ValueError, match="kl_budget must be > 0, got 0: it is in nats"):
         beta_for_kl_budget(ref_probs, rewards, 0.0)
     with pytest.raises(ValueError, match="one prompt"):
         beta_for_kl_budget(ref_probs.expand(2, 3), rewards, 0.1)
@@ -274,109 +267,6 @@ def test_best_policy_within_kl_at_the_ends_of_the_budget():
     for kl_budget in [math.log(2), 5.0]:  # log 2 is exactly max_kl_budget here
         policy, beta = best_policy_within_kl(ref_probs, rewards, kl_budget)
         assert torch.equal(policy, torch.tensor([0.0, 0.5, 0.5], dtype=F64)) and beta == 0.0
-
-
-# --- the bandit trainer -------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("method", ["exact", "reinforce"])
-def test_train_bandit_reaches_the_optimum(method):
-    ref_probs, rewards = random_problem(8, seed=9)
-    run = train_bandit(ref_probs, rewards, 0.1, method)
-    assert (run.probs - run.optimum).abs().sum() / 2 < 1e-3
-    assert torch.allclose(run.optimum, kl_regularized_optimum(ref_probs, rewards, 0.1))
-    assert set(run.history) == {"objective", "kl", "expected_reward", "tv_to_optimum"}
-    assert all(values.shape == (2001,) for values in run.history.values())
-    assert run.history["kl"][0].item() == pytest.approx(0.0, abs=1e-12)  # training starts at π_ref
-    assert run.history["objective"][-1].item() == pytest.approx(optimal_value(ref_probs, rewards, 0.1).item(),
-                                                                abs=1e-6)
-
-
-def test_reinforce_gradient_is_unbiased_even_with_two_samples():
-    ref_probs, rewards = random_problem(4, seed=11)
-    beta = 0.3
-    logits = torch.randn(4, generator=torch.Generator().manual_seed(0), dtype=F64, requires_grad=True)
-    exact = torch.autograd.grad(objective_by_hand(torch.softmax(logits, -1), ref_probs, rewards, beta), logits)[0]
-    generator = torch.Generator().manual_seed(0)
-    estimates = torch.stack([
-        torch.autograd.grad(_reinforce_surrogate(logits, ref_probs, rewards, beta, 2, generator), logits)[0]
-        for _ in range(4000)
-    ])  # (4000, 4)
-    standard_error = estimates.std(0) / len(estimates) ** 0.5
-    # Dividing the mean-baseline estimate by N instead of N − 1 would halve it: ~20 standard errors off here.
-    assert ((estimates.mean(0) - exact).abs() <= 4 * standard_error).all()
-
-
-def test_reinforce_is_reproducible_with_a_seed():
-    ref_probs, rewards = random_problem(5, seed=10)
-    first, second = (train_bandit(ref_probs, rewards, 0.5, "reinforce", steps=20, seed=3) for _ in range(2))
-    assert torch.equal(first.probs, second.probs)
-
-
-# --- the corridor MDP ---------------------------------------------------------------------------------------------
-
-
-def test_value_iteration_on_a_three_cell_corridor_by_hand():
-    gamma = 0.9
-    values, policy = value_iteration(Corridor(num_cells=3), gamma)
-    # From cell 1 one step right reaches the goal (reward 1); from cell 0 that takes two steps.
-    assert values.tolist() == pytest.approx([gamma, 1.0, 0.0])
-    assert policy[:2].tolist() == [RIGHT, RIGHT]
-
-
-def test_rollout_of_the_greedy_policy_earns_its_value():
-    corridor = Corridor(num_cells=6, goal_reward=2.0)
-    for gamma in [0.5, 0.9, 0.999]:
-        values, policy = value_iteration(corridor, gamma)
-        rewards = rollout(corridor, policy, start=1)
-        assert rewards.tolist() == [0.0, 0.0, 0.0, 2.0]
-        assert discounted_return(rewards, gamma).item() == pytest.approx(values[1].item())
-    walls = rollout(corridor, torch.full((6,), LEFT), max_steps=7)  # a policy that never reaches the goal
-    assert walls.tolist() == [0.0] * 7
-
-
-def test_without_discounting_every_path_to_the_goal_is_worth_the_same():
-    values, _ = value_iteration(Corridor(num_cells=6, goal_reward=2.0), 1.0)
-    assert values.tolist() == pytest.approx([2.0] * 5 + [0.0])
-
-
-# --- RLHF as a bandit over completions ----------------------------------------------------------------------------
-
-
-def logprob_by_hand(model, tokenizer, prompt, completion):
-    """log π(y | x) from one unpadded forward pass per sequence, without the package's collate or logprobs."""
-    user = [{"role": "user", "content": prompt}]
-    prompt_ids = tokenizer.apply_chat_template(user, add_generation_prompt=True, return_dict=False)
-    ids = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": completion}], return_dict=False)
-    with torch.no_grad():
-        logps = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
-    return sum(logps[t - 1, ids[t]].item() for t in range(len(prompt_ids), len(ids)))
-
-
-def test_completion_bandit_renormalises_the_model_probabilities_of_its_arms(model, tokenizer, world):
-    prompt = "review the pizza"
-    completions, ref_probs, rewards = completion_bandit(model, tokenizer, world, prompt, k=6, max_new_tokens=5)
-    assert len(completions) >= 2 and len(set(completions)) == len(completions)
-    logps = torch.tensor([logprob_by_hand(model, tokenizer, prompt, c) for c in completions], dtype=F64)
-    assert torch.allclose(ref_probs, logps.exp() / logps.exp().sum(), rtol=1e-4, atol=0)
-    assert rewards.tolist() == world.gold_reward([prompt] * len(completions), completions)
-    assert ref_probs.dtype == rewards.dtype == F64 and (ref_probs.diff() <= 0).all()  # most likely arm first
-
-
-def test_completion_bandit_keeps_each_distinct_sentence_once(tokenizer, world, monkeypatch):
-    model = random_model("llama", len(tokenizer))
-    samples = ["the pizza is good", "", "the pizza is bad", "the pizza is good", "  "]
-    monkeypatch.setattr(objective, "generate_completions", lambda *args, **kwargs: samples)
-    completions, ref_probs, _ = completion_bandit(model, tokenizer, world, "review the pizza", k=5)
-    assert sorted(completions) == ["the pizza is bad", "the pizza is good"]  # sampled twice, still one arm
-    ratio = math.exp(logprob_by_hand(model, tokenizer, "review the pizza", completions[0])
-                     - logprob_by_hand(model, tokenizer, "review the pizza", completions[1]))
-    assert (ref_probs[0] / ref_probs[1]).item() == pytest.approx(ratio, rel=1e-4)
-    monkeypatch.setattr(objective, "generate_completions", lambda *args, **kwargs: ["the pizza is good"] * 4)
-    with pytest.raises(ValueError, match="1 distinct non-empty completion.*raise k"):
-        completion_bandit(model, tokenizer, world, "review the pizza", k=4)
-    with pytest.raises(ValueError, match="k must be >= 2"):
-        completion_bandit(model, tokenizer, world, "review the pizza", k=1)
 
 
 # --- pictures -----------------------------------------------------------------------------------------------------
@@ -423,23 +313,73 @@ def test_plot_kl_budget_marks_the_best_policy_within_the_budget():
     assert f"β = {beta:.3g}" in fig.axes[0].get_title()
 
 
-def test_plot_bandit_runs_draws_one_curve_per_run_and_the_optimal_value():
-    ref_probs, rewards = random_problem(4, seed=18)
-    runs = {method: train_bandit(ref_probs, rewards, 0.5, method, steps=30) for method in ("exact", "reinforce")}
-    fig = plot_bandit_runs(runs, optimal=optimal_value(ref_probs, rewards, 0.5).item())
-    distance, values = fig.axes
-    assert len(distance.lines) == 2 and len(values.lines) == 3
-    assert values.lines[0].get_ydata().tolist() == pytest.approx(runs["exact"].history["objective"].tolist())
-    assert "max J (closed form)" in [t.get_text() for t in fig.findobj(Text)]
+def test_plot_reward_kl_frontier_draws_the_frontier_and_its_two_references():
+    ref_probs, rewards = random_problem(5, seed=19)
+    betas = torch.logspace(1, -2, 9, dtype=F64)
+    fig = plot_reward_kl_frontier(ref_probs, rewards, betas)
+    frontier, at_ref, best = fig.axes[0].lines
+    kl, reward = reward_kl_frontier(ref_probs, rewards, betas)
+    assert frontier.get_xdata().tolist() == pytest.approx(kl.tolist())
+    assert frontier.get_ydata().tolist() == pytest.approx(reward.tolist())
+    assert at_ref.get_ydata()[0] == pytest.approx(expected_reward(ref_probs, rewards).item())
+    assert best.get_ydata()[0] == pytest.approx(rewards.max().item())
+
+
+def one_ax():
+    """A fresh figure with one empty Axes, to check that a plot draws on it rather than on a new figure."""
+    fig, ax = plt.subplots()
+    assert not ax.lines and not ax.containers
+    return fig, ax
+
+
+def test_plot_arms_draws_on_the_given_ax():
+    ref_probs, rewards = random_problem(3, seed=20)
+    fig, ax = one_ax()
+    assert plot_arms(list("abc"), {"ref": ref_probs}, rewards, ax=ax) is fig
+    assert len(ax.containers) == 1 and plt.get_fignums() == [fig.number]
+
+
+def test_plot_reward_kl_frontier_draws_on_the_given_ax():
+    ref_probs, rewards = random_problem(3, seed=21)
+    fig, ax = one_ax()
+    assert plot_reward_kl_frontier(ref_probs, rewards, torch.logspace(1, -1, 5), ax=ax) is fig
+    assert len(ax.lines) == 3 and plt.get_fignums() == [fig.number]
+
+
+def test_plot_kl_budget_draws_on_the_given_ax():
+    ref_probs, rewards = random_problem(3, seed=22)
+    fig, ax = one_ax()
+    assert plot_kl_budget(ref_probs, rewards, 0.2, torch.logspace(1, -1, 5), ax=ax) is fig
+    assert len(ax.lines) == 4 and ax.get_title().startswith("budget 0.20") and plt.get_fignums() == [fig.number]
+
+
+def test_plot_kl_regularized_optimum_draws_on_the_given_axes():
+    ref_probs, rewards = random_problem(3, seed=23)
+    fig, axes = plt.subplots(1, 2)
+    assert plot_kl_regularized_optimum(list("abc"), ref_probs, rewards, 0.5, axes=axes) is fig
+    bars, frontier = axes
+    assert len(bars.containers) == 2 and len(frontier.lines) == 4 and plt.get_fignums() == [fig.number]
+    with pytest.raises(ValueError, match="draws two panels: pass axes as a pair.*got 1 axes"):
+        plot_kl_regularized_optimum(list("abc"), ref_probs, rewards, 0.5, axes=[bars])
+
+
+def test_as_tensors_returns_its_inputs_in_order_and_keeps_tensors_as_they_are():
+    probs = torch.tensor([0.25, 0.75], dtype=F64, requires_grad=True)
+    checked_probs, rewards = as_tensors(probs=probs, rewards=[0, 1])
+    assert checked_probs is probs  # no copy, so gradients still reach the caller's tensor
+    assert rewards.dtype == torch.get_default_dtype() and rewards.tolist() == [0.0, 1.0]
 
 
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("beta", [0.0, -1.0, math.nan, math.inf])
-def test_bad_beta(beta):
+@pytest.mark.parametrize("beta, message", [
+    (0.0, "beta must be > 0, got 0"), (-1.0, "beta must be > 0, got -1"), (math.nan, "beta is NaN"),
+    (math.inf, "beta must be finite, got inf"),
+])
+def test_bad_beta(beta, message):
     ref_probs, rewards = random_problem()
-    with pytest.raises(ValueError, match="beta must be > 0.*KL penalty weight, try 0.1"):
+    with pytest.raises(ValueError, match=f"{message}: β is the KL penalty weight, try 0.1"):
         kl_regularized_optimum(ref_probs, rewards, beta)
 
 
@@ -455,19 +395,18 @@ def test_bad_beta(beta):
         (lambda: expected_reward([0.5, 0.5], None), TypeError, "rewards must be a tensor.*got NoneType"),
         (lambda: expected_reward(1.0, 1.0), ValueError, "probs must be at least 1-D"),
         (lambda: expected_reward([0.5, 0.5], [1.0, math.nan]), ValueError, "rewards must be finite"),
-        (lambda: kl_regularized_optimum([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError, "beta must be a real number"),
-        (lambda: discounted_return([1.0, 2.0], 1.5), ValueError, r"gamma must be in \[0, 1\]"),
-        (lambda: reward_kl_frontier([0.5, 0.5], [1.0, 2.0], 0.1), TypeError, "betas must be a 1-D sequence"),
-        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "ppo"), ValueError, "method must be 'exact' or"),
-        (lambda: train_bandit([1.0, 0.0], [1.0, 2.0], 0.1), ValueError, "needs ref_probs > 0"),
-        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "reinforce", num_samples=1), ValueError,
-         "num_samples >= 2"),
-        (lambda: Corridor(num_cells=1), ValueError, "num_cells >= 2"),
-        (lambda: rollout(Corridor(3), torch.tensor([RIGHT, RIGHT])), ValueError, "one action per cell"),
+        (lambda: kl_regularized_optimum([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError,
+         "beta must be a number, got '0.1' \\(str\\)"),
+        (lambda: reward_kl_frontier([0.5, 0.5], [1.0, 2.0], 0.1), TypeError,
+         "betas must be a 1-D sequence.*single number 0.1"),
         (lambda: max_kl_budget([0.5, 0.5], [1.0, 2.0, 3.0]), ValueError, "shapes do not match"),
-        (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], -0.1), ValueError, "kl_budget must be >= 0"),
-        (lambda: best_policy_within_kl([[0.5, 0.5]], [1.0, 2.0], 0.1), ValueError, "takes one prompt"),
-        (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError, "kl_budget must be a real"),
+        (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], -0.1), ValueError,
+         "kl_budget must be >= 0, got -0.1: it is how many nats"),
+        (lambda: best_policy_within_kl([[0.5, 0.5]], [1.0, 2.0], 0.1), ValueError,
+         r"best_policy_within_kl takes one prompt.*ref_probs \(1, 2\), rewards \(2,\)"),
+        (lambda: argmax_policy([0.5, 0.5], [[1.0, 2.0, 3.0]]), ValueError, "shapes do not match"),
+        (lambda: plot_reward_kl_frontier([0.5, 0.6], [1.0, 2.0]), ValueError, "ref_probs must sum to 1"),
+        (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError, "kl_budget must be a number"),
     ],
 )
 def test_bad_input_says_what_is_wrong(call, error, message):
