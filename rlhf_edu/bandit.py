@@ -26,7 +26,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .core.logprobs import completion_logprobs
 from .core.rollouts import generate_completions
 from .core.runtime import MAX_NEW_TOKENS
-from .core.validation import check_int
+from .core.validation import check_choice, check_int, check_number
 from .core.world import World
 from .objective import (
     TensorLike,
@@ -132,9 +132,9 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
     if not (ref_probs > 0).all():
         raise ValueError("train_bandit needs ref_probs > 0 everywhere: θ starts at log π_ref, and a softmax "
                          "policy cannot hold a zero; drop the impossible actions first")
-    if method not in ("exact", "reinforce"):
-        raise ValueError(f"method must be 'exact' or 'reinforce', got {method!r}")
+    check_choice(method, "method", ("exact", "reinforce"))
     steps = check_int(steps, "steps", low=1, fix="try the default 2000")
+    lr = check_number(lr, "lr", low=0, low_open=True, high=10, fix="Adam's step size on the logits, try 0.1")
     optimum = kl_regularized_optimum(ref_probs, rewards, beta)  # (A,)
     logits = ref_probs.log().requires_grad_()  # (A,) θ; RLHF starts from the reference model
     optimizer = torch.optim.Adam([logits], lr=lr, maximize=True)
@@ -153,6 +153,8 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
         surrogate.backward()
         optimizer.step()
         schedule.step()
+        if not torch.isfinite(logits).all():
+            raise FloatingPointError(f"the logits became {logits.tolist()}: lower lr (now {lr:g})")
     probs = torch.softmax(logits.detach(), -1)  # (A,)
     records.append(_bandit_record(probs, ref_probs, rewards, beta, optimum))
     history = dict(zip(("objective", "kl", "expected_reward", "tv_to_optimum"), torch.stack(records).unbind(-1)))

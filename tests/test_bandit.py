@@ -134,7 +134,9 @@ def test_plot_bandit_runs_draws_on_the_given_axes():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "ppo"), ValueError, "method must be 'exact' or 'reinforce'"),
+        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "ppo"), ValueError, "unknown method 'ppo': use one of"),
+        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, lr=1e6), ValueError, "lr must be <= 10, got 1e\\+06"),
+        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, lr="0.1"), TypeError, "lr must be a number"),
         (lambda: train_bandit([1.0, 0.0], [1.0, 2.0], 0.1), ValueError, "needs ref_probs > 0"),
         (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, steps=0), ValueError, "steps must be >= 1, got 0"),
         (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.0), ValueError, "beta must be > 0"),
