@@ -111,7 +111,8 @@ def kl_regularized_optimum(ref_probs: TensorLike, rewards: TensorLike, beta: flo
     # Subtracting the best reward leaves π* unchanged (softmax ignores a constant shift) but keeps r/β
     # from overflowing as β → 0: the best actions keep logit log π_ref and the rest go to −inf.
     max_reward = max_supported_reward(ref_probs, rewards)  # (..., 1)
-    logits = ref_probs.log() + (rewards - max_reward) / beta  # (..., A)
+    # A β too small for the dtype divides 0 by 0 on the best actions: their shift is 0, not NaN.
+    logits = ref_probs.log() + ((rewards - max_reward) / beta).nan_to_num(nan=0.0)  # (..., A)
     return torch.softmax(logits, -1)  # (..., A)
 
 

@@ -101,13 +101,13 @@ def normalize_text(text: str) -> str:
     return " ".join(_PUNCTUATION.sub(r" \1 ", text.lower()).split())
 
 
-def message_text(value: str | list[dict[str, str]]) -> str:
+def message_text(value: str | list[dict[str, str]], name: str = "text") -> str:
     """The text of a plain string, or of the last message of a conversational (message-list) value."""
     if isinstance(value, str):
         return value
-    if isinstance(value, list) and value and isinstance(value[-1], dict) and "content" in value[-1]:
+    if isinstance(value, list) and value and isinstance(value[-1], dict) and isinstance(value[-1].get("content"), str):
         return value[-1]["content"]
-    raise TypeError(f"expected a string or a list of {{'role', 'content'}} messages, got {value!r}")
+    raise TypeError(f"{name} must be a string or a list of {{'role', 'content'}} messages, got {value!r}")
 
 
 def unknown_words(text: str) -> list[str]:
@@ -126,7 +126,7 @@ class ParsedPrompt:
 
 def parse_prompt(prompt: str) -> ParsedPrompt:
     """Read a world prompt back into its family and subject; raise ValueError for anything else."""
-    words = normalize_text(message_text(prompt)).split()
+    words = normalize_text(message_text(prompt, "prompt")).split()
     if not words:
         raise ValueError("empty prompt: pass a user message such as 'add 3 and 5' (see World.prompts)")
     if len(words) == 4 and words[0] == "add" and words[2] == "and" and {words[1], words[3]} <= set(OPERANDS):
@@ -144,7 +144,7 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
 def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     """The gold reward's components for one (prompt, completion); an empty completion scores 0 on each."""
     parsed = parse_prompt(prompt)
-    words = normalize_text(message_text(completion)).split()
+    words = normalize_text(message_text(completion, "completion")).split()
     n = len(words)
     numbers = [int(w) for w in words if w in NUMBERS]
     stated = [w for w in words if w in ATTRIBUTES]
@@ -293,7 +293,7 @@ def _check_pairs(first: Sequence[str], second: Sequence[str]) -> None:
 
 
 def _warn_unknown_words(completions: Sequence[str]) -> None:
-    unknown = sorted({w for c in completions for w in unknown_words(message_text(c))})
+    unknown = sorted({w for c in completions for w in unknown_words(message_text(c, "completion"))})
     if unknown:
         warnings.warn(f"the world does not know the words {', '.join(map(repr, unknown[:10]))}: the gold reward "
                       "counts them as words (for concision) and they earn nothing", stacklevel=3)
