@@ -1,11 +1,12 @@
 from functools import partial
 
 import matplotlib
+import matplotlib.pyplot as plt
 import pytest
 import torch
 
 from rlhf_edu.core.collate import collate, pad_batch
-from rlhf_edu.core.training import History, TrainingConfig, make_loader, train
+from rlhf_edu.core.training import History, Trainer, TrainingConfig, make_loader, train
 from rlhf_edu.pretraining import language_modeling_loss
 from tests.conftest import random_model
 
@@ -17,6 +18,15 @@ def fixed_batches(tokenizer, n_batches=1):
     return [batch] * n_batches
 
 
+def weights(model):
+    return [p.detach().clone() for p in model.parameters()]
+
+
+def same_weights(model, expected):
+    return all(torch.equal(p, e) for p, e in zip(model.parameters(), expected))
+
+
+# --- the loop -------------------------------------------------------------------------------------------
 def test_training_lowers_the_loss_on_a_fixed_batch(tokenizer):
     model = random_model("llama", len(tokenizer))
     config = TrainingConfig(learning_rate=1e-2, num_epochs=30, progress=False)
@@ -34,35 +44,241 @@ def test_warmup_ramps_the_learning_rate_linearly(tokenizer):
     assert history["learning_rate"][:5] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3])
 
 
-def test_gradient_clipping_bounds_the_update(tokenizer):
+def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with(tokenizer):
     model = random_model("llama", len(tokenizer))
-    before = [p.detach().clone() for p in model.parameters()]
-    loss_fn = lambda batch: (1e6 * language_modeling_loss(model, batch)[0], {})
-    config = TrainingConfig(learning_rate=1e-3, max_grad_norm=1.0, progress=False)
-    history = train(model, loss_fn, fixed_batches(tokenizer), config)
-    assert history["grad_norm"][0] > 1e3  # logged before clipping
-    # AdamW's first step moves each weight by about lr whatever the gradient's size; clipping keeps it finite.
-    assert all(torch.isfinite(p).all() for p in model.parameters())
+    loss_fn = lambda batch: (1e6 * language_modeling_loss(model, batch)[0], {})  # noqa: E731
+    batch = fixed_batches(tokenizer)[0]
+    model.train()
+    loss_fn(batch)[0].backward()  # the raw gradient, computed outside the trainer
+    raw_norm = torch.cat([p.grad.flatten() for p in model.parameters()]).norm().item()
+    model.zero_grad()
+    trainer = Trainer(model, TrainingConfig(learning_rate=1e-3, max_grad_norm=1.0, progress=False), total_steps=1)
+    seen = []
+    trainer.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+    before = weights(model)
+    logged = trainer.step(loss_fn, batch)
+    assert raw_norm > 1e3 and logged["grad_norm"] == pytest.approx(raw_norm, rel=1e-4)  # logged before clipping
+    assert seen[0].item() == pytest.approx(1.0, rel=1e-4)  # AdamW stepped with the clipped gradient
     assert max((p - b).abs().max().item() for p, b in zip(model.parameters(), before)) < 2e-3
 
 
-def test_nan_loss_stops_with_a_message(tokenizer):
+def test_no_clipping_with_max_grad_norm_none(tokenizer):
     model = random_model("llama", len(tokenizer))
-    loss_fn = lambda batch: (language_modeling_loss(model, batch)[0] * float("nan"), {})
-    with pytest.raises(FloatingPointError, match="loss became nan at step 0.*Lower learning_rate"):
+    loss_fn = lambda batch: (1e6 * language_modeling_loss(model, batch)[0], {})  # noqa: E731
+    trainer = Trainer(model, TrainingConfig(max_grad_norm=None, progress=False), total_steps=1)
+    seen = []
+    trainer.optimizer.register_step_pre_hook(
+        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+    logged = trainer.step(loss_fn, fixed_batches(tokenizer)[0])
+    assert seen[0].item() == pytest.approx(logged["grad_norm"], rel=1e-4) and logged["grad_norm"] > 1e3
+
+
+# --- one Trainer, many steps ------------------------------------------------------------------------------
+def test_the_trainer_keeps_one_optimizer_across_steps(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    trainer = Trainer(model, TrainingConfig(learning_rate=1e-2, progress=False), total_steps=5)
+    optimizer = trainer.optimizer
+    for _ in range(5):
+        trainer.step(partial(language_modeling_loss, model), fixed_batches(tokenizer)[0])
+    assert trainer.optimizer is optimizer
+    assert all(state["step"] == 5 for state in optimizer.state.values())  # AdamW's moments carried on
+    assert trainer.history["step"] == [0, 1, 2, 3, 4]
+
+
+def test_a_policy_and_a_separate_head_train_together(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    head = torch.nn.Linear(len(tokenizer), 1)
+
+    def loss_fn(batch):
+        logits = model(input_ids=batch["input_ids"]).logits  # (B, T, V)
+        return head(logits).pow(2).mean(), {}
+
+    head_before, model_before = weights(head), weights(model)
+    trainer = Trainer([model, head, model], TrainingConfig(progress=False), total_steps=1)  # shared weights once
+    assert len(trainer.params) == len(list(model.parameters())) + 2
+    trainer.step(loss_fn, fixed_batches(tokenizer)[0])
+    assert not same_weights(head, head_before) and not same_weights(model, model_before)
+
+
+def test_updates_run_in_train_mode_and_hand_back_eval_mode(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    modes = []
+
+    def loss_fn(batch):
+        modes.append(model.training)
+        return language_modeling_loss(model, batch)
+
+    trainer = Trainer(model, TrainingConfig(progress=False), total_steps=2)
+    trainer.step(loss_fn, fixed_batches(tokenizer)[0])
+    assert modes == [True] and not model.training
+
+
+def test_train_takes_num_steps_over_any_iterable(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    loss_fn = partial(language_modeling_loss, model)
+    config = TrainingConfig(progress=False)
+    history = train(model, loss_fn, fixed_batches(tokenizer), config, num_steps=3)  # passes again as needed
+    assert history["epoch"] == [0, 1, 2]
+    stream = (batch for batch in fixed_batches(tokenizer, 4))
+    assert len(train(model, loss_fn, stream, config, num_steps=2)["loss"]) == 2
+    spent = iter(fixed_batches(tokenizer, 2))
+    assert len(train(model, loss_fn, spent, config, num_steps=5)["loss"]) == 2  # a generator ends sooner
+    with pytest.raises(TypeError, match="has no len\\(\\).*pass num_steps"):
+        train(model, loss_fn, (b for b in fixed_batches(tokenizer)), config)
+    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+        train(model, loss_fn, fixed_batches(tokenizer), config, num_steps=0)
+    with pytest.raises(ValueError, match="batches is empty"):
+        train(model, loss_fn, [], config)
+
+
+def test_bad_trainer_arguments_are_refused(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    config = TrainingConfig(progress=False)
+    with pytest.raises(TypeError, match="modules must be a torch.nn.Module or a non-empty list"):
+        Trainer("model", config, total_steps=1)
+    with pytest.raises(TypeError, match="modules must be"):
+        Trainer([], config, total_steps=1)
+    with pytest.raises(ValueError, match="total_steps must be >= 1"):
+        Trainer(model, config, total_steps=0)
+    with pytest.raises(TypeError, match="loss_fn must be a function"):
+        train(model, "loss", fixed_batches(tokenizer), config)
+    model.requires_grad_(False)
+    with pytest.raises(ValueError, match="no.*parameter that requires grad"):
+        Trainer(model, config, total_steps=1)
+
+
+# --- a diverging run stops with the weights intact --------------------------------------------------------
+def test_nan_loss_stops_with_a_message_and_the_weights_untouched(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    before = weights(model)
+    loss_fn = lambda batch: (language_modeling_loss(model, batch)[0] * float("nan"), {})  # noqa: E731
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0.*weights were left as they were "
+                                                 "before step 0.*Lower learning_rate"):
         train(model, loss_fn, fixed_batches(tokenizer), TrainingConfig(progress=False))
+    assert same_weights(model, before) and not model.training
 
 
-@pytest.mark.parametrize("field, value", [("learning_rate", 0), ("learning_rate", -1e-3), ("batch_size", 0),
-                                          ("batch_size", -4), ("num_epochs", 0), ("batch_size", 2.5)])
-def test_bad_config_is_refused(field, value):
-    with pytest.raises(ValueError, match=f"{field} must be"):
+def test_a_nan_loss_later_in_the_run_keeps_the_weights_of_the_step_before(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    calls, at_failing_step = [], []
+
+    def loss_fn(batch):
+        calls.append(1)
+        loss, metrics = language_modeling_loss(model, batch)
+        if len(calls) == 3:
+            at_failing_step.extend(weights(model))
+            return loss * float("nan"), metrics
+        return loss, metrics
+
+    with pytest.raises(FloatingPointError, match="at step 2.*before step 2"):
+        train(model, loss_fn, fixed_batches(tokenizer), TrainingConfig(learning_rate=1e-2, progress=False),
+              num_steps=5)
+    assert same_weights(model, at_failing_step)
+
+
+def test_a_non_finite_gradient_stops_before_the_optimizer_step(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    before = weights(model)
+
+    def loss_fn(batch):  # √0 is finite but its gradient is not
+        logits = model(input_ids=batch["input_ids"]).logits
+        return (logits * 0).sum().sqrt(), {}
+
+    trainer = Trainer(model, TrainingConfig(progress=False), total_steps=1)
+    with pytest.raises(FloatingPointError, match="gradient norm became nan.*weights were left as they were"):
+        trainer.step(loss_fn, fixed_batches(tokenizer)[0])
+    assert same_weights(model, before)
+    assert not trainer.optimizer.state  # AdamW never saw the step
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_an_update_that_fails_midway_is_undone(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    before = weights(model)
+    loss_fn = partial(language_modeling_loss, model)
+    # AdamW decays the first weight by (1 − lr·λ), then fails: its step size lr / (1 − β₁) = 1e39 is beyond float32.
+    config = TrainingConfig(learning_rate=1e38, weight_decay=0.01, progress=False)
+    with pytest.raises(FloatingPointError, match="update failed.*at step 0.*before step 0.*Lower learning_rate"):
+        train(model, loss_fn, fixed_batches(tokenizer), config)
+    assert same_weights(model, before)
+
+
+def test_an_update_that_makes_a_weight_infinite_is_undone(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    edge = torch.nn.Linear(1, 1, bias=False)
+    with torch.no_grad():
+        edge.weight.fill_(-3.3e38)  # next to float32's limit, −3.4e38
+
+    def loss_fn(batch):  # a finite loss; its gradient says "lower the edge weight"
+        loss, metrics = language_modeling_loss(model, batch)
+        return loss + 1e-3 * edge.weight.sum(), metrics
+
+    before, edge_before = weights(model), weights(edge)
+    # AdamW's first step moves each weight by lr: −3.3e38 − 3e37 is beyond float32, so it becomes −inf.
+    trainer = Trainer([model, edge], TrainingConfig(learning_rate=3e37, progress=False), total_steps=1)
+    with pytest.raises(FloatingPointError, match="update made some weights non-finite at step 0.*before step 0"):
+        trainer.step(loss_fn, fixed_batches(tokenizer)[0])
+    assert same_weights(model, before) and same_weights(edge, edge_before)
+
+
+def test_an_absurd_learning_rate_never_hands_back_non_finite_weights(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(FloatingPointError, match="weights were left as they were"):
+        train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer),
+              TrainingConfig(learning_rate=1e6, progress=False), num_steps=5)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_an_overflowing_update_late_in_a_run_keeps_the_last_good_weights(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    trainer = Trainer(model, TrainingConfig(learning_rate=1e-2, progress=False), total_steps=3)
+    loss_fn, batch = partial(language_modeling_loss, model), fixed_batches(tokenizer)[0]
+    trainer.step(loss_fn, batch)
+    trainer.step(loss_fn, batch)
+    good = weights(model)
+    for group in trainer.optimizer.param_groups:
+        group["lr"] = 1e38  # a learning rate that overflows float32
+    with pytest.raises(FloatingPointError, match="before step 2"):
+        trainer.step(loss_fn, batch)
+    assert same_weights(model, good) and all(torch.isfinite(p).all() for p in model.parameters())
+
+
+# --- the config -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("field, value, error, match", [
+    ("learning_rate", 0, ValueError, "learning_rate must be > 0, got 0"),
+    ("learning_rate", -1e-3, ValueError, "learning_rate must be > 0"),
+    ("learning_rate", "1e-3", TypeError, "learning_rate must be a number, got '1e-3'"),
+    ("learning_rate", float("nan"), ValueError, "learning_rate is NaN"),
+    ("learning_rate", float("inf"), ValueError, "learning_rate must be finite"),
+    ("max_grad_norm", 0, ValueError, "max_grad_norm must be > 0, got 0.*None for no clipping"),
+    ("max_grad_norm", -1, ValueError, "max_grad_norm must be > 0, got -1"),
+    ("warmup_ratio", 1.0, ValueError, "warmup_ratio must be < 1, got 1"),
+    ("warmup_ratio", -0.1, ValueError, "warmup_ratio must be >= 0"),
+    ("batch_size", 0, ValueError, "batch_size must be >= 1, got 0"),
+    ("batch_size", -4, ValueError, "batch_size must be >= 1"),
+    ("batch_size", 2.5, TypeError, "batch_size must be an integer, got 2.5"),
+    ("num_epochs", 0, ValueError, "num_epochs must be >= 1"),
+    ("weight_decay", -0.1, ValueError, "weight_decay must be >= 0"),
+    ("max_length", 0, ValueError, "max_length must be >= 1"),
+])
+def test_bad_config_is_refused(field, value, error, match):
+    with pytest.raises(error, match=match):
         TrainingConfig(**{field: value})
 
 
-def test_bad_warmup_is_refused():
-    with pytest.raises(ValueError, match="warmup_ratio must be in \\[0, 1\\)"):
-        TrainingConfig(warmup_ratio=1.0)
+def test_max_grad_norm_none_turns_clipping_off():
+    assert TrainingConfig(max_grad_norm=None).max_grad_norm is None
+
+
+# --- loaders ----------------------------------------------------------------------------------------------
+def rows_of_lengths(lengths):
+    return [{"input_ids": [i + 1] * n, "completion_mask": [1] * n} for i, n in enumerate(lengths)]
+
+
+def batches_of(loader):
+    """Each batch as the list of its row numbers (every token of row i is i + 1)."""
+    return [sorted({token - 1 for token in b["input_ids"].flatten().tolist() if token}) for b in loader]
 
 
 def test_loader_is_seeded_and_covers_every_row():
@@ -74,7 +290,38 @@ def test_loader_is_seeded_and_covers_every_row():
     assert sorted(sum(first, [])) == list(range(1, 11))
 
 
-def test_history_reads_means_and_plots():
+def test_length_grouped_loader_batches_rows_of_similar_length():
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 3, 5]
+    rows = rows_of_lengths(lengths)
+    config = TrainingConfig(batch_size=3, seed=1)
+    loader = make_loader(rows, partial(pad_batch, pad_token_id=0), config, group_by_length=True)
+    first_epoch, second_epoch = batches_of(loader), batches_of(loader)
+    assert sorted(sum(first_epoch, [])) == list(range(12))
+    # Each batch is a run of the sorted lengths: its rows pad to at most the next batch's shortest row.
+    spans = sorted((min(lengths[i] for i in b), max(lengths[i] for i in b)) for b in first_epoch)
+    assert all(high <= next_low for (_, high), (next_low, _) in zip(spans, spans[1:]))
+    assert sorted(map(tuple, first_epoch)) == sorted(map(tuple, second_epoch)) and first_epoch != second_epoch
+    again = make_loader(rows, partial(pad_batch, pad_token_id=0), config, group_by_length=True)
+    assert batches_of(again) == first_epoch  # the same seed, the same batches
+
+
+def test_length_grouped_loader_breaks_ties_at_random_and_takes_a_length_function():
+    rows = rows_of_lengths([2] * 8)  # all ties: the seed decides which rows share a batch
+    by_seed = [sorted(map(tuple, batches_of(make_loader(rows, partial(pad_batch, pad_token_id=0),
+                                                         TrainingConfig(batch_size=4, seed=s),
+                                                         group_by_length=True)))) for s in range(4)]
+    assert len(set(map(tuple, by_seed))) > 1
+    lengths = [1, 9, 2, 8]
+    rows = [{**row, "other": n} for row, n in zip(rows_of_lengths([3] * 4), lengths)]
+    loader = make_loader(rows, partial(pad_batch, pad_token_id=0), TrainingConfig(batch_size=2), shuffle=False,
+                         group_by_length=True, length=lambda row: row["other"])
+    assert batches_of(loader) == [[0, 2], [1, 3]]  # grouped by the given length, in sorted order
+    with pytest.raises(ValueError, match="length is only used with group_by_length=True"):
+        make_loader(rows, pad_batch, TrainingConfig(), length=len)
+
+
+# --- history ----------------------------------------------------------------------------------------------
+def test_history_reads_means_and_plots_the_running_mean():
     history = History()
     for step in range(4):
         history.log(step=step, loss=4 - step, accuracy=step / 4)
@@ -82,5 +329,23 @@ def test_history_reads_means_and_plots():
     assert history.mean("loss", last=2) == 1.5
     figure = history.plot("loss", "accuracy", smooth=2)
     assert len(figure.axes) == 2
+    line = figure.axes[0].lines[0]
+    assert line.get_ydata().tolist() == [3.5, 2.5, 1.5]  # means of (4, 3), (3, 2), (2, 1)
+    assert list(line.get_xdata()) == [1, 2, 3]  # each at the last step of its window
     with pytest.raises(KeyError, match="no metric 'kl'.*loss"):
         history["kl"]
+    plt.close(figure)
+
+
+def test_history_draws_on_the_axes_it_is_given():
+    history = History()
+    for step in range(3):
+        history.log(step=step, loss=float(step))
+    figure, ax = plt.subplots()
+    assert history.plot("loss", axes=ax) is figure
+    assert ax.lines[0].get_ydata().tolist() == [0.0, 1.0, 2.0]
+    with pytest.raises(ValueError, match="got 1 axes for 2 metrics"):
+        history.plot("loss", "step", axes=[ax])
+    with pytest.raises(ValueError, match="nothing to plot"):
+        History().plot()
+    plt.close(figure)

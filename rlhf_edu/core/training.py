@@ -1,24 +1,36 @@
-"""The one training loop: every trainer in the package is this loop plus a loss function.
+"""The one training loop, for offline data and online rollouts alike.
 
-A chapter writes ``loss_fn(batch) -> (loss, metrics)`` and calls :func:`train`;
-the loop owns everything else (AdamW, warm-up, gradient clipping, progress, NaN
-checks, and a :class:`History` of per-step metrics that can plot itself). SFT,
-the reward model and DPO differ only in their loss function.
+A chapter writes ``loss_fn(batch) -> (loss, metrics)``. A :class:`Trainer` owns
+everything else: AdamW, the warm-up schedule, gradient clipping, progress, the
+checks that stop a diverging run before it ruins the weights, and a
+:class:`History` of per-step metrics that can plot itself. It keeps all of it from
+one step to the next, so an RL loop can sample, score and then call
+:meth:`Trainer.step` on what it just sampled, with one optimizer for the whole run.
+
+:func:`train` is the offline front door: it passes over a fixed set of batches
+(pretraining, SFT, the reward model and DPO differ only in their loss function).
 """
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .stats import running_mean
+from .validation import check_int, check_number
+
 Batch = dict[str, torch.Tensor]
-LossFn = Callable[[Batch], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
+LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
 @dataclass
@@ -39,14 +51,19 @@ class TrainingConfig:
     progress: bool = True  # tqdm bar (a widget in Jupyter, text in a terminal)
 
     def __post_init__(self) -> None:
-        if not self.learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {self.learning_rate}: try 1e-3 for the tiny preset")
-        for name in ("batch_size", "num_epochs"):
-            value = getattr(self, name)
-            if not isinstance(value, int) or value <= 0:
-                raise ValueError(f"{name} must be a positive integer, got {value!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
+        self.learning_rate = check_number(self.learning_rate, "learning_rate", low=0, low_open=True,
+                                          fix="try 1e-3 for the tiny preset")
+        self.batch_size = check_int(self.batch_size, "batch_size", fix="the number of examples per step, e.g. 32")
+        self.num_epochs = check_int(self.num_epochs, "num_epochs", fix="the number of passes over the data, e.g. 1")
+        self.warmup_ratio = check_number(self.warmup_ratio, "warmup_ratio", low=0, high=1, high_open=True,
+                                         fix="the share of steps in [0, 1) spent warming up, e.g. 0.1")
+        if self.max_grad_norm is not None:
+            self.max_grad_norm = check_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
+                                              fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping")
+        self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
+        if self.max_length is not None:
+            self.max_length = check_int(self.max_length, "max_length", fix="a length in tokens, or None")
+        self.seed = check_int(self.seed, "seed", low=0, fix="pass a non-negative integer")
 
 
 @dataclass
@@ -72,73 +89,231 @@ class History:
         values = self[name][-last:] if last else self[name]
         return sum(values) / len(values)
 
-    def plot(self, *names: str, smooth: int = 1, axes: Sequence[plt.Axes] | None = None) -> plt.Figure:
-        """One small panel per metric (default: all), with a running mean over ``smooth`` steps."""
+    def plot(self, *names: str, smooth: int = 1, axes: Axes | Sequence[Axes] | None = None) -> Figure:
+        """One panel per metric (default: all), smoothed by a running mean over ``smooth`` steps; returns the Figure.
+
+        Each smoothed point sits at the last step of its window. Draws on ``axes``
+        (one per metric) when given, else on a new figure.
+        """
         names = names or tuple(k for k in self.keys() if k not in ("step", "epoch"))
+        if not names:
+            raise ValueError("nothing to plot: this history has no metrics yet (train for a step first)")
         if axes is None:
-            _, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False)
-            axes = axes[0]
+            figure, grid = plt.subplots(1, len(names), figsize=(3.2 * len(names), 2.6), squeeze=False)
+            axes = list(grid[0])
+        else:
+            figure = None
+            axes = [axes] if isinstance(axes, Axes) else list(axes)
+        if len(axes) < len(names):
+            raise ValueError(f"got {len(axes)} axes for {len(names)} metrics ({', '.join(names)}): pass one per metric")
         for ax, name in zip(axes, names):
-            values = torch.tensor(self[name])
-            if smooth > 1 and len(values) >= smooth:
-                values = values.unfold(0, smooth, 1).mean(dim=1)
-            ax.plot(values.numpy())
+            values = self[name]
+            smoothed = running_mean(values, smooth)
+            ax.plot(range(len(values) - len(smoothed), len(values)), smoothed)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("step")
-        axes[0].figure.tight_layout()
+        if figure is not None:
+            figure.tight_layout()  # only on a figure of our own: a caller's layout is theirs
         return axes[0].figure
 
 
-def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: TrainingConfig,
-                shuffle: bool = True) -> DataLoader:
-    """Batches of ``rows`` in a seeded random order, a new order each epoch."""
-    generator = torch.Generator().manual_seed(config.seed)
-    return DataLoader(rows, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_fn,
-                      generator=generator)
+def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: TrainingConfig, shuffle: bool = True,
+                group_by_length: bool = False, length: Callable[[Any], int] | None = None) -> DataLoader:
+    """Batches of ``config.batch_size`` rows, in a seeded random order that changes every epoch.
 
-
-def train(model: torch.nn.Module, loss_fn: LossFn, loader: Iterable[Batch], config: TrainingConfig,
-          desc: str = "training") -> History:
-    """Minimise ``loss_fn`` over ``config.num_epochs`` passes of ``loader``; return the :class:`History`.
-
-    Each step logs ``loss``, ``learning_rate``, ``grad_norm`` and whatever metrics
-    ``loss_fn`` returns. A non-finite loss stops training at once with a message,
-    rather than letting NaN weights produce meaningless plots.
+    With ``group_by_length=True`` each batch holds rows of similar ``length(row)``
+    (default: ``len(row["input_ids"])``), so it pads only to its own longest row: the
+    rows are shuffled, stably sorted by length (so ties break at random), cut into
+    batches, and the batches come in a seeded random order each epoch. Preference
+    pairs pass ``length=lambda pair: max(len(pair[s]["input_ids"]) for s in ("chosen", "rejected"))``.
+    ``shuffle=False`` keeps the rows' order (sorted by length when grouping).
     """
-    device = next(model.parameters()).device
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=config.learning_rate, weight_decay=config.weight_decay)
-    total_steps = config.num_epochs * len(loader)
-    warmup_steps = int(config.warmup_ratio * total_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))
-    use_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()  # autocast pays off on GPUs only
-    history = History()
-    model.train()
-    with tqdm(total=total_steps, desc=desc, disable=not config.progress) as progress:
-        for epoch in range(config.num_epochs):
-            for batch in loader:
-                batch = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16):
-                    loss, metrics = loss_fn(batch)
-                _check_finite(loss, len(history.steps), config)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, config.max_grad_norm or math.inf)
-                learning_rate = scheduler.get_last_lr()[0]  # the rate this step uses
-                optimizer.step()
-                scheduler.step()
-                history.log(step=len(history.steps), epoch=epoch, loss=loss.item(),
-                            learning_rate=learning_rate, grad_norm=grad_norm.item(), **metrics)
-                progress.update(1)
-                progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
-    model.eval()
-    return history
+    if length is not None and not group_by_length:
+        raise ValueError("length is only used with group_by_length=True: pass both, or neither")
+    if length is not None and not callable(length):
+        raise TypeError(f"length must be a function row -> int, got {type(length).__name__}")
+    if not group_by_length:
+        return DataLoader(rows, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_fn,
+                          generator=torch.Generator().manual_seed(config.seed))
+    length = length or (lambda row: len(row["input_ids"]))
+    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist() if shuffle \
+        else list(range(len(rows)))
+    order = sorted(order, key=lambda i: length(rows[i]))  # stable: equal lengths keep their shuffled order
+    batches = [[rows[i] for i in order[s:s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
+    # batch_size=None: each item is already a batch, handed to collate_fn whole.
+    return DataLoader(batches, batch_size=None, shuffle=shuffle, collate_fn=collate_fn,
+                      generator=torch.Generator().manual_seed(config.seed))
 
 
-def _check_finite(loss: torch.Tensor, step: int, config: TrainingConfig) -> None:
-    if not torch.isfinite(loss):
-        raise FloatingPointError(
-            f"the loss became {loss.item()} at step {step}: training stopped before the weights were "
-            f"ruined. Lower learning_rate (now {config.learning_rate}) or set max_grad_norm "
-            f"(now {config.max_grad_norm}), and check the batch for empty or overlong examples."
+class Trainer:
+    """AdamW with linear warm-up and gradient clipping, kept from one :meth:`step` to the next.
+
+    ``modules`` is a model or a list of them (a policy and a value head): their
+    parameters that require grad are trained by one optimizer. ``total_steps`` sets
+    the warm-up (the first ``warmup_ratio · total_steps`` steps) and the progress bar.
+    The modules are in train mode while a step computes its loss and gradients, and
+    back in eval mode after it, so whatever samples between steps sees the policy
+    without dropout. ``history`` holds every step's metrics.
+    """
+
+    def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module], config: TrainingConfig,
+                 total_steps: int, desc: str = "training"):
+        self.modules = _as_modules(modules)
+        self.config = config
+        self.total_steps = check_int(total_steps, "total_steps", fix="the number of optimizer steps planned")
+        self.params = _trainable_parameters(self.modules)
+        self.device = self.params[0].device
+        self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
+        warmup_steps = int(config.warmup_ratio * self.total_steps)
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))  # linear ramp, then constant
+        self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()  # pays off on GPUs only
+        self.history = History()
+        self.progress = tqdm(total=self.total_steps, desc=desc, disable=not config.progress)
+
+    def step(self, loss_fn: LossFn, batch: Any, **extra: float) -> dict[str, float]:
+        """One update on ``batch``; returns the metrics it logged for this step.
+
+        They are ``step``, any ``extra`` values (:func:`train` adds ``epoch``), ``loss``,
+        ``learning_rate``, ``grad_norm`` (before clipping) and ``loss_fn``'s metrics.
+        A non-finite loss, gradient norm or updated weight raises FloatingPointError
+        and leaves the weights as they were before this step.
+        """
+        step = len(self.history.steps)
+        batch = _to_device(batch, self.device)
+        self._set_train_mode(True)
+        try:
+            loss, metrics, grad_norm = self._backward(loss_fn, batch, step)
+            learning_rate = self.scheduler.get_last_lr()[0]  # the rate this step uses
+            self._update(step)
+        finally:
+            self._set_train_mode(False)
+        self.scheduler.step()
+        self.history.log(step=step, **extra, loss=loss.item(), learning_rate=learning_rate,
+                         grad_norm=grad_norm.item(), **metrics)
+        self.progress.update(1)
+        self.progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        if len(self.history.steps) == self.total_steps:
+            self.close()
+        return self.history.steps[-1]
+
+    def close(self) -> None:
+        """Close the progress bar (done for you after ``total_steps`` steps)."""
+        self.progress.close()
+
+    def _backward(self, loss_fn: LossFn, batch: Any, step: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
+        """The loss, its metrics and the gradient norm before clipping; the gradients are clipped in place."""
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
+            loss, metrics = loss_fn(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        if not torch.isfinite(loss):
+            raise self._stopped(f"the loss became {loss.item()}", step)
+        loss.backward()
+        max_norm = math.inf if self.config.max_grad_norm is None else self.config.max_grad_norm
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)  # (), the norm before clipping
+        if not torch.isfinite(grad_norm):
+            self.optimizer.zero_grad(set_to_none=True)  # the NaN gradients go, and the optimizer never sees them
+            raise self._stopped(f"the gradient norm became {grad_norm.item()} (the loss was {loss.item():.4g})", step)
+        return loss, metrics, grad_norm
+
+    def _update(self, step: int) -> None:
+        """The optimizer step, undone if it failed or left any weight non-finite (an overflowing learning rate)."""
+        before = [p.detach().clone() for p in self.params]
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:  # e.g. a learning rate beyond float32, after some weights moved
+            self._restore(before)
+            raise self._stopped(f"the update failed ({error})", step) from error
+        if not all(torch.isfinite(p).all() for p in self.params):
+            self._restore(before)
+            raise self._stopped("the update made some weights non-finite", step)
+
+    @torch.no_grad()
+    def _restore(self, weights: list[torch.Tensor]) -> None:
+        for p, saved in zip(self.params, weights):
+            p.copy_(saved)
+
+    def _stopped(self, what: str, step: int) -> FloatingPointError:
+        return FloatingPointError(
+            f"{what} at step {step}: training stopped and the weights were left as they were before step {step}. "
+            f"Lower learning_rate (now {self.config.learning_rate}) or set max_grad_norm "
+            f"(now {self.config.max_grad_norm}), and check the batch for empty or overlong examples."
         )
+
+    def _set_train_mode(self, mode: bool) -> None:
+        for module in self.modules:
+            module.train(mode)
+
+
+def train(model: torch.nn.Module | Sequence[torch.nn.Module], loss_fn: LossFn, batches: Iterable,
+          config: TrainingConfig, desc: str = "training", num_steps: int | None = None) -> History:
+    """Minimise ``loss_fn`` over ``batches`` with a :class:`Trainer`; return its :class:`History`.
+
+    Takes ``config.num_epochs`` passes over ``batches`` (which needs a ``len``), or
+    exactly ``num_steps`` steps when given, passing over ``batches`` as often as that
+    takes (a generator is passed once, so it may end sooner). Each step logs
+    ``step``, ``epoch``, ``loss``, ``learning_rate``, ``grad_norm`` and whatever
+    metrics ``loss_fn`` returns. The model is handed back in eval mode.
+    """
+    if not callable(loss_fn):
+        raise TypeError(f"loss_fn must be a function batch -> (loss, metrics), got {type(loss_fn).__name__}")
+    total_steps = _planned_steps(batches, config, num_steps)
+    trainer = Trainer(model, config, total_steps, desc=desc)
+    try:
+        for epoch, batch in _passes(batches, total_steps):
+            trainer.step(loss_fn, batch, epoch=epoch)
+    finally:
+        trainer.close()
+    return trainer.history
+
+
+def _planned_steps(batches: Iterable, config: TrainingConfig, num_steps: int | None) -> int:
+    """``num_steps`` if given, else ``num_epochs · len(batches)``."""
+    if num_steps is not None:
+        return check_int(num_steps, "num_steps", fix="the number of optimizer steps to take")
+    if not hasattr(batches, "__len__"):
+        raise TypeError(f"batches ({type(batches).__name__}) has no len(), so the number of steps is unknown: "
+                        "pass num_steps=...")
+    if len(batches) == 0:
+        raise ValueError("batches is empty: there is nothing to train on (check the dataset)")
+    return config.num_epochs * len(batches)
+
+
+def _passes(batches: Iterable, total_steps: int) -> Iterator[tuple[int, Any]]:
+    """``(epoch, batch)`` over repeated passes of ``batches``, ``total_steps`` of them or until a pass yields none."""
+    step = 0
+    for epoch in itertools.count():
+        step_at_start = step
+        for batch in batches:
+            yield epoch, batch
+            step += 1
+            if step == total_steps:
+                return
+        if step == step_at_start:  # a spent iterator: nothing more to train on
+            return
+
+
+def _as_modules(modules: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
+    """``modules`` as a non-empty list of modules, or a TypeError that says what to pass."""
+    if isinstance(modules, torch.nn.Module):
+        return [modules]
+    if isinstance(modules, (list, tuple)) and modules and all(isinstance(m, torch.nn.Module) for m in modules):
+        return list(modules)
+    raise TypeError(f"modules must be a torch.nn.Module or a non-empty list of them, got {modules!r:.80}: "
+                    "pass the model (and any value head) whose weights should train")
+
+
+def _trainable_parameters(modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
+    """Every parameter that requires grad, once each (modules may share some, e.g. a head on a policy)."""
+    params = {id(p): p for module in modules for p in module.parameters() if p.requires_grad}
+    if not params:
+        raise ValueError("none of the modules has a parameter that requires grad: unfreeze the weights to train "
+                         "(p.requires_grad_(True))")
+    return list(params.values())
+
+
+def _to_device(batch: Any, device: torch.device) -> Any:
+    """A dict batch with its tensors on ``device``; anything with a ``.to`` (a Rollout) moved whole."""
+    if isinstance(batch, dict):
+        return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return batch.to(device) if hasattr(batch, "to") else batch
