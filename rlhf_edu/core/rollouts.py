@@ -30,10 +30,17 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import as_messages
+from .collate import Messages, as_messages, check_plain_messages, render_chat
 from .logprobs import check_tokenizer_fits
 from .runtime import GENERATION_BATCH_SIZE, MAX_NEW_TOKENS
-from .validation import check_causal_lm, check_fits_context, check_int, check_number, check_texts
+from .validation import (
+    check_causal_lm,
+    check_fits_context,
+    check_int,
+    check_known_words,
+    check_number,
+    check_texts,
+)
 
 TENSOR_FIELDS = ("input_ids", "attention_mask", "completion_mask", "finished", "logps")
 
@@ -115,8 +122,8 @@ def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     check_causal_lm(model)
     check_tokenizer_fits(model, tokenizer)
     rows = [p for p in prompts for _ in range(num_generations)]  # (B,) prompt 0's answers first
-    texts = [tokenizer.apply_chat_template(as_messages(p, "user"), add_generation_prompt=True, tokenize=False)
-             for p in rows]
+    texts = [render_prompt(tokenizer, p) for p in prompts]
+    texts = [text for text in texts for _ in range(num_generations)]  # (B,)
     longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
     check_fits_context(longest + max_new_tokens, model,
                        f"the longest prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens})")
@@ -132,6 +139,18 @@ def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     finally:
         model.train(was_training)
     return _join(parts, rows, tokenizer)
+
+
+def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) -> str:
+    """The chat-formatted text a model continues for ``prompt``, after checking it holds only known, plain words."""
+    messages = as_messages(prompt, "user")
+    check_plain_messages(tokenizer, messages)
+    text = render_chat(tokenizer, messages, add_generation_prompt=True, tokenize=False)
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in tokenizer(text, add_special_tokens=False)[
+            "input_ids"]:
+        for message in messages:
+            check_known_words(tokenizer, message["content"], f"the {message['role']} message")
+    return text
 
 
 def generate_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],

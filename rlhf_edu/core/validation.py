@@ -110,8 +110,7 @@ def check_known_words(tokenizer: PreTrainedTokenizerBase, text: str, name: str) 
                if token == unk_id]
     if unknown:
         raise ValueError(f"{name} {text!r} holds words the tokenizer does not know: {', '.join(map(repr, unknown))}. "
-                         "Use the world's words (rlhf_edu.core.world.VOCAB), lower-case, with '.' as the only "
-                         "punctuation")
+                         "Use the world's words (rlhf_edu.core.world.VOCAB), with '.' as the only punctuation")
 
 
 def check_no_markup(tokenizer: PreTrainedTokenizerBase, text: str, name: str) -> None:
