@@ -43,3 +43,13 @@ def random_model(arch: str, vocab_size: int, seed: int = 0):
 @pytest.fixture(params=["llama", "gpt2", "qwen2"])
 def model(request, tokenizer):
     return random_model(request.param, len(tokenizer))
+
+
+def with_end_of_turn_bias(model, tokenizer, bias: float):
+    """``model`` with ``bias`` added to its end-of-turn logit at every position: −inf never closes a turn."""
+    def hook(module, inputs, output):
+        output.logits[..., tokenizer.eos_token_id] += bias
+        return output
+
+    model.register_forward_hook(hook)
+    return model

@@ -2,13 +2,17 @@ import pytest
 from datasets import Dataset
 
 from rlhf_edu.core.preferences import build_preference_dataset, check_pair_columns, pair_texts
-from tests.conftest import random_model
+from tests.conftest import random_model, with_end_of_turn_bias
+
+
+def closing_model(tokenizer, bias=3.0):
+    """A random model that closes its turn within 6 tokens about two times in three."""
+    return with_end_of_turn_bias(random_model("llama", len(tokenizer)), tokenizer, bias)
 
 
 @pytest.fixture(scope="module")
 def pairs(tokenizer, world):
-    model = random_model("llama", len(tokenizer))
-    return build_preference_dataset(world, model, tokenizer, n=32, seed=0, max_new_tokens=6)
+    return build_preference_dataset(world, closing_model(tokenizer), tokenizer, n=32, seed=0, max_new_tokens=6)
 
 
 def test_pairs_are_conversational_and_carry_the_truth(pairs, world):
@@ -33,8 +37,16 @@ def test_pairs_that_carry_no_preference_are_dropped(pairs, tokenizer, world):
         build_preference_dataset(world, random_model("llama", len(tokenizer)), tokenizer, n=8, temperature=0.0)
 
 
+def test_answers_cut_before_the_turn_closed_are_dropped(tokenizer, world):
+    with pytest.raises(ValueError, match="none of the 8 pairs carries a preference .*unfinished"):
+        build_preference_dataset(world, closing_model(tokenizer, bias=-float("inf")), tokenizer, n=8, max_new_tokens=6)
+    # closing about one turn in six within 6 tokens, both answers of a pair close about one time in 36
+    some_cut = build_preference_dataset(world, closing_model(tokenizer, bias=1.0), tokenizer, n=64, max_new_tokens=6)
+    assert 0 < len(some_cut) <= 8
+
+
 def test_same_seed_same_pairs(pairs, tokenizer, world):
-    model = random_model("llama", len(tokenizer))
+    model = closing_model(tokenizer)
     again = build_preference_dataset(world, model, tokenizer, n=32, seed=0, max_new_tokens=6)
     other = build_preference_dataset(world, model, tokenizer, n=32, seed=1, max_new_tokens=6)
     assert again.to_dict() == pairs.to_dict()

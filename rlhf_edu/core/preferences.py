@@ -30,19 +30,26 @@ def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: Pr
     Columns: ``prompt``, ``chosen``, ``rejected`` (message lists, as TRL expects),
     ``gold_chosen`` and ``gold_rejected`` (the hidden gold reward of each), and
     ``p_chosen`` (the annotator's probability of this label). Pairs whose two
-    answers are identical, or where either answer is empty, are dropped: they carry
-    no preference and no gradient. So the dataset can hold fewer than ``n`` rows.
+    answers are identical, or where either answer is empty or was cut at
+    ``max_new_tokens`` before the model closed its turn, are dropped. So the dataset
+    can hold fewer than ``n`` rows.
     """
     n = world.preset.num_preference if n is None else check_int(n, "n")
     check_number(temperature, "temperature", low=0, low_open=True,
                  fix="two answers per prompt must differ, and greedy decoding (0) gives the same one twice")
     prompts = world.prompts(n, split=split)
-    samples_a = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed)
-    samples_b = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed + 1)
-    keep = [i for i in range(n) if samples_a[i] != samples_b[i] and samples_a[i].strip() and samples_b[i].strip()]
+    samples_a, finished_a = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed,
+                                                 return_finished=True)
+    samples_b, finished_b = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature,
+                                                 seed=seed + 1, return_finished=True)
+    # An answer cut at max_new_tokens never closed its turn: encoding it as a finished answer would
+    # teach the reward model and DPO a turn ending the policy never produced.
+    keep = [i for i in range(n) if samples_a[i] != samples_b[i] and samples_a[i].strip() and samples_b[i].strip()
+            and finished_a[i] and finished_b[i]]
     if not keep:
-        raise ValueError(f"all {n} pairs had two identical or empty answers, so none carries a preference: "
-                         "sample at a higher temperature, or from a less deterministic model")
+        raise ValueError(f"none of the {n} pairs carries a preference (two identical, empty or unfinished answers): "
+                         "sample at a higher temperature or with more max_new_tokens, or from a model that closes "
+                         "its turn (an instruction-tuned one)")
     prompts = [prompts[i] for i in keep]
     samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
     a_preferred = np.array(world.label_pairs(prompts, samples_a, samples_b, rng=seed), dtype=bool)
