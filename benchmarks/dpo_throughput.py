@@ -33,15 +33,14 @@ import subprocess
 import sys
 import tempfile
 import time
-from functools import partial
 from importlib.util import find_spec
 
 import torch
 
 from rlhf_edu import World, zoo
 from rlhf_edu.core.logprobs import sequence_logprobs
-from rlhf_edu.core.preferences import build_preference_dataset, collate_pairs, encode_pairs
-from rlhf_edu.direct_alignment import DPOConfig, dpo_loss, length_grouped_loader, train_dpo
+from rlhf_edu.core.preferences import build_preference_dataset, encode_pairs, pair_loader
+from rlhf_edu.direct_alignment import DPOConfig, dpo_loss, train_dpo
 
 TRAINERS = ("train_dpo", "bare loop", "TRL DPOTrainer, fp32", "TRL DPOTrainer, fp32, precomputed ref",
             "TRL DPOTrainer, its defaults (bf16 autocast, gradient checkpointing)")
@@ -64,7 +63,7 @@ def prepare_bare_batches(model, tokenizer, dataset, args) -> list[dict[str, torc
     """The exact batches train_dpo would use, encoded, grouped and padded ahead of the clock."""
     config = DPOConfig(batch_size=args.batch_size, progress=False)
     pairs = encode_pairs(tokenizer, dataset, model.config.max_position_embeddings)
-    loader = length_grouped_loader(pairs, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
+    loader = pair_loader(pairs, tokenizer.pad_token_id, config)
     device = next(model.parameters()).device
     return [{k: v.to(device) for k, v in batch.items()} for batch in loader]
 

@@ -20,14 +20,15 @@ This module holds
   chapter 4 can be checked exactly;
 - :func:`train_dpo`, the trainer for a language model: reference log-probs are
   computed once, before training, so only one model sits in memory while it trains;
-- :func:`evaluate_policy` and :func:`train_and_evaluate`, gold reward against KL
-  measured on samples, for the reward–KL frontier, and the chapter's plots.
+- :func:`train_and_evaluate`, one run per config, each judged by
+  :func:`rlhf_edu.core.evaluation.evaluate_policy` (gold reward against KL measured on
+  samples), for the reward–KL frontier, and the chapter's plots.
 """
 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -36,15 +37,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
-from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .core.collate import pad_batch
-from .core.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs
-from .core.preferences import collate_pairs, encode_pairs
-from .core.rollouts import generate_completions
+from .core.collate import check_length
+from .core.evaluation import PolicyEvaluation, evaluate_policy
+from .core.logprobs import batch_sequence_logprobs, check_tokenizer_fits, sequence_logprobs
+from .core.preferences import encode_pairs, pair_loader
+from .core.runtime import SCORING_BATCH_SIZE
+from .core.scoring import score_rows
 from .core.stats import running_mean
-from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.training import Batch, History, TrainingConfig, train
+from .core.validation import check_choice, check_int, check_number
 from .core.world import World
 from .objective import kl_regularized_optimum
 
@@ -57,10 +60,9 @@ _SMOOTHED = ("sigmoid", "robust")  # the losses that model label noise
 def check_loss_arguments(beta: float, label_smoothing: float = 0.0, loss_type: str = "sigmoid",
                          logps: Sequence[torch.Tensor] = (), valid: Sequence[str] = LOSS_TYPES) -> None:
     """Raise a ValueError or TypeError that says what is wrong with a preference loss's inputs, and how to fix it."""
-    if not beta > 0:
-        raise ValueError(f"beta must be > 0, got {beta}: it is the KL penalty's weight (try 0.1)")
-    if loss_type not in valid:
-        raise ValueError(f"unknown loss_type {loss_type!r}: use one of {', '.join(valid)}")
+    check_number(beta, "beta", low=0, low_open=True, fix="it is the KL penalty's weight (try 0.1)")
+    check_choice(loss_type, "loss_type", valid)
+    check_number(label_smoothing, "label_smoothing", fix="the assumed share of flipped labels, e.g. 0.1")
     if not 0 <= label_smoothing < 0.5:
         raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: it is the assumed share "
                          "of flipped labels, and at 0.5 the labels carry no information")
@@ -197,12 +199,19 @@ def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta
     Returns a :class:`TabularDPOResult`.
     """
     check_loss_arguments(beta, label_smoothing, loss_type)
+    num_pairs = check_int(num_pairs, "num_pairs", fix="the number of sampled preference pairs, e.g. 20000")
+    num_steps = check_int(num_steps, "num_steps", fix="the number of Adam steps, e.g. 300")
+    check_number(learning_rate, "learning_rate", low=0, low_open=True, fix="Adam's step size, e.g. 0.1")
+    check_number(tau, "tau", low=0, low_open=True, fix="the annotator's noise temperature; 1 makes DPO land on π*")
     ref_probs, rewards = np.asarray(ref_probs, dtype=float), np.asarray(rewards, dtype=float)
     if ref_probs.shape != rewards.shape or ref_probs.ndim != 1:
         raise ValueError(f"ref_probs {ref_probs.shape} and rewards {rewards.shape} must be 1-D, one entry per arm")
     if (ref_probs <= 0).any() or not np.isclose(ref_probs.sum(), 1):
         raise ValueError("ref_probs must be positive and sum to 1: DPO can never move an arm π_ref gives 0")
     chosen, rejected = bandit_preferences(ref_probs, rewards, num_pairs, np.random.default_rng(seed), tau)
+    # A pair's loss depends only on its two arms: score each distinct (chosen, rejected) once, weighted by its count.
+    (chosen, rejected), counts = np.unique(np.stack([chosen, rejected]), axis=1, return_counts=True)
+    weights = torch.tensor(counts / counts.sum())  # (m,) share of the pairs
     ref_logps = torch.tensor(np.log(ref_probs))  # (K,)
     optimum = np.asarray(kl_regularized_optimum(ref_probs, rewards, beta), dtype=float)
     logits = ref_logps.clone().requires_grad_()  # start at the reference, as DPO starts from the SFT model
@@ -211,9 +220,9 @@ def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta
     for _ in range(num_steps):
         logps = logits.log_softmax(dim=0)  # (K,)
         losses, _, _ = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected],
-                                beta, loss_type, label_smoothing)  # (n,)
+                                beta, loss_type, label_smoothing)  # (m,)
         optimizer.zero_grad()
-        losses.mean().backward()
+        (weights * losses).sum().backward()  # the mean loss over all pairs
         optimizer.step()
         probs = logits.detach().softmax(dim=0).numpy()
         distance.append(0.5 * float(np.abs(probs - optimum).sum()))
@@ -228,7 +237,7 @@ class DPOConfig(TrainingConfig):
     ``loss_type`` is one of :data:`TRAINER_LOSS_TYPES`: a :func:`dpo_loss` type on summed
     log-probs, or ``"simpo"`` (:func:`simpo_loss` on per-token means, no reference model;
     set ``beta`` near 2 for it). ``group_by_length`` batches pairs of similar length
-    together, which cuts the compute spent on padding.
+    together (:func:`~rlhf_edu.core.preferences.pair_loader`), which cuts the compute spent on padding.
     """
 
     learning_rate: float = 5e-4
@@ -244,34 +253,31 @@ class DPOConfig(TrainingConfig):
         check_loss_arguments(self.beta, self.label_smoothing, self.loss_type, valid=TRAINER_LOSS_TYPES)
 
 
-@torch.no_grad()
 def reference_logprobs(model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int,
-                       batch_size: int = 64) -> tuple[list[float], list[float]]:
+                       batch_size: int = SCORING_BATCH_SIZE) -> tuple[list[float], list[float]]:
     """log π_ref(y_c|x) and log π_ref(y_r|x) of every pair from :func:`~rlhf_edu.preferences.encode_pairs`.
 
-    One no-grad pass over all answers, batched by length so little is padding. 64 rows is
-    about the fastest batch on a CPU (256 is some 15% slower on the tiny preset); on a GPU a
-    bigger ``batch_size`` pays.
+    One no-grad pass over all answers (:func:`~rlhf_edu.core.scoring.score_rows`), batched
+    by length so little is padding; on a GPU a bigger ``batch_size`` pays.
     """
     rows = [pair[side] for pair in pairs for side in ("chosen", "rejected")]  # chosen, rejected, chosen, ...
-    device = next(model.parameters()).device
-    order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))
-    logps = [0.0] * len(rows)
-    was_training = model.training
-    model.eval()  # the reference is the model as it stands, without dropout noise
-    for start in range(0, len(order), batch_size):
-        chunk = order[start:start + batch_size]
-        batch = pad_batch([rows[i] for i in chunk], pad_token_id)
-        values = sequence_logprobs(model, batch["input_ids"].to(device), batch["attention_mask"].to(device),
-                                   batch["completion_mask"].to(device))  # (b,)
-        for i, value in zip(chunk, values.tolist()):
-            logps[i] = value
-    model.train(was_training)
-    return logps[0::2], logps[1::2]
+    logps = score_rows(model, rows, pad_token_id, batch_sequence_logprobs, batch_size)  # (2N,)
+    return logps[0::2].tolist(), logps[1::2].tolist()
+
+
+def with_reference_logprobs(ref_model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int) -> list[dict]:
+    """The encoded pairs with TRL's ``ref_chosen_logps``/``ref_rejected_logps`` added, from one pass of ``ref_model``.
+
+    Returns new pair dicts (the given ones are left as they are); :func:`collate_pairs`
+    stacks the two values into each batch.
+    """
+    ref_chosen, ref_rejected = reference_logprobs(ref_model, pairs, pad_token_id)
+    return [pair | {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
+            for pair, chosen, rejected in zip(pairs, ref_chosen, ref_rejected)]
 
 
 def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                         max_length: int | None = None, batch_size: int = 64) -> Dataset:
+                         max_length: int | None = None, batch_size: int = SCORING_BATCH_SIZE) -> Dataset:
     """The dataset with TRL's ``ref_chosen_logps`` and ``ref_rejected_logps`` columns added.
 
     :func:`train_dpo` uses these columns when present, so several runs on the same data
@@ -282,22 +288,26 @@ def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokeni
     return dataset.add_column("ref_chosen_logps", ref_chosen).add_column("ref_rejected_logps", ref_rejected)
 
 
-def length_grouped_loader(pairs: Sequence[dict], collate_fn: Callable[[list], Batch],
-                          config: TrainingConfig) -> DataLoader:
-    """Batches of pairs of similar length, in a seeded random order that changes every epoch.
+def dpo_metrics(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen_rewards: torch.Tensor,
+                rejected_rewards: torch.Tensor) -> dict[str, float]:
+    """TRL's metrics of a batch of pairs, each a mean over the batch, from (B,) log-probs and implicit rewards.
 
-    Pairs are shuffled, then stably sorted by their longer answer, and cut into batches:
-    ties break at random, and each batch pads only to its own longest row.
+    ``rewards/accuracies`` is the share of pairs whose chosen answer gets the larger
+    implicit reward, ``rewards/margins`` the mean r_c − r_r, and ``logps/chosen``,
+    ``logps/rejected`` the mean log π(y|x) of each side.
     """
-    shuffled = torch.randperm(len(pairs), generator=torch.Generator().manual_seed(config.seed)).tolist()
-    order = sorted(shuffled, key=lambda i: max(len(pairs[i][side]["input_ids"]) for side in ("chosen", "rejected")))
-    batches = [[pairs[i] for i in order[s:s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
-    return DataLoader(batches, batch_size=None, shuffle=True, collate_fn=collate_fn,
-                      generator=torch.Generator().manual_seed(config.seed))
+    return {
+        "rewards/chosen": chosen_rewards.mean().item(),
+        "rewards/rejected": rejected_rewards.mean().item(),
+        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
+        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
+        "logps/chosen": chosen_logps.detach().mean().item(),
+        "logps/rejected": rejected_logps.detach().mean().item(),
+    }
 
 
 def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> tuple[torch.Tensor, dict]:
-    """Mean loss of one batch of pairs and TRL's metrics; chosen and rejected share one forward pass."""
+    """Mean loss of one batch of pairs and :func:`dpo_metrics`; chosen and rejected share one forward pass."""
     simpo = config.loss_type == "simpo"
     logps = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                               average=simpo)  # (2B,)
@@ -309,22 +319,30 @@ def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> 
         losses, chosen_rewards, rejected_rewards = dpo_loss(chosen_logps, rejected_logps, batch["ref_chosen_logps"],
                                                             batch["ref_rejected_logps"], config.beta,
                                                             config.loss_type, config.label_smoothing)
-    metrics = {
-        "rewards/chosen": chosen_rewards.mean().item(),
-        "rewards/rejected": rejected_rewards.mean().item(),
-        "rewards/accuracies": (chosen_rewards > rejected_rewards).float().mean().item(),
-        "rewards/margins": (chosen_rewards - rejected_rewards).mean().item(),
-        "logps/chosen": chosen_logps.detach().mean().item(),
-        "logps/rejected": rejected_logps.detach().mean().item(),
-    }
-    return losses.mean(), metrics
+    return losses.mean(), dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
 
 
-def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: DPOConfig,
-              ref_model: PreTrainedModel | None = None) -> History:
+def as_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dict], max_length: int) -> list[dict]:
+    """``dataset`` encoded by :func:`~rlhf_edu.preferences.encode_pairs`, or as it is if it is encoded already.
+
+    Either way, pairs with an answer longer than ``max_length`` tokens are refused.
+    """
+    if isinstance(dataset, Dataset):
+        return encode_pairs(tokenizer, dataset, max_length)
+    pairs = list(dataset)
+    if not pairs or not all(isinstance(pair.get("chosen"), dict) for pair in pairs):
+        raise TypeError("pass a datasets.Dataset with prompt, chosen and rejected columns, or the non-empty list "
+                        "that encode_pairs(tokenizer, dataset) returns")
+    check_length([pair[side] for pair in pairs for side in ("chosen", "rejected")], max_length)
+    return pairs
+
+
+def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dict],
+              config: DPOConfig, ref_model: PreTrainedModel | None = None) -> History:
     """Train ``policy`` on preference pairs with the loss of ``config.loss_type``; return the :class:`History`.
 
-    ``dataset`` holds TRL's ``prompt``/``chosen``/``rejected`` columns. Reference log-probs
+    ``dataset`` holds TRL's ``prompt``/``chosen``/``rejected`` columns, or is already encoded
+    (:func:`as_pairs`), so that several runs encode it once. Reference log-probs
     come from its ``ref_chosen_logps``/``ref_rejected_logps`` columns if it has them, else
     from one no-grad pass of ``ref_model`` (or, when it is None, of the policy itself before
     its first step) over the data, before training. They travel with the encoded pairs and
@@ -335,57 +353,14 @@ def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datas
     ``rewards/margins``, ``logps/chosen`` and ``logps/rejected`` every step.
     """
     check_tokenizer_fits(policy, tokenizer)
-    pairs = encode_pairs(tokenizer, dataset, config.max_length or policy.config.max_position_embeddings)
-    if config.loss_type != "simpo" and "ref_chosen_logps" not in dataset.column_names:
-        ref_chosen, ref_rejected = reference_logprobs(ref_model or policy, pairs, tokenizer.pad_token_id)
-        for pair, chosen, rejected in zip(pairs, ref_chosen, ref_rejected):
-            pair["ref_chosen_logps"], pair["ref_rejected_logps"] = chosen, rejected  # collate_pairs stacks them
-    collate_fn = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
-    loader = length_grouped_loader(pairs, collate_fn, config) if config.group_by_length \
-        else make_loader(pairs, collate_fn, config)
+    pairs = as_pairs(tokenizer, dataset, config.max_length or policy.config.max_position_embeddings)
+    if config.loss_type != "simpo" and "ref_chosen_logps" not in pairs[0]:
+        pairs = with_reference_logprobs(ref_model or policy, pairs, tokenizer.pad_token_id)
+    loader = pair_loader(pairs, tokenizer.pad_token_id, config)
     return train(policy, partial(dpo_batch_loss, policy, config), loader, config, desc=f"DPO ({config.loss_type})")
 
 
-# --- evaluation: gold reward against KL, measured on samples ---------------------------------------
-@dataclass
-class PolicyEvaluation:
-    """A policy's samples on fixed prompts, their gold rewards, and the KL to a reference measured on them."""
-
-    prompts: list[str]
-    completions: list[str]
-    gold_rewards: list[float]
-    kl: float
-
-    @property
-    def gold_reward(self) -> float:
-        """The mean gold reward of the samples."""
-        return float(np.mean(self.gold_rewards))
-
-
-@torch.no_grad()
-def sampled_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-               prompts: Sequence[str], completions: Sequence[str], batch_size: int = 256) -> float:
-    """KL(π‖π_ref) estimated on samples y ~ π(·|x): the mean of log π(y|x) − log π_ref(y|x).
-
-    Unbiased when ``completions`` were sampled from ``policy`` at temperature 1. One
-    sample's log-ratio can be negative; their mean cannot be, in expectation. A completion
-    cut off by ``max_new_tokens`` is scored as if it had closed its turn there.
-    """
-    log_ratios = (completion_logprobs(policy, tokenizer, prompts, completions, batch_size)
-                  - completion_logprobs(ref_model, tokenizer, prompts, completions, batch_size))  # (N,)
-    return log_ratios.double().mean().item()
-
-
-def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    world: World, prompts: Sequence[str], seed: int = 0, max_new_tokens: int = 24
-                    ) -> PolicyEvaluation:
-    """Sample one completion per prompt from ``policy`` (temperature 1), score it with the gold reward, measure KL."""
-    prompts = list(prompts)
-    completions = generate_completions(policy, tokenizer, prompts, max_new_tokens, seed=seed)
-    return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
-                            sampled_kl(policy, ref_model, tokenizer, prompts, completions))
-
-
+# --- the β sweep: one run per config, each evaluated against the SFT model ------------------------
 @dataclass
 class Run:
     """One DPO run: its config, its evaluation against the SFT reference, and its training history."""
@@ -400,32 +375,20 @@ def train_and_evaluate(sft_model: PreTrainedModel, tokenizer: PreTrainedTokenize
                        seed: int = 0) -> list[Run]:
     """Train a fresh copy of ``sft_model`` with each config; evaluate each on ``prompts`` against the SFT model.
 
-    The reference log-probs are computed once (unless the dataset has them already) and
-    shared by every run. With configs that differ only in β, plotting each run's gold
-    reward against its KL draws the reward–KL frontier of the DPO paper's figure.
+    The pairs are encoded once, and their reference log-probs computed once (unless the
+    dataset has them already), for every run. With configs that differ only in β,
+    plotting each run's gold reward against its KL draws the reward–KL frontier of the
+    DPO paper's figure.
     """
-    if "ref_chosen_logps" not in dataset.column_names:
-        dataset = precompute_ref_logps(sft_model, tokenizer, dataset)
+    pairs = encode_pairs(tokenizer, dataset)
+    if "ref_chosen_logps" not in pairs[0]:
+        pairs = with_reference_logprobs(sft_model, pairs, tokenizer.pad_token_id)
     runs = []
     for config in configs:
         policy = copy.deepcopy(sft_model)
-        history = train_dpo(policy, tokenizer, dataset, config)
+        history = train_dpo(policy, tokenizer, pairs, config)
         runs.append(Run(config, evaluate_policy(policy, sft_model, tokenizer, world, prompts, seed), history))
     return runs
-
-
-def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:
-    """The first ``n`` prompts, each followed by every policy's completion and its gold reward, as plain text."""
-    first = next(iter(evaluations.values()))
-    if any(evaluation.prompts[:n] != first.prompts[:n] for evaluation in evaluations.values()):
-        raise ValueError("the evaluations were sampled on different prompts: evaluate every policy on the same list")
-    width = max(map(len, evaluations))
-    lines = []
-    for i, prompt in enumerate(first.prompts[:n]):
-        lines.append(prompt)
-        for name, evaluation in evaluations.items():
-            lines.append(f"  {name:<{width}}  {evaluation.gold_rewards[i]:+.2f}  {evaluation.completions[i]}")
-    return "\n".join(lines)
 
 
 # --- plots ----------------------------------------------------------------------------------------------

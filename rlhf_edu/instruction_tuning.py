@@ -33,12 +33,12 @@ from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.collate import as_messages, check_length, encode_prompt_completion, pad_batch
-from .core.logprobs import check_tokenizer_fits, token_logprobs
+from .core.logprobs import check_token_logprobs, check_tokenizer_fits, token_logprobs
 from .core.plotting import plot_tokens
 from .core.rollouts import generate_completions
+from .core.runtime import MAX_NEW_TOKENS
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.world import GOLD_WEIGHTS, World
-from .pretraining import mean_token_nll
 
 FORMATS = (("messages",), ("prompt", "completion"))  # TRL's conversational dataset formats
 
@@ -134,7 +134,8 @@ def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     token weighs the same, so a long answer is not down-weighted against a short one
     (TRL normalises the same way). That is also why it returns one number, not one per example.
     """
-    return mean_token_nll(logps, mask)
+    check_token_logprobs(logps, mask)
+    return -(logps * mask).sum() / mask.sum()
 
 
 @contextmanager
@@ -211,7 +212,7 @@ def _mean(values: Sequence[float]) -> float:
 
 def sample_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, prompts: list[str],
                   temperature: float = 1.0, seed: int = 0,
-                  max_new_tokens: int = 24) -> tuple[list[str], dict[str, float]]:
+                  max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[str], dict[str, float]]:
     """Sample one answer per prompt and return ``(completions, format_report(...))``."""
     completions, finished = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed,
                                                  return_finished=True)

@@ -12,6 +12,7 @@ shared loop.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from functools import partial
 
@@ -19,7 +20,9 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.collate import check_length, pad_batch
-from .core.logprobs import check_tokenizer_fits, token_logprobs
+from .core.logprobs import batch_sequence_logprobs, check_token_logprobs, check_tokenizer_fits, token_logprobs
+from .core.runtime import SCORING_BATCH_SIZE
+from .core.scoring import score_rows
 from .core.tokenizer import EOS
 from .core.training import History, TrainingConfig, make_loader, train
 
@@ -48,10 +51,7 @@ def mean_token_nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     The mean is over every target token of the batch, not per example: each token
     weighs the same, so a long text is not down-weighted against a short one.
     """
-    if logps.shape != mask.shape:
-        raise ValueError(f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape")
-    if not mask.any():
-        raise ValueError("the mask selects no token: every example needs a non-empty completion")
+    check_token_logprobs(logps, mask)
     return -(logps * mask).sum() / mask.sum()
 
 
@@ -63,18 +63,16 @@ def language_modeling_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor
 
 
 def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-               batch_size: int = 256) -> float:
-    """exp of the mean per-token negative log-likelihood of ``texts``: lower means the model knows the language."""
+               batch_size: int = SCORING_BATCH_SIZE) -> float:
+    """exp(−Σ_docs log π(doc) / Σ_docs n_targets): exp of the mean per-token NLL (``eq:nll``) of ``texts``.
+
+    Lower means the model knows the language; a uniform guess over V tokens scores V.
+    Each document's log π sums over its target tokens, every token after ``<bos>``.
+    """
     rows = [encode_document(tokenizer, t) for t in texts]
-    device = next(model.parameters()).device
-    total_logp, total_tokens = 0.0, 0.0
-    with torch.no_grad():
-        for i in range(0, len(rows), batch_size):
-            batch = {k: v.to(device) for k, v in pad_batch(rows[i:i + batch_size], tokenizer.pad_token_id).items()}
-            logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
-            total_logp += logps.sum().item()
-            total_tokens += mask.sum().item()
-    return float(torch.tensor(-total_logp / total_tokens).exp())
+    logps = score_rows(model, rows, tokenizer.pad_token_id, batch_sequence_logprobs, batch_size)  # (N,)
+    num_targets = sum(sum(row["completion_mask"]) for row in rows)
+    return math.exp(-logps.double().sum().item() / num_targets)
 
 
 def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: list[str],

@@ -27,14 +27,17 @@ import matplotlib.pyplot as plt
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
 
-from .core.collate import Messages, collate
+from .core.collate import Messages
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
-from .core.preferences import collate_pairs, encode_pairs, pair_texts
+from .core.preferences import encode_pairs, pair_loader, pair_texts
+from .core.runtime import SCORING_BATCH_SIZE
+from .core.scoring import score_completions
 from .core.stats import spearman_correlation
-from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.training import Batch, History, TrainingConfig, train
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
@@ -86,28 +89,36 @@ def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tenso
     return coefficient * (chosen_rewards + rejected_rewards) ** 2
 
 
+def check_rankings(rewards: torch.Tensor) -> None:
+    """Raise ValueError unless ``rewards`` is (B, K) with K >= 2: one ranked list of answers per row."""
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(
+            f"rewards has shape {tuple(rewards.shape)}: pass (B, K) rewards with K >= 2 answers per prompt, "
+            "each row sorted from most to least preferred"
+        )
+
+
 def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
     """−log P(ranking) under Plackett-Luce (eq:kwise_rm), for (B, K) rewards sorted best → worst: (B,).
 
     P(ranking) = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j): the best answer is picked from all
     K, then the best of the rest, and so on. With K = 2 it is the Bradley-Terry loss.
     """
-    if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(
-            f"rewards has shape {tuple(rewards.shape)}: pass (B, K) rewards with K >= 2 answers per prompt, "
-            "each row sorted from most to least preferred"
-        )
+    check_rankings(rewards)
     # log Σ_{j ≥ k} exp(r_j) for every k at once: a running log-sum-exp from the worst end
     log_normalizers = rewards.flip(1).logcumsumexp(dim=1).flip(1)  # (B, K)
     return (log_normalizers - rewards).sum(dim=1)  # (B,)
 
 
-def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0) -> Figure:
-    """Preference probability σ(Δ) and loss −log σ(Δ − m) against the reward gap Δ = r_c − r_r, marked at ``gap``."""
+def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0, axes: Sequence[Axes] | None = None) -> Figure:
+    """Preference probability σ(Δ) and loss −log σ(Δ − m) against the reward gap Δ = r_c − r_r, marked at ``gap``.
+
+    Draws on the two ``axes`` (probability, loss) when given, else on a new figure; returns the figure.
+    """
     gaps = torch.linspace(-6, 6, 241)  # (G,)
     zeros = torch.zeros_like(gaps)
     probability = torch.sigmoid(torch.tensor(gap)).item()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.2))
+    left, right = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
     left.plot(gaps, preference_probability(gaps, zeros))
     left.plot([gap], [probability], "o", color="C3")
     left.set(xlabel="reward gap Δ = r(y_c) − r(y_r)", ylabel="P(y_c ≻ y_r)", ylim=(0, 1),
@@ -117,8 +128,8 @@ def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0) -> Figure:
     right.plot([gap], [bradley_terry_loss(torch.tensor(gap), torch.tensor(0.0), margin).item()], "o", color="C3")
     right.set(xlabel="reward gap Δ", ylabel="−log σ(Δ − m)", ylim=(0, 7), title="Bradley-Terry loss")
     right.legend()
-    fig.tight_layout()
-    return fig
+    left.figure.tight_layout()
+    return left.figure
 
 
 # --- the reward model -------------------------------------------------------------------
@@ -168,27 +179,27 @@ def sequence_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_
     return logits.squeeze(-1).float()  # (B,)
 
 
-@torch.no_grad()
+def batch_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`sequence_rewards` of a padded batch dict, (B,): the ``score_fn`` that ``score_rows`` takes."""
+    return sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
+
+
 def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
-          completions: Sequence[str | Messages], batch_size: int = 256) -> torch.Tensor:
+          completions: Sequence[str | Messages], batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
     """r_θ(y | x) for each (prompt, completion), strings or message lists: a (N,) float tensor on the CPU.
 
-    Batches are right-padded by :func:`rlhf_edu.collate.collate`, so a completion's
-    score does not depend on what it is batched with.
+    :func:`~rlhf_edu.core.scoring.score_rows` runs the model without gradients, in eval
+    mode, on length-sorted right-padded batches, so a completion's score does not depend
+    on what it is batched with.
     """
     if isinstance(prompts, str) or isinstance(completions, str) or len(prompts) != len(completions):
         raise ValueError("pass two lists of the same length: one completion per prompt")
     check_reward_model(model, tokenizer)
-    device = next(model.parameters()).device
-    rewards = [torch.empty(0)]  # no prompts, no scores: an empty tensor rather than an error
-    for i in range(0, len(prompts), batch_size):
-        batch = collate(tokenizer, prompts[i:i + batch_size], completions[i:i + batch_size])
-        rewards.append(sequence_rewards(model, batch["input_ids"].to(device), batch["attention_mask"].to(device)).cpu())
-    return torch.cat(rewards)
+    return score_completions(model, tokenizer, prompts, completions, batch_rewards, batch_size)
 
 
 def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                batch_size: int = 256) -> tuple[torch.Tensor, torch.Tensor]:
+                batch_size: int = SCORING_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     """``(chosen_rewards, rejected_rewards)``, each (N,), for a prompt/chosen/rejected dataset."""
     prompts, chosen, rejected = pair_texts(dataset)
     return (score(model, tokenizer, prompts, chosen, batch_size),
@@ -201,7 +212,9 @@ class RewardConfig(TrainingConfig):
     """Reward-model training settings; the extra fields keep TRL's ``RewardConfig`` names.
 
     ``margin`` is one m for every pair (eq:rewardmodelingmargin); a dataset column
-    ``margin`` gives each pair its own, as in TRL and Llama 2.
+    ``margin`` gives each pair its own, as in TRL and Llama 2. ``group_by_length``
+    batches pairs of similar length together (:func:`~rlhf_edu.core.preferences.pair_loader`), which cuts the
+    compute spent on padding; it is off by default, so batches are plain random ones.
     """
 
     learning_rate: float = 1e-3
@@ -209,6 +222,7 @@ class RewardConfig(TrainingConfig):
     num_epochs: int = 1  # the book: one epoch is the norm, more overfits the pairs
     center_rewards_coefficient: float | None = None  # e.g. 0.01
     margin: float | None = None
+    group_by_length: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -256,7 +270,7 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     rows = encode_pairs(tokenizer, dataset, config.max_length or model.config.max_position_embeddings)
     if config.margin is not None and "margin" in rows[0]:
         raise ValueError("config.margin and the dataset's 'margin' column are both set: keep one of them")
-    loader = make_loader(rows, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
+    loader = pair_loader(rows, tokenizer.pad_token_id, config)
     loss_fn = partial(reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient,
                       margin=config.margin)
     return train(model, loss_fn, loader, config, desc="reward model")

@@ -1,3 +1,4 @@
+import copy
 import math
 
 import matplotlib
@@ -7,23 +8,21 @@ import torch
 from datasets import Dataset
 
 from rlhf_edu.core.collate import collate
+from rlhf_edu.core.evaluation import PolicyEvaluation
 from rlhf_edu.core.logprobs import sequence_logprobs
-from rlhf_edu.core.preferences import encode_pairs
+from rlhf_edu.core.preferences import encode_pairs, pair_loader
 from rlhf_edu.core.training import History
 from rlhf_edu.direct_alignment import (
     DPOConfig,
-    PolicyEvaluation,
     Run,
     bandit_preferences,
     dpo_loss,
+    dpo_metrics,
     implicit_reward,
-    length_grouped_loader,
     plot_displacement,
     plot_frontier,
     precompute_ref_logps,
     reference_logprobs,
-    sample_table,
-    sampled_kl,
     simpo_loss,
     train_and_evaluate,
     train_dpo,
@@ -111,11 +110,11 @@ def test_simpo_matches_hand_computed_values():
 
 
 @pytest.mark.parametrize("kwargs, error, match", [
-    ({"beta": 0.0}, ValueError, "beta must be > 0, got 0.0"),
+    ({"beta": 0.0}, ValueError, "beta must be > 0, got 0: it is the KL penalty's weight"),
     ({"beta": -0.1}, ValueError, "beta must be > 0"),
     ({"label_smoothing": 0.5}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
     ({"label_smoothing": -0.1}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
-    ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of sigmoid, hinge, ipo, robust"),
+    ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of 'sigmoid', 'hinge', 'ipo', 'robust'"),
     ({"loss_type": "ipo", "label_smoothing": 0.1}, ValueError, "applies to loss_type 'sigmoid' or 'robust' only"),
 ])
 def test_bad_loss_arguments_are_refused_with_a_fix(kwargs, error, match):
@@ -134,7 +133,7 @@ def test_tensors_of_different_shapes_are_refused():
 
 @pytest.mark.parametrize("kwargs, match", [
     ({"beta": 0}, "beta must be > 0"),
-    ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of sigmoid, hinge, ipo, robust, simpo"),
+    ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of 'sigmoid', 'hinge', 'ipo', 'robust', 'simpo'"),
     ({"label_smoothing": 0.6}, "label_smoothing must be in"),
     ({"learning_rate": 0}, "learning_rate must be > 0"),
 ])
@@ -224,6 +223,29 @@ def test_train_dpo_raises_the_margin_on_every_architecture(model, tokenizer):
     assert expected <= set(history.keys())
 
 
+def test_dpo_metrics_keep_each_side_under_its_own_name():
+    chosen_logps, rejected_logps = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -5.0])
+    chosen_rewards, rejected_rewards = torch.tensor([0.5, 0.0]), torch.tensor([-0.5, 0.2])
+    metrics = dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
+    assert metrics == pytest.approx({
+        "logps/chosen": -1.5, "logps/rejected": -4.0,  # each side's mean, never the other's
+        "rewards/chosen": 0.25, "rewards/rejected": -0.15,
+        "rewards/accuracies": 0.5,  # the second pair is ordered the wrong way round
+        "rewards/margins": (1.0 - 0.2) / 2,
+    })
+
+
+def test_first_step_logs_the_policy_log_probs_of_each_side(tokenizer):
+    policy = random_model("llama", len(tokenizer))
+    with torch.no_grad():  # before any update: what the first step sees
+        chosen = sequence_logprobs(policy, **collate(tokenizer, PAIRS["prompt"], PAIRS["chosen"]))
+        rejected = sequence_logprobs(policy, **collate(tokenizer, PAIRS["prompt"], PAIRS["rejected"]))
+    assert abs(chosen.mean() - rejected.mean()) > 1.0  # the sides differ, so a swap cannot pass
+    history = train_dpo(policy, tokenizer, PAIRS, config(batch_size=4, num_epochs=1))  # one step, every pair
+    assert history["logps/chosen"][0] == pytest.approx(chosen.mean().item(), abs=1e-4)
+    assert history["logps/rejected"][0] == pytest.approx(rejected.mean().item(), abs=1e-4)
+
+
 def test_reference_log_probs_are_computed_once_before_training(tokenizer):
     policy, ref_model = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
     policy_calls, ref_calls = ForwardCounter(policy), ForwardCounter(ref_model)
@@ -276,18 +298,51 @@ def test_reference_logprobs_match_one_answer_at_a_time(tokenizer):
     assert rejected == pytest.approx(alone["rejected"], abs=1e-5)
 
 
-def test_length_grouped_batches_cover_every_pair_with_less_padding():
+def test_pair_loader_groups_pairs_by_their_longer_answer():
     lengths = np.random.default_rng(0).integers(5, 40, size=200)
-    pairs = [{"chosen": {"input_ids": [1] * n}, "rejected": {"input_ids": [1] * (n // 2)}} for n in lengths]
-    loader = length_grouped_loader(pairs, list, config(batch_size=16))
-    first_epoch, second_epoch = [[[id(pair) for pair in batch] for batch in loader] for _ in range(2)]
-    assert sorted(sum(first_epoch, [])) == sorted(sum(second_epoch, [])) == sorted(map(id, pairs))
+    pairs = [{"chosen": {"input_ids": [1] * n, "completion_mask": [1] * n},
+              "rejected": {"input_ids": [1] * (n // 2), "completion_mask": [1] * (n // 2)}, "index": i}
+             for i, n in enumerate(lengths)]
+
+    def epoch(loader):
+        return [batch["index"].tolist() for batch in loader]
+
+    def padded_tokens(loader):  # chosen side: every row of a batch pads to its longest answer
+        return sum(len(batch["index"]) * batch["input_ids"].shape[1] for batch in loader)
+
+    loader = pair_loader(pairs, 0, config(batch_size=16))  # DPOConfig groups by length by default
+    first_epoch, second_epoch = epoch(loader), epoch(loader)
+    assert sorted(sum(first_epoch, [])) == sorted(sum(second_epoch, [])) == list(range(200))
     assert sorted(map(len, first_epoch)) == [8] + [16] * 12
     assert first_epoch != second_epoch  # a new batch order every epoch
-    padded = sum(len(batch) * max(len(pair["chosen"]["input_ids"]) for pair in batch) for batch in loader)
-    assert padded < 1.1 * sum(lengths)  # random batches of 16 would pad to about 1.5× the tokens
-    again = length_grouped_loader(pairs, list, config(batch_size=16))
-    assert [[id(pair) for pair in batch] for batch in again] == first_epoch  # seeded
+    assert epoch(pair_loader(pairs, 0, config(batch_size=16))) == first_epoch  # seeded
+    assert padded_tokens(loader) < 1.1 * sum(lengths)
+    random_batches = pair_loader(pairs, 0, config(batch_size=16, group_by_length=False))
+    assert padded_tokens(random_batches) > 1.3 * sum(lengths)  # random batches of 16 pad to about 1.5× the tokens
+
+
+def test_encoded_pairs_train_exactly_like_the_dataset_and_are_left_as_they_were(tokenizer):
+    pairs = encode_pairs(tokenizer, PAIRS)
+    before = copy.deepcopy(pairs)
+    from_dataset = train_dpo(random_model("llama", len(tokenizer)), tokenizer, PAIRS, config(num_epochs=2))
+    from_pairs = train_dpo(random_model("llama", len(tokenizer)), tokenizer, pairs, config(num_epochs=2))
+    assert from_pairs.steps == from_dataset.steps
+    assert pairs == before  # the reference log-probs went into new dicts, not the caller's
+    with pytest.raises(TypeError, match="pass a datasets.Dataset.*or the non-empty list that encode_pairs"):
+        train_dpo(random_model("llama", len(tokenizer)), tokenizer, [dict(row) for row in PAIRS], config())
+    with pytest.raises(ValueError, match="max_length is 8"):
+        train_dpo(random_model("llama", len(tokenizer)), tokenizer, pairs, config(max_length=8))
+
+
+def test_train_and_evaluate_encodes_the_pairs_once(tokenizer, world, monkeypatch):
+    from rlhf_edu import direct_alignment
+
+    calls = []
+    monkeypatch.setattr(direct_alignment, "encode_pairs", lambda *args, **kwargs: calls.append(1) or encode_pairs(
+        *args, **kwargs))
+    train_and_evaluate(random_model("llama", len(tokenizer)), tokenizer, PAIRS,
+                       [config(beta=0.1, num_epochs=1), config(beta=1.0, num_epochs=1)], world, ["add 1 and 2"])
+    assert len(calls) == 1
 
 
 def test_train_dpo_refuses_wrong_datasets(tokenizer):
@@ -301,17 +356,6 @@ def test_train_dpo_refuses_wrong_datasets(tokenizer):
 
 
 # --- evaluation ----------------------------------------------------------------------------------------
-def test_sampled_kl_is_the_mean_log_ratio_and_zero_against_itself(tokenizer):
-    policy, ref_model = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
-    prompts, completions = list(PAIRS["prompt"]), list(PAIRS["chosen"])
-    with torch.no_grad():
-        batch = collate(tokenizer, prompts, completions)
-        expected = (sequence_logprobs(policy, **batch) - sequence_logprobs(ref_model, **batch)).mean().item()
-    assert sampled_kl(policy, ref_model, tokenizer, prompts, completions, batch_size=3) == pytest.approx(expected,
-                                                                                                        abs=1e-5)
-    assert sampled_kl(policy, policy, tokenizer, prompts, completions) == 0.0
-
-
 def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_alone(tokenizer, world):
     sft_model = random_model("llama", len(tokenizer))
     before = [p.detach().clone() for p in sft_model.parameters()]
@@ -324,16 +368,6 @@ def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_
                                                                                      run.evaluation.completions)))
         assert np.isfinite(run.evaluation.kl) and len(run.history["loss"]) == 2 * 5
     assert all(torch.equal(p, b) for p, b in zip(sft_model.parameters(), before))
-
-
-def test_sample_table_lines_up_policies_on_each_prompt():
-    sft = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 3", "the soup"], [3.0, 0.5], 0.0)
-    dpo = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 4", "the soup is good"], [1.0, 2.2], 1.5)
-    assert sample_table({"SFT": sft, "DPO": dpo}, n=1) == "add 1 and 2\n  SFT  +3.00  1 plus 2 is 3\n" \
-                                                          "  DPO  +1.00  1 plus 2 is 4"
-    assert dpo.gold_reward == pytest.approx(1.6)
-    with pytest.raises(ValueError, match="different prompts"):
-        sample_table({"SFT": sft, "other": PolicyEvaluation(["add 2 and 2"], ["4"], [0.0], 0.0)})
 
 
 def test_displacement_plot_shows_log_ratio_changes_against_the_margin():
@@ -349,8 +383,8 @@ def test_displacement_plot_shows_log_ratio_changes_against_the_margin():
 
 
 def test_frontier_plot_has_one_point_per_run_and_the_sft_model_at_zero_kl():
-    sft = PolicyEvaluation(["p"], ["c"], [1.0], 0.0)
-    runs = [Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], kl), History())
+    sft = PolicyEvaluation(["p"], ["c"], [1.0], {}, 0.0)
+    runs = [Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], {}, kl), History())
             for beta, gold, kl in ((0.1, 1.5, 3.0), (1.0, 1.2, 0.5))]
     ax = plot_frontier(runs, sft, highlight=1.0).axes[0]
     points = [collection.get_offsets().tolist() for collection in ax.collections]

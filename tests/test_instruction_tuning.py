@@ -253,6 +253,27 @@ def test_format_report_refuses_mismatched_lengths(world):
         format_report(world, ["add 3 and 5"], ["8"], finished=[])
 
 
+def test_sample_report_sees_whether_the_model_closed_its_turn(tokenizer, world):
+    model, prompts = random_model("llama", len(tokenizer)), world.prompts(6, split="test")
+
+    def report_with_end_of_turn_logit(value):
+        def fix_logit(module, inputs, logits):
+            logits = logits.clone()
+            logits[..., tokenizer.eos_token_id] = value
+            return logits
+
+        handle = model.get_output_embeddings().register_forward_hook(fix_logit)
+        try:
+            return sample_report(model, tokenizer, world, prompts, max_new_tokens=5)[1]
+        finally:
+            handle.remove()
+
+    never = report_with_end_of_turn_logit(float("-inf"))  # can never close its turn: cut at max_new_tokens
+    at_once = report_with_end_of_turn_logit(1e4)  # closes it before saying anything
+    assert never["closed_turn"] == 0 and never["format_rate"] == 0
+    assert at_once["closed_turn"] == 1 and at_once["format_rate"] == 0  # closed, but answers nothing
+
+
 def test_shipped_sft_model_loads_offline_and_beats_base(world):
     prompts = world.prompts(150, split="test")
     reports = {}

@@ -1,5 +1,3 @@
-import math
-from collections import Counter
 
 import matplotlib
 import pytest
@@ -7,7 +5,7 @@ import torch
 from matplotlib.patches import FancyBboxPatch
 from matplotlib.text import Text
 
-from rlhf_edu import generate_completions, plotting, zoo
+from rlhf_edu import plotting, zoo
 from rlhf_edu.core.collate import collate
 from rlhf_edu.core.logprobs import sequence_logprobs, token_logprobs
 
@@ -82,40 +80,6 @@ def test_next_token_logits_agree_with_token_logprobs(model, tokenizer):
         plotting.next_token_logits(model, tokenizer, "")
 
 
-def test_temperature_by_hand():
-    logits = torch.tensor([0.0, math.log(2.0)])
-    assert plotting.apply_temperature(logits, 1.0).tolist() == pytest.approx([1 / 3, 2 / 3])
-    assert plotting.apply_temperature(logits, 0.5).tolist() == pytest.approx([1 / 5, 4 / 5])  # odds squared
-    assert plotting.apply_temperature(logits, 0.0).tolist() == [0.0, 1.0]
-    assert plotting.apply_temperature(logits, 1e6).tolist() == pytest.approx([0.5, 0.5])
-    with pytest.raises(ValueError, match="temperature must be >= 0"):
-        plotting.apply_temperature(logits, -1.0)
-
-
-def test_temperature_matches_what_sampling_draws(tokenizer):
-    model, _ = zoo.load("base")
-    prompt = "add 3 and 5"
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], add_generation_prompt=True,
-                                         tokenize=False)
-    probs = plotting.apply_temperature(plotting.next_token_logits(model, tokenizer, chat), 2.0)
-    n = 3000
-    first_words = Counter(c.split()[0] if c else "" for c in
-                          generate_completions(model, tokenizer, [prompt] * n, max_new_tokens=1, temperature=2.0,
-                                               seed=0))
-    for i in probs.topk(4).indices.tolist():
-        p = probs[i].item()
-        assert first_words[tokenizer.convert_ids_to_tokens(i)] / n == pytest.approx(p, abs=4 * math.sqrt(p / n))
-
-
-def test_entropy_closed_forms():
-    assert plotting.entropy(torch.full((8,), 1 / 8)).item() == pytest.approx(math.log(8))
-    assert plotting.entropy(torch.tensor([0.0, 1.0, 0.0])).item() == 0.0
-    assert plotting.entropy(torch.tensor([[0.5, 0.5], [0.25, 0.75]])).tolist() == pytest.approx(
-        [math.log(2), -(0.25 * math.log(0.25) + 0.75 * math.log(0.75))])
-    with pytest.raises(ValueError, match="sum to 1.*softmax"):
-        plotting.entropy(torch.tensor([0.5, 0.6]))
-
-
 def test_next_token_bars_are_the_top_probabilities(tokenizer):
     probs = torch.softmax(torch.randn(len(tokenizer), generator=torch.Generator().manual_seed(0)), dim=-1)
     fig = plotting.plot_next_token_distribution(probs, tokenizer, top_k=5, title="T = 1")
@@ -134,3 +98,69 @@ def test_gold_component_dots_are_the_gold_reward(world):
     assert "the pizza is amazing" in [t.get_text() for t in fig.axes[0].get_yticklabels()]
     with pytest.raises(ValueError, match="one label per answer"):
         plotting.plot_gold_components(world.gold_components(prompts, answers), answers[:1])
+
+
+# --- one contract for every plot: draw on the given axes, return their figure ----------------------------
+def _plot_calls(tokenizer, world):
+    """(name, number of panels, call(axes) -> Figure) for every plot function of the package."""
+    from rlhf_edu import direct_alignment as da
+    from rlhf_edu import instruction_tuning as it
+    from rlhf_edu import reward_modeling as rm
+    from rlhf_edu.core.evaluation import PolicyEvaluation
+    from rlhf_edu.core.training import History
+    from tests.conftest import random_model
+
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    with torch.no_grad():
+        logps, _ = token_logprobs(random_model("llama", len(tokenizer)), **batch)
+    probs = torch.softmax(torch.randn(len(tokenizer), generator=torch.Generator().manual_seed(0)), dim=-1)
+    history = History()
+    for step in range(3):
+        history.log(**{"rewards/chosen": -0.1 * step, "rewards/rejected": -0.3 * step})
+    sft = PolicyEvaluation(["p"], ["c"], [1.0], {}, 0.0)
+    runs = [da.Run(da.DPOConfig(beta=0.1), PolicyEvaluation(["p"], ["c"], [1.5], {}, 2.0), History())]
+    tabular = da.train_tabular_dpo([0.5, 0.5], [0.0, 1.0], beta=1.0, num_pairs=100, num_steps=2)
+    example = {"prompt": "add 3 and 5", "completion": "3 plus 5 is 8"}
+    return [
+        ("plot_tokens", 1, lambda axes: plotting.plot_tokens(tokenizer, batch["input_ids"][0],
+                                                             batch["completion_mask"][0], ax=axes[0])),
+        ("plot_token_logprobs", 1, lambda axes: plotting.plot_token_logprobs(tokenizer, **batch, logps=logps,
+                                                                             ax=axes[0])),
+        ("plot_next_token_distribution", 1, lambda axes: plotting.plot_next_token_distribution(probs, tokenizer,
+                                                                                               ax=axes[0])),
+        ("plot_gold_components", 1, lambda axes: plotting.plot_gold_components(
+            world.gold_components(PROMPTS, COMPLETIONS), PROMPTS, ax=axes[0])),
+        ("plot_bradley_terry", 2, lambda axes: rm.plot_bradley_terry(1.0, 0.5, axes=axes)),
+        ("plot_displacement", 2, lambda axes: da.plot_displacement(history, beta=0.1, smooth=1, axes=axes)),
+        ("plot_frontier", 1, lambda axes: da.plot_frontier(runs, sft, ax=axes[0])),
+        ("TabularDPOResult.plot", 1, lambda axes: tabular.plot(ax=axes[0])),
+        ("plot_loss_mask", 1, lambda axes: it.plot_loss_mask(tokenizer, example, ax=axes[0])),
+    ]
+
+
+PLOT_NAMES = ["plot_tokens", "plot_token_logprobs", "plot_next_token_distribution", "plot_gold_components",
+              "plot_bradley_terry", "plot_displacement", "plot_frontier", "TabularDPOResult.plot", "plot_loss_mask"]
+
+
+@pytest.mark.parametrize("name", PLOT_NAMES)
+def test_every_plot_draws_on_the_given_axes_and_returns_their_figure(name, tokenizer, world):
+    (num_panels, call), = [(n, call) for plot_name, n, call in _plot_calls(tokenizer, world) if plot_name == name]
+    fig, axes = matplotlib.pyplot.subplots(1, num_panels, squeeze=False)
+    axes = list(axes[0])
+    open_figures = matplotlib.pyplot.get_fignums()
+    assert call(axes) is fig
+    assert matplotlib.pyplot.get_fignums() == open_figures  # no figure of its own
+    drawn = [ax.lines + ax.patches + ax.collections + ax.texts for ax in axes]
+    assert all(drawn), f"{name} left a panel empty"
+
+
+def test_the_contract_covers_every_plot_function(tokenizer, world):
+    import inspect
+
+    from rlhf_edu import direct_alignment, instruction_tuning, reward_modeling
+
+    found = {name for module in (plotting, direct_alignment, instruction_tuning, reward_modeling)
+             for name, fn in inspect.getmembers(module, inspect.isfunction)
+             if name.startswith("plot_") and fn.__module__ == module.__name__}
+    called = {name for name, _, _ in _plot_calls(tokenizer, world)}
+    assert found | {"TabularDPOResult.plot"} == set(PLOT_NAMES) == called

@@ -10,10 +10,18 @@ from rlhf_edu import recipes, zoo
 from rlhf_edu import reward_modeling as rm
 from rlhf_edu.core.collate import collate
 from rlhf_edu.core.logprobs import sequence_logprobs
-from rlhf_edu.core.preferences import build_preference_dataset, collate_pairs, encode_pairs, pair_texts
+from rlhf_edu.core.preferences import (
+    build_preference_dataset,
+    collate_pairs,
+    encode_pairs,
+    pair_length,
+    pair_loader,
+    pair_texts,
+)
 from rlhf_edu.core.runtime import get_preset
+from rlhf_edu.core.stats import spearman_correlation
 from rlhf_edu.core.world import fact_pairs
-from tests.conftest import random_model
+from tests.conftest import random_model, with_end_of_turn_bias
 
 PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]
 COMPLETIONS = ["the cat is small and grey", "the pizza is tasty", "3 plus 5 is 8", "the dog is big and loud and brown"]
@@ -239,12 +247,39 @@ def test_train_reward_model_refuses_bad_data_and_settings(tokenizer):
         rm.train_reward_model(model, tokenizer, pairs_dataset(1), rm.RewardConfig(progress=False))
 
 
+def test_reward_config_batches_at_random_unless_asked_to_group_by_length(tokenizer):
+    from functools import partial
+
+    from rlhf_edu.core.training import make_loader
+
+    dataset = Dataset.from_dict({"prompt": PROMPTS * 4, "chosen": COMPLETIONS * 4,
+                                 "rejected": ["the book is bad", "the cat", "3", "the dog"] * 4})
+    pairs = encode_pairs(tokenizer, dataset)
+    config = rm.RewardConfig(batch_size=4)
+    assert config.group_by_length is False  # the shipped rm was trained on plain random batches
+    plain = make_loader(pairs, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
+    assert all(torch.equal(a["input_ids"], b["input_ids"])
+               for a, b in zip(pair_loader(pairs, tokenizer.pad_token_id, config), plain, strict=True))
+    grouped = pair_loader(pairs, tokenizer.pad_token_id, rm.RewardConfig(batch_size=4, group_by_length=True))
+    widths = sorted(batch["input_ids"].shape[1] for batch in grouped)
+    longest_first = sorted((pair_length(pair) for pair in pairs), reverse=True)
+    assert max(widths) == longest_first[0] and min(widths) == sorted(longest_first)[3]  # shortest 4 pairs together
+    assert pair_length({"chosen": {"input_ids": [1, 2, 3]}, "rejected": {"input_ids": [1] * 5}}) == 5
+
+
 # --- measured against the world -------------------------------------------------------
 def test_pairwise_and_expected_accuracy_hand_values():
     chosen, rejected = torch.tensor([1.0, 0.0, 2.0, 0.5]), torch.tensor([0.0, 1.0, 1.0, 0.5])
     assert rm.pairwise_accuracy(chosen, rejected) == 0.5  # the tie counts as wrong
     p_chosen = [0.9, 0.6, 0.7, 0.8]
     assert rm.expected_accuracy(chosen, rejected, p_chosen) == pytest.approx((0.9 + 0.4 + 0.7 + 0.2) / 4)
+
+
+def test_reward_metrics_hand_values_range_over_both_answers():
+    # the lowest and the highest reward are both on the rejected side
+    metrics = rm.reward_metrics(torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 4.0]))
+    assert metrics == pytest.approx({"accuracy": 0.5, "margin": (3.0 - 1.0) / 2, "min_reward": -2.0,
+                                     "mean_reward": (1.0 + 3.0 - 2.0 + 4.0) / 4, "max_reward": 4.0})
 
 
 def test_expected_accuracy_of_the_gold_reward_is_the_bayes_ceiling(world):
@@ -289,7 +324,7 @@ def test_component_correlations_rank_each_component():
     assert correlations == pytest.approx({"same order": 1.0, "reversed": -1.0, "one swap": 0.8})  # 1 − 6·2 / 60
 
 
-def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, world):
+def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, world, monkeypatch):
     model = reward_model("llama", tokenizer)
     prompts, chosen, rejected = PROMPTS * 3, COMPLETIONS * 3, ["the cat is bad"] * 12
     p_chosen = world.preference_probability(prompts, chosen, rejected).tolist()
@@ -300,7 +335,17 @@ def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, worl
     chosen_rewards, rejected_rewards = rm.score_pairs(model, tokenizer, dataset)
     assert metrics["accuracy"] == rm.pairwise_accuracy(chosen_rewards, rejected_rewards)
     assert metrics["bayes_accuracy"] == pytest.approx(world.bayes_accuracy(*pair_texts(dataset)))
-    assert 0.5 <= metrics["bayes_accuracy"] <= 1 and -1 <= metrics["gold_spearman"] <= 1
+    assert 0.5 <= metrics["bayes_accuracy"] <= 1
+    # ρ pairs each answer's score with that same answer's gold reward, recomputed here from the texts
+    gold = world.gold_reward(prompts + prompts, chosen + rejected)
+    assert metrics["gold_spearman"] == pytest.approx(
+        spearman_correlation(torch.cat([chosen_rewards, rejected_rewards]), gold))
+    # a reward model that scores exactly the gold reward ranks every answer as the gold reward does
+    truth = torch.tensor(world.gold_reward(prompts, chosen)), torch.tensor(world.gold_reward(prompts, rejected))
+    monkeypatch.setattr(rm, "score_pairs", lambda *args, **kwargs: truth)
+    assert rm.evaluate_reward_model(model, tokenizer, world, dataset)["gold_spearman"] == pytest.approx(1.0)
+    monkeypatch.setattr(rm, "score_pairs", lambda *args, **kwargs: (-truth[0], -truth[1]))
+    assert rm.evaluate_reward_model(model, tokenizer, world, dataset)["gold_spearman"] == pytest.approx(-1.0)
 
 
 def test_evaluate_by_family_scores_each_family_alone(tokenizer, world):
@@ -352,15 +397,20 @@ def test_sum_knowledge_matches_a_brute_force_argmax(tokenizer):
 def small_recipe(monkeypatch, tokenizer):
     """The shipped recipe on 32 pairs and 24 held-out prompts, with a random backbone standing in for sft."""
     monkeypatch.setattr(recipes, "HELD_OUT_PAIRS", 24)
-    backbone = (random_model("llama", len(tokenizer)), tokenizer)
+    backbone = (closing_backbone(tokenizer), tokenizer)
     monkeypatch.setattr(recipes.zoo, "load", lambda name, preset=None, device=None: backbone)
     return dataclasses.replace(get_preset("tiny"), num_preference=32)
 
 
+def closing_backbone(tokenizer):
+    """A random causal LM that closes its turn within a few tokens, so its answers make preference pairs."""
+    return with_end_of_turn_bias(random_model("llama", len(tokenizer)), tokenizer, bias=2.5)
+
+
 def test_accuracy_vs_pairs_trains_a_fresh_model_per_size(tokenizer, world):
-    backbone = random_model("llama", len(tokenizer))
-    train_pairs = build_preference_dataset(world, backbone, tokenizer, n=16, seed=0, max_new_tokens=6)
-    test_pairs = build_preference_dataset(world, backbone, tokenizer, n=16, split="test", seed=0, max_new_tokens=6)
+    backbone = closing_backbone(tokenizer)
+    train_pairs = build_preference_dataset(world, backbone, tokenizer, n=48, seed=0, max_new_tokens=12)
+    test_pairs = build_preference_dataset(world, backbone, tokenizer, n=16, split="test", seed=0, max_new_tokens=12)
     config = rm.RewardConfig(batch_size=4, num_epochs=2, progress=False)
     curve = rm.accuracy_vs_pairs(backbone, tokenizer, world, train_pairs, test_pairs, [4, 8], config)
     fresh = rm.reward_model_from(backbone, seed=0)

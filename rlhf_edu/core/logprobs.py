@@ -18,7 +18,9 @@ import torch
 import torch.nn.functional as F
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .collate import Messages, collate
+from .collate import Messages
+from .runtime import SCORING_BATCH_SIZE
+from .scoring import score_completions
 
 
 def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -37,6 +39,17 @@ def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     return (attention_mask.cumsum(dim=1) - 1).clamp(min=0)
 
 
+def check_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor) -> None:
+    """Raise ValueError unless the three tensors share one (B, T) shape and every row has a completion token."""
+    if input_ids.shape != attention_mask.shape or input_ids.shape != completion_mask.shape:
+        raise ValueError(
+            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
+            f"completion_mask {tuple(completion_mask.shape)} must have the same (B, T) shape"
+        )
+    if not completion_mask.any(dim=1).all():
+        raise ValueError("a row has no completion tokens: every example needs a non-empty completion")
+
+
 def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
                    completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log π(y_t | x, y_<t) over the span that holds completion tokens.
@@ -48,13 +61,7 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
     Only the last L + 1 positions go through the output layer and log-softmax
     (``logits_to_keep``): the prompt's logits would be thrown away anyway.
     """
-    if input_ids.shape != attention_mask.shape or input_ids.shape != completion_mask.shape:
-        raise ValueError(
-            f"input_ids {tuple(input_ids.shape)}, attention_mask {tuple(attention_mask.shape)} and "
-            f"completion_mask {tuple(completion_mask.shape)} must have the same (B, T) shape"
-        )
-    if not completion_mask.any(dim=1).all():
-        raise ValueError("a row has no completion tokens: every example needs a non-empty completion")
+    check_batch(input_ids, attention_mask, completion_mask)
     T = input_ids.shape[1]
     # The logits at `start` predict the earliest completion token; the very first token is never predicted.
     start = max(int(completion_mask.float().argmax(dim=1).min()) - 1, 0)
@@ -80,17 +87,29 @@ def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention
     return total / mask.sum(dim=1) if average else total
 
 
-@torch.no_grad()
+def batch_sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """:func:`sequence_logprobs` of a padded batch dict (``input_ids``, ``attention_mask``, ``completion_mask``): (B,).
+
+    The ``score_fn`` that :func:`~rlhf_edu.core.scoring.score_rows` takes, for log π(y | x).
+    """
+    return sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+
+
 def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
-                        completions: Sequence[str | Messages], batch_size: int = 256) -> torch.Tensor:
+                        completions: Sequence[str | Messages], batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
     """:func:`sequence_logprobs` of each (prompt, completion), strings or message lists: a (N,) tensor on the CPU.
 
-    For measuring, not training: no gradients, batches of ``batch_size`` right-padded by
-    :func:`rlhf_edu.collate.collate`, so a row's value does not depend on its batch.
+    For measuring, not training: :func:`~rlhf_edu.core.scoring.score_rows` runs it without
+    gradients, in eval mode, on length-sorted right-padded batches, so a row's value does
+    not depend on its batch.
     """
-    device = next(model.parameters()).device
-    logps = [torch.empty(0)]  # no pairs, no values: an empty tensor rather than an error
-    for start in range(0, len(prompts), batch_size):
-        batch = collate(tokenizer, prompts[start:start + batch_size], completions[start:start + batch_size])
-        logps.append(sequence_logprobs(model, **{name: ids.to(device) for name, ids in batch.items()}).cpu())
-    return torch.cat(logps)
+    return score_completions(model, tokenizer, prompts, completions, batch_sequence_logprobs, batch_size)
+
+
+def check_token_logprobs(logps: torch.Tensor, mask: torch.Tensor) -> None:
+    """Raise ValueError unless ``logps`` and ``mask`` match as :func:`token_logprobs` returns them, one token kept."""
+    if logps.shape != mask.shape:
+        raise ValueError(f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape: "
+                         "pass both outputs of token_logprobs")
+    if not mask.any():
+        raise ValueError("the mask selects no token: every example needs a non-empty completion")

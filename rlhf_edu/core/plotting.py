@@ -3,13 +3,14 @@
 - :func:`plot_tokens` and :func:`plot_token_logprobs` draw a sequence token by token:
   which tokens are prompt, which are completion (and so count in log π(y | x)),
   which are padding, and the log-probability of each completion token.
-- :func:`next_token_logits`, :func:`apply_temperature`, :func:`entropy` and
-  :func:`plot_next_token_distribution` show the distribution a model samples its
-  next token from, and how temperature reshapes it.
+- :func:`next_token_logits` and :func:`plot_next_token_distribution` show the
+  distribution a model samples its next token from (reshape it with
+  :func:`rlhf_edu.core.distributions.apply_temperature`, measure it with
+  :func:`~rlhf_edu.core.distributions.entropy`).
 - :func:`plot_gold_components` breaks the world's gold reward into its weighted
   components, so a plot shows which one an answer (or a policy) wins or loses on.
 
-Plot functions draw on ``ax`` when given, else on a new figure, and return the figure.
+Every plot function draws on ``ax`` when given, else on a new figure, and returns the figure.
 """
 
 from __future__ import annotations
@@ -93,7 +94,7 @@ def plot_tokens(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int] | t
 
 
 def plot_token_logprobs(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        completion_mask: torch.Tensor, logps: torch.Tensor) -> Figure:
+                        completion_mask: torch.Tensor, logps: torch.Tensor, ax: Axes | None = None) -> Figure:
     """Draw a padded batch, one row per example, each completion token coloured by its log-prob.
 
     Takes the batch from :func:`rlhf_edu.collate.collate` and the ``logps`` from
@@ -105,7 +106,8 @@ def plot_token_logprobs(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Ten
     grid = align_token_logprobs(logps, completion_mask)  # (B, T)
     cmap, norm = plt.get_cmap(LOGP_CMAP), Normalize(*LOGP_RANGE)
     B = input_ids.shape[0]
-    fig, ax = plt.subplots(figsize=(14, 1.3 * B + 0.6))
+    if ax is None:
+        _, ax = plt.subplots(figsize=(14, 1.3 * B + 0.6))
     width = 0.0
     for b in range(B):
         tokens = tokenizer.convert_ids_to_tokens(input_ids[b].tolist())
@@ -115,9 +117,9 @@ def plot_token_logprobs(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Ten
         dashed = [not r for r in real]
         width = max(width, _draw_token_row(ax, 1.3 * (B - 1 - b), tokens, faces, notes, dashed))
     _finish_token_axes(ax, width, rows=B)
-    fig.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.02, pad=0.01,
-                 label="log π(y_t | x, y_<t)")
-    return fig
+    ax.figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.02, pad=0.01,
+                       label="log π(y_t | x, y_<t)")
+    return ax.figure
 
 
 # --- the next-token distribution -------------------------------------------------------------
@@ -133,26 +135,6 @@ def next_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     with torch.no_grad():
         logits = model(input_ids=ids.to(model.device), logits_to_keep=1).logits  # (1, 1, V)
     return logits[0, -1].float().cpu()  # (V,)
-
-
-def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """The sampling distribution softmax(logits / T) over the last dimension, as ``generate`` uses it.
-
-    T < 1 sharpens it towards the most likely token, T > 1 flattens it towards
-    uniform, and T = 0 is greedy decoding: all mass on the arg-max.
-    """
-    if temperature < 0:
-        raise ValueError(f"temperature must be >= 0 (0 means greedy), got {temperature}")
-    if temperature == 0:
-        return torch.nn.functional.one_hot(logits.argmax(dim=-1), logits.shape[-1]).to(logits.dtype)
-    return torch.softmax(logits / temperature, dim=-1)
-
-
-def entropy(probs: torch.Tensor) -> torch.Tensor:
-    """Shannon entropy H(p) = −Σ_v p_v log p_v in nats over the last dimension (0 · log 0 counts as 0)."""
-    if (probs < 0).any() or not torch.allclose(probs.sum(dim=-1), torch.ones(()), atol=1e-4):
-        raise ValueError("probs must be non-negative and sum to 1 over the last dimension: pass softmax(logits)")
-    return torch.special.entr(probs).sum(dim=-1)  # entr(p) = −p log p, and entr(0) = 0
 
 
 def plot_next_token_distribution(probs: torch.Tensor, tokenizer: PreTrainedTokenizerBase, top_k: int = 12,

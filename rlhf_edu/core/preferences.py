@@ -8,14 +8,19 @@ of both, so every later analysis can compare against the truth.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from functools import partial
+
 import numpy as np
 import torch
 from datasets import Dataset
+from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import check_length, encode_prompt_completion, pad_batch
 from .rollouts import generate_completions
 from .runtime import MAX_NEW_TOKENS
+from .training import TrainingConfig, make_loader
 from .validation import check_int, check_number
 from .world import World, message_text
 
@@ -146,3 +151,20 @@ def collate_pairs(pairs: list[dict], pad_token_id: int) -> dict[str, torch.Tenso
     for key in pairs[0].keys() - {"chosen", "rejected"}:
         batch[key] = torch.tensor([pair[key] for pair in pairs])  # (B,)
     return batch
+
+
+def pair_length(pair: dict) -> int:
+    """The token count of a pair's longer answer: what the pair pads to in a :func:`collate_pairs` batch."""
+    return max(len(pair[side]["input_ids"]) for side in ("chosen", "rejected"))
+
+
+def pair_loader(pairs: Sequence[dict], pad_token_id: int, config: TrainingConfig) -> DataLoader:
+    """Batches of encoded pairs for training, chosen rows then rejected rows (:func:`collate_pairs`).
+
+    With ``config.group_by_length`` (a field of the reward model's and DPO's configs)
+    each batch holds pairs of similar :func:`pair_length`, so it pads only to its own
+    longest answer; otherwise the batches are random.
+    """
+    group = getattr(config, "group_by_length", False)
+    return make_loader(pairs, partial(collate_pairs, pad_token_id=pad_token_id), config, group_by_length=group,
+                       length=pair_length if group else None)

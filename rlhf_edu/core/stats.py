@@ -31,10 +31,16 @@ def ranks(values: torch.Tensor) -> torch.Tensor:
     return result
 
 
+def check_paired(x: torch.Tensor, y: torch.Tensor) -> None:
+    """Raise ValueError unless ``x`` and ``y`` are 1-D with one value each per example."""
+    if x.shape != y.shape or x.dim() != 1:
+        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length: "
+                         "pass one value of each per example")
+
+
 def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Sequence[float]) -> float:
     """Spearman's ρ: the correlation of the ranks of x and y (1 = same order, −1 = reversed; NaN if one is constant)."""
     x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
-    if x.shape != y.shape or x.dim() != 1:
-        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length")
+    check_paired(x, y)
     rank_x, rank_y = ranks(x) - (len(x) + 1) / 2, ranks(y) - (len(y) + 1) / 2  # centred: mean rank is (N + 1) / 2
     return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()

@@ -1,0 +1,111 @@
+"""Any policy against the world: its samples, their gold reward and components, and its KL to a reference.
+
+Best-of-N, policy gradients and DPO are all judged the same way: sample one answer per
+held-out prompt at temperature 1, score the answers with the world's hidden gold
+reward (and each of its components, to see which one a policy won or lost on), and
+measure how far the policy moved from its reference,
+
+    KL(π ‖ π_ref) = E_{x, y ~ π(·|x)} [ log π(y|x) − log π_ref(y|x) ]        (eq:kl_distance_regularization)
+
+estimated by the mean log-ratio over those same samples. Plotted against each other,
+gold reward and KL draw a reward–KL frontier.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .logprobs import batch_sequence_logprobs, completion_logprobs
+from .rollouts import Rollout, sample_rollouts
+from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
+from .scoring import score_rows
+from .world import World
+
+
+@dataclass
+class PolicyEvaluation:
+    """A policy's samples on fixed prompts, their gold rewards and components, and the KL to a reference on them."""
+
+    prompts: list[str]
+    completions: list[str]
+    gold_rewards: list[float]  # one per sample: Σ_k w_k · c_k
+    components: dict[str, list[float]]  # component name -> one c_k per sample, as World.gold_components gives them
+    kl: float  # KL(π ‖ π_ref) in nats, estimated on the samples
+
+    @property
+    def gold_reward(self) -> float:
+        """The mean gold reward of the samples."""
+        return float(np.mean(self.gold_rewards))
+
+    def component_means(self) -> dict[str, float]:
+        """The mean of each gold component over the samples, in the world's order."""
+        return {name: float(np.mean(values)) for name, values in self.components.items()}
+
+
+def sampled_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+               prompts: Sequence[str], completions: Sequence[str], batch_size: int = SCORING_BATCH_SIZE) -> float:
+    """KL(π‖π_ref) estimated on samples y ~ π(·|x) given as text: the mean of log π(y|x) − log π_ref(y|x).
+
+    Unbiased when ``completions`` were sampled from ``policy`` at temperature 1. One
+    sample's log-ratio can be negative; their mean cannot be, in expectation. Text is
+    re-encoded with the chat template, so a completion cut off by ``max_new_tokens`` is
+    scored as if it had closed its turn there; :func:`rollout_kl` scores the sampled tokens.
+    """
+    log_ratios = (completion_logprobs(policy, tokenizer, prompts, completions, batch_size)
+                  - completion_logprobs(ref_model, tokenizer, prompts, completions, batch_size))  # (N,)
+    return log_ratios.double().mean().item()
+
+
+def rollout_rows(rollout: Rollout) -> list[dict[str, list[int]]]:
+    """Each sample of ``rollout`` as an encoded row (``input_ids``, ``completion_mask``), padding dropped."""
+    rows = []
+    for ids, real, completion in zip(rollout.input_ids.cpu(), rollout.attention_mask.cpu(),
+                                     rollout.completion_mask.cpu()):
+        keep = real.bool()
+        rows.append({"input_ids": ids[keep].tolist(), "completion_mask": completion[keep].tolist()})
+    return rows
+
+
+def rollout_kl(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
+               batch_size: int = SCORING_BATCH_SIZE) -> float:
+    """KL(π‖π_ref) on a rollout sampled from π at temperature 1: the mean of log π(y|x) − log π_ref(y|x).
+
+    log π(y|x) is the sum of the sampling log-probs the rollout kept, so only the
+    reference runs; it scores exactly the sampled tokens, a cut-off answer included.
+    """
+    policy_logps = rollout.logps.sum(dim=1).cpu()  # (N,) log π(y|x), summed while sampling
+    ref_logps = score_rows(ref_model, rollout_rows(rollout), pad_token_id, batch_sequence_logprobs, batch_size)  # (N,)
+    return (policy_logps.double() - ref_logps.double()).mean().item()
+
+
+def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
+                    world: World, prompts: Sequence[str], seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS
+                    ) -> PolicyEvaluation:
+    """Sample one answer per prompt from ``policy`` (temperature 1); return its gold reward, components and KL.
+
+    The KL of a model to itself is 0, and is returned as such without a scoring pass.
+    """
+    prompts = list(prompts)
+    rollout = sample_rollouts(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
+    completions = rollout.completions
+    kl = 0.0 if policy is ref_model else rollout_kl(rollout, ref_model, tokenizer.pad_token_id)
+    return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
+                            world.gold_components(prompts, completions), kl)
+
+
+def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:
+    """The first ``n`` prompts, each followed by every policy's completion and its gold reward, as plain text."""
+    first = next(iter(evaluations.values()))
+    if any(evaluation.prompts[:n] != first.prompts[:n] for evaluation in evaluations.values()):
+        raise ValueError("the evaluations were sampled on different prompts: evaluate every policy on the same list")
+    width = max(map(len, evaluations))
+    lines = []
+    for i, prompt in enumerate(first.prompts[:n]):
+        lines.append(prompt)
+        for name, evaluation in evaluations.items():
+            lines.append(f"  {name:<{width}}  {evaluation.gold_rewards[i]:+.2f}  {evaluation.completions[i]}")
+    return "\n".join(lines)

@@ -1,0 +1,132 @@
+import inspect
+import math
+
+import pytest
+import torch
+
+from rlhf_edu import reward_modeling as rm
+from rlhf_edu.core.collate import encode_prompt_completion
+from rlhf_edu.core.logprobs import batch_sequence_logprobs, completion_logprobs
+from rlhf_edu.core.runtime import SCORING_BATCH_SIZE
+from rlhf_edu.core.scoring import score_rows
+from rlhf_edu.direct_alignment import precompute_ref_logps, reference_logprobs
+from rlhf_edu.pretraining import encode_document, perplexity
+from tests.conftest import random_model
+
+# Lengths differ on purpose, and the longest is not last: sorting must be undone.
+PROMPTS = ["review the soup", "add 3 and 5", "describe the cat", "add 1 and 1", "review the pizza"]
+COMPLETIONS = ["the soup is tasty and fresh and good", "3 plus 5 is 8", "the cat is small", "2",
+               "the pizza is great"]
+TEXTS = ["the cat is small .", "3 plus 5 is 8 .", "the soup is tasty and fresh and good .", "the dog ."]
+BATCH_SIZES = (1, 3, 256)
+
+
+def full_logits_logprob(model, row) -> float:
+    """log π(y|x) of one encoded row, alone (no padding), straight from every position's logits."""
+    ids = torch.tensor([row["input_ids"]])  # (1, T)
+    with torch.no_grad():
+        logps = model(input_ids=ids).logits[0].log_softmax(-1)  # (T, V)
+    return sum(logps[t - 1, ids[0, t]].item() for t in range(1, ids.shape[1]) if row["completion_mask"][t])
+
+
+def rows_of(tokenizer, prompts=PROMPTS, completions=COMPLETIONS):
+    return [encode_prompt_completion(tokenizer, p, c) for p, c in zip(prompts, completions)]
+
+
+# --- the loop itself ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_score_rows_gives_each_row_its_unbatched_value_in_the_original_order(model, tokenizer, batch_size):
+    rows = rows_of(tokenizer)
+    expected = [full_logits_logprob(model, row) for row in rows]
+    got = score_rows(model, rows, tokenizer.pad_token_id, batch_sequence_logprobs, batch_size)
+    assert got.shape == (len(rows),) and got.device.type == "cpu"
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+def test_score_rows_sorts_by_length_runs_in_eval_mode_without_grad_and_restores_the_mode(tokenizer):
+    model = random_model("llama", len(tokenizer)).train()
+    seen = []
+
+    def record(model, batch):
+        seen.append((batch["attention_mask"].sum(dim=1).tolist(), model.training, torch.is_grad_enabled()))
+        return batch["attention_mask"].sum(dim=1)  # (B,) each row's length
+
+    rows = rows_of(tokenizer)
+    lengths = score_rows(model, rows, tokenizer.pad_token_id, record, batch_size=2)
+    assert lengths.tolist() == [len(row["input_ids"]) for row in rows]  # back in the rows' order
+    batched_lengths = [n for lengths_in_batch, _, _ in seen for n in lengths_in_batch]
+    assert batched_lengths == sorted(len(row["input_ids"]) for row in rows)  # shortest first
+    assert all(not training and not grad for _, training, grad in seen)
+    assert model.training  # handed back as it came
+    assert score_rows(model.eval(), rows, tokenizer.pad_token_id, record).shape == (5,) and not model.training
+
+
+def test_score_rows_restores_the_mode_when_the_score_fails(tokenizer):
+    model = random_model("llama", len(tokenizer)).train()
+
+    def broken(model, batch):
+        raise RuntimeError("boom")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        score_rows(model, rows_of(tokenizer), tokenizer.pad_token_id, broken)
+    assert model.training
+
+
+def test_score_rows_of_no_rows_is_empty_and_a_bad_batch_size_is_refused(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    assert score_rows(model, [], tokenizer.pad_token_id, batch_sequence_logprobs).shape == (0,)
+    with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0: try 64"):
+        score_rows(model, rows_of(tokenizer), tokenizer.pad_token_id, batch_sequence_logprobs, batch_size=0)
+
+
+# --- each caller: a row's value does not depend on its batch ------------------------------------------
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_completion_logprobs_match_one_row_at_a_time(tokenizer, batch_size):
+    model = random_model("qwen2", len(tokenizer))
+    expected = [full_logits_logprob(model, row) for row in rows_of(tokenizer)]
+    got = completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_perplexity_matches_one_document_at_a_time(tokenizer, batch_size):
+    model = random_model("gpt2", len(tokenizer))
+    rows = [encode_document(tokenizer, text) for text in TEXTS]
+    total_logp = sum(full_logits_logprob(model, row) for row in rows)
+    num_targets = sum(len(row["input_ids"]) - 1 for row in rows)  # every token after <bos>
+    expected = math.exp(-total_logp / num_targets)
+    assert perplexity(model, tokenizer, TEXTS, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_reward_scores_match_one_completion_at_a_time(tokenizer, batch_size):
+    causal_lm = random_model("llama", len(tokenizer))
+    model = rm.reward_model_from(causal_lm)
+    model.config.pad_token_id = tokenizer.pad_token_id
+    with torch.no_grad():  # alone, unpadded: the score head at the very last token
+        expected = [model(input_ids=torch.tensor([row["input_ids"]])).logits[0, -1].item()
+                    for row in rows_of(tokenizer)]
+    got = rm.score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
+    assert got.tolist() == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("batch_size", BATCH_SIZES)
+def test_reference_logprobs_match_one_answer_at_a_time(tokenizer, batch_size):
+    from datasets import Dataset
+
+    from rlhf_edu.core.preferences import encode_pairs
+
+    model = random_model("gpt2", len(tokenizer))
+    rejected = ["3 plus 5 is 9 9", "2 3", "the cat is big", "the soup is bland", "the pizza"]
+    pairs = Dataset.from_dict({"prompt": PROMPTS, "chosen": COMPLETIONS, "rejected": rejected})
+    ref_chosen, ref_rejected = reference_logprobs(model, encode_pairs(tokenizer, pairs), tokenizer.pad_token_id,
+                                                  batch_size)
+    assert ref_chosen == pytest.approx([full_logits_logprob(model, row) for row in rows_of(tokenizer)], abs=1e-4)
+    assert ref_rejected == pytest.approx([full_logits_logprob(model, row)
+                                          for row in rows_of(tokenizer, PROMPTS, rejected)], abs=1e-4)
+
+
+@pytest.mark.parametrize("fn", [completion_logprobs, perplexity, rm.score, rm.score_pairs, reference_logprobs,
+                                precompute_ref_logps])
+def test_every_scorer_batches_by_the_one_shared_default(fn):
+    assert inspect.signature(fn).parameters["batch_size"].default == SCORING_BATCH_SIZE
