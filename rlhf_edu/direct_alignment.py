@@ -41,13 +41,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.collate import check_length
 from .core.evaluation import PolicyEvaluation, evaluate_policy
-from .core.logprobs import batch_sequence_logprobs, check_tokenizer_fits, sequence_logprobs
+from .core.logprobs import batch_sequence_logprobs, check_language_model, sequence_logprobs
 from .core.preferences import encode_pairs, pair_loader
 from .core.runtime import SCORING_BATCH_SIZE
 from .core.scoring import score_rows
 from .core.stats import running_mean
 from .core.training import Batch, History, TrainingConfig, train
-from .core.validation import check_choice, check_int, check_number
+from .core.validation import check_choice, check_int, check_number, context_length
 from .core.world import World
 from .objective import kl_regularized_optimum
 
@@ -283,7 +283,8 @@ def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokeni
     :func:`train_dpo` uses these columns when present, so several runs on the same data
     (a β sweep) share one reference pass.
     """
-    pairs = encode_pairs(tokenizer, dataset, max_length or ref_model.config.max_position_embeddings)
+    check_language_model(ref_model, tokenizer, "ref_model")
+    pairs = encode_pairs(tokenizer, dataset, context_length(ref_model, max_length))
     ref_chosen, ref_rejected = reference_logprobs(ref_model, pairs, tokenizer.pad_token_id, batch_size)
     return dataset.add_column("ref_chosen_logps", ref_chosen).add_column("ref_rejected_logps", ref_rejected)
 
@@ -352,8 +353,10 @@ def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datas
     Logs TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
     ``rewards/margins``, ``logps/chosen`` and ``logps/rejected`` every step.
     """
-    check_tokenizer_fits(policy, tokenizer)
-    pairs = as_pairs(tokenizer, dataset, config.max_length or policy.config.max_position_embeddings)
+    check_language_model(policy, tokenizer, "policy")
+    if ref_model is not None:
+        check_language_model(ref_model, tokenizer, "ref_model")
+    pairs = as_pairs(tokenizer, dataset, context_length(policy, config.max_length))
     if config.loss_type != "simpo" and "ref_chosen_logps" not in pairs[0]:
         pairs = with_reference_logprobs(ref_model or policy, pairs, tokenizer.pad_token_id)
     loader = pair_loader(pairs, tokenizer.pad_token_id, config)

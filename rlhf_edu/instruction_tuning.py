@@ -32,12 +32,13 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .core.collate import as_messages, check_length, encode_prompt_completion, pad_batch
-from .core.logprobs import check_token_logprobs, check_tokenizer_fits, token_logprobs
+from .core.collate import as_messages, check_length, check_plain_messages, encode_prompt_completion, pad_batch
+from .core.logprobs import check_language_model, check_token_logprobs, token_logprobs
 from .core.plotting import plot_tokens
 from .core.rollouts import generate_completions
 from .core.runtime import MAX_NEW_TOKENS
 from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.validation import check_known_words, check_texts, context_length
 from .core.world import GOLD_WEIGHTS, World
 
 FORMATS = (("messages",), ("prompt", "completion"))  # TRL's conversational dataset formats
@@ -94,6 +95,9 @@ def _encode_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
             f"the conversation {messages!r} has no assistant turn, so SFT has nothing to learn from it: "
             "drop it, or add the answer as {'role': 'assistant', 'content': ...}"
         )
+    check_plain_messages(tokenizer, messages)
+    for message in messages:
+        check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     encoded = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
     return {"input_ids": encoded["input_ids"], "completion_mask": encoded["assistant_masks"]}
 
@@ -168,8 +172,8 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datase
     Logs ``loss``, ``mean_token_accuracy`` and ``num_tokens`` (non-padding tokens
     seen so far, as TRL counts them) on top of the loop's own metrics.
     """
-    check_tokenizer_fits(model, tokenizer)
-    max_length = config.max_length or model.config.max_position_embeddings
+    check_language_model(model, tokenizer)
+    max_length = context_length(model, config.max_length)
     rows = encode_dataset(tokenizer, dataset, max_length, config.completion_only_loss, config.packing)
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     num_tokens = 0
@@ -195,6 +199,7 @@ def format_report(world: World, prompts: list[str], completions: list[str], fini
     if not len(prompts) == len(completions) == len(finished):
         raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions and {len(finished)} "
                          "finished flags: pass one of each per prompt")
+    check_texts(prompts, "prompts")  # a report on no answers has no means
     components = world.gold_components(prompts, completions)
     answers_task = [relevance == 1.0 for relevance in components["relevance"]]
     report = {

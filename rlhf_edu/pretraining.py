@@ -20,11 +20,12 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.collate import check_length, pad_batch
-from .core.logprobs import batch_sequence_logprobs, check_token_logprobs, check_tokenizer_fits, token_logprobs
+from .core.logprobs import batch_sequence_logprobs, check_language_model, check_token_logprobs, token_logprobs
 from .core.runtime import SCORING_BATCH_SIZE
 from .core.scoring import score_rows
 from .core.tokenizer import EOS
 from .core.training import History, TrainingConfig, make_loader, train
+from .core.validation import check_known_words, check_texts, context_length
 
 
 @dataclass
@@ -37,8 +38,9 @@ class PretrainingConfig(TrainingConfig):
 
 def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[str, list[int]]:
     """``<bos> text <eos>`` as ids; every token but ``<bos>`` is a prediction target."""
-    if not text.strip():
-        raise ValueError("empty document in the corpus: drop empty strings before pretraining")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"document {text!r} is empty or not a text: drop it before pretraining")
+    check_known_words(tokenizer, text, "document")
     ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
            tokenizer.convert_tokens_to_ids(EOS)]
     return {"input_ids": ids, "completion_mask": [0] + [1] * (len(ids) - 1)}
@@ -69,7 +71,8 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts
     Lower means the model knows the language; a uniform guess over V tokens scores V.
     Each document's log π sums over its target tokens, every token after ``<bos>``.
     """
-    rows = [encode_document(tokenizer, t) for t in texts]
+    check_language_model(model, tokenizer)
+    rows = [encode_document(tokenizer, t) for t in check_texts(texts, "texts")]
     logps = score_rows(model, rows, tokenizer.pad_token_id, batch_sequence_logprobs, batch_size)  # (N,)
     num_targets = sum(sum(row["completion_mask"]) for row in rows)
     return math.exp(-logps.double().sum().item() / num_targets)
@@ -78,9 +81,9 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts
 def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: list[str],
              config: PretrainingConfig) -> History:
     """Train ``model`` on plain-text ``corpus`` by next-token prediction; return the :class:`History`."""
-    check_tokenizer_fits(model, tokenizer)
+    check_language_model(model, tokenizer)
     rows = [encode_document(tokenizer, text) for text in corpus]
-    check_length(rows, config.max_length or model.config.max_position_embeddings)
+    check_length(rows, context_length(model, config.max_length))
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     return train(model, partial(language_modeling_loss, model), loader, config, desc="pretraining")
 

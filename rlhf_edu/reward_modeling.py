@@ -38,6 +38,7 @@ from .core.runtime import SCORING_BATCH_SIZE
 from .core.scoring import score_completions
 from .core.stats import spearman_correlation
 from .core.training import Batch, History, TrainingConfig, train
+from .core.validation import check_same_length, check_texts, context_length
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
@@ -192,8 +193,9 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: S
     mode, on length-sorted right-padded batches, so a completion's score does not depend
     on what it is batched with.
     """
-    if isinstance(prompts, str) or isinstance(completions, str) or len(prompts) != len(completions):
-        raise ValueError("pass two lists of the same length: one completion per prompt")
+    check_texts(prompts, "prompts", allow_empty=True)
+    check_texts(completions, "completions", allow_empty=True)
+    check_same_length(prompts, completions, "prompts", "completions")
     check_reward_model(model, tokenizer)
     return score_completions(model, tokenizer, prompts, completions, batch_rewards, batch_size)
 
@@ -267,7 +269,7 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     Each step logs ``loss``, ``accuracy``, ``margin`` and ``min/mean/max_reward`` (TRL's names).
     """
     check_reward_model(model, tokenizer)
-    rows = encode_pairs(tokenizer, dataset, config.max_length or model.config.max_position_embeddings)
+    rows = encode_pairs(tokenizer, dataset, context_length(model, config.max_length))
     if config.margin is not None and "margin" in rows[0]:
         raise ValueError("config.margin and the dataset's 'margin' column are both set: keep one of them")
     loader = pair_loader(rows, tokenizer.pad_token_id, config)

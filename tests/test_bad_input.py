@@ -177,3 +177,70 @@ def test_the_world_normalises_case_and_punctuation():
     with pytest.warns(UserWarning, match="does not know the words 'délicieux'"):
         world.gold_reward(["review the pizza"], ["the pizza is délicieux"])
     assert np.isfinite(world.bayes_accuracy(["add 1 and 2"], ["1 plus 2 is 3"], ["1 plus 2 is 4"]))
+
+
+# --- models of the wrong kind, and texts too long for them ---------------------------------------------
+def test_a_reward_model_where_a_policy_is_expected_is_refused_by_name(tokenizer, world):
+    from rlhf_edu.core import zoo
+    from rlhf_edu.core.logprobs import completion_logprobs
+    from rlhf_edu.instruction_tuning import SFTConfig, train_sft
+
+    reward_model, _ = zoo.load("rm", device="cpu")
+    with pytest.raises(TypeError, match="LlamaForSequenceClassification, which has no language-model head"):
+        completion_logprobs(reward_model, tokenizer, ["add 1 and 2"], ["1 plus 2 is 3"])
+    with pytest.raises(TypeError, match="model is a LlamaForSequenceClassification"):
+        train_sft(reward_model, tokenizer, world.sft_dataset(4), SFTConfig(progress=False))
+    policy, _ = zoo.load("sft", device="cpu")
+    with pytest.raises(TypeError, match="ref_model is a LlamaForSequenceClassification"):
+        da.train_dpo(policy, tokenizer, _pairs(), da.DPOConfig(progress=False), ref_model=reward_model)
+
+
+def test_a_model_with_another_vocabulary_is_refused(tokenizer):
+    from rlhf_edu.core.logprobs import completion_logprobs
+    from tests.conftest import random_model
+
+    gpt2_sized = random_model("gpt2", 50257)
+    with pytest.raises(ValueError, match="embeds 50257 tokens but the tokenizer has only 95: they do not belong"):
+        completion_logprobs(gpt2_sized, tokenizer, ["add 1 and 2"], ["1 plus 2 is 3"])
+
+
+def test_texts_longer_than_the_context_are_refused_with_both_lengths(tokenizer, world):
+    from rlhf_edu.core import zoo
+    from rlhf_edu.core.logprobs import completion_logprobs
+    from rlhf_edu.instruction_tuning import SFTConfig, train_sft
+
+    model, _ = zoo.load("sft", device="cpu")  # a context of 64 tokens
+    long_answer = " ".join(["the cat is small and"] * 20)  # 100 words
+    with pytest.raises(ValueError, match="is 10[0-9] tokens long but the model's context is 64 tokens"):
+        completion_logprobs(model, tokenizer, ["describe the cat"], [long_answer])
+    with pytest.raises(ValueError, match="is 10[0-9] tokens long but the model's context is 64 tokens"):
+        rm.score(zoo.load("rm", device="cpu")[0], tokenizer, ["describe the cat"], [long_answer])
+    with pytest.raises(ValueError, match="max_length is 200 but the model's context is 64 tokens"):
+        train_sft(model, tokenizer, world.sft_dataset(4), SFTConfig(max_length=200, progress=False))
+    with pytest.raises(ValueError, match="max_length must be >= 1, got 0"):
+        train_sft(model, tokenizer, world.sft_dataset(4), SFTConfig(max_length=0, progress=False))
+
+
+def test_sft_refuses_demonstrations_with_unknown_words(tokenizer):
+    from rlhf_edu.core import zoo
+    from rlhf_edu.instruction_tuning import SFTConfig, train_sft
+
+    model, _ = zoo.load("base", device="cpu")
+    data = [{"prompt": [{"role": "user", "content": "review the pizza"}],
+             "completion": [{"role": "assistant", "content": "the pizza is délicieux"}]}]
+    with pytest.raises(ValueError, match="holds words the tokenizer does not know: 'délicieux'"):
+        train_sft(model, tokenizer, data, SFTConfig(progress=False))
+
+
+def test_a_report_on_no_answers_is_refused(world):
+    from rlhf_edu.instruction_tuning import format_report
+
+    with pytest.raises(ValueError, match="prompts is empty"):
+        format_report(world, [], [], [])
+
+
+def _pairs():
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": ["add 1 and 2"] * 2, "chosen": ["1 plus 2 is 3"] * 2,
+                              "rejected": ["1 plus 2 is 4"] * 2})

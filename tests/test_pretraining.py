@@ -44,8 +44,11 @@ def test_short_pretraining_lowers_perplexity(tokenizer):
 
 
 def test_empty_document_is_refused(tokenizer):
-    with pytest.raises(ValueError, match="empty document"):
+    with pytest.raises(ValueError, match="document '  ' is empty or not a text"):
         encode_document(tokenizer, "  ")
+    with pytest.raises(ValueError, match="document 'we saw that the cat is small' holds words the tokenizer does not "
+                                         "know: 'that'"):
+        encode_document(tokenizer, "we saw that the cat is small")
 
 
 def test_tokenizer_that_does_not_fit_is_refused(tokenizer):

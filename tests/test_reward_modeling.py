@@ -184,9 +184,9 @@ def test_score_is_independent_of_batch_composition_and_padding_side(arch, tokeni
 
 def test_score_refuses_mismatched_lists(tokenizer):
     model = reward_model("llama", tokenizer)
-    with pytest.raises(ValueError, match="one completion per prompt"):
+    with pytest.raises(ValueError, match=f"got {len(PROMPTS)} prompts but 2 completions: pass one per example"):
         rm.score(model, tokenizer, PROMPTS, COMPLETIONS[:2])
-    with pytest.raises(ValueError, match="one completion per prompt"):
+    with pytest.raises(TypeError, match="prompts must be a list of texts, got the single string 'describe the cat'"):
         rm.score(model, tokenizer, "describe the cat", "the cat is small")
 
 

@@ -21,10 +21,16 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from .collate import Messages
 from .runtime import SCORING_BATCH_SIZE
 from .scoring import score_completions
+from .validation import check_causal_lm
 
 
 def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
-    """Raise ValueError when the tokenizer can emit ids the model has no embedding for."""
+    """Raise ValueError when the tokenizer is not the model's: ids it has no embedding for, or far fewer tokens.
+
+    Models often pad their vocabulary a little past the tokenizer's (to a multiple of 64,
+    say); a model that embeds thousands more tokens than the tokenizer knows was trained
+    with another tokenizer, and would sample ids that decode to nothing.
+    """
     n_embeddings = model.get_input_embeddings().num_embeddings
     if len(tokenizer) > n_embeddings:
         raise ValueError(
@@ -32,6 +38,17 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
             "load the tokenizer that belongs to this model (zoo.load returns both), or call "
             "model.resize_token_embeddings(len(tokenizer)) before training"
         )
+    if n_embeddings - len(tokenizer) > max(1024, len(tokenizer) // 10):
+        raise ValueError(
+            f"the model embeds {n_embeddings} tokens but the tokenizer has only {len(tokenizer)}: they do not "
+            "belong together. Load the tokenizer that belongs to this model (zoo.load returns both)"
+        )
+
+
+def check_language_model(model: object, tokenizer: PreTrainedTokenizerBase, name: str = "model") -> None:
+    """Refuse anything but a causal LM whose vocabulary matches ``tokenizer`` (a reward model, say)."""
+    check_causal_lm(model, name)
+    check_tokenizer_fits(model, tokenizer)
 
 
 def position_ids_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -103,6 +120,7 @@ def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     gradients, in eval mode, on length-sorted right-padded batches, so a row's value does
     not depend on its batch.
     """
+    check_language_model(model, tokenizer)
     return score_completions(model, tokenizer, prompts, completions, batch_sequence_logprobs, batch_size)
 
 

@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import Messages, encode_prompt_completion, pad_batch
 from .runtime import SCORING_BATCH_SIZE
+from .validation import check_fits_context
 
 Row = dict[str, list[int]]  # "input_ids" and "completion_mask", as the encoders return them
 ScoreFn = Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor]  # (model, batch) -> (B,)
@@ -40,6 +41,8 @@ def score_rows(model: PreTrainedModel, rows: Sequence[Row], pad_token_id: int, s
         raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}: try {SCORING_BATCH_SIZE}")
     device = next(model.parameters()).device
     order = sorted(range(len(rows)), key=lambda i: len(rows[i]["input_ids"]))  # shortest first
+    if rows:
+        check_fits_context(len(rows[order[-1]]["input_ids"]), model, f"row {order[-1]} (prompt and completion)")
     was_training = model.training
     model.eval()  # measure the model as it stands, without dropout noise
     chunks = [torch.empty(0)]

@@ -96,6 +96,21 @@ def check_fits_context(length: int, model: PreTrainedModel, name: str) -> None:
                          "(config.max_position_embeddings): shorten it, or ask for fewer new tokens")
 
 
+def context_length(model: PreTrainedModel, max_length: int | None = None) -> int:
+    """The longest sequence a trainer may feed ``model``: ``max_length`` if given, else the model's context.
+
+    A ``max_length`` beyond the context is refused: the model has no position for those tokens.
+    """
+    limit = model.config.max_position_embeddings
+    if max_length is None:
+        return limit
+    check_int(max_length, "max_length", fix=f"a length in tokens, at most the model's context of {limit}")
+    if max_length > limit:
+        raise ValueError(f"max_length is {max_length} but the model's context is {limit} tokens "
+                         f"(config.max_position_embeddings): use max_length <= {limit}, or None")
+    return max_length
+
+
 def check_known_words(tokenizer: PreTrainedTokenizerBase, text: str, name: str) -> None:
     """Raise ValueError when ``text`` holds words the tokenizer would turn into its unknown token.
 
