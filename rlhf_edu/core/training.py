@@ -224,7 +224,7 @@ class Trainer:
         except RuntimeError as error:  # e.g. a learning rate beyond float32, after some weights moved
             self._restore(before)
             raise self._stopped(f"the update failed ({error})", step) from error
-        if not all(torch.isfinite(p).all() for p in self.params):
+        if not torch.isfinite(torch.stack(torch._foreach_norm(self.params))).all():  # one norm per weight, fused
             self._restore(before)
             raise self._stopped("the update made some weights non-finite", step)
 
