@@ -17,10 +17,11 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from rlhf_edu import bandit, objective, policy_gradients, regularization
+from rlhf_edu import bandit, generate_completions, objective, policy_gradients, regularization
 from rlhf_edu import direct_alignment as da
 from rlhf_edu import reward_modeling as rm
 from rlhf_edu.core import collate, stats, validation
+from rlhf_edu.core.logprobs import completion_logprobs
 from rlhf_edu.core.training import TrainingConfig
 from rlhf_edu.core.world import World, normalize_text
 
@@ -182,7 +183,6 @@ def test_the_world_normalises_case_and_punctuation():
 # --- models of the wrong kind, and texts too long for them ---------------------------------------------
 def test_a_reward_model_where_a_policy_is_expected_is_refused_by_name(tokenizer, world):
     from rlhf_edu.core import zoo
-    from rlhf_edu.core.logprobs import completion_logprobs
     from rlhf_edu.instruction_tuning import SFTConfig, train_sft
 
     reward_model, _ = zoo.load("rm", device="cpu")
@@ -196,7 +196,6 @@ def test_a_reward_model_where_a_policy_is_expected_is_refused_by_name(tokenizer,
 
 
 def test_a_model_with_another_vocabulary_is_refused(tokenizer):
-    from rlhf_edu.core.logprobs import completion_logprobs
     from tests.conftest import random_model
 
     gpt2_sized = random_model("gpt2", 50257)
@@ -206,7 +205,6 @@ def test_a_model_with_another_vocabulary_is_refused(tokenizer):
 
 def test_texts_longer_than_the_context_are_refused_with_both_lengths(tokenizer, world):
     from rlhf_edu.core import zoo
-    from rlhf_edu.core.logprobs import completion_logprobs
     from rlhf_edu.instruction_tuning import SFTConfig, train_sft
 
     model, _ = zoo.load("sft", device="cpu")  # a context of 64 tokens
@@ -244,3 +242,40 @@ def _pairs():
 
     return Dataset.from_dict({"prompt": ["add 1 and 2"] * 2, "chosen": ["1 plus 2 is 3"] * 2,
                               "rejected": ["1 plus 2 is 4"] * 2})
+
+
+# --- the issues a student met, one by one -----------------------------------------------------------------
+def test_gold_reward_reads_the_librarys_own_message_lists(world):
+    data = world.sft_dataset(6)
+    from_messages = world.gold_reward(data["prompt"], data["completion"])
+    from_strings = world.gold_reward([p[-1]["content"] for p in data["prompt"]],
+                                     [c[-1]["content"] for c in data["completion"]])
+    assert from_messages == from_strings
+
+
+@pytest.mark.parametrize("columns, error, message", [
+    ({"margin": ["5.0", "1.0"]}, TypeError, "column 'margin' holds numbers as text \\('5.0'\\): cast it"),
+    ({"ref_chosen_logps": [-1.0, -2.0]}, ValueError, "has ref_chosen_logps but not its partner"),
+    ({"chosen": ["1 plus 2 is 4", "1 plus 2 is 3"]}, ValueError, "pair 0 has the same chosen and rejected answer"),
+])
+def test_preference_columns_that_would_be_misread_are_refused(tokenizer, columns, error, message):
+    from datasets import Dataset
+
+    from rlhf_edu.core.preferences import encode_pairs
+
+    pairs = {"prompt": ["add 1 and 2"] * 2, "chosen": ["1 plus 2 is 3"] * 2, "rejected": ["1 plus 2 is 4"] * 2}
+    with pytest.raises(error, match=message):
+        encode_pairs(tokenizer, Dataset.from_dict(pairs | columns))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m, t: generate_completions(m, t, ["add 1 and 2"], batch_size=0), "batch_size must be >= 1, got 0"),
+    (lambda m, t: generate_completions(m, t, ["add 1 and 2"], temperature=NAN), "temperature is NaN"),
+    (lambda m, t: completion_logprobs(m, t, ["add 1 and 2"], ["1 plus 2 is 3"], batch_size=0),
+     "batch_size must be a positive integer, got 0"),
+])
+def test_sampling_and_scoring_settings_are_checked(tokenizer, call, message):
+    from tests.conftest import random_model
+
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(random_model("llama", len(tokenizer)), tokenizer)

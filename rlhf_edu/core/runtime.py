@@ -20,7 +20,7 @@ DEVICES = ("cuda", "mps", "cpu")
 
 # Defaults that several modules share, in one place so that a signature never repeats a bare literal.
 MAX_NEW_TOKENS = 24  # world answers are under 15 words; 24 leaves room to ramble, and to be cut
-GENERATION_BATCH_SIZE = 256  # prompts per `generate` call: one call per step on the tiny preset
+GENERATION_BATCH_SIZE = 256  # rows (prompt copies) per `generate` call: one call per step on the tiny preset
 SCORING_BATCH_SIZE = 64  # rows per no-grad scoring pass; with length-sorted rows, about the fastest on a CPU
 
 
