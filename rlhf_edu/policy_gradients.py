@@ -20,9 +20,19 @@ tensors, not models, so the tests can feed it hand-made numbers.
 
 from __future__ import annotations
 
-import torch
+import copy
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
-from .core.validation import check_choice, check_number
+import torch
+from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
+
+from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
+from .core.rollouts import Rollout, sample_rollouts
+from .core.runtime import MAX_NEW_TOKENS
+from .core.training import History, Trainer, TrainingConfig
+from .core.validation import check_choice, check_int, check_number, check_texts
+from .regularization import KL_ESTIMATORS, kl_estimate
 
 BASELINES = ("none", "mean")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -194,3 +204,250 @@ def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, loss_type: 
     if max_completion_length is None:
         raise ValueError("loss_type 'dr_grpo' divides by B × max_completion_length: pass max_completion_length")
     return (losses * mask).sum() / (losses.shape[0] * max_completion_length)
+
+
+# --- one trainer for the four algorithms -------------------------------------------------------------
+ALGORITHMS = ("reinforce", "rloo", "ppo", "grpo")
+KL_IN_LOSS = ("grpo",)  # the others put −β·k1 per token into the reward, as the literature and TRL do
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+
+
+@dataclass
+class PolicyGradientConfig(TrainingConfig):
+    """Settings of :func:`train_policy_gradient`; field names are TRL's where TRL has one.
+
+    ``batch_size`` is the number of prompts per step, each answered ``num_generations``
+    times; ``num_iterations`` is how many updates reuse one rollout (PPO's epochs,
+    GRPO's μ), split into ``num_mini_batches`` row slices each.
+    """
+
+    learning_rate: float = 1e-4
+    batch_size: int = 16
+    algorithm: str = "grpo"
+    num_generations: int = 4
+    num_iterations: int = 1
+    num_mini_batches: int = 1
+    num_steps: int = 50
+    epsilon: float = 0.2
+    epsilon_high: float | None = None
+    beta: float = 0.04
+    kl_estimator: str = "k3"
+    scale_rewards: str = "group"
+    loss_type: str = "grpo"
+    max_completion_length: int = MAX_NEW_TOKENS
+    temperature: float = 1.0
+    gamma: float = 1.0
+    lam: float = 0.95
+    vf_coef: float = 0.1
+    cliprange_value: float = 0.2
+    eval_steps: int = 10
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_choice(self.algorithm, "algorithm", ALGORITHMS)
+        check_choice(self.loss_type, "loss_type", LOSS_TYPES)
+        check_choice(self.scale_rewards, "scale_rewards", SCALE_REWARDS)
+        check_choice(self.kl_estimator, "kl_estimator", KL_ESTIMATORS)
+        low = 2 if self.algorithm in ("rloo", "grpo") else 1
+        check_int(self.num_generations, "num_generations", low=low,
+                  fix=f"{self.algorithm} compares each answer with the others to its prompt")
+        for name in ("num_iterations", "num_mini_batches", "num_steps", "max_completion_length", "eval_steps"):
+            check_int(getattr(self, name), name)
+        check_number(self.epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
+        if self.epsilon_high is not None:
+            check_number(self.epsilon_high, "epsilon_high", low=0, low_open=True)
+        check_number(self.beta, "beta", low=0, fix="the KL penalty's weight; 0 switches it off")
+        check_number(self.temperature, "temperature", low=0, low_open=True, fix="sample at 1.0 to learn from π")
+        if (self.batch_size * self.num_generations) % self.num_mini_batches:
+            raise ValueError(f"num_mini_batches={self.num_mini_batches} does not divide the "
+                             f"{self.batch_size * self.num_generations} rows of a step: pick a divisor")
+
+
+def sequence_rewards(reward_fn: RewardFn, rollout: Rollout) -> torch.Tensor:
+    """``reward_fn`` on a rollout's prompts and completions, checked: a (B,) float tensor."""
+    scores = reward_fn(rollout.prompts, rollout.completions)
+    if len(scores) != len(rollout):
+        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(rollout)} completions: return one each")
+    rewards = torch.as_tensor(scores, dtype=torch.float32)  # (B,)
+    bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
+    if bad:
+        i = bad[0]
+        raise ValueError(f"reward_fn returned {rewards[i].item()} for prompt {rollout.prompts[i]!r} "
+                         f"(completion {rollout.completions[i]!r}): every score must be a finite number")
+    return rewards
+
+
+def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
+    """Per-token rewards with the KL in them: −β·k1 on every token, plus the score on the last one; (B, T)."""
+    last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)  # (B, T) True from the last real token on
+    last = last & (mask > 0)
+    return (-beta * kl + rewards.unsqueeze(1) * last) * mask
+
+
+def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
+    """PPO's critic: a copy of the policy's backbone with a new scalar head on every token.
+
+    It is a ``...ForTokenClassification`` with one label, so it works with any reward
+    function (a verifier has no backbone to start a critic from), and it starts from
+    what the policy knows about the text.
+    """
+    config = copy.deepcopy(policy.config)
+    config.num_labels = 1
+    model = AutoModelForTokenClassification.from_config(config)
+    model.base_model.load_state_dict(policy.base_model.state_dict())
+    return model.to(policy.device).eval()
+
+
+def token_values(value_model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """V(x, y_<t) for each completion token of a rollout, read where the policy predicts that token: (B, N)."""
+    P = rollout.prompt_width
+    values = value_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
+                         position_ids=position_ids_from_mask(rollout.attention_mask)).logits[..., 0]  # (B, T)
+    return values[:, P - 1:-1] * rollout.mask  # (B, N)
+
+
+@dataclass
+class _Step:
+    """What one rollout gives every update that reuses it."""
+
+    rollout: Rollout
+    old_logps: torch.Tensor  # (B, N)
+    ref_logps: torch.Tensor  # (B, N)
+    advantages: torch.Tensor  # (B,) or (B, N)
+    returns: torch.Tensor | None = None  # (B, N), PPO
+    old_values: torch.Tensor | None = None  # (B, N), PPO
+
+
+def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                          reward_fn: RewardFn, config: PolicyGradientConfig, ref_model: PreTrainedModel | None = None,
+                          eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None) -> History:
+    """Sample, score, compute advantages, update: REINFORCE, RLOO, PPO or GRPO on ``prompts``; return the History.
+
+    One loop serves all four; they differ in :func:`compute_advantages` and in the
+    per-token loss of :func:`policy_loss`. ``reward_fn(prompts, completions)`` is any
+    scorer (the world's gold reward or verifier, or a reward model's
+    :func:`~rlhf_edu.reward_modeling.reward_function`). ``ref_model`` defaults to a
+    frozen copy of the policy as it starts. ``eval_fn(policy)`` runs every
+    ``eval_steps`` steps and its metrics (e.g. ``gold_reward``) join the log.
+    """
+    check_language_model(policy, tokenizer, "policy")
+    prompts = check_texts(prompts, "prompts")
+    if not callable(reward_fn):
+        raise TypeError(f"reward_fn must be a function (prompts, completions) -> scores, "
+                        f"got {type(reward_fn).__name__}")
+    ref_model = ref_model if ref_model is not None else copy.deepcopy(policy).eval()
+    check_language_model(ref_model, tokenizer, "ref_model")
+    value_model = value_model_from(policy) if config.algorithm == "ppo" else None
+    modules = [policy] + ([value_model] if value_model is not None else [])
+    updates = config.num_steps * config.num_iterations * config.num_mini_batches
+    trainer = Trainer(modules, config, updates, desc=f"RL ({config.algorithm})")
+    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    try:
+        for step in range(config.num_steps):
+            batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
+            data, metrics = _rollout_step(policy, ref_model, value_model, tokenizer, batch, reward_fn, config,
+                                          seed=config.seed * 100_003 + step)
+            if eval_fn is not None and step % config.eval_steps == 0:
+                metrics |= eval_fn(policy)
+            rows = len(data.rollout) // config.num_mini_batches
+            for _ in range(config.num_iterations):
+                for start in range(0, len(data.rollout), rows):
+                    index = slice(start, start + rows)
+                    trainer.step(lambda mb: policy_loss(policy, value_model, mb, config), _slice(data, index),
+                                 **metrics)
+    finally:
+        trainer.close()
+    return trainer.history
+
+
+def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn, config, seed):
+    """Sample and score one step's rollout; return the data its updates reuse, and its metrics."""
+    rollout = sample_rollouts(policy, tokenizer, prompts, config.num_generations, config.max_completion_length,
+                              config.temperature, seed=seed)
+    rewards = sequence_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
+    mask = rollout.mask  # (B, N)
+    with torch.no_grad():
+        old_logps = rollout.logps if config.temperature == 1.0 else _logps(policy, rollout)  # (B, N)
+        ref_logps = _logps(ref_model, rollout)  # (B, N) for the penalty, and to log how far the policy moved
+        kl = kl_estimate(old_logps, ref_logps, "k1") * mask  # (B, N)
+        data = compute_advantages(rollout, rewards, old_logps, ref_logps, kl, config, value_model)
+    grouped = rewards.view(-1, config.num_generations)  # (P, G)
+    metrics = {"reward": rewards.mean().item(), "reward_std": grouped.std(dim=1).mean().item()
+               if config.num_generations > 1 else 0.0,
+               "frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item()
+               if config.num_generations > 1 else 1.0,
+               "kl": (kl.sum(dim=1)).mean().item(),
+               "entropy": (-(rollout.logps * mask).sum() / mask.sum().clamp(min=1)).item(),
+               "completions/mean_length": mask.sum(dim=1).mean().item(),
+               "completions/clipped_ratio": (~rollout.finished).float().mean().item()}
+    return data, metrics
+
+
+def compute_advantages(rollout: Rollout, rewards: torch.Tensor, old_logps: torch.Tensor,
+                       ref_logps: torch.Tensor | None, kl: torch.Tensor, config: PolicyGradientConfig,
+                       value_model: PreTrainedModel | None = None) -> _Step:
+    """Each algorithm's advantage, with the KL where that algorithm puts it."""
+    mask = rollout.mask  # (B, N)
+    if config.algorithm == "ppo":
+        per_token = shaped_rewards(rewards, kl, mask, config.beta)  # (B, N)
+        values = token_values(value_model, rollout)  # (B, N)
+        advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
+        advantages = _whiten(advantages, mask)
+        return _Step(rollout, old_logps, ref_logps, advantages, returns, values)
+    if config.algorithm in KL_IN_LOSS:
+        scores = rewards  # (B,) the KL goes into the loss
+    else:
+        scores = rewards - config.beta * kl.sum(dim=1)  # (B,) Σ_t of the per-token shaping
+    grouped = scores.view(-1, config.num_generations)  # (P, G)
+    if config.algorithm == "grpo":
+        advantages = grpo_advantages(grouped, config.scale_rewards)
+    elif config.algorithm == "rloo":
+        advantages = rloo_advantages(grouped)
+    else:
+        advantages = reinforce_advantages(grouped, "mean")
+    return _Step(rollout, old_logps, ref_logps, advantages.flatten())
+
+
+def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, data: _Step,
+                config: PolicyGradientConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """One update's loss on a slice of a rollout, and its metrics (TRL's names)."""
+    mask = data.rollout.mask  # (B, N)
+    logps = _logps(policy, data.rollout, grad=True)  # (B, N)
+    if config.algorithm == "reinforce" or config.algorithm == "rloo":
+        losses, metrics = policy_gradient_loss(logps, data.advantages, mask), {}
+    else:
+        losses, clip = clipped_surrogate_loss(logps, data.old_logps, data.advantages, mask, config.epsilon,
+                                              config.epsilon_high)
+        approx_kl = 0.5 * (((logps - data.old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
+        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
+    if config.algorithm in KL_IN_LOSS and config.beta > 0:
+        losses = losses + config.beta * kl_estimate(logps, data.ref_logps, config.kl_estimator) * mask
+    loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length)
+    if value_model is not None:
+        values = token_values(value_model, data.rollout)  # (B, N)
+        v_loss = aggregate_token_losses(value_loss(values, data.old_values, data.returns, mask,
+                                                   config.cliprange_value), mask, "dapo")
+        loss = loss + config.vf_coef * v_loss
+        metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
+    return loss, metrics
+
+
+def _logps(model: PreTrainedModel, rollout: Rollout, grad: bool = False) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of a rollout's completion tokens under ``model``, at temperature 1: (B, N)."""
+    with torch.set_grad_enabled(grad):
+        logps, _ = token_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    return logps
+
+
+def _whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(values − mean) / std over the real tokens, as PPO implementations normalise advantages."""
+    n = mask.sum().clamp(min=1)
+    mean = (values * mask).sum() / n
+    std = (((values - mean) ** 2 * mask).sum() / n).sqrt()
+    return (values - mean) / (std + 1e-8) * mask
+
+
+def _slice(data: _Step, index: slice) -> _Step:
+    take = lambda t: None if t is None else t[index]
+    return _Step(data.rollout[index], data.old_logps[index], data.ref_logps[index], data.advantages[index],
+                 take(data.returns), take(data.old_values))

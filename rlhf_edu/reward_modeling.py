@@ -19,7 +19,7 @@ components it picked up, missed or over-weights.
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
 
@@ -198,6 +198,13 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: S
     check_same_length(prompts, completions, "prompts", "completions")
     check_reward_model(model, tokenizer)
     return score_completions(model, tokenizer, prompts, completions, batch_rewards, batch_size)
+
+
+def reward_function(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+                    ) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+    """The reward model as a ``reward_fn(prompts, completions) -> list[float]``, what an RL trainer calls."""
+    check_reward_model(model, tokenizer)
+    return lambda prompts, completions: score(model, tokenizer, prompts, completions).tolist()
 
 
 def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,

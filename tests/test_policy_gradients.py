@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from rlhf_edu import policy_gradients as pg
+from tests.conftest import random_model
 
 
 # --- advantages, against hand-worked values -----------------------------------------------------
@@ -171,3 +172,83 @@ def test_aggregation_gradients_match_the_books_example():
 def test_bad_input_is_refused_with_a_message(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- the trainer ------------------------------------------------------------------------------------
+def count_reward(word: str):
+    """A fixed reward: how often ``word`` appears in the answer (a random model rarely says it)."""
+    return lambda prompts, completions: [c.split().count(word) for c in completions]
+
+
+@pytest.mark.parametrize("algorithm", pg.ALGORITHMS)
+def test_each_algorithm_raises_a_fixed_reward_on_a_tiny_model(tokenizer, world, algorithm):
+    torch.manual_seed(0)
+    model = random_model("llama", len(tokenizer))
+    config = pg.PolicyGradientConfig(algorithm=algorithm, learning_rate=1e-2, batch_size=8, num_generations=4,
+                                     num_steps=12, max_completion_length=8, beta=0.0, progress=False)
+    history = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config)
+    rewards = history.steps[::config.num_iterations]  # one row per rollout
+    first, last = (sum(step["reward"] for step in part) / 3 for part in (rewards[:3], rewards[-3:]))
+    assert last > 2 * first and last > first + 0.2, history["reward"]
+    expected = {"reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
+                "completions/clipped_ratio"}
+    assert expected <= set(history.keys())
+    if algorithm == "ppo":
+        assert {"loss/value", "policy/approxkl", "policy/clipfrac"} <= set(history.keys())
+
+
+def test_reused_rollouts_move_the_ratio_away_from_one(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    config = pg.PolicyGradientConfig(algorithm="grpo", learning_rate=1e-2, batch_size=4, num_generations=4,
+                                     num_iterations=3, num_steps=2, max_completion_length=6, progress=False)
+    length = lambda prompts, completions: [len(c.split()) for c in completions]  # a dense reward: every group varies
+    history = pg.train_policy_gradient(model, tokenizer, world.prompts(8), length, config)
+    assert len(history["loss"]) == 2 * 3  # three updates per rollout
+    moved = history["policy/approxkl"]  # ½ E[(log ρ)²]
+    assert moved[0] < 1e-10 and moved[3] < 1e-10  # the first update of each rollout has ρ = 1 (to rounding)
+    assert min(moved[1], moved[2], moved[4], moved[5]) > 1e-6  # the updates that reuse it do not
+
+
+def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
+    runs = {}
+    for beta in (0.0, 1.0):
+        model = random_model("llama", len(tokenizer))
+        config = pg.PolicyGradientConfig(algorithm="rloo", learning_rate=3e-3, batch_size=8, num_generations=4,
+                                         num_steps=10, max_completion_length=8, beta=beta, progress=False)
+        runs[beta] = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config)
+    assert runs[1.0].mean("kl", last=3) < runs[0.0].mean("kl", last=3)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"algorithm": "trpo"}, "unknown algorithm 'trpo'"),
+    ({"loss_type": "mean"}, "unknown loss_type 'mean'"),
+    ({"kl_estimator": "k4"}, "unknown kl_estimator 'k4'"),
+    ({"scale_rewards": "prompt"}, "unknown scale_rewards 'prompt'"),
+    ({"algorithm": "rloo", "num_generations": 1}, "num_generations must be >= 2"),
+    ({"algorithm": "grpo", "num_generations": 1}, "num_generations must be >= 2"),
+    ({"epsilon": 0.0}, "epsilon must be > 0"),
+    ({"beta": -0.1}, "beta must be >= 0"),
+    ({"batch_size": 3, "num_generations": 2, "num_mini_batches": 4}, "does not divide the 6 rows"),
+])
+def test_bad_configs_name_the_fix(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        pg.PolicyGradientConfig(**kwargs)
+
+
+@pytest.mark.parametrize("reward_fn, message", [
+    (lambda p, c: [1.0] * (len(c) - 1), "reward_fn returned 7 scores for 8 completions"),
+    (lambda p, c: [float("nan")] + [0.0] * (len(c) - 1), "reward_fn returned nan for prompt '.*'"),
+])
+def test_bad_rewards_are_refused_naming_the_prompt(tokenizer, world, reward_fn, message):
+    model = random_model("llama", len(tokenizer))
+    config = pg.PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=1, max_completion_length=4,
+                                     progress=False)
+    with pytest.raises(ValueError, match=message):
+        pg.train_policy_gradient(model, tokenizer, world.prompts(2), reward_fn, config)
+
+
+def test_shaped_rewards_put_the_score_on_the_last_token():
+    kl = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    shaped = pg.shaped_rewards(torch.tensor([2.0, 3.0]), kl, mask, beta=0.1)
+    torch.testing.assert_close(shaped, torch.tensor([[-0.05, -0.05, 1.95], [2.9, 0.0, 0.0]]))
