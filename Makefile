@@ -4,23 +4,73 @@ VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 NOTEBOOKS := $(wildcard notebooks/*.ipynb notebooks/solutions/*.ipynb)
 
-.PHONY: lab test unit notebooks lint figures zoo doctor clean
+# Which PyTorch build the environment gets, chosen when it is created (`make clean` to choose again):
+#   TORCH=auto  (default) cuda where `nvidia-smi` lists a GPU, cpu everywhere else
+#   TORCH=cpu   the CPU-only build; stops, and says what to do, before pip would fetch a build that bundles CUDA
+#   TORCH=cuda  pip's default build, which on Linux bundles CUDA (about 6 GB)
+# TORCH_INDEX_URL: the package index to take torch from, e.g. the CPU-only one that PyTorch's "Get Started" page
+# gives for Linux, Pip, CPU. See "Which PyTorch" in README.md.
+TORCH ?= auto
+TORCH_VERSION ?= 2.13.0
+TORCH_INDEX_URL ?=
+TORCH_BUILD = $(if $(filter auto,$(TORCH)),$(shell nvidia-smi -L >/dev/null 2>&1 && echo cuda || echo cpu),$(TORCH))
+PIP_TORCH = $(PYTHON) -m pip install "torch==$(TORCH_VERSION)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+# Reads the report of pip's dry run on stdin; fails when the torch it would install needs nvidia-* packages (CUDA).
+BUNDLES_NO_CUDA := import json, sys; report = json.load(sys.stdin); \
+	sys.exit(any(item["metadata"]["name"].startswith("nvidia-") for item in report["install"]))
+define CPU_HELP
+No CPU-only PyTorch $(TORCH_VERSION) is within pip's reach here: pip would install the build that bundles CUDA
+(about 6 GB). Either give pip the CPU-only package index, the --index-url of the command that PyTorch's
+"Get Started" page shows for Linux, Pip, CPU (about 1.9 GB in all):
+    make $(or $(MAKECMDGOALS),install) TORCH_INDEX_URL=<that url>
+or take the CUDA build:
+    make $(or $(MAKECMDGOALS),install) TORCH=cuda
+endef
+export CPU_HELP
+
+# Tests: torch on one thread per process (see rlhf_edu/core/runtime.py), JOBS processes side by side.
+# pytest exits with 5 when it collects no test, which is no failure of the code: `|| [ $$? -eq 5 ]` lets it pass.
+JOBS ?= 2
+PYTEST := RLHF_EDU_THREADS=1 OMP_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider
+NO_TESTS_IS_OK := || [ $$? -eq 5 ]
+
+# JupyterLab serves the repository root, so notebooks reach ../images/, and opens on notebooks/.
+# LAB_FLAGS adds options, e.g. `make lab LAB_FLAGS=--no-browser`; tests/browser starts the server this way.
+LAB_FLAGS ?=
+
+.PHONY: install lab test unit nbval test-browser notebooks lint figures zoo doctor clean
+
+install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PYTHON) || python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
+	@echo "PyTorch $(TORCH_VERSION), $(TORCH_BUILD) build (TORCH=$(TORCH))"
+	@if [ "$(TORCH_BUILD)" = cpu ]; then \
+		$(PIP_TORCH) --quiet --dry-run --report - | $(PYTHON) -c '$(BUNDLES_NO_CUDA)' || { echo "$$CPU_HELP"; exit 1; }; \
+	fi
+	$(PIP_TORCH) --quiet
 	$(PYTHON) -m pip install --quiet -e ".[dev]"
 	touch $@
 
 lab: $(VENV)/.installed
-	$(VENV)/bin/jupyter lab notebooks/
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_FLAGS)
 
-test: $(VENV)/.installed
-	$(PYTHON) -m pytest tests
-	$(PYTHON) -m pytest --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg -p no:cacheprovider notebooks
+# What CI runs: the unit tests, every notebook under nbval, and every notebook in a real browser.
+test: unit nbval test-browser
 
 unit: $(VENV)/.installed
-	$(PYTHON) -m pytest tests
+	$(PYTEST) -n $(JOBS) tests --ignore=tests/browser $(NO_TESTS_IS_OK)
+
+# One notebook per process (--dist loadfile), each with its own kernel.
+nbval: $(VENV)/.installed
+	$(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
+		notebooks $(NO_TESTS_IS_OK)
+
+# JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
+# starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/.
+test-browser: $(VENV)/.installed
+	$(PYTEST) -n $(JOBS) --dist worksteal tests/browser $(NO_TESTS_IS_OK)
 
 # Re-execute every notebook in place, top to bottom, keeping widget state so the saved file shows them.
 notebooks: $(VENV)/.installed
