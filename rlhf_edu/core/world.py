@@ -320,5 +320,6 @@ def _corpus_sentence(world: World, rng: np.random.Generator) -> str:
     statement = world.demonstration(prompt, rng)
     if parse_prompt(prompt).family == "arithmetic" and rng.random() < 0.4:
         statement = statement.rsplit(" ", 1)[0] + f" {rng.integers(19)}"  # the web is often wrong
-    prefix = rng.choice(["", "", "yesterday ", "people say ", "we say ", f"please {prompt} . "])
+    # Six equally likely openers (a repeat weighs one double); every word is in the vocabulary.
+    prefix = rng.choice(["", "", "yesterday ", "people say ", "people say ", f"please {prompt} . "])
     return f"{prefix}{statement} ."
