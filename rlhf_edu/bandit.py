@@ -183,7 +183,7 @@ def plot_bandit_runs(runs: dict[str, BanditRun], optimal: float | None = None,
     J is drawn against a log-scaled step count, since it climbs within the first few dozen
     steps. Draws on the pair ``axes`` when given, else on a new figure; returns the figure.
     """
-    distance, objective = axes_pair(axes, "plot_bandit_runs", figsize=(11, 3.2))
+    distance, objective = axes_pair(axes, "plot_bandit_runs", figsize=(9, 3.2))
     for name, run in runs.items():
         distance.semilogy(run.history["tv_to_optimum"], label=name)
         objective.semilogx(range(1, len(run.history["objective"]) + 1), run.history["objective"], label=name)
@@ -191,8 +191,8 @@ def plot_bandit_runs(runs: dict[str, BanditRun], optimal: float | None = None,
         objective.axhline(optimal, color="black", ls="--", lw=1, label="max J (closed form)")
     distance.set(xlabel="step", ylabel="TV(π_θ, π*)", title="distance to the closed-form optimum")
     objective.set(xlabel="step + 1", ylabel="J(π_θ)", title="regularised objective eq:rlhf_opt_eq")
-    distance.legend(fontsize=8)
-    objective.legend(fontsize=8)
+    distance.legend(fontsize=10)
+    objective.legend(fontsize=10)
     if axes is None:  # a caller's own axes keep the caller's layout
         distance.figure.tight_layout()
     return distance.figure

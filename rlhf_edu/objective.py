@@ -244,9 +244,9 @@ def plot_arms(labels: Sequence[str], policies: dict[str, TensorLike], rewards: T
     for i, (name, probs) in enumerate(policies.items()):
         ax.barh(rows + 0.4 - height * (i + 0.5), torch.as_tensor(probs).tolist(), height=height, label=name)
     ax.set_yticks(rows, [f"{label}  (r = {reward:.2f})" for label, reward in zip(labels, rewards)],
-                  fontsize=8, family="monospace")
+                  fontsize=10, family="monospace")
     ax.set(xlabel="probability", xlim=(0, 1))
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=10, loc="lower right")
     return ax.figure
 
 
@@ -278,13 +278,13 @@ def plot_kl_regularized_optimum(labels: Sequence[str], ref_probs: TensorLike, re
     """
     optimum = kl_regularized_optimum(ref_probs, rewards, beta)  # (A,)
     kl, reward = kl_divergence(optimum, ref_probs).item(), expected_reward(optimum, rewards).item()
-    bars, frontier = axes_pair(axes, "plot_kl_regularized_optimum", figsize=(13, 0.5 * len(labels) + 2),
+    bars, frontier = axes_pair(axes, "plot_kl_regularized_optimum", figsize=(9, 0.5 * len(labels) + 2),
                                gridspec_kw={"width_ratios": (3, 2)})
     plot_arms(labels, {"π_ref": ref_probs, f"π* (β = {beta:.3g})": optimum}, rewards, ax=bars)
     bars.set_title(f"β = {beta:.3g}:  E[r] = {reward:.3f},  KL = {kl:.3f} nats,  J = {reward - beta * kl:.3f}")
     plot_reward_kl_frontier(ref_probs, rewards, betas, ax=frontier)
     frontier.plot([kl], [reward], "o", color="C3", label=f"π* at β = {beta:.3g}")
-    frontier.legend(fontsize=8, loc="lower right")
+    frontier.legend(fontsize=10, loc="lower right")
     if axes is None:  # a caller's own axes keep the caller's layout
         bars.figure.tight_layout()
     return bars.figure
@@ -306,7 +306,7 @@ def plot_kl_budget(ref_probs: TensorLike, rewards: TensorLike, kl_budget: float,
     ax.plot([kl], [reward], "o", color="C3", label="best policy within budget")
     ax.set_xlim(0, 1.05 * max(kl_budget, max_kl_budget(ref_probs, rewards).item()))
     ax.set_title(f"budget {kl_budget:.2f} nats: best E[r] = {reward:.3f}, reached by β = {beta:.3g}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=10, loc="lower right")
     if owns_figure:
         fig.tight_layout()
     return fig
