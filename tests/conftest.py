@@ -53,3 +53,12 @@ def with_end_of_turn_bias(model, tokenizer, bias: float):
 
     model.register_forward_hook(hook)
     return model
+
+
+@pytest.fixture(autouse=True)
+def close_figures():
+    """Close every figure a test drew, so that figures never pile up across the suite."""
+    yield
+    import matplotlib.pyplot as plt
+
+    plt.close("all")

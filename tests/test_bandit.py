@@ -19,12 +19,6 @@ matplotlib.use("Agg")
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
 # --- the bandit trainer -------------------------------------------------------------------------------------------
 
 

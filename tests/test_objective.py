@@ -33,12 +33,6 @@ matplotlib.use("Agg")
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    plt.close("all")
-
-
 def random_problem(num_actions: int = 6, seed: int = 0, batch: tuple[int, ...] = ()):
     """A reference policy with full support and rewards in [0, 1), float64."""
     generator = torch.Generator().manual_seed(seed)

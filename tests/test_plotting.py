@@ -15,12 +15,6 @@ PROMPTS = ["add 3 and 5", "describe the cat", "review the pizza"]
 COMPLETIONS = ["3 plus 5 is 8", "the cat is small", "the pizza is great and tasty"]
 
 
-@pytest.fixture(autouse=True)
-def close_figures():
-    yield
-    matplotlib.pyplot.close("all")
-
-
 def texts(fig) -> list[str]:
     return [t.get_text() for t in fig.findobj(Text)]
 
