@@ -64,7 +64,7 @@ unit: $(VENV)/.installed
 
 # One notebook per process (--dist loadfile), each with its own kernel.
 nbval: $(VENV)/.installed
-	$(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-sanitize-with tests/nbval_sanitize.cfg \
+	$(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg \
 		notebooks $(NO_TESTS_IS_OK)
 
 # JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
