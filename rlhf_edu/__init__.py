@@ -5,9 +5,12 @@ Start with ``rlhf_edu.World`` (the toy world and its hidden gold reward),
 ``rlhf_edu.sample_rollouts`` (the one sampler).
 
 The package has two floors. ``rlhf_edu.core`` holds what every chapter stands on
-(runtime, world, tokenizer, collate, logprobs, rollouts, training, zoo, statistics,
-plotting); the chapter modules sit on top of it, one per concept
-(``objective``, ``reward_modeling``, ``instruction_tuning``, ``direct_alignment``, ...).
+(runtime, validation, world, tokenizer, collate, logprobs, scoring, rollouts, training,
+preferences, evaluation, distributions, stats, plotting, widgets, zoo); the chapter
+modules sit on top of it, one per concept (``pretraining``, ``mdp``, ``objective``,
+``bandit``, ``reward_modeling``, ``regularization``, ``instruction_tuning``,
+``policy_gradients``, ``direct_alignment``), and ``recipes`` says which chapter trainer
+builds which zoo checkpoint.
 The names below are re-exported so that a notebook's imports stay short.
 """
 

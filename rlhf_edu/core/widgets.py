@@ -1,4 +1,4 @@
-"""One vocabulary for the notebooks' sliders (CONVENTIONS.md §4): build every slider here.
+"""One vocabulary for the notebooks' sliders: build every slider here.
 
 - **Description**: the quantity's symbol, a Greek letter where the book uses one (``β``, ``ε``, ``τ``), else a
   short name, with its units in parentheses where it has any: ``KL budget (nats)``.
