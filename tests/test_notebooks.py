@@ -1,4 +1,4 @@
-"""Every committed notebook is executed, clean, and shaped like the template (CONVENTIONS.md §4).
+"""Every committed notebook is executed, clean, and shaped like the template.
 
 nbval (``make test``) re-runs the notebooks; these tests read the committed files, so they
 catch what a re-run cannot: a notebook saved half-run, out of order, or with an error in it.
