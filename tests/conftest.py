@@ -62,3 +62,15 @@ def close_figures():
     import matplotlib.pyplot as plt
 
     plt.close("all")
+
+
+def logprob_alone(model, row: dict[str, list[int]]) -> float:
+    """log π(y|x) of one encoded row, alone (no padding), straight from every position's logits.
+
+    The independent check for every batched log-prob in the package: one forward pass,
+    the full log-softmax, and a plain sum over the completion tokens.
+    """
+    ids = torch.tensor([row["input_ids"]])  # (1, T)
+    with torch.no_grad():
+        logps = model(input_ids=ids).logits[0].log_softmax(-1)  # (T, V)
+    return sum(logps[t - 1, ids[0, t]].item() for t in range(1, ids.shape[1]) if row["completion_mask"][t])

@@ -11,7 +11,7 @@ from matplotlib.text import Text
 from rlhf_edu import bandit
 from rlhf_edu.bandit import completion_bandit, plot_bandit_runs, reinforce_surrogate, train_bandit
 from rlhf_edu.objective import kl_regularized_optimum, optimal_value
-from tests.conftest import random_model
+from tests.conftest import logprob_alone, random_model
 from tests.test_objective import objective_by_hand, random_problem
 
 matplotlib.use("Agg")
@@ -64,9 +64,8 @@ def logprob_by_hand(model, tokenizer, prompt, completion):
     user = [{"role": "user", "content": prompt}]
     prompt_ids = tokenizer.apply_chat_template(user, add_generation_prompt=True, return_dict=False)
     ids = tokenizer.apply_chat_template(user + [{"role": "assistant", "content": completion}], return_dict=False)
-    with torch.no_grad():
-        logps = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
-    return sum(logps[t - 1, ids[t]].item() for t in range(len(prompt_ids), len(ids)))
+    completion_mask = [int(t >= len(prompt_ids)) for t in range(len(ids))]
+    return logprob_alone(model, {"input_ids": ids, "completion_mask": completion_mask})
 
 
 def test_completion_bandit_renormalises_the_model_probabilities_of_its_arms(model, tokenizer, world):

@@ -14,17 +14,10 @@ from rlhf_edu.core.evaluation import (
 from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.rollouts import sample_rollouts
 from rlhf_edu.core.world import GOLD_WEIGHTS
-from tests.conftest import random_model
+from tests.conftest import logprob_alone, random_model
 
 PROMPTS = ["add 3 and 5", "review the soup", "describe the cat", "add 1 and 1"]
 COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty", "the cat is small and grey", "1 plus 1 is 2"]
-
-
-def logprob_alone(model, ids: list[int], completion_mask: list[int]) -> float:
-    """log π(y|x) of one unpadded sequence, from every position's logits: the independent check."""
-    with torch.no_grad():
-        logps = model(input_ids=torch.tensor([ids])).logits[0].log_softmax(-1)  # (T, V)
-    return sum(logps[t - 1, ids[t]].item() for t in range(1, len(ids)) if completion_mask[t])
 
 
 @pytest.fixture(scope="module")
@@ -56,8 +49,7 @@ def test_rollout_kl_is_the_mean_log_ratio_of_the_sampled_tokens(tokenizer, model
     policy, ref_model = models
     rollout = sample_rollouts(policy, tokenizer, PROMPTS * 3, max_new_tokens=6, seed=0)  # some are cut off
     assert not rollout.finished.all()
-    log_ratios = [logprob_alone(policy, row["input_ids"], row["completion_mask"])
-                  - logprob_alone(ref_model, row["input_ids"], row["completion_mask"]) for row in rollout_rows(rollout)]
+    log_ratios = [logprob_alone(policy, row) - logprob_alone(ref_model, row) for row in rollout_rows(rollout)]
     assert rollout_kl(rollout, ref_model, tokenizer.pad_token_id, batch_size=5) == pytest.approx(
         np.mean(log_ratios), abs=1e-4)
     assert rollout_kl(rollout, policy, tokenizer.pad_token_id) == pytest.approx(0.0, abs=1e-4)

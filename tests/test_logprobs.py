@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from rlhf_edu.core.collate import collate
+from rlhf_edu.core.collate import collate, encode_prompt_completion
 from rlhf_edu.core.logprobs import check_tokenizer_fits, completion_logprobs, sequence_logprobs, token_logprobs
+from tests.conftest import logprob_alone, random_model
 
 PROMPTS = ["add 3 and 5", "review the soup", "describe the cat"]
 COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty and fresh and good", "the cat is small"]
@@ -10,10 +11,7 @@ COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty and fresh and good", "the cat
 
 def brute_force_logprob(model, tokenizer, prompt, completion):
     """log π(y|x) one sequence at a time, straight from the full logits: the independent check."""
-    batch = collate(tokenizer, [prompt], [completion])
-    logits = model(input_ids=batch["input_ids"]).logits[0].log_softmax(-1)  # (T, V)
-    ids, mask = batch["input_ids"][0], batch["completion_mask"][0]
-    return sum(logits[t - 1, ids[t]].item() for t in range(1, len(ids)) if mask[t])
+    return logprob_alone(model, encode_prompt_completion(tokenizer, prompt, completion))
 
 
 def test_sequence_logprobs_matches_brute_force_on_every_architecture(model, tokenizer):
@@ -56,7 +54,6 @@ def test_token_logprobs_are_zero_off_the_completion(model, tokenizer):
 
 
 def test_gradients_flow(tokenizer):
-    from tests.conftest import random_model
 
     model = random_model("llama", len(tokenizer)).train()
     sequence_logprobs(model, **collate(tokenizer, PROMPTS, COMPLETIONS)).sum().backward()
@@ -77,7 +74,6 @@ def test_row_without_completion_is_refused(model, tokenizer):
 
 
 def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
-    from tests.conftest import random_model
 
     with pytest.raises(ValueError, match="tokenizer has 95 tokens but the model only embeds 50.*zoo.load"):
         check_tokenizer_fits(random_model("gpt2", 50), tokenizer)

@@ -11,7 +11,7 @@ from rlhf_edu.core.runtime import SCORING_BATCH_SIZE
 from rlhf_edu.core.scoring import score_rows
 from rlhf_edu.direct_alignment import precompute_ref_logps, reference_logprobs
 from rlhf_edu.pretraining import encode_document, perplexity
-from tests.conftest import random_model
+from tests.conftest import logprob_alone, random_model
 
 # Lengths differ on purpose, and the longest is not last: sorting must be undone.
 PROMPTS = ["review the soup", "add 3 and 5", "describe the cat", "add 1 and 1", "review the pizza"]
@@ -19,14 +19,6 @@ COMPLETIONS = ["the soup is tasty and fresh and good", "3 plus 5 is 8", "the cat
                "the pizza is great"]
 TEXTS = ["the cat is small .", "3 plus 5 is 8 .", "the soup is tasty and fresh and good .", "the dog ."]
 BATCH_SIZES = (1, 3, 256)
-
-
-def full_logits_logprob(model, row) -> float:
-    """log π(y|x) of one encoded row, alone (no padding), straight from every position's logits."""
-    ids = torch.tensor([row["input_ids"]])  # (1, T)
-    with torch.no_grad():
-        logps = model(input_ids=ids).logits[0].log_softmax(-1)  # (T, V)
-    return sum(logps[t - 1, ids[0, t]].item() for t in range(1, ids.shape[1]) if row["completion_mask"][t])
 
 
 def rows_of(tokenizer, prompts=PROMPTS, completions=COMPLETIONS):
@@ -37,7 +29,7 @@ def rows_of(tokenizer, prompts=PROMPTS, completions=COMPLETIONS):
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_score_rows_gives_each_row_its_unbatched_value_in_the_original_order(model, tokenizer, batch_size):
     rows = rows_of(tokenizer)
-    expected = [full_logits_logprob(model, row) for row in rows]
+    expected = [logprob_alone(model, row) for row in rows]
     got = score_rows(model, rows, tokenizer.pad_token_id, batch_sequence_logprobs, batch_size)
     assert got.shape == (len(rows),) and got.device.type == "cpu"
     assert got.tolist() == pytest.approx(expected, abs=1e-4)
@@ -83,7 +75,7 @@ def test_score_rows_of_no_rows_is_empty_and_a_bad_batch_size_is_refused(tokenize
 @pytest.mark.parametrize("batch_size", BATCH_SIZES)
 def test_completion_logprobs_match_one_row_at_a_time(tokenizer, batch_size):
     model = random_model("qwen2", len(tokenizer))
-    expected = [full_logits_logprob(model, row) for row in rows_of(tokenizer)]
+    expected = [logprob_alone(model, row) for row in rows_of(tokenizer)]
     got = completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
     assert got.tolist() == pytest.approx(expected, abs=1e-4)
 
@@ -92,7 +84,7 @@ def test_completion_logprobs_match_one_row_at_a_time(tokenizer, batch_size):
 def test_perplexity_matches_one_document_at_a_time(tokenizer, batch_size):
     model = random_model("gpt2", len(tokenizer))
     rows = [encode_document(tokenizer, text) for text in TEXTS]
-    total_logp = sum(full_logits_logprob(model, row) for row in rows)
+    total_logp = sum(logprob_alone(model, row) for row in rows)
     num_targets = sum(len(row["input_ids"]) - 1 for row in rows)  # every token after <bos>
     expected = math.exp(-total_logp / num_targets)
     assert perplexity(model, tokenizer, TEXTS, batch_size=batch_size) == pytest.approx(expected, rel=1e-5)
@@ -121,8 +113,8 @@ def test_reference_logprobs_match_one_answer_at_a_time(tokenizer, batch_size):
     pairs = Dataset.from_dict({"prompt": PROMPTS, "chosen": COMPLETIONS, "rejected": rejected})
     ref_chosen, ref_rejected = reference_logprobs(model, encode_pairs(tokenizer, pairs), tokenizer.pad_token_id,
                                                   batch_size)
-    assert ref_chosen == pytest.approx([full_logits_logprob(model, row) for row in rows_of(tokenizer)], abs=1e-4)
-    assert ref_rejected == pytest.approx([full_logits_logprob(model, row)
+    assert ref_chosen == pytest.approx([logprob_alone(model, row) for row in rows_of(tokenizer)], abs=1e-4)
+    assert ref_rejected == pytest.approx([logprob_alone(model, row)
                                           for row in rows_of(tokenizer, PROMPTS, rejected)], abs=1e-4)
 
 
