@@ -50,11 +50,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch import Tensor
 
-from .core.validation import check_number
+from .core.validation import check_distribution, check_number
 
 TensorLike = Tensor | np.ndarray | Sequence
 
-SUM_TOLERANCE = 1e-5  # how far from 1 a probability vector may sum: float32 softmax outputs are off by ~1e-7
 VALUE_NAMES = ("rewards", "logits")  # the inputs of as_tensors that are real numbers, not probabilities
 FRONTIER_BETAS = torch.logspace(-3, 3, 241, dtype=torch.float64)  # wide enough to reach both ends of the frontier
 
@@ -372,17 +371,6 @@ def check_shapes(tensors: dict[str, Tensor]) -> None:
     if not shapes_match:
         raise ValueError(f"shapes do not match: {shapes}; inputs must have the same last (action) dim "
                          "and broadcastable leading (prompt) dims")
-
-
-def check_distribution(probs: Tensor, name: str) -> None:
-    """Refuse ``probs`` unless it is non-negative and sums to 1 over its last dim."""
-    if (probs < 0).any():
-        raise ValueError(f"{name} has a negative entry ({probs.min().item():.3g}); probabilities must be >= 0")
-    sums = probs.sum(-1)  # (...)
-    if not ((sums - 1).abs() <= SUM_TOLERANCE).all():  # written so that NaN fails too
-        raise ValueError(f"{name} must sum to 1 over the last (action) dim, but its sums run from "
-                         f"{sums.min().item():.6g} to {sums.max().item():.6g}; normalise with "
-                         "p / p.sum(-1, keepdim=True), or build it with torch.softmax(logits, -1)")
 
 
 def as_real(value: float, name: str, **bounds) -> float:

@@ -1,17 +1,13 @@
 import numpy as np
 import pytest
-import torch
 
-from rlhf_edu.core.collate import collate
 from rlhf_edu.core.evaluation import (
     PolicyEvaluation,
     evaluate_policy,
     rollout_kl,
     rollout_rows,
     sample_table,
-    sampled_kl,
 )
-from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.rollouts import sample_rollouts
 from rlhf_edu.core.world import GOLD_WEIGHTS
 from tests.conftest import logprob_alone, random_model
@@ -23,17 +19,6 @@ COMPLETIONS = ["3 plus 5 is 8", "the soup is tasty", "the cat is small and grey"
 @pytest.fixture(scope="module")
 def models(tokenizer):
     return random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
-
-
-def test_sampled_kl_is_the_mean_log_ratio_and_zero_against_itself(tokenizer, models):
-    policy, ref_model = models
-    with torch.no_grad():
-        batch = collate(tokenizer, PROMPTS, COMPLETIONS)
-        expected = (sequence_logprobs(policy, **batch) - sequence_logprobs(ref_model, **batch)).mean().item()
-    assert abs(expected) > 1e-2  # two different models, so the check below can fail
-    assert sampled_kl(policy, ref_model, tokenizer, PROMPTS, COMPLETIONS, batch_size=3) == pytest.approx(expected,
-                                                                                                          abs=1e-5)
-    assert sampled_kl(policy, policy, tokenizer, PROMPTS, COMPLETIONS) == 0.0
 
 
 def test_rollout_rows_drop_the_padding_and_keep_the_sampled_tokens(tokenizer, models):

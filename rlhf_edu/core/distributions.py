@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from .validation import check_number
+from .validation import check_distribution, check_number
 
 
 def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -27,11 +27,5 @@ def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
 
 def entropy(probs: torch.Tensor) -> torch.Tensor:
     """Shannon entropy H(p) = −Σ_v p_v log p_v in nats over the last dimension (0 · log 0 counts as 0): shape (...,)."""
-    check_probabilities(probs, "probs")
+    check_distribution(probs, "probs", tolerance=1e-4)
     return torch.special.entr(probs).sum(dim=-1)  # entr(p) = −p log p, and entr(0) = 0
-
-
-def check_probabilities(probs: torch.Tensor, name: str) -> None:
-    """Raise ValueError unless ``probs`` is non-negative and sums to 1 over its last dimension."""
-    if (probs < 0).any() or not torch.allclose(probs.sum(dim=-1), torch.ones((), dtype=probs.dtype), atol=1e-4):
-        raise ValueError(f"{name} must be non-negative and sum to 1 over the last dimension: pass softmax(logits)")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .logprobs import batch_sequence_logprobs, completion_logprobs
+from .logprobs import batch_sequence_logprobs
 from .rollouts import Rollout, sample_rollouts
 from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
 from .scoring import score_rows
@@ -44,20 +44,6 @@ class PolicyEvaluation:
     def component_means(self) -> dict[str, float]:
         """The mean of each gold component over the samples, in the world's order."""
         return {name: float(np.mean(values)) for name, values in self.components.items()}
-
-
-def sampled_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-               prompts: Sequence[str], completions: Sequence[str], batch_size: int = SCORING_BATCH_SIZE) -> float:
-    """KL(π‖π_ref) estimated on samples y ~ π(·|x) given as text: the mean of log π(y|x) − log π_ref(y|x).
-
-    Unbiased when ``completions`` were sampled from ``policy`` at temperature 1. One
-    sample's log-ratio can be negative; their mean cannot be, in expectation. Text is
-    re-encoded with the chat template, so a completion cut off by ``max_new_tokens`` is
-    scored as if it had closed its turn there; :func:`rollout_kl` scores the sampled tokens.
-    """
-    log_ratios = (completion_logprobs(policy, tokenizer, prompts, completions, batch_size)
-                  - completion_logprobs(ref_model, tokenizer, prompts, completions, batch_size))  # (N,)
-    return log_ratios.double().mean().item()
 
 
 def rollout_rows(rollout: Rollout) -> list[dict[str, list[int]]]:

@@ -74,6 +74,20 @@ def check_same_length(first: Sequence, second: Sequence, first_name: str, second
         raise ValueError(f"got {len(first)} {first_name} but {len(second)} {second_name}: pass one per example")
 
 
+def check_distribution(probs: torch.Tensor, name: str, tolerance: float = 1e-5) -> None:
+    """Refuse ``probs`` unless it is non-negative and sums to 1 (within ``tolerance``) over its last dim.
+
+    float32 softmax outputs sum to 1 within about 1e-7, so the default tolerance admits them.
+    """
+    if (probs < 0).any():
+        raise ValueError(f"{name} has a negative entry ({probs.min().item():.3g}); probabilities must be >= 0")
+    sums = probs.sum(-1)  # (...)
+    if not ((sums - 1).abs() <= tolerance).all():  # written so that NaN fails too
+        raise ValueError(f"{name} must sum to 1 over the last dim, but its sums run from "
+                         f"{sums.min().item():.6g} to {sums.max().item():.6g}; normalise with "
+                         "p / p.sum(-1, keepdim=True), or build it with torch.softmax(logits, -1)")
+
+
 def check_causal_lm(model: object, name: str = "model") -> None:
     """Raise TypeError unless ``model`` is a language model with an output layer over the vocabulary.
 
