@@ -144,7 +144,7 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
     records = []
     for _ in range(steps):
         probs = torch.softmax(logits, -1)  # (A,)
-        records.append(_bandit_record(probs.detach(), ref_probs, rewards, beta, optimum))
+        records.append(bandit_record(probs.detach(), ref_probs, rewards, beta, optimum))
         if method == "exact":
             surrogate = regularized_objective(probs, ref_probs, rewards, beta)
         else:
@@ -156,12 +156,12 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
         if not torch.isfinite(logits).all():
             raise FloatingPointError(f"the logits became {logits.tolist()}: lower lr (now {lr:g})")
     probs = torch.softmax(logits.detach(), -1)  # (A,)
-    records.append(_bandit_record(probs, ref_probs, rewards, beta, optimum))
+    records.append(bandit_record(probs, ref_probs, rewards, beta, optimum))
     history = dict(zip(("objective", "kl", "expected_reward", "tv_to_optimum"), torch.stack(records).unbind(-1)))
     return BanditRun(probs=probs, optimum=optimum, history=history)
 
 
-def _bandit_record(probs: Tensor, ref_probs: Tensor, rewards: Tensor, beta: float, optimum: Tensor) -> Tensor:
+def bandit_record(probs: Tensor, ref_probs: Tensor, rewards: Tensor, beta: float, optimum: Tensor) -> Tensor:
     """One row of :attr:`BanditRun.history`: (objective, kl, expected_reward, tv_to_optimum), shape (4,)."""
     kl, reward = kl_divergence(probs, ref_probs), expected_reward(probs, rewards)
     return torch.stack([reward - beta * kl, kl, reward, (probs - optimum).abs().sum() / 2])

@@ -49,6 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--out", default=None, help="write here instead of the zoo's own folder")
     figures_parser = commands.add_parser("figures", help="redraw the diagrams in images/")
     figures_parser.add_argument("--out", default="images", help="folder to write PNG and SVG files to")
+    sweep_parser = commands.add_parser("sweep", help="recompute notebook 11's precomputed β sweep (RLOO against rm)")
+    sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")
+    sweep_parser.add_argument("--preset", default=None, help="tiny (default, shipped) or small")
+    sweep_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -65,6 +69,11 @@ def _run(args: argparse.Namespace) -> int:
 
         for path in build(args.names or None, preset=args.preset, device=args.device, out_dir=args.out):
             print(f"saved {path}")
+        return 0
+    if args.command == "sweep":
+        from .recipes import SWEEP_PATH, rl_beta_sweep
+
+        print(f"wrote {rl_beta_sweep(out=args.out or SWEEP_PATH, preset=args.preset, device=args.device)}")
         return 0
     from .figures import save_figures
 

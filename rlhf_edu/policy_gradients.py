@@ -16,22 +16,34 @@ and they differ in two choices only:
 Rewards come shaped (P, G): P prompts with G completions each. Per-token tensors are
 (B, T) with B = P·G, and a ``mask`` that is 1 on completion tokens. Every function takes
 tensors, not models, so the tests can feed it hand-made numbers.
+
+:func:`train_policy_gradient` is the one trainer of the four on a language model;
+:func:`train_tabular_policy_gradient` runs the same advantage and loss functions on
+chapter 4's bandit, where the optimum is known; :func:`beta_sweep` repeats a run per β.
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+import matplotlib.pyplot as plt
 import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
 
+from .bandit import BanditRun, bandit_record
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import Rollout, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS
 from .core.training import History, Trainer, TrainingConfig
 from .core.validation import check_choice, check_int, check_number, check_texts
+from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
 from .regularization import KL_ESTIMATORS, kl_estimate
 
 BASELINES = ("none", "mean")
@@ -224,6 +236,7 @@ class PolicyGradientConfig(TrainingConfig):
     learning_rate: float = 1e-4
     batch_size: int = 16
     algorithm: str = "grpo"
+    baseline: str = "mean"  # REINFORCE's: "mean" of the batch, or "none"
     num_generations: int = 4
     num_iterations: int = 1
     num_mini_batches: int = 1
@@ -245,6 +258,7 @@ class PolicyGradientConfig(TrainingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.algorithm, "algorithm", ALGORITHMS)
+        check_choice(self.baseline, "baseline", BASELINES)
         check_choice(self.loss_type, "loss_type", LOSS_TYPES)
         check_choice(self.scale_rewards, "scale_rewards", SCALE_REWARDS)
         check_choice(self.kl_estimator, "kl_estimator", KL_ESTIMATORS)
@@ -389,23 +403,56 @@ def compute_advantages(rollout: Rollout, rewards: torch.Tensor, old_logps: torch
     """Each algorithm's advantage, with the KL where that algorithm puts it."""
     mask = rollout.mask  # (B, N)
     if config.algorithm == "ppo":
-        per_token = shaped_rewards(rewards, kl, mask, config.beta)  # (B, N)
         values = token_values(value_model, rollout)  # (B, N)
-        advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
-        advantages = _whiten(advantages, mask)
+        advantages, returns = ppo_advantages(rewards, kl, values, mask, config)
         return _Step(rollout, old_logps, ref_logps, advantages, returns, values)
-    if config.algorithm in KL_IN_LOSS:
-        scores = rewards  # (B,) the KL goes into the loss
-    else:
-        scores = rewards - config.beta * kl.sum(dim=1)  # (B,) Σ_t of the per-token shaping
-    grouped = scores.view(-1, config.num_generations)  # (P, G)
+    advantages = group_advantages(sequence_scores(rewards, kl, config), config)  # (B,)
+    return _Step(rollout, old_logps, ref_logps, advantages)
+
+
+def ppo_advantages(rewards: torch.Tensor, kl: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
+                   config: PolicyGradientConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """PPO's whitened per-token GAE advantages and the value targets, both (B, T), from k1-shaped rewards."""
+    per_token = shaped_rewards(rewards, kl, mask, config.beta)  # (B, T)
+    advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
+    return _whiten(advantages, mask), returns
+
+
+def sequence_scores(rewards: torch.Tensor, kl: torch.Tensor, config: PolicyGradientConfig) -> torch.Tensor:
+    """What the advantage is computed from, (P, G): the reward, minus β·Σ_t k1 where the KL goes in the reward."""
+    scores = rewards if config.algorithm in KL_IN_LOSS else rewards - config.beta * kl.sum(dim=1)  # (B,)
+    return scores.view(-1, config.num_generations)
+
+
+def group_advantages(scores: torch.Tensor, config: PolicyGradientConfig) -> torch.Tensor:
+    """The advantage of REINFORCE, RLOO or GRPO on scores shaped (P, G), flattened to (B,)."""
     if config.algorithm == "grpo":
-        advantages = grpo_advantages(grouped, config.scale_rewards)
+        advantages = grpo_advantages(scores, config.scale_rewards)
     elif config.algorithm == "rloo":
-        advantages = rloo_advantages(grouped)
+        advantages = rloo_advantages(scores)
     else:
-        advantages = reinforce_advantages(grouped, "mean")
-    return _Step(rollout, old_logps, ref_logps, advantages.flatten())
+        advantages = reinforce_advantages(scores, config.baseline)
+    return advantages.flatten()
+
+
+def token_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
+                      advantages: torch.Tensor, mask: torch.Tensor, config: PolicyGradientConfig
+                      ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The policy's scalar loss from per-token log-probs (B, T), and its metrics: the seam every algorithm shares.
+
+    REINFORCE and RLOO take −A·log π; PPO and GRPO the clipped surrogate; GRPO adds
+    +β·k per token (its KL goes in the loss); then :func:`aggregate_token_losses`.
+    """
+    if config.algorithm in ("reinforce", "rloo"):
+        losses, metrics = policy_gradient_loss(logps, advantages, mask), {}
+    else:
+        losses, clip = clipped_surrogate_loss(logps, old_logps, advantages, mask, config.epsilon,
+                                              config.epsilon_high)
+        approx_kl = 0.5 * (((logps - old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
+        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
+    if config.algorithm in KL_IN_LOSS and config.beta > 0:
+        losses = losses + config.beta * kl_estimate(logps, ref_logps, config.kl_estimator) * mask
+    return aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length), metrics
 
 
 def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, data: _Step,
@@ -413,16 +460,7 @@ def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, da
     """One update's loss on a slice of a rollout, and its metrics (TRL's names)."""
     mask = data.rollout.mask  # (B, N)
     logps = _logps(policy, data.rollout, grad=True)  # (B, N)
-    if config.algorithm == "reinforce" or config.algorithm == "rloo":
-        losses, metrics = policy_gradient_loss(logps, data.advantages, mask), {}
-    else:
-        losses, clip = clipped_surrogate_loss(logps, data.old_logps, data.advantages, mask, config.epsilon,
-                                              config.epsilon_high)
-        approx_kl = 0.5 * (((logps - data.old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
-        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
-    if config.algorithm in KL_IN_LOSS and config.beta > 0:
-        losses = losses + config.beta * kl_estimate(logps, data.ref_logps, config.kl_estimator) * mask
-    loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length)
+    loss, metrics = token_policy_loss(logps, data.old_logps, data.ref_logps, data.advantages, mask, config)
     if value_model is not None:
         values = token_values(value_model, data.rollout)  # (B, N)
         v_loss = aggregate_token_losses(value_loss(values, data.old_values, data.returns, mask,
@@ -430,6 +468,203 @@ def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, da
         loss = loss + config.vf_coef * v_loss
         metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
     return loss, metrics
+
+
+def beta_sweep(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+               reward_fn: RewardFn, betas: Sequence[float], config: PolicyGradientConfig,
+               eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None) -> dict[float, History]:
+    """One :func:`train_policy_gradient` run per β, each on a fresh copy of ``policy``; ``{β: History}``.
+
+    ``policy`` itself stays as it is and is every run's reference model, so all runs
+    pay their KL to the same π_ref and differ only in β.
+    """
+    runs = {}
+    for beta in betas:
+        model = copy.deepcopy(policy)
+        runs[float(beta)] = train_policy_gradient(model, tokenizer, prompts, reward_fn,
+                                                  dataclasses.replace(config, beta=float(beta)), ref_model=policy,
+                                                  eval_fn=eval_fn)
+    return runs
+
+
+def save_sweep(runs: dict[float, History], path: str | Path, **settings) -> Path:
+    """Write a :func:`beta_sweep` to JSON: its ``settings`` and every run's per-step metrics."""
+    path = Path(path)
+    path.write_text(json.dumps({"settings": settings, "runs": {repr(b): h.steps for b, h in runs.items()}},
+                               indent=1) + "\n")
+    return path
+
+
+def load_sweep(path: str | Path) -> tuple[dict[float, History], dict]:
+    """Read a file written by :func:`save_sweep`: ``({β: History}, settings)``."""
+    data = json.loads(Path(path).read_text())
+    return {float(b): History(steps) for b, steps in data["runs"].items()}, data["settings"]
+
+
+# --- pictures ---------------------------------------------------------------------------------------------
+def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = None, ax: Axes | None = None) -> Figure:
+    """PPO's per-token objective min(ρA, clip(ρ)·A) against ρ, for A = ±1; returns the figure.
+
+    It is −:func:`clipped_surrogate_loss` on a grid of ratios. Where a curve is flat the
+    clip has removed the gradient: above 1 + ε_high when A > 0, below 1 − ε when A < 0.
+    Draws on ``ax`` when given.
+    """
+    ratio = torch.linspace(0.2, 2.0, 361)  # (R,) ρ
+    ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.4))[1]
+    for advantage, color in ((1.0, "C0"), (-1.0, "C3")):
+        losses, _ = clipped_surrogate_loss(ratio.log().unsqueeze(1), torch.zeros(len(ratio), 1),
+                                           torch.full((len(ratio),), advantage), torch.ones(len(ratio), 1),
+                                           epsilon, epsilon_high)
+        ax.plot(ratio, -losses[:, 0], color=color, label=f"A = {advantage:+g}")
+        ax.plot(ratio, ratio * advantage, color=color, ls=":", lw=1)  # the unclipped ρA
+    high = epsilon if epsilon_high is None else epsilon_high
+    ax.axvspan(1 - epsilon, 1 + high, color="grey", alpha=0.12, label="[1 − ε, 1 + ε_high]")
+    ax.set(xlabel="ρ = π_θ / π_old", ylabel="objective (−loss)", title=f"PPO's clipped objective, ε = {epsilon:g}")
+    ax.legend(fontsize=8, loc="lower right")
+    return ax.figure
+
+
+def plot_sweep(runs: dict[float, History], metrics: Sequence[str] = ("eval/reward", "gold_reward", "eval/kl"),
+               highlight: float | None = None, axes: Sequence[Axes] | None = None) -> Figure:
+    """One panel per metric of a :func:`beta_sweep`, one line per β against the step; ``highlight`` one β in bold."""
+    if axes is None:
+        axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)[1][0]
+    for i, (beta, history) in enumerate(sorted(runs.items())):
+        bold = highlight is None or beta == highlight
+        for ax, name in zip(axes, metrics):
+            steps = [j for j, step in enumerate(history.steps) if name in step]
+            ax.plot(steps, history[name], color=f"C{i}", lw=2.2 if bold else 1, alpha=1 if bold else 0.35,
+                    label=f"β = {beta:g}")
+    for ax, name in zip(axes, metrics):
+        ax.set(xlabel="step", title=name)
+    axes[0].legend(fontsize=8)
+    axes[0].figure.tight_layout()
+    return axes[0].figure
+
+
+# --- the same functions on chapter 4's bandit ------------------------------------------------------
+TABULAR_DEFAULTS = {"kl_estimator": "k2", "scale_rewards": "none"}  # GRPO's settings whose fixed point is π*
+
+
+class TabularPolicy(torch.nn.Module):
+    """A softmax policy over A actions, π_θ = softmax(θ), starting at θ = log π_ref, and PPO's one-state value V."""
+
+    def __init__(self, ref_probs: torch.Tensor):
+        super().__init__()
+        self.logits = torch.nn.Parameter(ref_probs.log().clone())  # (A,) θ: RLHF starts from the reference model
+        self.value = torch.nn.Parameter(torch.zeros(()))  # V: the critic of a bandit has one state to value
+
+
+def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientConfig:
+    """The :class:`PolicyGradientConfig` of a bandit run: one prompt, one-token completions, no progress bar.
+
+    GRPO gets ``kl_estimator="k2"`` and ``scale_rewards="none"`` unless overridden: then,
+    like the other three, its fixed point is π* of eq:rlhf_opt_eq. TRL's defaults ("k3" in
+    the loss, rewards scaled by the group's std) land elsewhere: the pathwise gradient of
+    k3 is that of KL(π_ref‖π), not KL(π‖π_ref), and the std rescales β as it changes.
+    """
+    settings = {"batch_size": 1, "num_generations": 64, "num_steps": 600, "learning_rate": 0.05,
+                "max_completion_length": 1, "vf_coef": 1.0, "progress": False,
+                "lr_scheduler_type": "linear", "num_iterations": 4 if algorithm == "ppo" else 1} | TABULAR_DEFAULTS
+    return PolicyGradientConfig(algorithm=algorithm, beta=beta, **(settings | overrides))
+
+
+def tabular_loss(policy: TabularPolicy, actions: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
+                 advantages: torch.Tensor, returns: torch.Tensor | None, config: PolicyGradientConfig
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss of one bandit update: :func:`token_policy_loss` on (G, 1) log-probs, plus PPO's value loss."""
+    mask = torch.ones_like(old_logps)  # (G, 1): every completion is one token long
+    logps = torch.log_softmax(policy.logits, -1)[actions].unsqueeze(1)  # (G, 1)
+    loss, metrics = token_policy_loss(logps, old_logps, ref_logps, advantages, mask, config)
+    if returns is not None:
+        values = policy.value.expand_as(returns)  # (G, 1)
+        loss = loss + config.vf_coef * aggregate_token_losses(
+            value_loss(values, values.detach(), returns, mask, config.cliprange_value), mask, "dapo")
+    return loss, metrics
+
+
+def tabular_rollout(policy: TabularPolicy, ref_probs: torch.Tensor, rewards: torch.Tensor,
+                    config: PolicyGradientConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+    """Sample G actions from π_θ and compute their advantages: ``(actions, old_logps, ref_logps, advantages, returns)``.
+
+    The same advantage functions as :func:`train_policy_gradient`, with the KL where each
+    algorithm puts it; ``returns`` is None except for PPO.
+    """
+    with torch.no_grad():
+        log_probs = torch.log_softmax(policy.logits, -1)  # (A,)
+        actions = torch.multinomial(log_probs.exp(), config.num_generations, replacement=True,
+                                    generator=generator)  # (G,)
+        old_logps = log_probs[actions].unsqueeze(1)  # (G, 1)
+        ref_logps = ref_probs.log()[actions].unsqueeze(1)  # (G, 1)
+        kl = kl_estimate(old_logps, ref_logps, "k1")  # (G, 1)
+        scores = rewards[actions]  # (G,)
+        if config.algorithm == "ppo":
+            values = policy.value.expand_as(old_logps)  # (G, 1)
+            advantages, returns = ppo_advantages(scores, kl, values, torch.ones_like(kl), config)
+            return actions, old_logps, ref_logps, advantages, returns
+        return actions, old_logps, ref_logps, group_advantages(sequence_scores(scores, kl, config), config), None
+
+
+def train_tabular_policy_gradient(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float,
+                                  algorithm: str = "grpo", **config_overrides) -> BanditRun:
+    """REINFORCE, RLOO, PPO or GRPO on chapter 4's bandit, with the functions of the language-model trainer.
+
+    A softmax policy starts at π_ref and learns from ``num_generations`` sampled actions
+    per step through :class:`~rlhf_edu.core.training.Trainer`, with the advantage and the
+    per-token loss of :func:`train_policy_gradient`. Its fixed point is π* =
+    :func:`~rlhf_edu.objective.kl_regularized_optimum` (see :func:`tabular_config` for
+    GRPO's settings). ``config_overrides`` are :class:`PolicyGradientConfig` fields.
+    Returns a :class:`~rlhf_edu.bandit.BanditRun` whose history has one entry per step.
+    """
+    ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
+    check_one_prompt("train_tabular_policy_gradient", ref_probs=ref_probs, rewards=rewards)
+    if not (ref_probs > 0).all():
+        raise ValueError("ref_probs must be > 0 everywhere: θ starts at log π_ref; drop the impossible actions first")
+    config = tabular_config(algorithm, as_beta(beta), **config_overrides)
+    ref_probs, rewards = ref_probs.float(), rewards.float()
+    policy = TabularPolicy(ref_probs)
+    trainer = Trainer(policy, config, config.num_steps * config.num_iterations, desc=f"bandit ({algorithm})")
+    generator = torch.Generator().manual_seed(config.seed)
+    optimum = kl_regularized_optimum(ref_probs, rewards, config.beta)  # (A,)
+    records = []
+    for _ in range(config.num_steps):
+        records.append(bandit_record(torch.softmax(policy.logits.detach(), -1), ref_probs, rewards, config.beta,
+                                     optimum))
+        rollout = tabular_rollout(policy, ref_probs, rewards, config, generator)
+        for _ in range(config.num_iterations):
+            trainer.step(lambda batch: tabular_loss(policy, *batch, config), rollout)
+    probs = torch.softmax(policy.logits.detach(), -1)  # (A,)
+    records.append(bandit_record(probs, ref_probs, rewards, config.beta, optimum))
+    history = dict(zip(("objective", "kl", "expected_reward", "tv_to_optimum"), torch.stack(records).unbind(-1)))
+    return BanditRun(probs=probs, optimum=optimum, history=history)
+
+
+def tabular_gradient_estimates(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float, algorithm: str,
+                               num_trials: int = 500, probs: torch.Tensor | None = None,
+                               **config_overrides) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num_trials`` independent one-step gradient estimates of J at π_θ = ``probs`` (default π_ref), and ∇J.
+
+    Each estimate is −∇θ of one update's loss, from a fresh sample of ``num_generations``
+    actions; the exact gradient is autograd's of
+    :func:`~rlhf_edu.objective.regularized_objective`. Returns ``(estimates (num_trials, A), exact (A,))``.
+    """
+    ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
+    config = tabular_config(algorithm, as_beta(beta), **config_overrides)
+    check_int(num_trials, "num_trials", low=2, fix="the spread of an estimate needs at least two trials")
+    ref_probs, rewards = ref_probs.float(), rewards.float()
+    policy = TabularPolicy(ref_probs)
+    if probs is not None:
+        policy.logits.data = as_tensors(probs=probs)[0].float().log()
+    generator = torch.Generator().manual_seed(config.seed)
+    estimates = []
+    for _ in range(num_trials):
+        policy.zero_grad()
+        rollout = tabular_rollout(policy, ref_probs, rewards, config, generator)
+        tabular_loss(policy, *rollout, config)[0].backward()
+        estimates.append(-policy.logits.grad.clone())
+    logits = policy.logits.detach().clone().requires_grad_()
+    regularized_objective(torch.softmax(logits, -1), ref_probs, rewards, config.beta).backward()
+    return torch.stack(estimates), logits.grad
 
 
 def _logps(model: PreTrainedModel, rollout: Rollout, grad: bool = False) -> torch.Tensor:

@@ -8,6 +8,9 @@ chapter's own trainer called with fixed settings and seeds:
 - ``sft``: ``base`` instruction-tuned on the world's demonstrations (:func:`rlhf_edu.instruction_tuning.train_sft`);
 - ``rm``: a reward model on the ``sft`` backbone, trained on pairs sampled from ``sft``
   (:func:`rlhf_edu.reward_modeling.train_reward_model`).
+
+Beside them, :func:`rl_beta_sweep` is the recipe of the small RL sweep that notebook 11
+ships precomputed (``rlhf-edu sweep``): RLOO against ``rm`` from ``sft`` at several β.
 """
 
 from __future__ import annotations
@@ -19,16 +22,19 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core import zoo
+from .core.evaluation import gold_eval_fn
 from .core.preferences import build_preference_dataset
 from .core.runtime import Preset, get_device, get_preset
 from .core.world import World
 from .instruction_tuning import SFTConfig, train_sft
+from .policy_gradients import PolicyGradientConfig, beta_sweep, save_sweep
 from .pretraining import PretrainingConfig, pretrain
 from .reward_modeling import (
     HELD_OUT_PAIRS,
     RewardConfig,
     accuracy_vs_pairs,
     evaluate_reward_model,
+    reward_function,
     reward_model_from,
     train_reward_model,
 )
@@ -103,3 +109,35 @@ def build(names: list[str] | None = None, preset: str | Preset | None = None, de
     finally:
         torch.set_num_threads(threads)
     return saved
+
+
+SWEEP_PATH = Path(__file__).parent / "sweeps" / "rloo_rm_beta.json"
+SWEEP_BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
+SWEEP_CONFIG = {"algorithm": "rloo", "learning_rate": 1e-3, "batch_size": 16, "num_generations": 4, "num_steps": 40,
+                "eval_steps": 5, "seed": 0}
+
+
+def rl_beta_sweep(betas: tuple[float, ...] = SWEEP_BETAS, out: str | Path = SWEEP_PATH,
+                  preset: str | Preset | None = None, device: str | None = None, **overrides) -> Path:
+    """Notebook 11's β sweep: RLOO from ``sft`` against ``rm``, one run per β, written to ``out``; returns the path.
+
+    Every run trains on the same 500 world prompts and is judged every ``eval_steps``
+    steps on 64 held-out ones by :func:`~rlhf_edu.core.evaluation.gold_eval_fn` (gold
+    reward, components, KL to ``sft``, the RM's score). About 40 s per β on one CPU thread.
+    """
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, get_device(device))
+    rm, rm_tokenizer = zoo.load("rm", preset, get_device(device))
+    world = World(seed=0, preset=preset)
+    rm_fn = reward_function(rm, rm_tokenizer)
+    settings = SWEEP_CONFIG | overrides
+    eval_fn = gold_eval_fn(world, tokenizer, world.prompts(64, split="test"), policy, rm_fn)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
+    try:
+        runs = beta_sweep(policy, tokenizer, world.prompts(500), rm_fn, betas,
+                          PolicyGradientConfig(progress=False, **settings), eval_fn)
+    finally:
+        torch.set_num_threads(threads)
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    return save_sweep(runs, out, preset=preset.name, **settings)

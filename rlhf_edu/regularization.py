@@ -14,6 +14,7 @@ from __future__ import annotations
 import torch
 
 from .core.validation import check_choice
+from .objective import TensorLike, as_beta, as_tensors, max_supported_reward
 
 KL_ESTIMATORS = ("k1", "k2", "k3")
 
@@ -41,3 +42,25 @@ def kl_estimate(logps: torch.Tensor, ref_logps: torch.Tensor, estimator: str = "
     if estimator == "k2":
         return 0.5 * log_ratio**2
     return log_ratio.exp() - 1 - log_ratio
+
+
+def forward_kl_regularized_optimum(ref_probs: TensorLike, rewards: TensorLike, beta: float) -> torch.Tensor:
+    """The policy that maximises E_π[r] − β·KL(π_ref ‖ π), the KL's other direction; shape (..., A).
+
+    Setting the gradient to zero gives π(a) = β·π_ref(a) / (λ − r(a)), with λ > max r the
+    one number that makes π sum to 1, found here by bisection. It is where a policy lands
+    when k3 is minimised in the loss (GRPO as TRL runs it): on samples from π, the gradient
+    of k3 is (1 − π_ref/π)·∇log π, whose mean is ∇KL(π_ref‖π), not ∇KL(π‖π_ref).
+    Compare :func:`~rlhf_edu.objective.kl_regularized_optimum`.
+    """
+    ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
+    beta = as_beta(beta)
+    ref_probs, rewards = ref_probs.double(), rewards.double()
+    low = max_supported_reward(ref_probs, rewards)  # (..., 1) λ above it: every π(a) > 0
+    high = low + beta  # (..., 1) there λ − r ≥ β on every action, so Σ π ≤ Σ π_ref = 1
+    for _ in range(200):  # halves the bracket each time: far below float64's resolution
+        middle = (low + high) / 2
+        total = (beta * ref_probs / (middle - rewards)).where(ref_probs > 0, 0.0).sum(-1, keepdim=True)
+        low, high = torch.where(total > 1, middle, low), torch.where(total > 1, high, middle)
+    probs = (beta * ref_probs / (high - rewards)).where(ref_probs > 0, 0.0)  # (..., A)
+    return probs / probs.sum(-1, keepdim=True)

@@ -75,6 +75,20 @@ def _probes(tokenizer) -> list[tuple[str, str, object]]:
         lambda: rm.bradley_terry_loss(torch.zeros(2), torch.zeros(3)))
     add("spearman_correlation(lengths differ)", "x", lambda: stats.spearman_correlation([1, 2, 3], [1, 2]))
     add("World.prompts(split='dev')", "split", lambda: World().prompts(3, split="dev"))
+    add("World.prompts(family='poetry')", "family", lambda: World().prompts(3, family="poetry"))
+    add("World.prompts(n=-1)", "n", lambda: World().prompts(-1))
+    add("verifiable_reward(a review)", "review the pizza",
+        lambda: World().verifiable_reward(["review the pizza"], ["tasty"]))
+    add("verifiable_reward(a bare string)", "prompts", lambda: World().verifiable_reward("add 1 and 2", "3"))
+    add("pass_at_k(k > n)", "k", lambda: stats.pass_at_k(4, 1, 8))
+    add("train_tabular_policy_gradient(beta=0)", "beta",
+        lambda: policy_gradients.train_tabular_policy_gradient(P, R, 0.0, "rloo"))
+    add("train_tabular_policy_gradient(rewards NaN)", "rewards",
+        lambda: policy_gradients.train_tabular_policy_gradient(P, [1.0, NAN, 0.0], 0.5, "rloo"))
+    add("train_tabular_policy_gradient(algorithm='dpo')", "algorithm",
+        lambda: policy_gradients.train_tabular_policy_gradient(P, R, 0.5, "dpo"))
+    add("forward_kl_regularized_optimum(beta=-1)", "beta",
+        lambda: regularization.forward_kl_regularized_optimum(P, R, -1.0))
     add("gold_reward(a bare string)", "prompts", lambda: World().gold_reward("add 1 and 2", "1 plus 2 is 3"))
     add("gold_reward(one prompt, no completion)", "completions", lambda: World().gold_reward(["add 1 and 2"], []))
     add("gold_reward('add 3 and 99')", "add 3 and 99", lambda: World().gold_reward(["add 3 and 99"], ["3"]))

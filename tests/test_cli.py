@@ -29,6 +29,7 @@ def test_figures_writes_png_and_svg(tmp_path, capsys):
 @pytest.mark.parametrize("argv, message", [
     (["zoo", "build", "nope"], "unknown checkpoint 'nope': the zoo has base, sft, rm"),
     (["zoo", "build", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
+    (["sweep", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
 ])
 def test_bad_zoo_build_arguments_fail_clearly(capsys, argv, message):
     assert main(argv) == 2
@@ -57,3 +58,12 @@ def test_console_script_is_installed():
     result = subprocess.run([sys.executable, "-m", "rlhf_edu.cli", "--help"], capture_output=True, text=True,
                             env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert result.returncode == 0 and "doctor" in result.stdout
+
+
+def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp_path):
+    import rlhf_edu.recipes as recipes
+    calls = []
+    monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
+    assert main(["sweep", "--out", str(tmp_path / "s.json")]) == 0
+    assert calls == [{"out": str(tmp_path / "s.json"), "preset": None, "device": None}]
+    assert f"wrote {tmp_path / 's.json'}" in capsys.readouterr().out

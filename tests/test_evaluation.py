@@ -4,6 +4,8 @@ import pytest
 from rlhf_edu.core.evaluation import (
     PolicyEvaluation,
     evaluate_policy,
+    gold_eval_fn,
+    pass_at_k_curve,
     rollout_kl,
     rollout_rows,
     sample_table,
@@ -65,3 +67,40 @@ def test_sample_table_lines_up_policies_on_each_prompt():
     assert dpo.gold_reward == pytest.approx(1.6)
     with pytest.raises(ValueError, match="different prompts"):
         sample_table({"SFT": sft, "other": PolicyEvaluation(["add 2 and 2"], ["4"], [0.0], {}, 0.0)})
+
+
+def test_gold_eval_fn_reports_the_gold_reward_its_components_kl_and_the_proxy(tokenizer, world, models):
+    policy, ref = models
+    proxy = lambda prompts, completions: [float(len(c.split())) for c in completions]
+    metrics = gold_eval_fn(world, tokenizer, PROMPTS, ref, proxy, seed=3)(policy)
+    evaluation = evaluate_policy(policy, ref, tokenizer, world, PROMPTS, seed=3)
+    assert metrics["gold_reward"] == pytest.approx(evaluation.gold_reward)
+    assert metrics["eval/kl"] == pytest.approx(evaluation.kl)
+    assert metrics["eval/reward"] == pytest.approx(np.mean(proxy(PROMPTS, evaluation.completions)))
+    assert {f"gold/{k}" for k in GOLD_WEIGHTS} <= set(metrics)
+
+
+def test_pass_at_k_curve_of_a_verifier_that_accepts_one_answer_in_four(tokenizer, models):
+    calls = []
+
+    def every_fourth(prompts, completions):
+        calls.append(len(completions))
+        return [float(i % 4 == 0) for i in range(len(completions))]  # 4 of each prompt's 16 samples are "right"
+
+    curve = pass_at_k_curve(models[0], tokenizer, PROMPTS, every_fourth, num_samples=16, ks=(1, 4, 16),
+                            max_new_tokens=3)
+    assert calls == [len(PROMPTS) * 16]
+    assert curve[1] == pytest.approx(0.25) and curve[16] == pytest.approx(1.0)
+    assert curve[4] == pytest.approx(1 - 495 / 1820)
+
+
+def test_component_means_of_one_family_keep_its_prompts_only():
+    components = {"correctness": [1.0, 0.0, 0.5, 1.0], "tone": [0.0, 0.8, 0.2, 0.0]}
+    evaluation = PolicyEvaluation(PROMPTS, COMPLETIONS, [0.0] * 4, components, 0.0)
+    assert evaluation.component_means("arithmetic") == {"correctness": 1.0, "tone": 0.0}
+    assert evaluation.component_means("review") == {"correctness": 0.0, "tone": 0.8}
+    assert evaluation.component_means()["tone"] == pytest.approx(0.25)
+    with pytest.raises(ValueError, match="unknown family 'poetry'"):
+        evaluation.component_means("poetry")
+    with pytest.raises(ValueError, match="no review prompt among the 1 evaluated"):
+        PolicyEvaluation(PROMPTS[:1], COMPLETIONS[:1], [0.0], {"tone": [0.0]}, 0.0).component_means("review")

@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -252,3 +253,108 @@ def test_shaped_rewards_put_the_score_on_the_last_token():
     mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
     shaped = pg.shaped_rewards(torch.tensor([2.0, 3.0]), kl, mask, beta=0.1)
     torch.testing.assert_close(shaped, torch.tensor([[-0.05, -0.05, 1.95], [2.9, 0.0, 0.0]]))
+
+
+# --- chapter 4's bandit, with the same functions -----------------------------------------------------
+BANDIT_REF = torch.tensor([0.45, 0.23, 0.18, 0.09, 0.05])
+BANDIT_REWARDS = torch.tensor([1.0, 1.0, 3.0, 1.0, 0.0])
+
+
+def tv(p: torch.Tensor, q: torch.Tensor) -> float:
+    return (p.double() - q.double()).abs().sum().item() / 2
+
+
+@pytest.mark.parametrize("algorithm", pg.ALGORITHMS)
+@pytest.mark.parametrize("beta", [0.3, 1.0])
+def test_every_algorithm_lands_on_the_closed_form_optimum(algorithm, beta):
+    from rlhf_edu.objective import kl_regularized_optimum
+    run = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, beta, algorithm)
+    optimum = kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, beta)
+    assert tv(BANDIT_REF, optimum) > 0.2  # far from the start, so landing there is a real result
+    assert tv(run.probs, optimum) < 0.02, run.probs
+    assert run.history["tv_to_optimum"][-1] == pytest.approx(tv(run.probs, optimum), abs=1e-6)
+
+
+def test_grpo_with_k3_in_the_loss_lands_on_the_other_kls_optimum():
+    from rlhf_edu.objective import kl_regularized_optimum
+    from rlhf_edu.regularization import forward_kl_regularized_optimum
+    beta = 0.3
+    run = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, beta, "grpo", kl_estimator="k3")
+    forward = forward_kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, beta)
+    reverse = kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, beta)
+    assert tv(forward, reverse) > 0.05
+    assert tv(run.probs, forward) < 0.02 < 0.05 < tv(run.probs, reverse)
+
+
+def test_rloos_gradient_estimate_is_unbiased_and_a_mean_baseline_cuts_the_variance():
+    estimates = {name: pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, algorithm, num_trials=400,
+                                                     num_generations=8)
+                 for name, algorithm in (("rloo", "rloo"), ("reinforce", "reinforce"))}
+    rloo, exact = estimates["rloo"]
+    error = (rloo.mean(0) - exact).norm()
+    standard_error = rloo.std(0).norm() / math.sqrt(len(rloo))
+    assert error < 3 * standard_error, (rloo.mean(0), exact)
+    reinforce, _ = estimates["reinforce"]  # the batch mean includes the sample itself: shrunk by (G − 1)/G
+    torch.testing.assert_close(reinforce.mean(0), exact * 7 / 8, atol=float(4 * standard_error), rtol=0)
+
+
+def test_tabular_bad_input_names_the_fix():
+    with pytest.raises(ValueError, match="ref_probs must be > 0"):
+        pg.train_tabular_policy_gradient(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 2.0]), 0.5, "rloo")
+    with pytest.raises(ValueError, match="unknown algorithm 'dpo'"):
+        pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, "dpo")
+    with pytest.raises(ValueError, match="beta must be > 0"):
+        pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.0, "rloo")
+    with pytest.raises(ValueError, match="one prompt"):
+        pg.train_tabular_policy_gradient(BANDIT_REF.expand(2, -1), BANDIT_REWARDS, 0.5, "rloo")
+
+
+# --- the β sweep and the pictures ------------------------------------------------------------------
+def test_a_beta_sweep_trains_copies_and_round_trips_through_json(tokenizer, world, tmp_path):
+    policy = random_model("llama", len(tokenizer))
+    before = [p.detach().clone() for p in policy.parameters()]
+    config = pg.PolicyGradientConfig(algorithm="rloo", learning_rate=1e-2, batch_size=2, num_generations=2,
+                                     num_steps=2, max_completion_length=4, progress=False, eval_steps=1)
+    eval_fn = lambda model: {"gold_reward": 0.5}
+    runs = pg.beta_sweep(policy, tokenizer, world.prompts(4), count_reward("tasty"), [0.1, 1.0], config, eval_fn)
+    assert all(torch.equal(p, b) for p, b in zip(policy.parameters(), before))  # the reference stays as it was
+    assert sorted(runs) == [0.1, 1.0] and len(runs[0.1]["loss"]) == 2 and runs[1.0]["gold_reward"] == [0.5, 0.5]
+    loaded, settings = pg.load_sweep(pg.save_sweep(runs, tmp_path / "sweep.json", algorithm="rloo"))
+    assert settings == {"algorithm": "rloo"}
+    assert {b: h.steps for b, h in loaded.items()} == {b: h.steps for b, h in runs.items()}
+
+
+def test_the_shipped_sweep_holds_every_beta_with_its_evaluations():
+    from rlhf_edu.recipes import SWEEP_BETAS, SWEEP_CONFIG, SWEEP_PATH
+    runs, settings = pg.load_sweep(SWEEP_PATH)
+    assert tuple(sorted(runs)) == SWEEP_BETAS
+    assert {k: settings[k] for k in SWEEP_CONFIG} == SWEEP_CONFIG
+    for history in runs.values():
+        assert len(history["loss"]) == SWEEP_CONFIG["num_steps"]
+        assert len(history["gold_reward"]) == SWEEP_CONFIG["num_steps"] // SWEEP_CONFIG["eval_steps"]
+        assert {"eval/reward", "eval/kl", "gold/correctness"} <= set(history.keys())
+
+
+def test_the_clip_picture_is_flat_exactly_where_the_clip_removes_the_gradient():
+    figure = pg.plot_clipped_objective(epsilon=0.2)
+    positive, negative = figure.axes[0].lines[0], figure.axes[0].lines[2]  # A = +1 and A = −1 (solid lines)
+    ratio, up = positive.get_xdata(), positive.get_ydata()
+    down = negative.get_ydata()
+    assert np.allclose(up[ratio > 1.2], 1.2) and np.allclose(up[ratio < 1.2], ratio[ratio < 1.2], atol=1e-6)
+    assert np.allclose(down[ratio < 0.8], -0.8) and np.allclose(down[ratio > 0.8], -ratio[ratio > 0.8], atol=1e-6)
+
+
+def test_a_sweep_picture_has_one_line_per_beta_in_each_panel():
+    from rlhf_edu.core.training import History
+    runs = {b: History([{"eval/reward": b, "gold_reward": 1.0, "eval/kl": 1 / b}] * 3) for b in (0.1, 1.0)}
+    figure = pg.plot_sweep(runs, highlight=0.1)
+    assert [len(ax.lines) for ax in figure.axes] == [2, 2, 2]
+    assert figure.axes[0].lines[0].get_linewidth() > figure.axes[0].lines[1].get_linewidth()
+
+
+def test_reinforce_without_a_baseline_uses_the_reward_itself():
+    config = pg.PolicyGradientConfig(algorithm="reinforce", baseline="none", beta=0.0, num_generations=2)
+    scores = torch.tensor([[1.0, 3.0]])
+    assert pg.group_advantages(scores, config).tolist() == [1.0, 3.0]
+    with pytest.raises(ValueError, match="unknown baseline 'median'"):
+        pg.PolicyGradientConfig(baseline="median")

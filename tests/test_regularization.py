@@ -41,3 +41,26 @@ def test_bad_estimator_and_shapes_are_refused():
         kl_estimate(torch.zeros(2), torch.zeros(2), "k4")
     with pytest.raises(ValueError, match="must have one shape"):
         kl_estimate(torch.zeros(2), torch.zeros(3))
+
+
+def test_the_forward_kl_optimum_beats_every_nearby_policy():
+    from rlhf_edu.objective import expected_reward, kl_divergence
+    from rlhf_edu.regularization import forward_kl_regularized_optimum
+    ref_probs = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
+    rewards = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
+    beta = 0.7
+    objective = lambda p: expected_reward(p, rewards) - beta * kl_divergence(ref_probs, p)  # E[r] − β·KL(π_ref‖π)
+    best = forward_kl_regularized_optimum(ref_probs, rewards, beta)
+    assert best.sum().item() == pytest.approx(1.0, abs=1e-12)
+    grid = torch.linspace(0.01, 0.98, 98, dtype=torch.float64)  # brute force over the simplex
+    candidates = torch.stack([torch.stack([a, b, 1 - a - b]) for a in grid for b in grid if a + b < 0.995])
+    assert objective(best) >= objective(candidates).max() - 1e-9
+    stationary = rewards + beta * ref_probs / best  # r(a) + β·π_ref(a)/π(a) is one λ for every action
+    torch.testing.assert_close(stationary, stationary.mean().expand(3))
+
+
+def test_the_forward_kl_optimum_stays_at_the_reference_for_a_large_beta():
+    from rlhf_edu.regularization import forward_kl_regularized_optimum
+    ref_probs = torch.tensor([0.6, 0.4])
+    torch.testing.assert_close(forward_kl_regularized_optimum(ref_probs, torch.tensor([0.0, 1.0]), 1e6).float(),
+                               ref_probs, atol=1e-5, rtol=0)

@@ -29,3 +29,22 @@ def test_running_mean_by_hand():
     assert running_mean([5, 7], 1).tolist() == [5.0, 7.0]
     assert running_mean([5, 7], 3).tolist() == [5.0, 7.0]  # too short to smooth: drawn as it is
     np.testing.assert_allclose(running_mean(torch.arange(10.0), 10), [4.5])
+
+
+@pytest.mark.parametrize("n, c, k", [(16, 4, 4), (5, 2, 1), (6, 0, 3), (6, 6, 2), (7, 3, 7)])
+def test_pass_at_k_counts_every_draw_of_k(n, c, k):
+    from itertools import combinations
+
+    from rlhf_edu.core.stats import pass_at_k
+    right = set(range(c))  # answers 0..c-1 are the right ones
+    draws = list(combinations(range(n), k))
+    brute_force = sum(bool(right & set(draw)) for draw in draws) / len(draws)
+    assert pass_at_k(n, c, k) == pytest.approx(brute_force)
+
+
+def test_pass_at_k_refuses_impossible_counts():
+    from rlhf_edu.core.stats import pass_at_k
+    with pytest.raises(ValueError, match="1 <= k <= num_samples"):
+        pass_at_k(4, 1, 8)
+    with pytest.raises(ValueError, match="num_correct <= num_samples"):
+        pass_at_k(4, 5, 1)

@@ -44,6 +44,15 @@ def test_warmup_ramps_the_learning_rate_linearly(tokenizer):
     assert history["learning_rate"][:5] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3])
 
 
+def test_a_linear_schedule_decays_to_zero_after_the_warmup(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    config = TrainingConfig(learning_rate=1e-3, num_epochs=10, warmup_ratio=0.2, lr_scheduler_type="linear",
+                            progress=False)
+    history = train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config)
+    expected = [1e-3 / 3, 2e-3 / 3] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]  # ramp, then 1 → 1/8 of the peak
+    assert history["learning_rate"] == pytest.approx(expected)
+
+
 def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with(tokenizer):
     model = random_model("llama", len(tokenizer))
     loss_fn = lambda batch: (1e6 * language_modeling_loss(model, batch)[0], {})  # noqa: E731

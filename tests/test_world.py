@@ -175,3 +175,23 @@ def test_fact_pairs_answer_each_question_right_and_wrong():
         assert (good_c["correctness"], bad_c["correctness"]) == (1.0, 0.0)
         assert {k: v for k, v in good_c.items() if k != "correctness"} == \
             {k: v for k, v in bad_c.items() if k != "correctness"}, "only correctness tells the two apart"
+
+
+def test_the_verifier_checks_the_last_number_of_a_sum(world):
+    prompts = ["add 3 and 5"] * 5
+    completions = ["3 plus 5 is 8", "it is 8 .", "8 plus 3 is 9", "3 plus 5 is 8 and 9", ""]
+    assert world.verifiable_reward(prompts, completions) == [1.0, 1.0, 0.0, 0.0, 0.0]
+    assert world.verifiable_reward(prompts, completions) == world.gold_components(prompts, completions)["correctness"]
+
+
+def test_the_verifier_refuses_what_it_cannot_check(world):
+    with pytest.raises(ValueError, match="the verifier checks sums only, got 'review the pizza'"):
+        world.verifiable_reward(["add 1 and 2", "review the pizza"], ["3", "tasty"])
+
+
+def test_prompts_of_one_family_are_the_mixed_streams_own(world):
+    mixed = world.prompts(60, split="test")
+    sums = world.prompts(10, split="test", family="arithmetic")
+    assert sums == [p for p in mixed if p.startswith("add ")][:10]
+    with pytest.raises(ValueError, match="unknown family 'poetry'"):
+        world.prompts(3, family="poetry")

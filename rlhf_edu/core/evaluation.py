@@ -13,7 +13,7 @@ gold reward and KL draw a reward–KL frontier.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,7 +23,9 @@ from .logprobs import batch_sequence_logprobs
 from .rollouts import Rollout, sample_rollouts
 from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
 from .scoring import score_rows
-from .world import World
+from .stats import pass_at_k
+from .validation import check_choice, check_texts
+from .world import FAMILIES, World, parse_prompt
 
 
 @dataclass
@@ -41,9 +43,18 @@ class PolicyEvaluation:
         """The mean gold reward of the samples."""
         return float(np.mean(self.gold_rewards))
 
-    def component_means(self) -> dict[str, float]:
-        """The mean of each gold component over the samples, in the world's order."""
-        return {name: float(np.mean(values)) for name, values in self.components.items()}
+    def component_means(self, family: str | None = None) -> dict[str, float]:
+        """The mean of each gold component over the samples, in the world's order.
+
+        ``family`` ("arithmetic", "review" or "describe") keeps that family's prompts only.
+        """
+        keep = np.ones(len(self.prompts), bool)
+        if family is not None:
+            check_choice(family, "family", FAMILIES)
+            keep = np.array([parse_prompt(p).family == family for p in self.prompts])
+            if not keep.any():
+                raise ValueError(f"no {family} prompt among the {len(self.prompts)} evaluated: evaluate more prompts")
+        return {name: float(np.mean(np.asarray(values)[keep])) for name, values in self.components.items()}
 
 
 def rollout_rows(rollout: Rollout) -> list[dict[str, list[int]]]:
@@ -81,6 +92,41 @@ def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokeniz
     kl = 0.0 if policy is ref_model else rollout_kl(rollout, ref_model, tokenizer.pad_token_id)
     return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
                             world.gold_components(prompts, completions), kl)
+
+
+def gold_eval_fn(world: World, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                 ref_model: PreTrainedModel, reward_fn: Callable[[list[str], list[str]], Sequence[float]] | None = None,
+                 seed: int = 0) -> Callable[[PreTrainedModel], dict[str, float]]:
+    """An ``eval_fn(policy) -> metrics`` for a trainer: :func:`evaluate_policy` on fixed ``prompts``.
+
+    Its metrics are ``gold_reward``, one ``gold/<component>`` per gold component,
+    ``eval/kl`` (to ``ref_model``) and, when ``reward_fn`` is given (the proxy the
+    policy is trained on), ``eval/reward``: its mean score on the same samples. The
+    same seed each time, so two calls differ only because the policy did.
+    """
+    prompts = check_texts(prompts, "prompts")
+
+    def eval_fn(policy: PreTrainedModel) -> dict[str, float]:
+        evaluation = evaluate_policy(policy, ref_model, tokenizer, world, prompts, seed=seed)
+        metrics = {"gold_reward": evaluation.gold_reward, "eval/kl": evaluation.kl}
+        metrics |= {f"gold/{name}": value for name, value in evaluation.component_means().items()}
+        if reward_fn is not None:
+            metrics["eval/reward"] = float(np.mean(reward_fn(evaluation.prompts, evaluation.completions)))
+        return metrics
+
+    return eval_fn
+
+
+def pass_at_k_curve(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                    verifier: Callable[[list[str], list[str]], Sequence[float]], num_samples: int = 16,
+                    ks: Sequence[int] = (1, 2, 4, 8, 16), seed: int = 0,
+                    max_new_tokens: int = MAX_NEW_TOKENS) -> dict[int, float]:
+    """pass@k on ``prompts`` for each k in ``ks``: ``num_samples`` answers per prompt at temperature 1, judged by
+    ``verifier`` (1 for right), with the unbiased estimator :func:`~rlhf_edu.core.stats.pass_at_k`, averaged."""
+    prompts = check_texts(prompts, "prompts")
+    rollout = sample_rollouts(policy, tokenizer, prompts, num_samples, max_new_tokens, seed=seed)
+    correct = np.asarray(verifier(rollout.prompts, rollout.completions)).reshape(len(prompts), num_samples) > 0.5
+    return {k: float(np.mean([pass_at_k(num_samples, int(c), k) for c in correct.sum(axis=1)])) for k in ks}
 
 
 def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:

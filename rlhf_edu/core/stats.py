@@ -1,11 +1,14 @@
-"""Small statistics that every chapter measures with: ranks, Spearman's ρ and a running mean."""
+"""Small statistics that every chapter measures with: ranks, Spearman's ρ, a running mean and pass@k."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
 import torch
+
+from .validation import check_int
 
 
 def running_mean(values: Sequence[float] | np.ndarray | torch.Tensor, window: int) -> np.ndarray:
@@ -44,3 +47,17 @@ def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Se
     check_paired(x, y)
     rank_x, rank_y = ranks(x) - (len(x) + 1) / 2, ranks(y) - (len(y) + 1) / 2  # centred: mean rank is (N + 1) / 2
     return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
+
+
+def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
+    """The unbiased pass@k of Chen et al. (2021), 1 − C(n − c, k) / C(n, k).
+
+    It is the chance that k of ``num_samples`` answers, drawn without replacement, hold
+    at least one of the ``num_correct`` right ones.
+    """
+    n, c, k = (check_int(v, name, low=0) for v, name in ((num_samples, "num_samples"), (num_correct, "num_correct"),
+                                                          (k, "k")))
+    if not c <= n or not 1 <= k <= n:
+        raise ValueError(f"pass@k needs 0 <= num_correct <= num_samples and 1 <= k <= num_samples, got "
+                         f"n={n}, c={c}, k={k}: draw at least k samples per prompt")
+    return 1.0 - math.comb(n - c, k) / math.comb(n, k)

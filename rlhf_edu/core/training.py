@@ -27,9 +27,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from .stats import running_mean
-from .validation import check_int, check_number
+from .validation import check_choice, check_int, check_number
 
 Batch = dict[str, torch.Tensor]
+SCHEDULES = ("constant", "linear")
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
@@ -44,6 +45,7 @@ class TrainingConfig:
     batch_size: int = 32
     num_epochs: int = 1
     warmup_ratio: float = 0.0  # share of steps over which the learning rate ramps up from 0
+    lr_scheduler_type: str = "constant"  # after the warm-up: "constant", or "linear" decay to 0 at the last step
     max_grad_norm: float | None = 1.0  # None turns clipping off
     weight_decay: float = 0.0
     max_length: int | None = None  # longer examples are refused, never silently cut
@@ -60,6 +62,7 @@ class TrainingConfig:
         if self.max_grad_norm is not None:
             self.max_grad_norm = check_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
                                               fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping")
+        check_choice(self.lr_scheduler_type, "lr_scheduler_type", SCHEDULES)
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
         if self.max_length is not None:
             self.max_length = check_int(self.max_length, "max_length", fix="a length in tokens, or None")
@@ -92,7 +95,8 @@ class History:
     def plot(self, *names: str, smooth: int = 1, axes: Axes | Sequence[Axes] | None = None) -> Figure:
         """One panel per metric (default: all), smoothed by a running mean over ``smooth`` steps; returns the Figure.
 
-        Each smoothed point sits at the last step of its window. Draws on ``axes``
+        Each smoothed point sits at the last step of its window, and a metric logged only
+        on some steps (an evaluation) is drawn at those steps. Draws on ``axes``
         (one per metric) when given, else on a new figure.
         """
         names = names or tuple(k for k in self.keys() if k not in ("step", "epoch"))
@@ -108,8 +112,9 @@ class History:
             raise ValueError(f"got {len(axes)} axes for {len(names)} metrics ({', '.join(names)}): pass one per metric")
         for ax, name in zip(axes, names):
             values = self[name]
+            steps = [i for i, step in enumerate(self.steps) if name in step]  # eval metrics come every few steps
             smoothed = running_mean(values, smooth)
-            ax.plot(range(len(values) - len(smoothed), len(values)), smoothed)
+            ax.plot(steps[len(values) - len(smoothed):], smoothed)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("step")
         if figure is not None:
@@ -146,7 +151,9 @@ def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: Tra
 
 
 class Trainer:
-    """AdamW with linear warm-up and gradient clipping, kept from one :meth:`step` to the next.
+    """AdamW with a linear warm-up, then a constant or linearly decaying rate, and gradient clipping.
+
+    All of it is kept from one :meth:`step` to the next.
 
     ``modules`` is a model or a list of them (a policy and a value head): their
     parameters that require grad are trained by one optimizer. ``total_steps`` sets
@@ -164,12 +171,17 @@ class Trainer:
         self.params = _trainable_parameters(self.modules)
         self.device = self.params[0].device
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        warmup_steps = int(config.warmup_ratio * self.total_steps)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / (warmup_steps + 1)))  # linear ramp, then constant
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
         self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()  # pays off on GPUs only
         self.history = History()
         self.progress = tqdm(total=self.total_steps, desc=desc, disable=not config.progress)
+
+    def _lr_factor(self, step: int) -> float:
+        """The share of ``learning_rate`` used at ``step``: a linear ramp, then constant or a linear decay."""
+        warmup_steps = int(self.config.warmup_ratio * self.total_steps)
+        if step < warmup_steps or self.config.lr_scheduler_type == "constant":
+            return min(1.0, (step + 1) / (warmup_steps + 1))
+        return (self.total_steps - step) / max(1, self.total_steps - warmup_steps)
 
     def step(self, loss_fn: LossFn, batch: Any, **extra: float) -> dict[str, float]:
         """One update on ``batch``; returns the metrics it logged for this step.

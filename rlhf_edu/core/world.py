@@ -31,6 +31,9 @@ concision. A learned proxy that over-rewards positive words can be gamed by
 spamming them, which the gold reward punishes through repetition and concision:
 that is over-optimization, visible component by component.
 
+The **verifier** (:meth:`World.verifiable_reward`) is the part of the gold reward a
+program can check: 1 for a right sum, 0 otherwise, as in RL from verifiable rewards.
+
 Text
 ----
 The world reads text the way its tokenizer does: lower-cased, with punctuation split
@@ -58,7 +61,7 @@ import numpy as np
 from datasets import Dataset
 
 from .runtime import Preset, get_preset
-from .validation import check_number, check_same_length, check_texts
+from .validation import check_choice, check_int, check_number, check_same_length, check_texts
 
 NUMBERS = [str(n) for n in range(19)]
 OPERANDS = NUMBERS[:10]  # what a sum prompt adds, so every sum is itself one of NUMBERS
@@ -199,10 +202,22 @@ class World:
         return np.random.default_rng([self.seed, purpose, _SPLITS[split]])
 
     # --- prompts and demonstrations -------------------------------------------------
-    def prompts(self, n: int, split: str = "train") -> list[str]:
-        """``n`` user-message strings, families in equal proportion, with no chat markup."""
+    def prompts(self, n: int, split: str = "train", family: str | None = None) -> list[str]:
+        """``n`` user-message strings, families in equal proportion, with no chat markup.
+
+        ``family`` ("arithmetic", "review" or "describe") keeps that family's prompts of
+        the same stream, so they are the ones the mixed list holds, in the same order.
+        """
+        check_int(n, "n", low=0, fix="the number of prompts, e.g. 100")
+        if family is not None:
+            check_choice(family, "family", FAMILIES)
         rng = self._rng(1, split)
-        return [_sample_prompt(rng) for _ in range(n)]
+        prompts = []
+        while len(prompts) < n:
+            prompt = _sample_prompt(rng)
+            if family is None or parse_prompt(prompt).family == family:
+                prompts.append(prompt)
+        return prompts
 
     def demonstration(self, prompt: str, rng: np.random.Generator) -> str:
         """One answer from the world's demonstrator: good on average, but not perfect."""
@@ -261,6 +276,22 @@ class World:
         """The gold reward g(x, y) = Σ_k w_k · c_k(x, y), one float per completion."""
         components = self.gold_components(prompts, completions)
         return [sum(GOLD_WEIGHTS[k] * components[k][i] for k in GOLD_WEIGHTS) for i in range(len(prompts))]
+
+    def verifiable_reward(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
+        """The verifier of RLVR: 1.0 where an answer's last number is the prompt's sum, else 0.0; one per completion.
+
+        It checks what can be checked, and only that: the gold ``correctness`` of a sum,
+        blind to relevance, tone, concision and repetition. Review and describe prompts
+        have no single right answer to check, so they are refused with a ValueError:
+        score them with :meth:`gold_reward` or a reward model.
+        """
+        _check_pairs(prompts, completions)
+        others = [p for p in prompts if parse_prompt(p).family != "arithmetic"]
+        if others:
+            raise ValueError(f"the verifier checks sums only, got {others[0]!r}: keep the arithmetic prompts "
+                             "(World.prompts(n, family='arithmetic')) or score the others with gold_reward")
+        _warn_unknown_words(completions)
+        return [gold_components_one(p, c)["correctness"] for p, c in zip(prompts, completions)]
 
     # --- the Bradley-Terry annotator ---------------------------------------------------
     def preference_probability(self, prompts: list[str], completions_a: list[str],
