@@ -28,10 +28,11 @@ or take the CUDA build:
 endef
 export CPU_HELP
 
-# Tests: torch on one thread per process (see rlhf_edu/core/runtime.py), JOBS processes side by side.
+# Tests: torch on one thread per process (see rlhf_edu/core/runtime.py), JOBS processes side by side; each run
+# lists its ten slowest tests, so a CI log shows where the time goes.
 # pytest exits with 5 when it collects no test, which is no failure of the code: `|| [ $$? -eq 5 ]` lets it pass.
 JOBS ?= 2
-PYTEST := RLHF_EDU_THREADS=1 OMP_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider
+PYTEST := RLHF_EDU_THREADS=1 OMP_NUM_THREADS=1 $(PYTHON) -m pytest -p no:cacheprovider --durations=10
 NO_TESTS_IS_OK := || [ $$? -eq 5 ]
 
 # JupyterLab serves the repository root, so notebooks reach ../images/, and opens on notebooks/.

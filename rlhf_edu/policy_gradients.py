@@ -341,16 +341,21 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     per-token loss of :func:`policy_loss`. ``reward_fn(prompts, completions)`` is any
     scorer (the world's gold reward or verifier, or a reward model's
     :func:`~rlhf_edu.reward_modeling.reward_function`). ``ref_model`` defaults to a
-    frozen copy of the policy as it starts. ``eval_fn(policy)`` runs every
-    ``eval_steps`` steps and its metrics (e.g. ``gold_reward``) join the log.
+    frozen copy of the policy as it starts; with ``beta=0`` and no ``ref_model`` there is
+    no reference at all (nothing in the loss needs it, as in TRL), so no copy, no reference
+    pass and no ``kl`` in the log: pass ``ref_model`` to log how far the policy moved.
+    ``eval_fn(policy)`` runs every ``eval_steps`` steps and its metrics (e.g.
+    ``gold_reward``) join the log.
     """
     check_language_model(policy, tokenizer, "policy")
     prompts = check_texts(prompts, "prompts")
     if not callable(reward_fn):
         raise TypeError(f"reward_fn must be a function (prompts, completions) -> scores, "
                         f"got {type(reward_fn).__name__}")
-    ref_model = ref_model if ref_model is not None else copy.deepcopy(policy).eval()
-    check_language_model(ref_model, tokenizer, "ref_model")
+    if ref_model is None and config.beta > 0:
+        ref_model = copy.deepcopy(policy).eval()
+    if ref_model is not None:
+        check_language_model(ref_model, tokenizer, "ref_model")
     value_model = value_model_from(policy) if config.algorithm == "ppo" else None
     modules = [policy] + ([value_model] if value_model is not None else [])
     updates = config.num_steps * config.num_iterations * config.num_mini_batches
@@ -382,15 +387,16 @@ def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn,
     mask = rollout.mask  # (B, N)
     with torch.no_grad():
         old_logps = rollout.logps if config.temperature == 1.0 else _logps(policy, rollout)  # (B, N)
-        ref_logps = _logps(ref_model, rollout)  # (B, N) for the penalty, and to log how far the policy moved
-        kl = kl_estimate(old_logps, ref_logps, "k1") * mask  # (B, N)
+        # (B, N) for the penalty, and to log how far the policy moved; without a reference (β = 0), π_old stands in
+        ref_logps = _logps(ref_model, rollout) if ref_model is not None else old_logps
+        kl = kl_estimate(old_logps, ref_logps, "k1") * mask  # (B, N), zero without a reference
         data = compute_advantages(rollout, rewards, old_logps, ref_logps, kl, config, value_model)
     grouped = rewards.view(-1, config.num_generations)  # (P, G)
     metrics = {"reward": rewards.mean().item(), "reward_std": grouped.std(dim=1).mean().item()
                if config.num_generations > 1 else 0.0,
                "frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item()
                if config.num_generations > 1 else 1.0,
-               "kl": (kl.sum(dim=1)).mean().item(),
+               **({"kl": kl.sum(dim=1).mean().item()} if ref_model is not None else {}),
                "entropy": (-(rollout.logps * mask).sum() / mask.sum().clamp(min=1)).item(),
                "completions/mean_length": mask.sum(dim=1).mean().item(),
                "completions/clipped_ratio": (~rollout.finished).float().mean().item()}
@@ -520,7 +526,7 @@ def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = No
     high = epsilon if epsilon_high is None else epsilon_high
     ax.axvspan(1 - epsilon, 1 + high, color="grey", alpha=0.12, label="[1 − ε, 1 + ε_high]")
     ax.set(xlabel="ρ = π_θ / π_old", ylabel="objective (−loss)", title=f"PPO's clipped objective, ε = {epsilon:g}")
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="lower left")
     return ax.figure
 
 

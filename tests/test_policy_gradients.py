@@ -1,3 +1,4 @@
+import copy
 import math
 
 import numpy as np
@@ -191,9 +192,10 @@ def test_each_algorithm_raises_a_fixed_reward_on_a_tiny_model(tokenizer, world, 
     rewards = history.steps[::config.num_iterations]  # one row per rollout
     first, last = (sum(step["reward"] for step in part) / 3 for part in (rewards[:3], rewards[-3:]))
     assert last > 2 * first and last > first + 0.2, history["reward"]
-    expected = {"reward", "reward_std", "frac_reward_zero_std", "kl", "entropy", "completions/mean_length",
+    expected = {"reward", "reward_std", "frac_reward_zero_std", "entropy", "completions/mean_length",
                 "completions/clipped_ratio"}
     assert expected <= set(history.keys())
+    assert "kl" not in history.keys()  # β = 0 and no ref_model: no reference to measure against
     if algorithm == "ppo":
         assert {"loss/value", "policy/approxkl", "policy/clipfrac"} <= set(history.keys())
 
@@ -216,7 +218,8 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
         model = random_model("llama", len(tokenizer))
         config = pg.PolicyGradientConfig(algorithm="rloo", learning_rate=3e-3, batch_size=8, num_generations=4,
                                          num_steps=10, max_completion_length=8, beta=beta, progress=False)
-        runs[beta] = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config)
+        runs[beta] = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config,
+                                              ref_model=copy.deepcopy(model))  # at β = 0, only to log the KL
     assert runs[1.0].mean("kl", last=3) < runs[0.0].mean("kl", last=3)
 
 
