@@ -1,0 +1,206 @@
+"""Rejection sampling (chapter 10): sample many answers, keep the ones a reward likes best.
+
+For M prompts the policy samples N completions each, the completion matrix Y
+(eq:rs_completion_matrix), and a reward scores every one of them, the reward matrix R of
+shape (M, N) (eq:rs_reward_matrix). The book's two selection rules keep
+
+- the best completion of each prompt, argmax_j R[i, j] (eq:rs_selection_per_prompt):
+  :func:`select_top_per_prompt`;
+- the k best completions overall, whatever their prompts (eq:rs_topk_selection):
+  :func:`select_top_k_overall`;
+
+and the kept completions become an SFT dataset (:func:`rejection_sampling_dataset`) for
+chapter 9's ``train_sft``. Made at inference time instead, the same selection is best-of-n
+(:func:`best_of_n`), whose distance from the policy has a famous bound,
+KL(π_BoN ‖ π) ≤ log n − (n − 1)/n (:func:`best_of_n_kl_bound`), and an exact value on any
+finite set of outcomes (:func:`exact_best_of_n`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from datasets import Dataset
+from transformers import PreTrainedModel, PreTrainedTokenizerBase
+
+from .core.rollouts import sample_rollouts
+from .core.runtime import MAX_NEW_TOKENS
+from .core.validation import check_distribution, check_int, check_texts
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]
+RewardMatrix = np.ndarray | torch.Tensor
+
+
+def as_reward_matrix(rewards: RewardMatrix) -> np.ndarray:
+    """``rewards`` as a float64 array of shape (M prompts, N completions), or a ValueError that says why not."""
+    if isinstance(rewards, torch.Tensor):
+        rewards = rewards.detach().cpu().numpy()
+    if not isinstance(rewards, np.ndarray | list):
+        raise TypeError(f"rewards must be a numpy array or a tensor of shape (M, N), got {type(rewards).__name__}")
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or 0 in rewards.shape:
+        raise ValueError(f"rewards must be a (M prompts, N completions) matrix, got shape {rewards.shape}")
+    if not np.isfinite(rewards).all():
+        raise ValueError("rewards hold NaN or inf: check the reward function's output")
+    return rewards
+
+
+def check_k(k: int, size: int) -> int:
+    """``k`` as an int between 1 and the M × N completions there are to keep, or an error that says so."""
+    k = check_int(k, "k", low=1, fix=f"keep between 1 and M × N = {size} completions")
+    if k > size:
+        raise ValueError(f"k = {k} is more than the M × N = {size} completions there are: keep at most {size}")
+    return k
+
+
+# --- the book's selection rules ---------------------------------------------------------------------------------
+def select_top_per_prompt(rewards: RewardMatrix) -> list[int]:
+    """The best completion of each prompt, argmax_j R[i, j] (eq:rs_selection_per_prompt): M column indices.
+
+    Zero-based; a tie goes to the lower index (the first completion sampled).
+    """
+    return as_reward_matrix(rewards).argmax(axis=1).tolist()  # argmax returns the first of equal maxima
+
+
+def select_top_k_overall(rewards: RewardMatrix, k: int) -> list[int]:
+    """The k largest rewards of the whole matrix (eq:rs_topk_selection): flat indices i·N + j, largest first.
+
+    Zero-based; among equal rewards the lower flat index comes first. A prompt may get
+    several completions, or none.
+    """
+    flat = as_reward_matrix(rewards).ravel()
+    k = check_k(k, flat.size)
+    return np.argsort(-flat, kind="stable")[:k].tolist()  # stable: equal rewards keep their order
+
+
+def select_random_per_prompt(rewards: RewardMatrix, rng: np.random.Generator | int) -> list[int]:
+    """The matched control of :func:`select_top_per_prompt`: one completion per prompt, at random."""
+    M, N = as_reward_matrix(rewards).shape
+    return np.random.default_rng(rng).integers(N, size=M).tolist()
+
+
+def select_random_k_overall(rewards: RewardMatrix, k: int, rng: np.random.Generator | int) -> list[int]:
+    """The matched control of :func:`select_top_k_overall`: k flat indices drawn at random, without replacement."""
+    flat = as_reward_matrix(rewards).ravel()
+    k = check_k(k, flat.size)
+    return np.random.default_rng(rng).choice(flat.size, size=k, replace=False).tolist()
+
+
+# --- sampling, scoring and the dataset of the kept completions ----------------------------------------------------
+def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int,
+                     reward_fn: RewardFn, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 1.0,
+                     seed: int = 0) -> tuple[list[list[str]], np.ndarray]:
+    """Sample ``n`` completions per prompt and score them: ``(Y, R)``.
+
+    These are the completion matrix (eq:rs_completion_matrix) and the reward matrix
+    (eq:rs_reward_matrix): ``Y[i][j]`` is prompt i's j-th completion and ``R[i, j]`` its
+    reward, R of shape (M, n).
+    """
+    prompts = check_texts(prompts, "prompts")
+    n = check_int(n, "n", low=1, fix="the number of completions per prompt, e.g. 8")
+    rollout = sample_rollouts(policy, tokenizer, prompts, n, max_new_tokens, temperature, seed=seed)
+    scores = list(reward_fn(rollout.prompts, rollout.completions))
+    if len(scores) != len(rollout):
+        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(rollout)} completions: return one each")
+    rewards = as_reward_matrix(np.asarray(scores, dtype=np.float64).reshape(len(prompts), n))
+    completions = [rollout.completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+    return completions, rewards
+
+
+def rejection_sampling_dataset(prompts: Sequence[str], completions: Sequence[Sequence[str]], rewards: RewardMatrix,
+                               selected: Sequence[int], per_prompt: bool = True) -> Dataset:
+    """The selected completions as a conversational prompt/completion ``Dataset``, ready for ``train_sft``.
+
+    ``selected`` is what a selection rule returned: one column per prompt (``per_prompt=True``)
+    or flat indices i·N + j. A ``reward`` column keeps each kept completion's score.
+    """
+    rewards = as_reward_matrix(rewards)
+    M, N = rewards.shape
+    if len(prompts) != M or len(completions) != M or any(len(row) != N for row in completions):
+        raise ValueError(f"prompts ({len(prompts)}), completions and rewards {rewards.shape} must describe the same "
+                         "M prompts × N completions: pass what sample_and_score returned")
+    cells = [(i, j) for i, j in enumerate(selected)] if per_prompt else [divmod(int(f), N) for f in selected]
+    if not all(0 <= i < M and 0 <= j < N for i, j in cells):
+        raise ValueError(f"selected holds an index outside the {M} × {N} matrix: pass a selection rule's output "
+                         f"(per_prompt={per_prompt})")
+    return Dataset.from_dict({
+        "prompt": [[{"role": "user", "content": prompts[i]}] for i, _ in cells],
+        "completion": [[{"role": "assistant", "content": completions[i][j]}] for i, j in cells],
+        "reward": [float(rewards[i, j]) for i, j in cells],
+    })
+
+
+def best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int,
+              reward_fn: RewardFn, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = 0) -> list[str]:
+    """Best-of-n at inference: for each prompt, the one of ``n`` sampled completions ``reward_fn`` scores highest."""
+    completions, rewards = sample_and_score(policy, tokenizer, prompts, n, reward_fn, max_new_tokens, seed=seed)
+    return [row[j] for row, j in zip(completions, select_top_per_prompt(rewards))]
+
+
+def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
+    """The mean ``values`` of best-of-n selected by ``scores``, for each n in ``ns``, from N samples per prompt.
+
+    ``scores`` and ``values`` are (M, N): e.g. the reward model's scores (what selects) and
+    the gold reward (what the selection is worth). For each n the estimate averages over
+    every n-subset of a prompt's N samples, without enumerating them: the j-th best of N
+    by score (j = 0, 1, ...) is the best of a random n-subset with probability
+    C(N − 1 − j, n − 1) / C(N, n). Ties on score go to the earlier sample. Unbiased for
+    best-of-n from the policy, and far less noisy than one draw of n per prompt.
+    """
+    scores, values = as_reward_matrix(scores), as_reward_matrix(values)
+    if scores.shape != values.shape:
+        raise ValueError(f"scores {scores.shape} and values {values.shape} must be the same (M, N) matrix")
+    N = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")  # (M, N) best first
+    ranked = np.take_along_axis(values, order, axis=1)  # (M, N) values, best score first
+    curve = {}
+    for n in ns:
+        n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+        if n > N:
+            raise ValueError(f"n = {n} needs at least n samples per prompt, but there are N = {N}: sample more")
+        weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
+        curve[n] = float((ranked @ weights).mean())
+    return curve
+
+
+# --- how far best-of-n moves from the policy ---------------------------------------------------------------------
+def best_of_n_kl_bound(n: int) -> float:
+    """The analytical KL(π_BoN ‖ π) = log n − (n − 1)/n of best-of-n, in nats: 0 for n = 1.
+
+    It is exact for a continuous reward with no ties, and only an upper bound for a finite
+    set of outcomes, where ties and repeats make the KL smaller (Beirami et al., 2024;
+    see :func:`exact_best_of_n`).
+    """
+    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    return math.log(n) - (n - 1) / n
+
+
+def exact_best_of_n(probs: Sequence[float] | np.ndarray | torch.Tensor, rewards: Sequence[float] | np.ndarray,
+                    n: int) -> tuple[np.ndarray, float]:
+    """The exact best-of-n distribution over a finite set of outcomes, and its KL to ``probs``: ``(probs_bon, kl)``.
+
+    With the outcomes ordered by reward, F(y) the probability of a reward ≤ r(y) and F⁻(y)
+    of a reward < r(y), the best of n independent samples has a reward in y's tier with
+    probability F(y)ⁿ − F⁻(y)ⁿ. Outcomes that tie on reward share their tier's mass in
+    proportion to ``probs`` (a tie is broken at random among the samples). Returns
+    π_BoN as float64 (A,) and KL(π_BoN ‖ π) in nats.
+    """
+    probs = torch.as_tensor(probs, dtype=torch.float64)
+    check_distribution(probs, "probs")
+    probs = probs.numpy()
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.shape != probs.shape or probs.ndim != 1:
+        raise ValueError(f"probs {probs.shape} and rewards {rewards.shape} must be 1-D with one entry per outcome")
+    if not np.isfinite(rewards).all():
+        raise ValueError("rewards hold NaN or inf")
+    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    at_most = np.array([probs[rewards <= r].sum() for r in rewards])  # F(y)
+    below = np.array([probs[rewards < r].sum() for r in rewards])  # F⁻(y)
+    tier = np.array([probs[rewards == r].sum() for r in rewards])  # the mass of y's tie group
+    probs_bon = np.divide(probs * (at_most**n - below**n), tier, out=np.zeros_like(probs), where=tier > 0)
+    support = probs_bon > 0
+    kl = float((probs_bon[support] * np.log(probs_bon[support] / probs[support])).sum())
+    return probs_bon, kl

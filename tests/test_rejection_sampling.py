@@ -1,0 +1,126 @@
+import itertools
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from rlhf_edu import rejection_sampling as rs
+from tests.conftest import random_model
+
+BOOK = [[0.7, 0.3, 0.5, 0.2], [0.4, 0.8, 0.6, 0.5], [0.9, 0.3, 0.4, 0.7], [0.2, 0.5, 0.8, 0.6], [0.5, 0.4, 0.3, 0.6]]
+
+
+@pytest.mark.parametrize("as_input", [np.array, torch.tensor])
+def test_the_books_worked_example(as_input):
+    rewards = as_input(BOOK)
+    assert [j + 1 for j in rs.select_top_per_prompt(rewards)] == [1, 2, 1, 3, 4]  # one-based, as the book prints
+    top = rs.select_top_k_overall(rewards, 5)
+    assert top == [8, 5, 14, 0, 11]
+    assert sorted(i // 4 for i in top) == [0, 1, 2, 2, 3]  # prompt 3 (index 2) twice, prompt 5 (index 4) never
+
+
+def test_ties_go_to_the_lower_index():
+    rewards = np.array([[1.0, 1.0, 0.0], [0.0, 2.0, 2.0]])
+    assert rs.select_top_per_prompt(rewards) == [0, 1]
+    assert rs.select_top_k_overall(rewards, 4) == [4, 5, 0, 1]
+
+
+def test_random_controls_keep_the_shape_of_their_rules():
+    rewards = np.zeros((6, 5))
+    per_prompt = rs.select_random_per_prompt(rewards, 0)
+    assert len(per_prompt) == 6 and all(0 <= j < 5 for j in per_prompt)
+    overall = rs.select_random_k_overall(rewards, 7, np.random.default_rng(0))
+    assert len(set(overall)) == 7 and all(0 <= f < 30 for f in overall)
+    assert rs.select_random_k_overall(rewards, 7, 1) == rs.select_random_k_overall(rewards, 7, 1)  # seeded
+
+
+@pytest.mark.parametrize("n, bound", [(1, 0.0), (2, 0.1931), (4, 0.6363), (8, 1.2044), (16, 1.8351), (64, 3.1745)])
+def test_the_kl_bound_of_best_of_n(n, bound):
+    assert rs.best_of_n_kl_bound(n) == pytest.approx(bound, abs=1e-4)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3])
+@pytest.mark.parametrize("rewards", [[0.0, 1.0, 2.0], [1.0, 1.0, 0.0]])  # distinct, then a tie at the top
+def test_exact_best_of_n_against_every_n_tuple(n, rewards):
+    probs = np.array([0.5, 0.3, 0.2])
+    brute = np.zeros(3)
+    for tuple_ in itertools.product(range(3), repeat=n):
+        chance = np.prod(probs[list(tuple_)])
+        best = max(rewards[i] for i in tuple_)
+        winners = [i for i in tuple_ if rewards[i] == best]  # a tie is broken uniformly among the samples
+        for i in winners:
+            brute[i] += chance / len(winners)
+    probs_bon, kl = rs.exact_best_of_n(probs, rewards, n)
+    np.testing.assert_allclose(probs_bon, brute, atol=1e-12)
+    assert kl == pytest.approx(float(np.sum(brute[brute > 0] * np.log(brute[brute > 0] / probs[brute > 0]))))
+
+
+def test_the_bound_is_an_upper_bound_met_only_as_outcomes_become_many_and_small():
+    rng = np.random.default_rng(0)
+    for n in (2, 4, 16):
+        bound = rs.best_of_n_kl_bound(n)
+        gaps = []
+        for outcomes in (3, 30, 3000):
+            probs = rng.dirichlet(np.ones(outcomes))
+            _, kl = rs.exact_best_of_n(probs, rng.normal(size=outcomes), n)
+            _, tied = rs.exact_best_of_n(probs, rng.integers(2, size=outcomes), n)  # two reward levels: ties
+            assert tied < kl <= bound + 1e-12
+            gaps.append(bound - kl)
+        assert gaps[0] > gaps[1] > gaps[2] and gaps[2] < 0.01  # the gap closes as the largest probability shrinks
+
+
+def test_sample_and_score_lines_up_rewards_with_completions(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    prompts = world.prompts(3)
+    length = lambda ps, cs: [float(len(c.split())) + 0.01 * i for i, c in enumerate(cs)]  # encodes its row order
+    completions, rewards = rs.sample_and_score(model, tokenizer, prompts, 4, length, max_new_tokens=6, seed=0)
+    assert rewards.shape == (3, 4) and [len(row) for row in completions] == [4, 4, 4]
+    for i, row in enumerate(completions):
+        for j, completion in enumerate(row):
+            assert rewards[i, j] == pytest.approx(len(completion.split()) + 0.01 * (4 * i + j))
+    dataset = rs.rejection_sampling_dataset(prompts, completions, rewards, rs.select_top_per_prompt(rewards))
+    assert dataset.column_names == ["prompt", "completion", "reward"] and len(dataset) == 3
+    assert dataset[0]["prompt"] == [{"role": "user", "content": prompts[0]}]
+    assert dataset["reward"] == pytest.approx(rewards.max(axis=1).tolist())
+    overall = rs.rejection_sampling_dataset(prompts, completions, rewards, rs.select_top_k_overall(rewards, 5),
+                                            per_prompt=False)
+    assert sorted(overall["reward"], reverse=True) == pytest.approx(sorted(rewards.ravel(), reverse=True)[:5])
+    best = rs.best_of_n(model, tokenizer, prompts, 4, length, max_new_tokens=6, seed=0)
+    assert best == [row[j] for row, j in zip(completions, rs.select_top_per_prompt(rewards))]
+
+
+@pytest.mark.parametrize("call, error, message", [
+    (lambda: rs.best_of_n_kl_bound(0), ValueError, "n must be >= 1"),
+    (lambda: rs.select_top_k_overall(np.zeros((2, 3)), 7), ValueError, "k = 7 is more than the M × N = 6"),
+    (lambda: rs.select_top_per_prompt(np.zeros(4)), ValueError, "must be a \\(M prompts, N completions\\) matrix"),
+    (lambda: rs.select_top_per_prompt(np.array([[1.0, math.nan]])), ValueError, "rewards hold NaN"),
+    (lambda: rs.select_top_per_prompt("high"), TypeError, "rewards must be a numpy array or a tensor"),
+    (lambda: rs.exact_best_of_n([0.5, 0.6], [0.0, 1.0], 2), ValueError, "probs must sum to 1"),
+    (lambda: rs.exact_best_of_n([0.5, 0.5], [0.0, 1.0], 0), ValueError, "n must be >= 1"),
+])
+def test_bad_input_names_the_fix(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_a_reward_fn_with_the_wrong_number_of_scores_is_refused(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(ValueError, match="reward_fn returned 1 scores for 8 completions"):
+        rs.sample_and_score(model, tokenizer, world.prompts(2), 4, lambda p, c: [0.0], max_new_tokens=3)
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        rs.sample_and_score(model, tokenizer, world.prompts(2), 0, lambda p, c: [0.0] * len(c))
+
+
+def test_best_of_n_curve_averages_every_subset_of_n():
+    rng = np.random.default_rng(0)
+    scores, values = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
+    curve = rs.best_of_n_curve(scores, values, [1, 2, 6])
+    for n in (1, 2, 6):
+        brute = np.mean([np.mean([values[i, list(s)][np.argmax(scores[i, list(s)])]
+                                  for s in itertools.combinations(range(6), n)]) for i in range(3)])
+        assert curve[n] == pytest.approx(brute)
+    assert curve[1] == pytest.approx(values.mean()) and curve[6] == pytest.approx(
+        values[np.arange(3), scores.argmax(1)].mean())
+    with pytest.raises(ValueError, match="n = 7 needs at least n samples per prompt, but there are N = 6"):
+        rs.best_of_n_curve(scores, values, [7])
