@@ -21,9 +21,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
 import torch
 from datasets import Dataset
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.rollouts import sample_rollouts
@@ -164,6 +167,33 @@ def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int
         weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
         curve[n] = float((ranked @ weights).mean())
     return curve
+
+
+def picks_table(prompts: Sequence[str], completions: Sequence[Sequence[str]], scores: RewardMatrix,
+                values: RewardMatrix, n: int, rows: int = 6) -> str:
+    """The pick by ``scores`` among each prompt's first ``n`` completions, with its score and value, as plain text."""
+    scores, values = as_reward_matrix(scores), as_reward_matrix(values)
+    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    lines = []
+    for i in range(min(rows, len(prompts))):
+        j = int(np.argmax(scores[i, :n]))
+        lines.append(f"{prompts[i]:<20} score {scores[i, j]:+.2f}  gold {values[i, j]:+.2f}   {completions[i][j]}")
+    return "\n".join(lines)
+
+
+def plot_best_of_n_curves(curves: dict[str, dict[int, float]], highlight: int | None = None,
+                          ax: Axes | None = None) -> Figure:
+    """Curves from :func:`best_of_n_curve` against n (log scale), each named; a dot at n = ``highlight``."""
+    ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.2))[1]
+    for i, (name, curve) in enumerate(curves.items()):
+        ax.plot(list(curve), list(curve.values()), "o-", color=f"C{i}", label=name)
+        if highlight in curve:
+            ax.scatter([highlight], [curve[highlight]], s=110, color="black", zorder=3)
+    ns = sorted({n for curve in curves.values() for n in curve})
+    ax.set(xscale="log", xticks=ns, xticklabels=ns, xlabel="n")
+    ax.minorticks_off()
+    ax.legend(fontsize=8)
+    return ax.figure
 
 
 # --- how far best-of-n moves from the policy ---------------------------------------------------------------------

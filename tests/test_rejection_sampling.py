@@ -124,3 +124,12 @@ def test_best_of_n_curve_averages_every_subset_of_n():
         values[np.arange(3), scores.argmax(1)].mean())
     with pytest.raises(ValueError, match="n = 7 needs at least n samples per prompt, but there are N = 6"):
         rs.best_of_n_curve(scores, values, [7])
+
+
+def test_the_picks_table_and_the_curve_picture():
+    scores, values = np.array([[0.1, 0.9, 0.5]]), np.array([[1.0, 2.0, 3.0]])
+    assert rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=1) == \
+        "add 1 and 2          score +0.10  gold +1.00   a"
+    assert rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=3).endswith("gold +2.00   b")
+    figure = rs.plot_best_of_n_curves({"pick": {1: 1.0, 2: 1.5}, "oracle": {1: 1.0, 2: 2.0}}, highlight=2)
+    assert len(figure.axes[0].lines) == 2 and len(figure.axes[0].collections) == 2  # two curves, two dots
