@@ -45,7 +45,7 @@ class TrainingConfig:
     batch_size: int = 32
     num_epochs: int = 1
     warmup_ratio: float = 0.0  # share of steps over which the learning rate ramps up from 0
-    lr_scheduler_type: str = "constant"  # after the warm-up: "constant", or "linear" decay to 0 at the last step
+    lr_scheduler_type: str = "constant"  # after the warm-up: "constant", or "linear" decay to 0 after the last step
     max_grad_norm: float | None = 1.0  # None turns clipping off
     weight_decay: float = 0.0
     max_length: int | None = None  # longer examples are refused, never silently cut
