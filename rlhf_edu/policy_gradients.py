@@ -39,7 +39,7 @@ from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTr
 
 from .bandit import BanditRun, bandit_record
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
-from .core.rollouts import Rollout, sample_rollouts
+from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS
 from .core.training import History, Trainer, TrainingConfig
 from .core.validation import check_choice, check_int, check_number, check_texts
@@ -221,7 +221,6 @@ def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, loss_type: 
 # --- one trainer for the four algorithms -------------------------------------------------------------
 ALGORITHMS = ("reinforce", "rloo", "ppo", "grpo")
 KL_IN_LOSS = ("grpo",)  # the others put −β·k1 per token into the reward, as the literature and TRL do
-RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 
 
 @dataclass
@@ -275,20 +274,6 @@ class PolicyGradientConfig(TrainingConfig):
         if (self.batch_size * self.num_generations) % self.num_mini_batches:
             raise ValueError(f"num_mini_batches={self.num_mini_batches} does not divide the "
                              f"{self.batch_size * self.num_generations} rows of a step: pick a divisor")
-
-
-def sequence_rewards(reward_fn: RewardFn, rollout: Rollout) -> torch.Tensor:
-    """``reward_fn`` on a rollout's prompts and completions, checked: a (B,) float tensor."""
-    scores = reward_fn(rollout.prompts, rollout.completions)
-    if len(scores) != len(rollout):
-        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(rollout)} completions: return one each")
-    rewards = torch.as_tensor(scores, dtype=torch.float32)  # (B,)
-    bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
-    if bad:
-        i = bad[0]
-        raise ValueError(f"reward_fn returned {rewards[i].item()} for prompt {rollout.prompts[i]!r} "
-                         f"(completion {rollout.completions[i]!r}): every score must be a finite number")
-    return rewards
 
 
 def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -383,7 +368,7 @@ def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn,
     """Sample and score one step's rollout; return the data its updates reuse, and its metrics."""
     rollout = sample_rollouts(policy, tokenizer, prompts, config.num_generations, config.max_completion_length,
                               config.temperature, seed=seed)
-    rewards = sequence_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
+    rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
     mask = rollout.mask  # (B, N)
     with torch.no_grad():
         old_logps = rollout.logps if config.temperature == 1.0 else _logps(policy, rollout)  # (B, N)

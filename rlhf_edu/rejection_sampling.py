@@ -19,7 +19,7 @@ finite set of outcomes (:func:`exact_best_of_n`).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -29,11 +29,10 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .core.rollouts import sample_rollouts
+from .core.rollouts import RewardFn, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS
 from .core.validation import check_distribution, check_int, check_texts
 
-RewardFn = Callable[[list[str], list[str]], Sequence[float]]
 RewardMatrix = np.ndarray | torch.Tensor
 
 
@@ -105,10 +104,7 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     prompts = check_texts(prompts, "prompts")
     n = check_int(n, "n", low=1, fix="the number of completions per prompt, e.g. 8")
     rollout = sample_rollouts(policy, tokenizer, prompts, n, max_new_tokens, temperature, seed=seed)
-    scores = list(reward_fn(rollout.prompts, rollout.completions))
-    if len(scores) != len(rollout):
-        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(rollout)} completions: return one each")
-    rewards = as_reward_matrix(np.asarray(scores, dtype=np.float64).reshape(len(prompts), n))
+    rewards = as_reward_matrix(rollout_rewards(reward_fn, rollout).double().view(len(prompts), n))  # (M, n)
     completions = [rollout.completions[i * n:(i + 1) * n] for i in range(len(prompts))]
     return completions, rewards
 

@@ -23,7 +23,7 @@ over real tokens only, so the left padding changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -213,3 +213,20 @@ def _join(parts: list[dict[str, torch.Tensor]], prompts: list[str], tokenizer: P
     completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(joined["input_ids"], joined["completion_mask"])]
     completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)
     return Rollout(prompts=prompts, completions=completions, **joined)
+
+
+RewardFn = Callable[[list[str], list[str]], Sequence[float]]  # any scorer: gold reward, verifier, reward model
+
+
+def rollout_rewards(reward_fn: RewardFn, rollout: Rollout) -> torch.Tensor:
+    """``reward_fn`` on a rollout's prompts and completions, checked: a (B,) float tensor, one score per row."""
+    scores = list(reward_fn(rollout.prompts, rollout.completions))
+    if len(scores) != len(rollout):
+        raise ValueError(f"reward_fn returned {len(scores)} scores for {len(rollout)} completions: return one each")
+    rewards = torch.as_tensor(scores, dtype=torch.float32)  # (B,)
+    bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
+    if bad:
+        i = bad[0]
+        raise ValueError(f"reward_fn returned {rewards[i].item()} for prompt {rollout.prompts[i]!r} "
+                         f"(completion {rollout.completions[i]!r}): every score must be a finite number")
+    return rewards
