@@ -39,7 +39,7 @@ NO_TESTS_IS_OK := || [ $$? -eq 5 ]
 # LAB_FLAGS adds options, e.g. `make lab LAB_FLAGS=--no-browser`; tests/browser starts the server this way.
 LAB_FLAGS ?=
 
-.PHONY: install lab test unit nbval test-browser notebooks lint figures zoo doctor clean
+.PHONY: install lab test unit nbval nbval-rest test-browser notebooks lint figures zoo doctor clean
 
 install: $(VENV)/.installed
 
@@ -57,16 +57,23 @@ $(VENV)/.installed: pyproject.toml
 lab: $(VENV)/.installed
 	$(VENV)/bin/jupyter lab --ServerApp.root_dir=. --LabApp.default_url=/lab/tree/notebooks $(LAB_FLAGS)
 
-# What CI runs: the unit tests, every notebook under nbval, and every notebook in a real browser.
-test: unit nbval test-browser
+# What CI runs: the unit tests, nbval, and every notebook in a real browser. Each notebook runs once: the browser
+# test runs every notebook with a widget top to bottom and checks what nbval would, so nbval runs only the others
+# (tests/notebook_split.py; all of them where Chromium is missing, as the browser test is then skipped).
+test: unit nbval-rest test-browser
 
 unit: $(VENV)/.installed
 	$(PYTEST) -n $(JOBS) tests --ignore=tests/browser $(NO_TESTS_IS_OK)
 
-# One notebook per process (--dist loadfile), each with its own kernel.
+# Every notebook under nbval, one notebook per process (--dist loadfile), each with its own kernel.
+NBVAL := $(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-cell-timeout=300 \
+	--nbval-sanitize-with tests/nbval_sanitize.cfg
 nbval: $(VENV)/.installed
-	$(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-cell-timeout=300 --nbval-sanitize-with tests/nbval_sanitize.cfg \
-		notebooks $(NO_TESTS_IS_OK)
+	$(NBVAL) notebooks $(NO_TESTS_IS_OK)
+
+# The notebooks that the browser test does not run.
+nbval-rest: $(VENV)/.installed
+	$(NBVAL) $$($(PYTHON) tests/notebook_split.py) $(NO_TESTS_IS_OK)
 
 # JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
 # starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/.

@@ -176,3 +176,37 @@ def test_sanitize_file_masks_progress_timings_and_addresses_only():
         assert sanitize(first) == sanitize(second), f"{first!r} and {second!r} should compare equal"
     for exact in ["3 plus 5 is 8", "tau = 0.5:  P(plain > gamed) = 0.7754", "('<bos>', 2, 0)", "2 sentences", "1.5"]:
         assert sanitize(exact) == exact, f"{exact!r} is an exact output and must not be masked"
+
+
+def test_make_test_runs_every_notebook_exactly_once(tmp_path):
+    """nbval takes the notebooks without widgets; the browser test runs the rest; without Chromium nbval takes all."""
+    from .notebook_split import CHROMIUM, NOTEBOOKS, has_widgets, nbval_notebooks
+
+    assert nbval_notebooks(chromium=tmp_path / "no-chromium") == NOTEBOOKS
+    if CHROMIUM.exists():
+        in_browser = [p for p in NOTEBOOKS if has_widgets(p)]
+        assert in_browser, "no notebook has a widget: the browser test would run nothing"
+        assert sorted(nbval_notebooks() + in_browser) == NOTEBOOKS
+        assert not set(nbval_notebooks()) & set(in_browser)
+
+
+def test_checked_text_compares_what_nbval_compares():
+    """Timings are masked and a print split over messages is one text; a changed number or a new error shows."""
+    from .notebook_split import checked_text
+
+    def cell(*outputs):
+        return {"outputs": list(outputs)}
+
+    def stdout(text):
+        return {"output_type": "stream", "name": "stdout", "text": text}
+
+    saved = cell(stdout("accuracy 0.812 in 3.2 s\n"), {"output_type": "display_data",
+                                                        "data": {"text/plain": "<Figure size 640x480 with 1 Axes>",
+                                                                 "image/png": "AAAA"}})
+    assert checked_text(saved) == checked_text(cell(stdout("accuracy 0.812 "), stdout("in 4.0 s\n"),
+                                                    {"output_type": "display_data",
+                                                     "data": {"text/plain": "<Figure size 640x480 with 1 Axes>",
+                                                              "image/png": "BBBB"}}))
+    assert checked_text(saved) != checked_text(cell(stdout("accuracy 0.813 in 3.2 s\n"), saved["outputs"][1]))
+    assert checked_text(saved) != checked_text(cell(*saved["outputs"], {"output_type": "error", "ename": "ValueError",
+                                                                         "evalue": "bad", "traceback": []}))

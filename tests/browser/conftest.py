@@ -24,9 +24,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
+from ..notebook_split import CHROMIUM, ROOT
+
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
-CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing that reaches outside: Chromium's background connections are refused on a closed network.
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -124,8 +124,9 @@ def lab(tmp_path_factory) -> str:
     config, data, runtime = home / "config", home / "data", home / "runtime"
     write_settings(config)
     port = free_port()
+    # window.jupyterapp lets a test read the notebook's outputs from the page, as the kernel sent them
     flags = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             "--IdentityProvider.token="]
+             "--IdentityProvider.token=", "--LabApp.expose_app_in_browser=True"]
     if os.geteuid() == 0:  # CI runs as root; JupyterLab refuses to unless told
         flags.append("--ServerApp.allow_root=True")
     venv = Path(sys.prefix)

@@ -8,11 +8,13 @@ From the committed outputs, for every notebook in notebooks/ and notebooks/solut
 - every image loads (naturalWidth > 0): the diagrams linked from markdown (../images/, which only a server
   rooted at the repository can reach) and the plots in the outputs.
 
-For every notebook with a widget (an ``interact(`` or a slider in its code): a fresh kernel runs it down to its
-last widget (Kernel → Restart Kernel and Run up to Selected Cell…), then every slider is moved with the
-keyboard, and the output it drives must change, with no "Error displaying widget" and no stray return value
-(``(<Figure size ...>, None)``) under it. Sliders built by rlhf_edu.core.widgets must also leave a track of
-MIN_TRACK_PX or more and show their whole label.
+For every notebook with a widget (an ``interact(`` or a slider in its code), live: a fresh kernel runs it top
+to bottom (Kernel → Restart Kernel and Run All Cells…), which must raise nowhere, and every cell marked
+``# NBVAL_CHECK_OUTPUT`` must print what the committed notebook shows, masked as nbval masks it
+(tests/nbval_sanitize.cfg). This run is these notebooks' nbval run: `make test` leaves them out of nbval
+(tests/notebook_split.py). Then every slider is moved with the keyboard, and the output it drives must change,
+with no "Error displaying widget" and no stray return value (``(<Figure size ...>, None)``) under it. Sliders
+built by rlhf_edu.core.widgets must also leave a track of MIN_TRACK_PX or more and show their whole label.
 
 Pictures of what passed are left in tests/browser/artifacts/: <notebook>-equations-and-images.png (the cells
 with display equations or markdown images) and <notebook>-widgets.png (the widget cells, after the moves).
@@ -33,28 +35,22 @@ import pytest
 
 from rlhf_edu.core.widgets import MIN_TRACK_PX
 
+from ..notebook_split import CHECKED, NOTEBOOK_DIR, NOTEBOOKS, checked_text, has_widgets
 from .conftest import ARTIFACTS, CHROMIUM, ROOT, VIEWPORT
 
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=(
     f"{CHROMIUM} is missing: install Chromium (on Debian: apt-get install -y chromium) to test the notebooks "
     "in a browser"))
 
-NOTEBOOK_DIR = ROOT / "notebooks"
-NOTEBOOKS = sorted([*NOTEBOOK_DIR.glob("*.ipynb"), *NOTEBOOK_DIR.glob("solutions/*.ipynb")])
-WIDGET_CODE = re.compile(r"\binteract(ive)?\(|Slider\(|\b(choice_|log_)?slider\(")
 MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]+\)|<img\b")
 STRAY_REPR = re.compile(r"<Figure size|<matplotlib\.|<function |<Axes")
 OPEN_S = 90  # JupyterLab loads and renders a notebook (cold caches, two busy cores)
-RUN_S = 600  # the slowest notebook takes about 150 s alone on two shared cores
+RUN_S = 600  # the slowest notebook takes about 170 s alone, more on two shared cores
 REDRAW_S = 120  # a slider's callback may train a small model before it draws
 
 
 def read_cells(path: Path) -> list:
     return nbformat.read(path, as_version=4).cells
-
-
-def has_widgets(path: Path) -> bool:
-    return any(cell.cell_type == "code" and WIDGET_CODE.search(cell.source) for cell in read_cells(path))
 
 
 def ids(paths: list[Path]) -> list[str]:
@@ -183,21 +179,12 @@ def save_cells(page, selector: str, target: Path, directory: Path) -> None:
 # --- widgets, live (first: the longest tests start first) ------------------------------------------------------
 
 
-def restart_and_run_to_last_widget(page, path: Path, cells: list) -> None:
-    """Select the last cell that builds a widget, then Kernel → Restart Kernel and Run up to Selected Cell….
-
-    The cells below it cannot feed a slider that is moved right after it is drawn, and nbval runs them
-    all; leaving them out saves minutes on notebooks whose widgets come early.
-    """
+def restart_and_run_all(page, path: Path, cells: list) -> None:
+    """Kernel → Restart Kernel and Run All Cells…; return once every code cell has run, failing on a traceback."""
     code = [i for i, c in enumerate(cells) if c.cell_type == "code" and c.source.strip()]
-    last = max(i for i in code if WIDGET_CODE.search(cells[i].source))
-    code = [i for i in code if i <= last]
     page.wait_for_selector('.jp-Notebook-ExecutionIndicator[data-status="idle"]', timeout=OPEN_S * 1000)
-    prompt = page.locator(CELLS).nth(last).locator(".jp-InputPrompt")
-    prompt.scroll_into_view_if_needed()
-    prompt.click()
     page.locator(".lm-MenuBar-itemLabel", has_text=re.compile(r"^Kernel$")).click()
-    page.locator(".lm-Menu-item", has_text="Restart Kernel and Run up to Selected Cell").first.click()
+    page.locator(".lm-Menu-item", has_text="Restart Kernel and Run All Cells").first.click()
     page.locator(".jp-Dialog .jp-mod-accept").click()
     deadline, started = time.monotonic() + RUN_S, time.monotonic()
     while time.monotonic() < deadline:
@@ -207,9 +194,24 @@ def restart_and_run_to_last_widget(page, path: Path, cells: list) -> None:
         prompts = page.evaluate(PROMPTS)
         status = page.get_attribute(".jp-Notebook-ExecutionIndicator", "data-status")
         if status == "idle" and all(re.fullmatch(r"\[\d+\]:", prompts[i] or "") for i in code):
-            print(f"{path.name}: cells up to {last} ran in {time.monotonic() - started:.0f} s")
+            print(f"{path.name}: all cells ran in {time.monotonic() - started:.0f} s")
             return
     pytest.fail(f"{path.name}: cells still not all run after {RUN_S} s (prompts {[prompts[i] for i in code]})")
+
+
+def check_outputs_as_committed(page, path: Path, cells: list) -> None:
+    """No error output anywhere, and each ``# NBVAL_CHECK_OUTPUT`` cell's text as committed (nbval's lax check)."""
+    fresh = page.evaluate("() => window.jupyterapp.shell.currentWidget.context.model.toJSON().cells")
+    assert len(fresh) == len(cells), f"{path.name}: the page holds {len(fresh)} cells, the file {len(cells)}"
+    for index, (saved, live) in enumerate(zip(cells, fresh)):
+        if saved.cell_type != "code":
+            continue
+        errors = [o for o in live.get("outputs", []) if o["output_type"] == "error"]
+        assert not errors, f"{path.name}, cell {index}: {errors[0]['ename']}: {errors[0]['evalue']}"
+        if CHECKED in saved.source:
+            committed, now = checked_text(saved), checked_text(live)
+            assert now == committed, f"{path.name}, cell {index} ({CHECKED}) prints\n{now}\nbut the " \
+                                     f"committed notebook shows\n{committed}"
 
 
 def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
@@ -237,9 +239,10 @@ def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
 
 
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=ids(WIDGET_NOTEBOOKS))
-def test_every_slider_redraws_its_output_after_a_fresh_run(page, lab, path, tmp_path):
+def test_fresh_run_prints_what_is_committed_and_every_slider_redraws(page, lab, path, tmp_path):
     cells = open_notebook(page, lab, path)
-    restart_and_run_to_last_widget(page, path, cells)
+    restart_and_run_all(page, path, cells)
+    check_outputs_as_committed(page, path, cells)
     page.wait_for_function("() => document.querySelectorAll('.jp-Notebook .widget-interact .widget-slider').length"
                            " > 0", timeout=OPEN_S * 1000)
     sliders = page.evaluate(SLIDERS)
