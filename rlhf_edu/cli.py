@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--out", default=None, help="write here instead of the zoo's own folder")
     figures_parser = commands.add_parser("figures", help="redraw the diagrams in images/")
     figures_parser.add_argument("--out", default="images", help="folder to write PNG and SVG files to")
-    sweep_parser = commands.add_parser("sweep", help="recompute notebook 11's precomputed β sweep (RLOO against rm)")
+    sweep_parser = commands.add_parser("sweep", help="recompute a notebook's precomputed runs: notebook 11's β sweep "
+                                                     "(rloo, the default) or notebook 8's runs (regularization)")
+    sweep_parser.add_argument("which", nargs="?", default="rloo", choices=("rloo", "regularization"))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")
     sweep_parser.add_argument("--preset", default=None, help="tiny (default, shipped) or small")
     sweep_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
@@ -71,9 +73,11 @@ def _run(args: argparse.Namespace) -> int:
             print(f"saved {path}")
         return 0
     if args.command == "sweep":
-        from .recipes import SWEEP_PATH, rl_beta_sweep
+        from .recipes import REGULARIZATION_PATH, SWEEP_PATH, regularization_runs, rl_beta_sweep
 
-        print(f"wrote {rl_beta_sweep(out=args.out or SWEEP_PATH, preset=args.preset, device=args.device)}")
+        recipe, path = (rl_beta_sweep, SWEEP_PATH) if args.which == "rloo" else (regularization_runs,
+                                                                                  REGULARIZATION_PATH)
+        print(f"wrote {recipe(out=args.out or path, preset=args.preset, device=args.device)}")
         return 0
     from .figures import save_figures
 

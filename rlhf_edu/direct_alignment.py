@@ -15,7 +15,8 @@ alone:
 This module holds
 
 - the losses, plain functions on log-prob tensors: :func:`dpo_loss` (DPO, cDPO,
-  IPO, hinge and robust DPO), :func:`simpo_loss` and :func:`implicit_reward`;
+  IPO, hinge and robust DPO), :func:`simpo_loss`, :func:`implicit_reward`, and
+  :func:`chosen_nll_loss`, the NLL regularizer of chapter 8 (eq:dpo_nll);
 - :func:`train_tabular_dpo`, DPO on a K-armed bandit, where the closed form of
   chapter 4 can be checked exactly;
 - :func:`train_dpo`, the trainer for a language model: reference log-probs are
@@ -126,6 +127,20 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
     return losses, chosen_rewards, rejected_rewards
 
 
+def chosen_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) -> torch.Tensor:
+    """The length-normalised NLL of each chosen answer, −log π(y_c|x) / |y_c|; (B,).
+
+    It is the term that eq:dpo_nll adds to DPO's loss with weight α (eq:dpo_nll_expanded,
+    Pang et al.'s iterative RPO; TRL's ``rpo_alpha``): DPO alone only asks the chosen answer
+    to beat the rejected one, and can lower both; this keeps the chosen answer likely in
+    absolute terms. ``chosen_logps`` are summed log-probs, ``chosen_lengths`` their token counts.
+    """
+    if chosen_logps.shape != chosen_lengths.shape:
+        raise ValueError(f"chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
+                         f"{tuple(chosen_lengths.shape)} must have one shape: pass one value per pair to each")
+    return -chosen_logps / chosen_lengths
+
+
 def simpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 2.0,
                gamma: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SimPO's per-pair loss −log σ(β·(ȳ_c − ȳ_r) − γ) and its detached rewards β·ȳ (Meng et al.).
@@ -232,11 +247,12 @@ def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta
 # --- DPO on a language model -------------------------------------------------------------------------
 @dataclass
 class DPOConfig(TrainingConfig):
-    """DPO settings; ``beta``, ``loss_type``, ``label_smoothing``, ``simpo_gamma``, ``group_by_length`` are TRL's names.
+    """DPO settings, named as TRL's ``DPOConfig`` names them (``beta``, ``loss_type``, ``rpo_alpha``, ...).
 
     ``loss_type`` is one of :data:`TRAINER_LOSS_TYPES`: a :func:`dpo_loss` type on summed
     log-probs, or ``"simpo"`` (:func:`simpo_loss` on per-token means, no reference model;
-    set ``beta`` near 2 for it). ``group_by_length`` batches pairs of similar length
+    set ``beta`` near 2 for it). ``rpo_alpha`` = α adds α × :func:`chosen_nll_loss` to each
+    pair's loss (eq:dpo_nll); None leaves it out. ``group_by_length`` batches pairs of similar length
     together (:func:`~rlhf_edu.core.preferences.pair_loader`), which cuts the compute spent on padding.
     """
 
@@ -246,11 +262,15 @@ class DPOConfig(TrainingConfig):
     loss_type: str = "sigmoid"
     label_smoothing: float = 0.0
     simpo_gamma: float = 0.5
+    rpo_alpha: float | None = None
     group_by_length: bool = True
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check_loss_arguments(self.beta, self.label_smoothing, self.loss_type, valid=TRAINER_LOSS_TYPES)
+        if self.rpo_alpha is not None:
+            check_number(self.rpo_alpha, "rpo_alpha", low=0,
+                         fix="the weight α of the chosen answers' NLL (the RPO paper uses 1.0), or None for none")
 
 
 def reference_logprobs(model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int,
@@ -308,7 +328,13 @@ def dpo_metrics(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen
 
 
 def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> tuple[torch.Tensor, dict]:
-    """Mean loss of one batch of pairs and :func:`dpo_metrics`; chosen and rejected share one forward pass."""
+    """Mean loss of one batch of pairs and :func:`dpo_metrics`; chosen and rejected share one forward pass.
+
+    With ``config.rpo_alpha`` set, the mean adds α × the mean :func:`chosen_nll_loss`, logged
+    as TRL's ``nll_loss``. It is normalised per answer, as eq:dpo_nll_expanded writes it; TRL
+    divides the batch's summed chosen NLL by its total chosen tokens instead, which weighs
+    long answers more when lengths differ.
+    """
     simpo = config.loss_type == "simpo"
     logps = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
                               average=simpo)  # (2B,)
@@ -320,7 +346,12 @@ def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> 
         losses, chosen_rewards, rejected_rewards = dpo_loss(chosen_logps, rejected_logps, batch["ref_chosen_logps"],
                                                             batch["ref_rejected_logps"], config.beta,
                                                             config.loss_type, config.label_smoothing)
-    return losses.mean(), dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
+    loss, metrics = losses.mean(), dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
+    if config.rpo_alpha is None:
+        return loss, metrics
+    lengths = batch["completion_mask"].sum(dim=1).chunk(2)[0]  # (B,) tokens of each chosen answer
+    nll = (-chosen_logps if simpo else chosen_nll_loss(chosen_logps, lengths)).mean()  # SimPO's logps are means
+    return loss + config.rpo_alpha * nll, metrics | {"nll_loss": nll.item()}
 
 
 def as_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dict], max_length: int) -> list[dict]:
@@ -351,7 +382,8 @@ def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datas
     SimPO needs no reference at all.
 
     Logs TRL's ``rewards/chosen``, ``rewards/rejected``, ``rewards/accuracies``,
-    ``rewards/margins``, ``logps/chosen`` and ``logps/rejected`` every step.
+    ``rewards/margins``, ``logps/chosen`` and ``logps/rejected`` every step, and ``nll_loss``
+    when ``config.rpo_alpha`` is set.
     """
     check_language_model(policy, tokenizer, "policy")
     if ref_model is not None:

@@ -17,3 +17,8 @@ def check_close(answer: float, expected: float, hint: str, tol: float = 1e-4) ->
         return check(False, "", hint)
     answer = float(answer)
     return check(math.isclose(answer, expected, abs_tol=tol), f"{answer:.6g} is right", f"{hint} (got {answer:.6g})")
+
+
+def hint(text: str) -> None:
+    """Print an exercise's hint, only when a reader asks for it: a saved notebook never shows it unasked."""
+    print(f"💡 {text}")

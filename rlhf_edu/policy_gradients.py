@@ -17,7 +17,9 @@ Rewards come shaped (P, G): P prompts with G completions each. Per-token tensors
 (B, T) with B = P·G, and a ``mask`` that is 1 on completion tokens. Every function takes
 tensors, not models, so the tests can feed it hand-made numbers.
 
-:func:`train_policy_gradient` is the one trainer of the four on a language model;
+:func:`train_policy_gradient` is the one trainer of the four on a language model, with
+chapter 8's regularizers as options: β fixed or steered toward a target KL
+(``kl_target``), and InstructGPT's pretraining term (``ptx_coef``);
 :func:`train_tabular_policy_gradient` runs the same advantage and loss functions on
 chapter 4's bandit, where the optimum is known; :func:`beta_sweep` repeats a run per β.
 """
@@ -26,9 +28,9 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -38,13 +40,21 @@ from matplotlib.figure import Figure
 from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTrainedTokenizerBase
 
 from .bandit import BanditRun, bandit_record
+from .core.collate import check_length, pad_batch
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS
-from .core.training import History, Trainer, TrainingConfig
-from .core.validation import check_choice, check_int, check_number, check_texts
+from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
+from .core.validation import check_choice, check_int, check_number, check_texts, context_length
 from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
-from .regularization import KL_ESTIMATORS, kl_estimate
+from .pretraining import encode_document, language_modeling_loss
+from .regularization import (
+    KL_ESTIMATORS,
+    AdaptiveKLController,
+    FixedKLController,
+    KLController,
+    kl_estimate,
+)
 
 BASELINES = ("none", "mean")
 SCALE_REWARDS = ("group", "batch", "none")
@@ -221,6 +231,7 @@ def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, loss_type: 
 # --- one trainer for the four algorithms -------------------------------------------------------------
 ALGORITHMS = ("reinforce", "rloo", "ppo", "grpo")
 KL_IN_LOSS = ("grpo",)  # the others put −β·k1 per token into the reward, as the literature and TRL do
+KL_PLACEMENTS = ("reward", "loss")
 
 
 @dataclass
@@ -230,6 +241,16 @@ class PolicyGradientConfig(TrainingConfig):
     ``batch_size`` is the number of prompts per step, each answered ``num_generations``
     times; ``num_iterations`` is how many updates reuse one rollout (PPO's epochs,
     GRPO's μ), split into ``num_mini_batches`` row slices each.
+
+    ``kl_in`` moves the KL penalty: ``"reward"`` subtracts β·Σ_t k1 from each completion's
+    score (per token for PPO), ``"loss"`` adds β·k (``kl_estimator``) per token to the loss;
+    by default GRPO takes the loss and the others the reward.
+
+    ``kl_target`` (nats per completion) switches β from fixed to Ziegler et al.'s adaptive
+    controller (:class:`~rlhf_edu.regularization.AdaptiveKLController`), which starts at
+    ``beta`` and moves it by about 20% per ``kl_horizon`` sampled completions to hold the
+    KL near the target. ``ptx_coef`` is InstructGPT's γ (eq:objective_pretraining): each
+    update adds γ × the mean token NLL of ``ptx_batch_size`` pretraining texts to the loss.
     """
 
     learning_rate: float = 1e-4
@@ -253,6 +274,11 @@ class PolicyGradientConfig(TrainingConfig):
     vf_coef: float = 0.1
     cliprange_value: float = 0.2
     eval_steps: int = 10
+    kl_in: str | None = None  # where β·KL goes: "reward" or "loss"; None: the algorithm's own place (KL_IN_LOSS)
+    kl_target: float | None = None  # None: β stays fixed
+    kl_horizon: int = 10_000
+    ptx_coef: float = 0.0  # 0: no pretraining term, and no corpus batch is built or run
+    ptx_batch_size: int = 16
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -261,19 +287,33 @@ class PolicyGradientConfig(TrainingConfig):
         check_choice(self.loss_type, "loss_type", LOSS_TYPES)
         check_choice(self.scale_rewards, "scale_rewards", SCALE_REWARDS)
         check_choice(self.kl_estimator, "kl_estimator", KL_ESTIMATORS)
+        if self.kl_in is not None:
+            check_choice(self.kl_in, "kl_in", KL_PLACEMENTS)
         low = 2 if self.algorithm in ("rloo", "grpo") else 1
         check_int(self.num_generations, "num_generations", low=low,
                   fix=f"{self.algorithm} compares each answer with the others to its prompt")
-        for name in ("num_iterations", "num_mini_batches", "num_steps", "max_completion_length", "eval_steps"):
+        for name in ("num_iterations", "num_mini_batches", "num_steps", "max_completion_length", "eval_steps",
+                     "kl_horizon", "ptx_batch_size"):
             check_int(getattr(self, name), name)
         check_number(self.epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
         if self.epsilon_high is not None:
             check_number(self.epsilon_high, "epsilon_high", low=0, low_open=True)
         check_number(self.beta, "beta", low=0, fix="the KL penalty's weight; 0 switches it off")
+        if self.kl_target is not None:
+            check_number(self.kl_target, "kl_target", low=0, low_open=True,
+                         fix="the KL in nats per completion to hold, or None for a fixed β")
+            check_number(self.beta, "beta", low=0, low_open=True,
+                         fix="the adaptive β starts here and moves by factors, so it must start above 0")
+        check_number(self.ptx_coef, "ptx_coef", low=0, fix="the pretraining term's weight γ; 0 switches it off")
         check_number(self.temperature, "temperature", low=0, low_open=True, fix="sample at 1.0 to learn from π")
         if (self.batch_size * self.num_generations) % self.num_mini_batches:
             raise ValueError(f"num_mini_batches={self.num_mini_batches} does not divide the "
                              f"{self.batch_size * self.num_generations} rows of a step: pick a divisor")
+
+
+def kl_in_loss(config: PolicyGradientConfig) -> bool:
+    """True when β·KL is a term of the loss (GRPO's way), False when −β·k1 is part of the reward (the others')."""
+    return config.algorithm in KL_IN_LOSS if config.kl_in is None else config.kl_in == "loss"
 
 
 def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -317,9 +357,34 @@ class _Step:
     old_values: torch.Tensor | None = None  # (B, N), PPO
 
 
+def kl_controller(config: PolicyGradientConfig) -> KLController:
+    """β's controller for a run: adaptive from ``config.beta`` toward ``config.kl_target`` if one is set, else fixed."""
+    if config.kl_target is None:
+        return FixedKLController(config.beta)
+    return AdaptiveKLController(config.beta, config.kl_target, config.kl_horizon)
+
+
+def ptx_batches(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
+                config: PolicyGradientConfig) -> Iterator[Batch]:
+    """Endless batches of ``config.ptx_batch_size`` pretraining texts, on the policy's device, for the ptx term.
+
+    Each text is encoded as pretraining encodes it (:func:`~rlhf_edu.pretraining.encode_document`:
+    every token after ``<bos>`` is a target), and the order is seeded and reshuffled on every pass.
+    """
+    rows = [encode_document(tokenizer, text) for text in check_texts(texts, "ptx_texts")]
+    check_length(rows, context_length(policy, config.max_length))
+    loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id),
+                         TrainingConfig(batch_size=config.ptx_batch_size, seed=config.seed, progress=False))
+    device = next(policy.parameters()).device
+    while True:
+        for batch in loader:
+            yield {name: tensor.to(device) for name, tensor in batch.items()}
+
+
 def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                           reward_fn: RewardFn, config: PolicyGradientConfig, ref_model: PreTrainedModel | None = None,
-                          eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None) -> History:
+                          eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+                          ptx_texts: Sequence[str] | None = None) -> History:
     """Sample, score, compute advantages, update: REINFORCE, RLOO, PPO or GRPO on ``prompts``; return the History.
 
     One loop serves all four; they differ in :func:`compute_advantages` and in the
@@ -331,12 +396,21 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     pass and no ``kl`` in the log: pass ``ref_model`` to log how far the policy moved.
     ``eval_fn(policy)`` runs every ``eval_steps`` steps and its metrics (e.g.
     ``gold_reward``) join the log.
+
+    Each rollout uses the β of :func:`kl_controller` (logged as ``beta``), in the reward or
+    in the loss as the algorithm puts it; an adaptive controller is then updated with that
+    rollout's ``kl`` (the mean summed k1) over its B rows. With ``config.ptx_coef`` > 0,
+    ``ptx_texts`` (plain texts, e.g. ``World().pretraining_corpus(2000)``) feed the
+    pretraining term, logged as ``loss/ptx``.
     """
     check_language_model(policy, tokenizer, "policy")
     prompts = check_texts(prompts, "prompts")
     if not callable(reward_fn):
         raise TypeError(f"reward_fn must be a function (prompts, completions) -> scores, "
                         f"got {type(reward_fn).__name__}")
+    if config.ptx_coef > 0 and ptx_texts is None:
+        raise ValueError(f"ptx_coef={config.ptx_coef:g} weighs a pretraining term, but no ptx_texts were passed: pass "
+                         "the corpus (e.g. World().pretraining_corpus(2000)), or set ptx_coef=0")
     if ref_model is None and config.beta > 0:
         ref_model = copy.deepcopy(policy).eval()
     if ref_model is not None:
@@ -346,19 +420,26 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     updates = config.num_steps * config.num_iterations * config.num_mini_batches
     trainer = Trainer(modules, config, updates, desc=f"RL ({config.algorithm})")
     order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    controller = kl_controller(config)
+    ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
     try:
         for step in range(config.num_steps):
             batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
-            data, metrics = _rollout_step(policy, ref_model, value_model, tokenizer, batch, reward_fn, config,
+            step_config = dataclasses.replace(config, beta=controller.value)  # this rollout's β, in reward or loss
+            data, metrics = _rollout_step(policy, ref_model, value_model, tokenizer, batch, reward_fn, step_config,
                                           seed=config.seed * 100_003 + step)
+            metrics["beta"] = step_config.beta
             if eval_fn is not None and step % config.eval_steps == 0:
                 metrics |= eval_fn(policy)
             rows = len(data.rollout) // config.num_mini_batches
             for _ in range(config.num_iterations):
                 for start in range(0, len(data.rollout), rows):
                     index = slice(start, start + rows)
-                    trainer.step(lambda mb: policy_loss(policy, value_model, mb, config), _slice(data, index),
-                                 **metrics)
+                    loss_fn = partial(policy_loss, policy, value_model, config=step_config,
+                                      ptx_batch=next(ptx) if ptx is not None else None)
+                    trainer.step(loss_fn, _slice(data, index), **metrics)
+            if "kl" in metrics:  # no reference, no KL to steer by (β is 0 then, and fixed)
+                controller.update(metrics["kl"], len(data.rollout))
     finally:
         trainer.close()
     return trainer.history
@@ -404,14 +485,14 @@ def compute_advantages(rollout: Rollout, rewards: torch.Tensor, old_logps: torch
 def ppo_advantages(rewards: torch.Tensor, kl: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
                    config: PolicyGradientConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's whitened per-token GAE advantages and the value targets, both (B, T), from k1-shaped rewards."""
-    per_token = shaped_rewards(rewards, kl, mask, config.beta)  # (B, T)
+    per_token = shaped_rewards(rewards, kl, mask, 0.0 if kl_in_loss(config) else config.beta)  # (B, T)
     advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
     return _whiten(advantages, mask), returns
 
 
 def sequence_scores(rewards: torch.Tensor, kl: torch.Tensor, config: PolicyGradientConfig) -> torch.Tensor:
     """What the advantage is computed from, (P, G): the reward, minus β·Σ_t k1 where the KL goes in the reward."""
-    scores = rewards if config.algorithm in KL_IN_LOSS else rewards - config.beta * kl.sum(dim=1)  # (B,)
+    scores = rewards if kl_in_loss(config) else rewards - config.beta * kl.sum(dim=1)  # (B,)
     return scores.view(-1, config.num_generations)
 
 
@@ -441,14 +522,19 @@ def token_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: t
                                               config.epsilon_high)
         approx_kl = 0.5 * (((logps - old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
         metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
-    if config.algorithm in KL_IN_LOSS and config.beta > 0:
+    if kl_in_loss(config) and config.beta > 0:
         losses = losses + config.beta * kl_estimate(logps, ref_logps, config.kl_estimator) * mask
     return aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length), metrics
 
 
 def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, data: _Step,
-                config: PolicyGradientConfig) -> tuple[torch.Tensor, dict[str, float]]:
-    """One update's loss on a slice of a rollout, and its metrics (TRL's names)."""
+                config: PolicyGradientConfig, ptx_batch: Batch | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+    """One update's loss on a slice of a rollout, and its metrics (TRL's names).
+
+    With a ``ptx_batch`` of pretraining texts it adds InstructGPT's term: the objective's
+    +γ·E_pretrain[log π(x)] (eq:objective_pretraining) becomes + γ × their mean token NLL
+    (eq:nll) in the loss, per token so that γ does not scale with the texts' length.
+    """
     mask = data.rollout.mask  # (B, N)
     logps = _logps(policy, data.rollout, grad=True)  # (B, N)
     loss, metrics = token_policy_loss(logps, data.old_logps, data.ref_logps, data.advantages, mask, config)
@@ -458,38 +544,40 @@ def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, da
                                                    config.cliprange_value), mask, "dapo")
         loss = loss + config.vf_coef * v_loss
         metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
+    if ptx_batch is not None:
+        ptx_nll, _ = language_modeling_loss(policy, ptx_batch)
+        loss = loss + config.ptx_coef * ptx_nll
+        metrics["loss/ptx"] = ptx_nll.item()
     return loss, metrics
 
 
 def beta_sweep(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
                reward_fn: RewardFn, betas: Sequence[float], config: PolicyGradientConfig,
-               eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None) -> dict[float, History]:
+               eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+               ptx_texts: Sequence[str] | None = None) -> dict[float, History]:
     """One :func:`train_policy_gradient` run per β, each on a fresh copy of ``policy``; ``{β: History}``.
 
     ``policy`` itself stays as it is and is every run's reference model, so all runs
-    pay their KL to the same π_ref and differ only in β.
+    pay their KL to the same π_ref and differ only in β (the starting β, with a ``kl_target``).
     """
     runs = {}
     for beta in betas:
         model = copy.deepcopy(policy)
         runs[float(beta)] = train_policy_gradient(model, tokenizer, prompts, reward_fn,
                                                   dataclasses.replace(config, beta=float(beta)), ref_model=policy,
-                                                  eval_fn=eval_fn)
+                                                  eval_fn=eval_fn, ptx_texts=ptx_texts)
     return runs
 
 
 def save_sweep(runs: dict[float, History], path: str | Path, **settings) -> Path:
     """Write a :func:`beta_sweep` to JSON: its ``settings`` and every run's per-step metrics."""
-    path = Path(path)
-    path.write_text(json.dumps({"settings": settings, "runs": {repr(b): h.steps for b, h in runs.items()}},
-                               indent=1) + "\n")
-    return path
+    return save_histories({repr(beta): history for beta, history in runs.items()}, path, **settings)
 
 
 def load_sweep(path: str | Path) -> tuple[dict[float, History], dict]:
     """Read a file written by :func:`save_sweep`: ``({β: History}, settings)``."""
-    data = json.loads(Path(path).read_text())
-    return {float(b): History(steps) for b, steps in data["runs"].items()}, data["settings"]
+    runs, settings = load_histories(path)
+    return {float(beta): history for beta, history in runs.items()}, settings
 
 
 # --- pictures ---------------------------------------------------------------------------------------------
@@ -557,7 +645,11 @@ def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientCo
     settings = {"batch_size": 1, "num_generations": 64, "num_steps": 600, "learning_rate": 0.05,
                 "max_completion_length": 1, "vf_coef": 1.0, "progress": False,
                 "lr_scheduler_type": "linear", "num_iterations": 4 if algorithm == "ppo" else 1} | TABULAR_DEFAULTS
-    return PolicyGradientConfig(algorithm=algorithm, beta=beta, **(settings | overrides))
+    config = PolicyGradientConfig(algorithm=algorithm, beta=beta, **(settings | overrides))
+    if config.kl_target is not None or config.ptx_coef > 0:
+        raise ValueError("a bandit run keeps β fixed, so its optimum is π*, and has no text to pretrain on: "
+                         "drop kl_target and ptx_coef")
+    return config
 
 
 def tabular_loss(policy: TabularPolicy, actions: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,

@@ -10,11 +10,13 @@ chapter's own trainer called with fixed settings and seeds:
   (:func:`rlhf_edu.reward_modeling.train_reward_model`).
 
 Beside them, :func:`rl_beta_sweep` is the recipe of the small RL sweep that notebook 11
-ships precomputed (``rlhf-edu sweep``): RLOO against ``rm`` from ``sft`` at several β.
+ships precomputed (``rlhf-edu sweep``): RLOO against ``rm`` from ``sft`` at several β;
+and :func:`regularization_runs` that of notebook 8's runs (``rlhf-edu sweep regularization``).
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from pathlib import Path
 
@@ -25,10 +27,12 @@ from .core import zoo
 from .core.evaluation import gold_eval_fn
 from .core.preferences import build_preference_dataset
 from .core.runtime import Preset, get_device, get_preset
+from .core.training import History, save_histories
 from .core.world import World
+from .direct_alignment import DPOConfig, precompute_ref_logps, train_dpo
 from .instruction_tuning import SFTConfig, train_sft
-from .policy_gradients import PolicyGradientConfig, beta_sweep, save_sweep
-from .pretraining import PretrainingConfig, pretrain
+from .policy_gradients import PolicyGradientConfig, beta_sweep, save_sweep, train_policy_gradient
+from .pretraining import PretrainingConfig, perplexity, pretrain
 from .reward_modeling import (
     HELD_OUT_PAIRS,
     RewardConfig,
@@ -141,3 +145,61 @@ def rl_beta_sweep(betas: tuple[float, ...] = SWEEP_BETAS, out: str | Path = SWEE
         torch.set_num_threads(threads)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     return save_sweep(runs, out, preset=preset.name, **settings)
+
+
+REGULARIZATION_PATH = Path(__file__).parent / "sweeps" / "regularization.json"
+# Each run is notebook 11's sweep run (SWEEP_CONFIG: RLOO against rm from sft, 40 steps) with these changes.
+REGULARIZATION_RUNS = {
+    "kl_in_reward": {"beta": 0.1},  # RLOO's own place: −β·Σk1 in the score
+    "kl_in_loss": {"beta": 0.1, "kl_in": "loss"},  # the same β as +β·k3 per token in the loss
+    "fixed_0.01": {"beta": 0.01},
+    "adaptive": {"beta": 0.1, "kl_target": 3.0, "kl_horizon": 64},  # starts where kl_in_reward stays
+    "ptx": {"beta": 0.01, "ptx_coef": 0.02},  # fixed_0.01 with InstructGPT's pretraining term
+    **{f"grpo_{beta}": {"algorithm": "grpo", "beta": beta} for beta in (0.01, 0.03, 0.1, 0.3)},
+}
+DPO_BETAS = (0.03, 0.1, 0.3, 1.0)
+DPO_SETTINGS = {"learning_rate": 5e-4, "batch_size": 32, "num_epochs": 1, "seed": 0}  # notebook 12's
+
+
+def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Preset | None = None,
+                        device: str | None = None) -> Path:
+    """Notebook 8's runs, written to ``out``; returns the path. About 8 minutes on one CPU thread.
+
+    Every run starts from ``sft`` and is judged on the same 64 held-out prompts (gold
+    reward, components, KL to ``sft``, the RM's score) and on 200 unseen world sentences
+    (``eval/perplexity``): the RL runs of :data:`REGULARIZATION_RUNS` every 5 steps, and
+    one DPO run per β in :data:`DPO_BETAS` once, after training, under ``dpo_<β>``.
+    ``sft`` holds the evaluation of the starting point, and ``base`` the perplexity of
+    the model that SFT started from.
+    """
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, get_device(device))
+    rm, rm_tokenizer = zoo.load("rm", preset, get_device(device))
+    world = World(seed=0, preset=preset)
+    rm_fn = reward_function(rm, rm_tokenizer)
+    corpus = world.pretraining_corpus(preset.num_pretrain + 200)  # pretraining's own texts, then 200 unseen
+    scores = gold_eval_fn(world, tokenizer, world.prompts(64, split="test"), policy, rm_fn)
+
+    def eval_fn(model: PreTrainedModel) -> dict[str, float]:
+        return scores(model) | {"eval/perplexity": perplexity(model, tokenizer, corpus[-200:])}
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
+    try:
+        base, _ = zoo.load("base", preset, get_device(device))
+        runs = {"base": History([{"step": 0.0, "eval/perplexity": perplexity(base, tokenizer, corpus[-200:])}]),
+                "sft": History([{"step": 0.0, **eval_fn(policy)}])}
+        for name, overrides in REGULARIZATION_RUNS.items():
+            config = PolicyGradientConfig(progress=False, **(SWEEP_CONFIG | overrides))
+            runs[name] = train_policy_gradient(copy.deepcopy(policy), tokenizer, world.prompts(500), rm_fn, config,
+                                               ref_model=policy, eval_fn=eval_fn,
+                                               ptx_texts=corpus[:-200] if config.ptx_coef > 0 else None)
+        pairs = precompute_ref_logps(policy, tokenizer, build_preference_dataset(world, policy, tokenizer, seed=0))
+        for beta in DPO_BETAS:
+            model = copy.deepcopy(policy)
+            train_dpo(model, tokenizer, pairs, DPOConfig(beta=beta, progress=False, **DPO_SETTINGS))
+            runs[f"dpo_{beta}"] = History([{"step": 0.0, "beta": beta, **eval_fn(model)}])
+    finally:
+        torch.set_num_threads(threads)
+    return save_histories(runs, out, preset=preset.name, base=SWEEP_CONFIG, rl_runs=REGULARIZATION_RUNS,
+                          dpo_betas=list(DPO_BETAS), dpo=DPO_SETTINGS)

@@ -89,6 +89,23 @@ def _probes(tokenizer) -> list[tuple[str, str, object]]:
         lambda: policy_gradients.train_tabular_policy_gradient(P, R, 0.5, "dpo"))
     add("forward_kl_regularized_optimum(beta=-1)", "beta",
         lambda: regularization.forward_kl_regularized_optimum(P, R, -1.0))
+    for value in (NAN, 0.0, -1.0, "6"):
+        add(f"AdaptiveKLController(target={value!r})", "target",
+            lambda v=value: regularization.AdaptiveKLController(0.1, v, 10_000))
+        add(f"AdaptiveKLController(horizon={value!r})", "horizon",
+            lambda v=value: regularization.AdaptiveKLController(0.1, 6.0, v))
+        add(f"PolicyGradientConfig(kl_target={value!r})", "kl_target",
+            lambda v=value: policy_gradients.PolicyGradientConfig(kl_target=v))
+    add("AdaptiveKLController(init_kl_coef=-1)", "init_kl_coef",
+        lambda: regularization.AdaptiveKLController(-1.0, 6.0, 10_000))
+    add("AdaptiveKLController.update(current_kl=NaN)", "current_kl",
+        lambda: regularization.AdaptiveKLController(0.1, 6.0, 10_000).update(NAN, 64))
+    add("PolicyGradientConfig(ptx_coef=-1)", "ptx_coef", lambda: policy_gradients.PolicyGradientConfig(ptx_coef=-1.0))
+    add("DPOConfig(rpo_alpha=-1)", "rpo_alpha", lambda: da.DPOConfig(rpo_alpha=-1.0))
+    add("exact_token_kl(ref_logits of another vocabulary)", "ref_logits",
+        lambda: regularization.exact_token_kl(torch.zeros(1, 2, 5), torch.zeros(1, 2, 6), torch.ones(1, 2)))
+    add("reversed_k3(mismatched shapes)", "ref_logps",
+        lambda: regularization.reversed_k3(torch.zeros(2), torch.zeros(3)))
     add("gold_reward(a bare string)", "prompts", lambda: World().gold_reward("add 1 and 2", "1 plus 2 is 3"))
     add("gold_reward(one prompt, no completion)", "completions", lambda: World().gold_reward(["add 1 and 2"], []))
     add("gold_reward('add 3 and 99')", "add 3 and 99", lambda: World().gold_reward(["add 3 and 99"], ["3"]))

@@ -67,3 +67,12 @@ def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp
     assert main(["sweep", "--out", str(tmp_path / "s.json")]) == 0
     assert calls == [{"out": str(tmp_path / "s.json"), "preset": None, "device": None}]
     assert f"wrote {tmp_path / 's.json'}" in capsys.readouterr().out
+
+
+def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_path):
+    import rlhf_edu.recipes as recipes
+    calls = []
+    monkeypatch.setattr(recipes, "regularization_runs", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
+    monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: pytest.fail("the RLOO sweep ran instead"))
+    assert main(["sweep", "regularization", "--out", str(tmp_path / "r.json")]) == 0
+    assert calls == [{"out": str(tmp_path / "r.json"), "preset": None, "device": None}]

@@ -16,6 +16,8 @@ from rlhf_edu.direct_alignment import (
     DPOConfig,
     Run,
     bandit_preferences,
+    chosen_nll_loss,
+    dpo_batch_loss,
     dpo_loss,
     dpo_metrics,
     implicit_reward,
@@ -28,7 +30,7 @@ from rlhf_edu.direct_alignment import (
     train_dpo,
     train_tabular_dpo,
 )
-from tests.conftest import random_model
+from tests.conftest import logprob_alone, random_model
 
 matplotlib.use("Agg")
 
@@ -136,6 +138,7 @@ def test_tensors_of_different_shapes_are_refused():
     ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of 'sigmoid', 'hinge', 'ipo', 'robust', 'simpo'"),
     ({"label_smoothing": 0.6}, "label_smoothing must be in"),
     ({"learning_rate": 0}, "learning_rate must be > 0"),
+    ({"rpo_alpha": -0.5}, "rpo_alpha must be >= 0"),
 ])
 def test_dpo_config_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
@@ -397,3 +400,42 @@ def test_tabular_result_plots_three_bars_per_arm():
     ax = result.plot().axes[0]
     assert len(ax.patches) == 3 * len(REF_PROBS)
     assert [p.get_height() for p in ax.patches[8:]] == pytest.approx(result.optimum.tolist())
+
+
+# --- DPO's NLL regularizer (eq:dpo_nll), TRL's rpo_alpha ----------------------------------------------
+def test_chosen_nll_is_the_length_normalised_negative_log_prob():
+    nll = chosen_nll_loss(torch.tensor([-6.0, -2.0]), torch.tensor([3, 4]))
+    assert nll.tolist() == pytest.approx([2.0, 0.5])
+    with pytest.raises(ValueError, match="chosen_logps \\(2,\\) and chosen_lengths \\(3,\\) must have one shape"):
+        chosen_nll_loss(torch.zeros(2), torch.ones(3))
+
+
+def one_batch(tokenizer):
+    pairs = precompute_ref_logps(random_model("llama", len(tokenizer), seed=1), tokenizer, PAIRS)
+    return next(iter(pair_loader(encode_pairs(tokenizer, pairs), tokenizer.pad_token_id, config(batch_size=4))))
+
+
+@pytest.mark.parametrize("loss_type, beta", [("sigmoid", 0.1), ("ipo", 0.1), ("simpo", 2.0)])
+def test_rpo_alpha_adds_alpha_times_the_chosen_nll_and_nothing_at_zero(tokenizer, loss_type, beta):
+    policy = random_model("llama", len(tokenizer))
+    batch = one_batch(tokenizer)
+    losses = {alpha: dpo_batch_loss(policy, config(loss_type=loss_type, beta=beta, rpo_alpha=alpha), batch)
+              for alpha in (None, 0.0, 0.7)}
+    assert losses[0.0][0].item() == losses[None][0].item()  # α = 0 is DPO exactly
+    assert "nll_loss" not in losses[None][1] and "nll_loss" in losses[0.0][1]  # logged, as TRL does, unless None
+    # By hand: −log π(y_c|x)/|y_c| for each chosen answer, from one answer at a time, averaged over the pairs.
+    by_hand = []
+    for row in encode_pairs(tokenizer, PAIRS):
+        chosen = row["chosen"]
+        by_hand.append(-logprob_alone(policy, chosen) / sum(chosen["completion_mask"]))
+    assert losses[0.7][1]["nll_loss"] == pytest.approx(np.mean(by_hand), abs=1e-5)
+    assert losses[0.7][0].item() - losses[None][0].item() == pytest.approx(0.7 * np.mean(by_hand), abs=1e-5)
+
+
+def test_a_dpo_run_with_rpo_alpha_logs_the_nll_and_keeps_the_chosen_answers_likelier(tokenizer):
+    runs = {alpha: train_dpo(random_model("llama", len(tokenizer)), tokenizer, PAIRS,
+                             config(num_epochs=10, rpo_alpha=alpha)) for alpha in (None, 1.0)}
+    assert len(runs[1.0]["nll_loss"]) == len(runs[1.0]["loss"])
+    # Step 0: the policy is its own reference, so the DPO part is log 2 and the rest is α × the NLL.
+    assert runs[1.0]["loss"][0] == pytest.approx(math.log(2) + runs[1.0]["nll_loss"][0], abs=1e-5)
+    assert runs[1.0].mean("logps/chosen", last=4) > runs[None].mean("logps/chosen", last=4)

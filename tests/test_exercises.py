@@ -22,3 +22,12 @@ def test_show_returns_highlighted_source():
 def test_unanswered_exercise_gets_the_hint(capsys):
     assert check_close(None, 0.3, "fill in `answer`") is False
     assert capsys.readouterr().out.strip() == "❌ not yet: fill in `answer`"
+
+
+def test_hint_prints_only_when_called(capsys):
+    from rlhf_edu.exercises import hint
+
+    check(False, "right", "see hint() below")
+    assert "the sum" not in capsys.readouterr().out
+    hint("the sum of the log-ratios")
+    assert capsys.readouterr().out == "💡 the sum of the log-ratios\n"

@@ -115,6 +115,13 @@ def _plot_calls(tokenizer, world):
     runs = [da.Run(da.DPOConfig(beta=0.1), PolicyEvaluation(["p"], ["c"], [1.5], {}, 2.0), History())]
     tabular = da.train_tabular_dpo([0.5, 0.5], [0.0, 1.0], beta=1.0, num_pairs=100, num_steps=2)
     example = {"prompt": "add 3 and 5", "completion": "3 plus 5 is 8"}
+    from rlhf_edu import policy_gradients as pg
+    from rlhf_edu import regularization as reg
+    from rlhf_edu import rejection_sampling as rs
+
+    stats = {name: {"mean": 1.0 + i, "std": 1.0, "se": 0.1} for i, name in enumerate(reg.ESTIMATOR_NAMES)}
+    comparisons = {10: {"exact": {"mean": 1.0, "std": 0.5}, **stats}}
+    sweep = {0.1: History([{"eval/reward": 1.0, "gold_reward": 1.0, "eval/kl": 0.5}])}
     return [
         ("plot_tokens", 1, lambda axes: plotting.plot_tokens(tokenizer, batch["input_ids"][0],
                                                              batch["completion_mask"][0], ax=axes[0])),
@@ -129,11 +136,19 @@ def _plot_calls(tokenizer, world):
         ("plot_frontier", 1, lambda axes: da.plot_frontier(runs, sft, ax=axes[0])),
         ("TabularDPOResult.plot", 1, lambda axes: tabular.plot(ax=axes[0])),
         ("plot_loss_mask", 1, lambda axes: it.plot_loss_mask(tokenizer, example, ax=axes[0])),
+        ("plot_clipped_objective", 1, lambda axes: pg.plot_clipped_objective(ax=axes[0])),
+        ("plot_sweep", 3, lambda axes: pg.plot_sweep(sweep, axes=axes)),
+        ("plot_best_of_n_curves", 1, lambda axes: rs.plot_best_of_n_curves({"gold": {1: 1.0, 4: 1.5}}, ax=axes[0])),
+        ("plot_estimator_comparison", 2, lambda axes: reg.plot_estimator_comparison(comparisons, axes=axes)),
+        ("plot_frontier_of_runs", 1, lambda axes: reg.plot_frontier_of_runs({"DPO": {0.1: (2.0, 1.5)}}, (0.0, 1.0),
+                                                                            highlight=0.1, ax=axes[0])),
     ]
 
 
 PLOT_NAMES = ["plot_tokens", "plot_token_logprobs", "plot_next_token_distribution", "plot_gold_components",
-              "plot_bradley_terry", "plot_displacement", "plot_frontier", "TabularDPOResult.plot", "plot_loss_mask"]
+              "plot_bradley_terry", "plot_displacement", "plot_frontier", "TabularDPOResult.plot", "plot_loss_mask",
+              "plot_clipped_objective", "plot_sweep", "plot_best_of_n_curves", "plot_estimator_comparison",
+              "plot_frontier_of_runs"]
 
 
 @pytest.mark.parametrize("name", PLOT_NAMES)
@@ -151,9 +166,18 @@ def test_every_plot_draws_on_the_given_axes_and_returns_their_figure(name, token
 def test_the_contract_covers_every_plot_function(tokenizer, world):
     import inspect
 
-    from rlhf_edu import direct_alignment, instruction_tuning, reward_modeling
+    from rlhf_edu import (
+        direct_alignment,
+        instruction_tuning,
+        policy_gradients,
+        regularization,
+        rejection_sampling,
+        reward_modeling,
+    )
 
-    found = {name for module in (plotting, direct_alignment, instruction_tuning, reward_modeling)
+    modules = (plotting, direct_alignment, instruction_tuning, reward_modeling, policy_gradients, regularization,
+               rejection_sampling)
+    found = {name for module in modules
              for name, fn in inspect.getmembers(module, inspect.isfunction)
              if name.startswith("plot_") and fn.__module__ == module.__name__}
     called = {name for name, _, _ in _plot_calls(tokenizer, world)}

@@ -233,6 +233,12 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
     ({"epsilon": 0.0}, "epsilon must be > 0"),
     ({"beta": -0.1}, "beta must be >= 0"),
     ({"batch_size": 3, "num_generations": 2, "num_mini_batches": 4}, "does not divide the 6 rows"),
+    ({"kl_target": 0.0}, "kl_target must be > 0"),
+    ({"kl_target": -1.0}, "kl_target must be > 0"),
+    ({"kl_target": 6.0, "beta": 0.0}, "beta must be > 0, got 0: the adaptive β starts here"),
+    ({"kl_horizon": 0}, "kl_horizon must be >= 1"),
+    ({"ptx_coef": -0.1}, "ptx_coef must be >= 0"),
+    ({"ptx_batch_size": 0}, "ptx_batch_size must be >= 1"),
 ])
 def test_bad_configs_name_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
@@ -361,3 +367,120 @@ def test_reinforce_without_a_baseline_uses_the_reward_itself():
     assert pg.group_advantages(scores, config).tolist() == [1.0, 3.0]
     with pytest.raises(ValueError, match="unknown baseline 'median'"):
         pg.PolicyGradientConfig(baseline="median")
+
+
+# --- chapter 8's regularizers in the trainer: an adaptive β and the pretraining term ---------------------
+class Untouchable(list):
+    """A corpus that fails the moment anything reads it."""
+
+    def __iter__(self):
+        raise AssertionError("the corpus was read")
+
+    __getitem__ = __len__ = __iter__
+
+
+def small_config(**kwargs):
+    return pg.PolicyGradientConfig(**{"algorithm": "rloo", "learning_rate": 1e-2, "batch_size": 4,
+                                      "num_generations": 4, "num_steps": 4, "max_completion_length": 8,
+                                      "beta": 0.1, "progress": False, **kwargs})
+
+
+def test_a_fixed_beta_run_is_unchanged_by_the_new_options_and_logs_its_beta(tokenizer, world):
+    runs = []
+    for kwargs, ptx_texts in (({}, None), ({"kl_target": None, "ptx_coef": 0.0}, Untouchable(["the cat is small ."]))):
+        model = random_model("llama", len(tokenizer))
+        runs.append(pg.train_policy_gradient(model, tokenizer, world.prompts(16), count_reward("tasty"),
+                                             small_config(algorithm="grpo", num_iterations=2, **kwargs),
+                                             ptx_texts=ptx_texts))
+    assert runs[0].steps == runs[1].steps  # same numbers, and the corpus was never read at ptx_coef = 0
+    assert runs[0]["beta"] == [0.1] * 8 and "loss/ptx" not in runs[0].keys()
+
+
+def test_an_adaptive_beta_moves_by_ziegler_et_als_rule_toward_its_target(tokenizer, world):
+    runs = {}
+    for target in (None, 1e-4, 1e3):  # fixed; a target far below the KL; far above it
+        model = random_model("llama", len(tokenizer))
+        config = small_config(kl_target=target, kl_horizon=16)  # 16 rows a step: β moves up to 20% a step
+        runs[target] = pg.train_policy_gradient(model, tokenizer, world.prompts(16), count_reward("tasty"), config)
+    assert runs[1e-4]["loss"][0] == runs[None]["loss"][0]  # step 0 runs at the starting β, as a fixed run would
+    for target in (1e-4, 1e3):
+        betas, kls = runs[target]["beta"], runs[target]["kl"]
+        for t in range(len(betas) - 1):  # each step's β follows from the last step's β and its measured KL
+            error = min(max(kls[t] / target - 1, -0.2), 0.2)
+            assert betas[t + 1] == pytest.approx(betas[t] * (1 + error * 16 / 16), rel=1e-12)
+            assert (betas[t + 1] > betas[t]) == (kls[t] > target)  # up while the KL overshoots, down below
+    assert runs[1e3]["beta"] == pytest.approx([0.1 * 0.8**t for t in range(4)])  # KL ≪ target: the clip at −0.2
+    assert runs[1e-4]["beta"][-1] > runs[1e3]["beta"][-1]
+    assert runs[None]["beta"] == [0.1] * 4
+
+
+def test_the_pretraining_term_adds_gamma_times_the_corpus_gradient(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    config = small_config(ptx_coef=0.5, ptx_batch_size=4)
+    data, _ = pg._rollout_step(policy, copy.deepcopy(policy), None, tokenizer, world.prompts(4),
+                               count_reward("tasty"), config, seed=0)
+    ptx_batch = next(pg.ptx_batches(policy, tokenizer, world.pretraining_corpus(8), config))
+    assert ptx_batch["input_ids"].shape[0] == 4
+
+    def gradient(loss):
+        policy.zero_grad()
+        loss.backward()
+        return torch.cat([p.grad.flatten() for p in policy.parameters()])
+
+    plain_loss, plain_metrics = pg.policy_loss(policy, None, data, config)
+    plain = gradient(plain_loss)
+    with_ptx_loss, metrics = pg.policy_loss(policy, None, data, config, ptx_batch)
+    with_ptx = gradient(with_ptx_loss)
+    nll, _ = pg.language_modeling_loss(policy, ptx_batch)
+    assert with_ptx_loss.item() == pytest.approx(plain_loss.item() + 0.5 * nll.item(), abs=1e-6)
+    assert metrics["loss/ptx"] == pytest.approx(nll.item()) and "loss/ptx" not in plain_metrics
+    torch.testing.assert_close(with_ptx - plain, 0.5 * gradient(nll), atol=1e-6, rtol=1e-5)
+    assert (with_ptx - plain).abs().max() > 1e-3  # the term really moves the gradient
+
+
+def test_a_ptx_run_logs_its_term_each_update_and_lowers_the_corpus_nll(tokenizer, world):
+    corpus = world.pretraining_corpus(64)
+    runs = {}
+    for ptx_coef in (0.0, 4.0):
+        model = random_model("llama", len(tokenizer))
+        config = small_config(ptx_coef=ptx_coef, ptx_batch_size=16, num_steps=6, beta=0.0)
+        runs[ptx_coef] = pg.train_policy_gradient(model, tokenizer, world.prompts(16), count_reward("tasty"),
+                                                  config, ptx_texts=corpus)
+    assert len(runs[4.0]["loss/ptx"]) == len(runs[4.0]["loss"]) == 6
+    assert runs[4.0]["loss/ptx"][-1] < runs[4.0]["loss/ptx"][0] - 0.1  # the policy learns the corpus's language
+    assert runs[4.0]["loss"][0] - runs[0.0]["loss"][0] == pytest.approx(4.0 * runs[4.0]["loss/ptx"][0], abs=1e-5)
+
+
+def test_a_ptx_coef_without_a_corpus_is_refused(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(ValueError, match="ptx_coef=0.5 weighs a pretraining term, but no ptx_texts were passed"):
+        pg.train_policy_gradient(model, tokenizer, world.prompts(4), count_reward("tasty"), small_config(ptx_coef=0.5))
+    with pytest.raises(TypeError, match="ptx_texts must be a list of texts"):
+        pg.train_policy_gradient(model, tokenizer, world.prompts(4), count_reward("tasty"), small_config(ptx_coef=0.5),
+                                 ptx_texts="the cat is small .")
+
+
+def test_the_bandit_refuses_an_adaptive_beta_and_a_corpus():
+    for overrides in ({"kl_target": 1.0}, {"ptx_coef": 1.0}):
+        with pytest.raises(ValueError, match="drop kl_target and ptx_coef"):
+            pg.train_tabular_policy_gradient([0.5, 0.5], [0.0, 1.0], 0.5, "rloo", **overrides)
+
+
+def test_kl_in_moves_the_penalty_between_reward_and_loss():
+    """kl_in="loss" leaves the scores alone and adds β·k per token; kl_in="reward" takes β·Σk1 off the scores."""
+    rewards, kl = torch.tensor([1.0, 2.0]), torch.tensor([[0.5, 0.25], [1.0, 0.0]])  # (B,), (B, T)
+    for algorithm in ("rloo", "grpo"):
+        in_reward = pg.PolicyGradientConfig(algorithm=algorithm, beta=0.2, num_generations=2, kl_in="reward")
+        in_loss = pg.PolicyGradientConfig(algorithm=algorithm, beta=0.2, num_generations=2, kl_in="loss")
+        assert torch.allclose(pg.sequence_scores(rewards, kl, in_reward), torch.tensor([[0.85, 1.8]]))
+        assert torch.equal(pg.sequence_scores(rewards, kl, in_loss), rewards.view(1, 2))
+        logps, ref_logps = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]])
+        mask, advantages = torch.ones(1, 2), torch.zeros(1)
+        plain, _ = pg.token_policy_loss(logps, logps, ref_logps, advantages, mask, in_reward)
+        penalised, _ = pg.token_policy_loss(logps, logps, ref_logps, advantages, mask, in_loss)
+        k3 = (ref_logps - logps).exp() - 1 - (ref_logps - logps)  # (1, 2) by hand
+        assert torch.isclose(penalised - plain, 0.2 * k3.mean()), algorithm
+    assert pg.kl_in_loss(pg.PolicyGradientConfig(algorithm="grpo"))
+    assert not pg.kl_in_loss(pg.PolicyGradientConfig(algorithm="rloo"))
+    with pytest.raises(ValueError, match="kl_in"):
+        pg.PolicyGradientConfig(kl_in="advantage")

@@ -14,9 +14,11 @@ one step to the next, so an RL loop can sample, score and then call
 from __future__ import annotations
 
 import itertools
+import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
@@ -329,3 +331,18 @@ def _to_device(batch: Any, device: torch.device) -> Any:
     if isinstance(batch, dict):
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
     return batch.to(device) if hasattr(batch, "to") else batch
+
+
+def save_histories(runs: dict[str, History], path: str | Path, **settings) -> Path:
+    """Write named runs to JSON: the ``settings`` that made them and every run's per-step metrics; returns ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": settings, "runs": {name: h.steps for name, h in runs.items()}},
+                               indent=1) + "\n")
+    return path
+
+
+def load_histories(path: str | Path) -> tuple[dict[str, History], dict]:
+    """Read a file written by :func:`save_histories`: ``({name: History}, settings)``."""
+    data = json.loads(Path(path).read_text())
+    return {name: History(steps) for name, steps in data["runs"].items()}, data["settings"]
