@@ -210,3 +210,29 @@ def test_checked_text_compares_what_nbval_compares():
     assert checked_text(saved) != checked_text(cell(stdout("accuracy 0.813 in 3.2 s\n"), saved["outputs"][1]))
     assert checked_text(saved) != checked_text(cell(*saved["outputs"], {"output_type": "error", "ename": "ValueError",
                                                                          "evalue": "bad", "traceback": []}))
+
+
+EXERCISE_CALLS = ("check", "check_close")
+
+
+def exercise_texts(nb: nbformat.NotebookNode) -> list[str]:
+    """The success and hint texts of every self-check in a notebook: a reader sees them by answering, or by hint()."""
+    texts = []
+    for cell in code_cells(nb):
+        for node in ast.walk(python_source(cell)):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in EXERCISE_CALLS:
+                for arg in [*node.args[1:], *(keyword.value for keyword in node.keywords)]:
+                    texts += [part.value for part in ast.walk(arg)
+                              if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 10]
+    return texts
+
+
+@each(CHAPTERS)
+def test_no_committed_output_gives_an_exercise_away(path):
+    """A chapter notebook is saved with its exercises unanswered: no success text or hint of theirs may show."""
+    nb = read(path)
+    shown = "\n".join(output_text(output) for cell in code_cells(nb) for output in cell.get("outputs", []))
+    texts = exercise_texts(nb)
+    assert texts, f"{path.name} has no self-checked exercise (rlhf_edu.exercises.check)"
+    leaked = [text for text in texts if text in shown]
+    assert not leaked, f"{path.name} prints what its exercises should keep back: {leaked[:3]}"
