@@ -163,7 +163,7 @@ DPO_SETTINGS = {"learning_rate": 5e-4, "batch_size": 32, "num_epochs": 1, "seed"
 
 def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Preset | None = None,
                         device: str | None = None) -> Path:
-    """Notebook 8's runs, written to ``out``; returns the path. About 8 minutes on one CPU thread.
+    """Notebook 8's runs, written to ``out``; returns the path. About 9 minutes on one CPU thread.
 
     Every run starts from ``sft`` and is judged on the same 64 held-out prompts (gold
     reward, components, KL to ``sft``, the RM's score) and on 200 unseen world sentences
