@@ -223,7 +223,8 @@ def exercise_texts(nb: nbformat.NotebookNode) -> list[str]:
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") in EXERCISE_CALLS:
                 for arg in [*node.args[1:], *(keyword.value for keyword in node.keywords)]:
                     texts += [part.value for part in ast.walk(arg)
-                              if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 10]
+                              if isinstance(part, ast.Constant) and isinstance(part.value, str)
+                              and len(part.value) > 10]
     return texts
 
 
