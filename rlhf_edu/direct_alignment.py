@@ -23,7 +23,8 @@ This module holds
   computed once, before training, so only one model sits in memory while it trains;
 - :func:`train_and_evaluate`, one run per config, each judged by
   :func:`rlhf_edu.core.evaluation.evaluate_policy` (gold reward against KL measured on
-  samples), for the reward–KL frontier, and the chapter's plots.
+  samples, with each sample's term of the KL kept for its standard error), for the
+  reward–KL frontier, and the chapter's plots.
 """
 
 from __future__ import annotations
@@ -104,6 +105,10 @@ def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Ten
       instead of pushing it to infinity on deterministic labels;
     - ``"robust"``: [−(1−ε)·log σ(βh) + ε·log σ(−βh)] / (1−2ε), an unbiased estimate of the
       clean-label loss under label noise ε (Chowdhury et al.).
+
+    How hard a pair pulls, −∂loss/∂(βh): σ(−βh) for DPO; σ(−βh) − ε for cDPO, zero at
+    βh = log((1−ε)/ε) and pushing back past it; σ(−βh) + ε/(1−2ε) for robust DPO, never
+    below ε/(1−2ε), so its loss falls without bound as βh grows and goes below zero.
 
     Every tensor holds one value per pair, (B,). The function uses whatever log-probs
     it is given: the DPO paper sums token log-probs (the true log π(y|x), what
@@ -413,7 +418,8 @@ def train_and_evaluate(sft_model: PreTrainedModel, tokenizer: PreTrainedTokenize
     The pairs are encoded once, and their reference log-probs computed once (unless the
     dataset has them already), for every run. With configs that differ only in β,
     plotting each run's gold reward against its KL draws the reward–KL frontier of the
-    DPO paper's figure.
+    DPO paper's figure. Every run is sampled with ``seed`` and keeps its KL's terms
+    (``evaluation.log_ratios``), so two runs can be compared sample by sample.
     """
     pairs = encode_pairs(tokenizer, dataset)
     if "ref_chosen_logps" not in pairs[0]:

@@ -11,8 +11,9 @@ shape (M, N) (eq:rs_reward_matrix). The book's two selection rules keep
 
 and the kept completions become an SFT dataset (:func:`rejection_sampling_dataset`) for
 chapter 9's ``train_sft``. Made at inference time instead, the same selection is best-of-n
-(:func:`best_of_n`), whose distance from the policy has a famous bound,
-KL(π_BoN ‖ π) ≤ log n − (n − 1)/n (:func:`best_of_n_kl_bound`), and an exact value on any
+(:func:`best_of_n`; :func:`best_of_n_curve` averages it over every n-subset, and lives in
+the core so that chapter 7 can measure reward models with it), whose distance from the
+policy has a famous bound, KL(π_BoN ‖ π) ≤ log n − (n − 1)/n (:func:`best_of_n_kl_bound`), and an exact value on any
 finite set of outcomes (:func:`exact_best_of_n`).
 """
 
@@ -31,23 +32,8 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.rollouts import RewardFn, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS
+from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve  # noqa: F401  (best_of_n_curve: see the docstring)
 from .core.validation import check_distribution, check_int, check_texts
-
-RewardMatrix = np.ndarray | torch.Tensor
-
-
-def as_reward_matrix(rewards: RewardMatrix) -> np.ndarray:
-    """``rewards`` as a float64 array of shape (M prompts, N completions), or a ValueError that says why not."""
-    if isinstance(rewards, torch.Tensor):
-        rewards = rewards.detach().cpu().numpy()
-    if not isinstance(rewards, np.ndarray | list):
-        raise TypeError(f"rewards must be a numpy array or a tensor of shape (M, N), got {type(rewards).__name__}")
-    rewards = np.asarray(rewards, dtype=np.float64)
-    if rewards.ndim != 2 or 0 in rewards.shape:
-        raise ValueError(f"rewards must be a (M prompts, N completions) matrix, got shape {rewards.shape}")
-    if not np.isfinite(rewards).all():
-        raise ValueError("rewards hold NaN or inf: check the reward function's output")
-    return rewards
 
 
 def check_k(k: int, size: int) -> int:
@@ -137,32 +123,6 @@ def best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, promp
     """Best-of-n at inference: for each prompt, the one of ``n`` sampled completions ``reward_fn`` scores highest."""
     completions, rewards = sample_and_score(policy, tokenizer, prompts, n, reward_fn, max_new_tokens, seed=seed)
     return [row[j] for row, j in zip(completions, select_top_per_prompt(rewards))]
-
-
-def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
-    """The mean ``values`` of best-of-n selected by ``scores``, for each n in ``ns``, from N samples per prompt.
-
-    ``scores`` and ``values`` are (M, N): e.g. the reward model's scores (what selects) and
-    the gold reward (what the selection is worth). For each n the estimate averages over
-    every n-subset of a prompt's N samples, without enumerating them: the j-th best of N
-    by score (j = 0, 1, ...) is the best of a random n-subset with probability
-    C(N − 1 − j, n − 1) / C(N, n). Ties on score go to the earlier sample. Unbiased for
-    best-of-n from the policy, and far less noisy than one draw of n per prompt.
-    """
-    scores, values = as_reward_matrix(scores), as_reward_matrix(values)
-    if scores.shape != values.shape:
-        raise ValueError(f"scores {scores.shape} and values {values.shape} must be the same (M, N) matrix")
-    N = scores.shape[1]
-    order = np.argsort(-scores, axis=1, kind="stable")  # (M, N) best first
-    ranked = np.take_along_axis(values, order, axis=1)  # (M, N) values, best score first
-    curve = {}
-    for n in ns:
-        n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
-        if n > N:
-            raise ValueError(f"n = {n} needs at least n samples per prompt, but there are N = {N}: sample more")
-        weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
-        curve[n] = float((ranked @ weights).mean())
-    return curve
 
 
 def picks_table(prompts: Sequence[str], completions: Sequence[Sequence[str]], scores: RewardMatrix,

@@ -103,6 +103,29 @@ def test_robust_loss_is_unbiased_for_the_clean_loss_under_label_noise():
     assert expected_under_noise.tolist() == pytest.approx(log_sigmoid_losses(h.tolist(), BETA), abs=1e-5)
 
 
+@pytest.mark.parametrize("loss_type, eps, expected_pull", [
+    ("sigmoid", 0.0, lambda x, eps: 1 / (1 + math.exp(x))),  # σ(−βh)
+    ("sigmoid", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) - eps),  # cDPO: DPO's pull less ε
+    ("robust", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) + eps / (1 - 2 * eps)),  # never below ε/(1−2ε)
+])
+def test_each_loss_pulls_a_pair_as_its_docstring_says(loss_type, eps, expected_pull):
+    beta_h = torch.tensor([-3.0, 0.0, math.log((1 - eps) / eps) if eps else 1.0, 8.0], requires_grad=True)
+    zeros = torch.zeros(4)
+    losses, _, _ = dpo_loss(beta_h, zeros, zeros, zeros, beta=1.0, loss_type=loss_type, label_smoothing=eps)
+    losses.sum().backward()
+    assert (-beta_h.grad).tolist() == pytest.approx([expected_pull(x, eps) for x in beta_h.tolist()], abs=1e-6)
+
+
+def test_cdpo_stops_at_a_finite_margin_and_the_robust_loss_goes_below_zero():
+    eps, zeros = 0.1, torch.zeros(3)
+    target = torch.tensor([math.log((1 - eps) / eps)] * 3, requires_grad=True)
+    dpo_loss(target, zeros, zeros, zeros, 1.0, "sigmoid", eps)[0].sum().backward()
+    assert target.grad.abs().max() < 1e-6  # cDPO's pull vanishes at βh = log((1 − ε)/ε)
+    robust, _, _ = dpo_loss(torch.tensor([0.0, 2.0, 20.0]), zeros, zeros, zeros, 1.0, "robust", eps)
+    assert robust[0] > 0 > robust[1] > robust[2]
+    assert robust[2].item() == pytest.approx(-20 * eps / (1 - 2 * eps), abs=1e-3)  # −ε·βh/(1 − 2ε) far out
+
+
 def test_simpo_matches_hand_computed_values():
     losses, chosen_rewards, rejected_rewards = simpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0]),
                                                           beta=2.0, gamma=0.5)
@@ -371,6 +394,13 @@ def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_
                                                                                      run.evaluation.completions)))
         assert np.isfinite(run.evaluation.kl) and len(run.history["loss"]) == 2 * 5
     assert all(torch.equal(p, b) for p, b in zip(sft_model.parameters(), before))
+
+
+def test_runs_keep_the_terms_of_their_kl(tokenizer, world):
+    runs = train_and_evaluate(random_model("llama", len(tokenizer)), tokenizer, PAIRS, [config(num_epochs=1)], world,
+                              world.prompts(5, split="test"))
+    log_ratios = runs[0].evaluation.log_ratios
+    assert len(log_ratios) == 5 and np.mean(log_ratios) == pytest.approx(runs[0].evaluation.kl)
 
 
 def test_displacement_plot_shows_log_ratio_changes_against_the_margin():

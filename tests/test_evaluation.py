@@ -7,6 +7,7 @@ from rlhf_edu.core.evaluation import (
     gold_eval_fn,
     pass_at_k_curve,
     rollout_kl,
+    rollout_log_ratios,
     rollout_rows,
     sample_table,
 )
@@ -40,6 +41,28 @@ def test_rollout_kl_is_the_mean_log_ratio_of_the_sampled_tokens(tokenizer, model
     assert rollout_kl(rollout, ref_model, tokenizer.pad_token_id, batch_size=5) == pytest.approx(
         np.mean(log_ratios), abs=1e-4)
     assert rollout_kl(rollout, policy, tokenizer.pad_token_id) == pytest.approx(0.0, abs=1e-4)
+
+
+def test_rollout_log_ratios_are_the_kls_terms_sample_by_sample(tokenizer, models):
+    policy, ref_model = models
+    rollout = sample_rollouts(policy, tokenizer, PROMPTS * 2, max_new_tokens=6, seed=1)
+    terms = rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)
+    expected = [logprob_alone(policy, row) - logprob_alone(ref_model, row) for row in rollout_rows(rollout)]
+    assert terms.tolist() == pytest.approx(expected, abs=1e-4) and np.ptp(expected) > 0
+    assert terms.mean().item() == pytest.approx(rollout_kl(rollout, ref_model, tokenizer.pad_token_id))
+
+
+def test_evaluate_policy_keeps_the_kls_terms(tokenizer, world, models):
+    policy, ref_model = models
+    prompts = world.prompts(8, split="test")
+    evaluation = evaluate_policy(policy, ref_model, tokenizer, world, prompts, seed=3)
+    rollout = sample_rollouts(policy, tokenizer, prompts, seed=3)  # the same samples, drawn again
+    assert evaluation.completions == rollout.completions
+    assert evaluation.log_ratios == pytest.approx(rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)
+                                                  .tolist(), abs=1e-9)
+    assert np.mean(evaluation.log_ratios) == pytest.approx(evaluation.kl)
+    to_itself = evaluate_policy(policy, policy, tokenizer, world, prompts, seed=3)
+    assert to_itself.kl == 0.0 and to_itself.log_ratios == [0.0] * 8
 
 
 def test_evaluate_policy_scores_its_samples_with_the_gold_reward_and_each_component(tokenizer, world, models):

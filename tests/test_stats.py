@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_edu.core.stats import ranks, running_mean, spearman_correlation
+from rlhf_edu.core.stats import mean_and_stderr, ranks, running_mean, spearman_correlation
 
 
 def test_ranks_share_ties():
@@ -48,3 +48,11 @@ def test_pass_at_k_refuses_impossible_counts():
         pass_at_k(4, 1, 8)
     with pytest.raises(ValueError, match="num_correct <= num_samples"):
         pass_at_k(4, 5, 1)
+
+
+def test_mean_and_stderr_is_the_mean_and_s_over_root_n():
+    assert mean_and_stderr([0, 1, 0, 1]) == pytest.approx((0.5, math.sqrt(1 / 3) / 2))
+    mean, se = mean_and_stderr(np.r_[np.ones(80), np.zeros(20)])  # a share: binomial s.e. √(p(1−p)/(n−1))
+    assert mean == 0.8 and se == pytest.approx(math.sqrt(0.8 * 0.2 / 99))
+    with pytest.raises(ValueError, match="at least 2 values"):
+        mean_and_stderr([1.0])

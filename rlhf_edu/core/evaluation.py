@@ -14,9 +14,10 @@ gold reward and KL draw a reward–KL frontier.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
+import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .logprobs import batch_sequence_logprobs
@@ -36,7 +37,8 @@ class PolicyEvaluation:
     completions: list[str]
     gold_rewards: list[float]  # one per sample: Σ_k w_k · c_k
     components: dict[str, list[float]]  # component name -> one c_k per sample, as World.gold_components gives them
-    kl: float  # KL(π ‖ π_ref) in nats, estimated on the samples
+    kl: float  # KL(π ‖ π_ref) in nats, estimated on the samples: the mean of log_ratios
+    log_ratios: list[float] = field(default_factory=list)  # one log π(y|x) − log π_ref(y|x) per sample, if kept
 
     @property
     def gold_reward(self) -> float:
@@ -67,16 +69,24 @@ def rollout_rows(rollout: Rollout) -> list[dict[str, list[int]]]:
     return rows
 
 
-def rollout_kl(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
-               batch_size: int = SCORING_BATCH_SIZE) -> float:
-    """KL(π‖π_ref) on a rollout sampled from π at temperature 1: the mean of log π(y|x) − log π_ref(y|x).
+def rollout_log_ratios(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
+                       batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+    """log π(y|x) − log π_ref(y|x) for each sample of a rollout from π: a (N,) float64 tensor on the CPU.
 
     log π(y|x) is the sum of the sampling log-probs the rollout kept, so only the
     reference runs; it scores exactly the sampled tokens, a cut-off answer included.
+    The terms are heavy-tailed (a sample the reference finds unlikely carries tens of
+    nats), so a KL measured on a few hundred of them needs its standard error.
     """
     policy_logps = rollout.logps.sum(dim=1).cpu()  # (N,) log π(y|x), summed while sampling
     ref_logps = score_rows(ref_model, rollout_rows(rollout), pad_token_id, batch_sequence_logprobs, batch_size)  # (N,)
-    return (policy_logps.double() - ref_logps.double()).mean().item()
+    return policy_logps.double() - ref_logps.double()
+
+
+def rollout_kl(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
+               batch_size: int = SCORING_BATCH_SIZE) -> float:
+    """KL(π‖π_ref) on a rollout sampled from π at temperature 1: the mean of :func:`rollout_log_ratios`."""
+    return rollout_log_ratios(rollout, ref_model, pad_token_id, batch_size).mean().item()
 
 
 def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
@@ -84,14 +94,18 @@ def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokeniz
                     ) -> PolicyEvaluation:
     """Sample one answer per prompt from ``policy`` (temperature 1); return its gold reward, components and KL.
 
+    The evaluation keeps the KL's terms, one per sample (``log_ratios``), so that two
+    policies sampled with the same seed on the same prompts compare sample by sample.
     The KL of a model to itself is 0, and is returned as such without a scoring pass.
     """
     prompts = list(prompts)
     rollout = sample_rollouts(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     completions = rollout.completions
-    kl = 0.0 if policy is ref_model else rollout_kl(rollout, ref_model, tokenizer.pad_token_id)
+    log_ratios = torch.zeros(len(prompts), dtype=torch.float64) if policy is ref_model \
+        else rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)  # (N,)
     return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
-                            world.gold_components(prompts, completions), kl)
+                            world.gold_components(prompts, completions), log_ratios.mean().item(),
+                            log_ratios.tolist())
 
 
 def gold_eval_fn(world: World, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],

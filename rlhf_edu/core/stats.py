@@ -1,4 +1,5 @@
-"""Small statistics that every chapter measures with: ranks, Spearman's ρ, a running mean and pass@k."""
+"""Small statistics that every chapter measures with: ranks, Spearman's ρ, a running mean, standard errors,
+pass@k and best-of-n."""
 
 from __future__ import annotations
 
@@ -49,6 +50,18 @@ def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Se
     return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
 
 
+def mean_and_stderr(values: Sequence[float] | np.ndarray | torch.Tensor) -> tuple[float, float]:
+    """The mean of ``values`` and its standard error s/√n (s the sample standard deviation, n − 1 in it).
+
+    On a 0/1 array it is a share and its binomial standard error; on the per-sample
+    differences of two evaluations on the same prompts, a paired difference and its error.
+    """
+    values = np.asarray(values, dtype=float).ravel()
+    if values.size < 2:
+        raise ValueError(f"a standard error needs at least 2 values, got {values.size}: measure more samples")
+    return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     """The unbiased pass@k of Chen et al. (2021), 1 − C(n − c, k) / C(n, k).
 
@@ -61,3 +74,47 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
         raise ValueError(f"pass@k needs 0 <= num_correct <= num_samples and 1 <= k <= num_samples, got "
                          f"n={n}, c={c}, k={k}: draw at least k samples per prompt")
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
+
+
+# --- best-of-n by order statistics: chapter 7 measures reward models with it, chapter 10 builds on it ---
+RewardMatrix = np.ndarray | torch.Tensor
+
+
+def as_reward_matrix(rewards: RewardMatrix) -> np.ndarray:
+    """``rewards`` as a float64 array of shape (M prompts, N completions), or a ValueError that says why not."""
+    if isinstance(rewards, torch.Tensor):
+        rewards = rewards.detach().cpu().numpy()
+    if not isinstance(rewards, np.ndarray | list):
+        raise TypeError(f"rewards must be a numpy array or a tensor of shape (M, N), got {type(rewards).__name__}")
+    rewards = np.asarray(rewards, dtype=np.float64)
+    if rewards.ndim != 2 or 0 in rewards.shape:
+        raise ValueError(f"rewards must be a (M prompts, N completions) matrix, got shape {rewards.shape}")
+    if not np.isfinite(rewards).all():
+        raise ValueError("rewards hold NaN or inf: check the reward function's output")
+    return rewards
+
+
+def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
+    """The mean ``values`` of best-of-n selected by ``scores``, for each n in ``ns``, from N samples per prompt.
+
+    ``scores`` and ``values`` are (M, N): e.g. the reward model's scores (what selects) and
+    the gold reward (what the selection is worth). For each n the estimate averages over
+    every n-subset of a prompt's N samples, without enumerating them: the j-th best of N
+    by score (j = 0, 1, ...) is the best of a random n-subset with probability
+    C(N − 1 − j, n − 1) / C(N, n). Ties on score go to the earlier sample. Unbiased for
+    best-of-n from the policy, and far less noisy than one draw of n per prompt.
+    """
+    scores, values = as_reward_matrix(scores), as_reward_matrix(values)
+    if scores.shape != values.shape:
+        raise ValueError(f"scores {scores.shape} and values {values.shape} must be the same (M, N) matrix")
+    N = scores.shape[1]
+    order = np.argsort(-scores, axis=1, kind="stable")  # (M, N) best first
+    ranked = np.take_along_axis(values, order, axis=1)  # (M, N) values, best score first
+    curve = {}
+    for n in ns:
+        n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+        if n > N:
+            raise ValueError(f"n = {n} needs at least n samples per prompt, but there are N = {N}: sample more")
+        weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
+        curve[n] = float((ranked @ weights).mean())
+    return curve
