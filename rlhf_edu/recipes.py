@@ -77,7 +77,8 @@ def build_reward_model(preset: Preset | None = None, device: torch.device | None
     world = World(seed=0, preset=preset)
     train_pairs = build_preference_dataset(world, policy, tokenizer, seed=0)
     test_pairs = build_preference_dataset(world, policy, tokenizer, n=HELD_OUT_PAIRS, split="test", seed=0)
-    # The book trains one epoch; the tiny backbone still underfits after one, and 8 gain ~3 points held-out.
+    # The book trains one epoch. Notebook 07 measures what the 8 here buy on this backbone: +1.7 ± 1.1 points of
+    # expected held-out accuracy, under 2 standard errors.
     config = RewardConfig(learning_rate=1e-3, batch_size=32, num_epochs=8, warmup_ratio=0.05, seed=0)
     model = reward_model_from(policy, seed=0)
     train_reward_model(model, tokenizer, train_pairs, config)

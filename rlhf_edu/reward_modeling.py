@@ -24,21 +24,28 @@ from dataclasses import dataclass
 from functools import partial
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 import torch.nn.functional as F
 from datasets import Dataset
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from transformers import AutoModelForSequenceClassification, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoModelForTokenClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
 
-from .core.collate import Messages
+from .core.collate import Messages, encode_prompt_completion, pad_batch
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
 from .core.preferences import encode_pairs, pair_loader, pair_texts
+from .core.rollouts import generate_completions
 from .core.runtime import SCORING_BATCH_SIZE
 from .core.scoring import score_completions
-from .core.stats import spearman_correlation
-from .core.training import Batch, History, TrainingConfig, train
-from .core.validation import check_same_length, check_texts, context_length
+from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, spearman_correlation
+from .core.training import Batch, History, TrainingConfig, make_loader, train
+from .core.validation import check_int, check_same_length, check_texts, context_length
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
@@ -141,11 +148,16 @@ def reward_model_from(causal_lm: PreTrainedModel, seed: int = 0) -> PreTrainedMo
     (e.g. ``LlamaForSequenceClassification``) on the same device, in eval mode; the
     causal LM is left untouched and ``seed`` fixes the head's initial weights.
     """
+    return _with_scalar_head(causal_lm, AutoModelForSequenceClassification, seed)
+
+
+def _with_scalar_head(causal_lm: PreTrainedModel, auto_class: type, seed: int) -> PreTrainedModel:
+    """``auto_class`` (a sequence or token classifier, ``num_labels=1``) on a copy of ``causal_lm``'s transformer."""
     config = copy.deepcopy(causal_lm.config)
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = AutoModelForSequenceClassification.from_config(config)
+        model = auto_class.from_config(config)
     model.base_model.load_state_dict(causal_lm.base_model.state_dict())
     return model.to(causal_lm.device).eval()
 
@@ -353,17 +365,30 @@ def component_correlations(rewards: torch.Tensor, components: dict[str, Sequence
     return {name: spearman_correlation(rewards, values) for name, values in components.items()}
 
 
-def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]]) -> dict[str, float]:
+def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]],
+                    intercept: bool = True) -> dict[str, float]:
     """Least-squares w_k in r ≈ b + Σ_k w_k c_k: what the reward model pays per unit of each gold component.
 
     Labels follow σ((g(a) − g(b)) / τ), so a reward model that learned them exactly
-    has w_k = GOLD_WEIGHTS[k] / τ (plus a constant per prompt, which the fit averages out).
+    has w_k = GOLD_WEIGHTS[k] / τ, up to a constant per prompt. One intercept b cannot
+    absorb constants that differ by prompt; Bradley-Terry identifies only differences, so
+    fit those: ``rewards`` r_c − r_r and ``components`` c_k(y_c) − c_k(y_r), one row per
+    pair, with ``intercept=False`` (:func:`pair_differences` builds them).
     """
-    columns = [torch.ones(len(rewards), dtype=torch.float64)]
+    columns = [torch.ones(len(rewards), dtype=torch.float64)] if intercept else []
     columns += [torch.as_tensor(values, dtype=torch.float64) for values in components.values()]
-    features = torch.stack(columns, dim=1)  # (N, 1 + K)
-    solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # (1 + K, 1)
-    return dict(zip(components, solution[1:, 0].tolist()))
+    features = torch.stack(columns, dim=1)  # (N, [1 +] K)
+    solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # ([1 +] K, 1)
+    return dict(zip(components, solution[int(intercept):, 0].tolist()))
+
+
+def pair_differences(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
+                     dataset: Dataset) -> tuple[torch.Tensor, dict[str, list[float]]]:
+    """r_c − r_r, (N,), and c_k(y_c) − c_k(y_r) per gold component: one row per pair, for :func:`implied_weights`."""
+    prompts, chosen, rejected = pair_texts(dataset)
+    check_same_length(chosen_rewards, prompts, "rewards", "pairs in the dataset")
+    chosen_c, rejected_c = world.gold_components(prompts, chosen), world.gold_components(prompts, rejected)
+    return chosen_rewards - rejected_rewards, {k: list(np.subtract(chosen_c[k], rejected_c[k])) for k in chosen_c}
 
 
 def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
@@ -398,13 +423,26 @@ def sum_knowledge(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 
 def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
                           dataset: Dataset) -> dict[str, float]:
+    """:func:`pair_metrics` of ``model``'s scores on a held-out pair dataset."""
+    return pair_metrics(*score_pairs(model, tokenizer, dataset), world, dataset)
+
+
+def evaluate_by_family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
+                       dataset: Dataset) -> dict[str, dict[str, float]]:
+    """:func:`pair_metrics_by_family` of ``model``'s scores: ``{"arithmetic": {...}, "review": ..., ...}``."""
+    return pair_metrics_by_family(*score_pairs(model, tokenizer, dataset), world, dataset)
+
+
+def pair_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
+                 dataset: Dataset) -> dict[str, float]:
     """Held-out accuracy next to its noise ceiling, and the rank correlation of scores with the gold reward.
 
+    ``chosen_rewards`` and ``rejected_rewards`` (N,) score the dataset's N pairs (:func:`score_pairs`).
     Returns ``accuracy`` (on the dataset's labels), ``expected_accuracy`` (label noise
     averaged out), ``bayes_accuracy`` (the ceiling on these pairs) and ``gold_spearman``.
     """
     prompts, chosen, rejected = pair_texts(dataset)
-    chosen_rewards, rejected_rewards = score_pairs(model, tokenizer, dataset)
+    check_same_length(chosen_rewards, prompts, "rewards", "pairs in the dataset")
     return {"accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
             "expected_accuracy": expected_accuracy(chosen_rewards, rejected_rewards, list(dataset["p_chosen"])),
             "bayes_accuracy": world.bayes_accuracy(prompts, chosen, rejected),
@@ -412,10 +450,168 @@ def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizer
                                                   list(dataset["gold_chosen"]) + list(dataset["gold_rejected"]))}
 
 
-def evaluate_by_family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                       dataset: Dataset) -> dict[str, dict[str, float]]:
-    """:func:`evaluate_reward_model` on each prompt family's pairs: ``{"arithmetic": {...}, "review": ..., ...}``."""
+def pair_metrics_by_family(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
+                           dataset: Dataset) -> dict[str, dict[str, float]]:
+    """:func:`pair_metrics` on each prompt family's pairs, in :data:`~rlhf_edu.world.FAMILIES` order."""
     families = [parse_prompt(prompt).family for prompt in pair_texts(dataset)[0]]
-    return {family: evaluate_reward_model(model, tokenizer, world,
-                                          dataset.select([i for i, f in enumerate(families) if f == family]))
-            for family in FAMILIES if family in families}
+    results = {}
+    for family in FAMILIES:
+        rows = [i for i, f in enumerate(families) if f == family]
+        if rows:
+            results[family] = pair_metrics(chosen_rewards[rows], rejected_rewards[rows], world, dataset.select(rows))
+    return results
+
+
+# --- honest measures: against chance, within a prompt, and where it counts (best-of-n) -----------------
+def ceiling_share(accuracy: float, bayes_accuracy: float) -> float:
+    """(accuracy − 0.5) / (Bayes accuracy − 0.5): how far from a coin flip toward the noise ceiling.
+
+    0 is chance and 1 the ceiling. The plain ratio accuracy / Bayes flatters: it gives a
+    coin flip 0.5 / 0.75 = 67% on pairs whose ceiling is 0.75.
+    """
+    if not 0.5 < bayes_accuracy <= 1:
+        raise ValueError(f"bayes_accuracy must be in (0.5, 1], got {bayes_accuracy!r}: on pairs whose ceiling is "
+                         "chance there is nothing to share (check that the pairs are not all ties)")
+    return (accuracy - 0.5) / (bayes_accuracy - 0.5)
+
+
+def within_prompt_agreement(scores: RewardMatrix, gold: RewardMatrix) -> float:
+    """Share of same-prompt answer pairs, among those the gold reward does not tie, that ``scores`` order alike.
+
+    ``scores`` and ``gold`` are (M prompts, N answers). Only answers to one prompt are
+    compared, so a reward model's constant per prompt cannot help or hurt; a score tie
+    counts one half. 0.5 is chance, 1 perfect.
+    """
+    scores, gold = as_reward_matrix(scores), as_reward_matrix(gold)
+    if scores.shape != gold.shape:
+        raise ValueError(f"scores {scores.shape} and gold {gold.shape} must be the same (M, N) matrix")
+    score_sign = np.sign(scores[:, :, None] - scores[:, None, :])  # (M, N, N)
+    gold_sign = np.sign(gold[:, :, None] - gold[:, None, :])  # (M, N, N)
+    untied = gold_sign > 0  # each untied pair once, from its better answer's row
+    if not untied.any():
+        raise ValueError("the gold reward ties every pair of answers: sample more varied answers per prompt")
+    return float(((score_sign == gold_sign) + 0.5 * (score_sign == 0))[untied].mean())
+
+
+def best_of_n_capture(scores: RewardMatrix, gold: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
+    """For each n ≥ 2, the share of the gold oracle's best-of-n gain that selecting by ``scores`` gets.
+
+    (gold of the scores' pick − gold at n = 1) / (gold of the oracle's pick − gold at n = 1),
+    from :func:`~rlhf_edu.core.stats.best_of_n_curve` on (M, N) matrices: 1 is as good as
+    the gold reward itself, 0 no better than one random sample, below 0 worse.
+    """
+    ns = [check_int(n, "n", low=2, fix="at n = 1 there is no choice, so no gain to share") for n in ns]
+    picked = best_of_n_curve(scores, gold, [1, *ns])
+    oracle = best_of_n_curve(gold, gold, ns)
+    return {n: (picked[n] - picked[1]) / (oracle[n] - picked[1]) for n in ns}
+
+
+def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequence[float]], level: float = 0.9,
+                             num_resamples: int = 200, seed: int = 0,
+                             intercept: bool = True) -> dict[str, tuple[float, float]]:
+    """A bootstrap interval for each :func:`implied_weights` value: resample the rows, refit, take the quantiles.
+
+    Returns ``{component: (low, high)}`` at ``level``. On :func:`pair_differences` a row is
+    a pair, so pairs are what is resampled. Correlated components trade weight between
+    them from one resample to the next, so their intervals widen: a wide interval says
+    the data cannot tell those components apart, not that the model ignores them.
+    """
+    if not 0 < level < 1:
+        raise ValueError(f"level must be between 0 and 1, got {level!r}: e.g. 0.9 for a 90% interval")
+    rng = np.random.default_rng(seed)
+    values = {name: np.asarray(column, dtype=np.float64) for name, column in components.items()}
+    fits = []
+    for _ in range(num_resamples):
+        rows = torch.as_tensor(rng.integers(len(rewards), size=len(rewards)))  # (N,) with repeats
+        fits.append(implied_weights(rewards[rows], {name: column[rows.numpy()] for name, column in values.items()},
+                                    intercept))
+    low, high = (1 - level) / 2, (1 + level) / 2
+    return {name: (float(np.quantile([fit[name] for fit in fits], low)),
+                   float(np.quantile([fit[name] for fit in fits], high))) for name in components}
+
+
+# --- outcome reward models: correctness at every token, from a verifier's labels ------------------------
+def outcome_reward_model_from(causal_lm: PreTrainedModel, seed: int = 0) -> PreTrainedModel:
+    """An outcome reward model (ORM) on a copy of ``causal_lm``'s transformer: one logit w_θ(s_t) per token.
+
+    Returns the architecture's ``...ForTokenClassification`` with ``num_labels=1``, the
+    scalar head of :func:`reward_model_from` read at every position instead of the last.
+    """
+    return _with_scalar_head(causal_lm, AutoModelForTokenClassification, seed)
+
+
+def token_correctness_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """w_θ(s_t) at every position of a padded batch, (B, T); the probability of correctness is σ(w)."""
+    if not type(model).__name__.endswith("ForTokenClassification") or model.config.num_labels != 1:
+        raise ValueError(f"{type(model).__name__} with num_labels={model.config.num_labels} is not an outcome "
+                         "reward model: build one with outcome_reward_model_from(causal_lm)")
+    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                 position_ids=position_ids_from_mask(batch["attention_mask"]), use_cache=False).logits[..., 0]
+
+
+def orm_token_loss(logits: torch.Tensor, completion_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of σ(w_t) against each completion's outcome label r at every one of its tokens.
+
+    eq:orm_token_loss: −(1/T) Σ_t [r log p_θ(s_t) + (1 − r) log(1 − p_θ(s_t))] per
+    completion of T tokens (prompt and padding masked out), averaged over the batch.
+    ``logits`` and ``completion_mask`` are (B, T), ``labels`` (B,) in {0, 1}.
+    """
+    mask = completion_mask.float()  # (B, T)
+    targets = labels.float()[:, None].expand_as(logits)  # (B, T) the outcome, copied onto every token
+    bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, T)
+    return ((bce * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+
+
+def last_completion_logits(logits: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
+    """Each row's logit at its last completion token (its closing ``<|end|>``), (B,): the ORM's verdict."""
+    last = completion_mask.shape[1] - 1 - completion_mask.flip(1).argmax(1)  # (B,) index of the last 1
+    return logits.gather(1, last[:, None]).squeeze(1)
+
+
+def orm_dataset(world: World, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n: int,
+                num_generations: int = 4, split: str = "train", seed: int = 0) -> Dataset:
+    """``num_generations`` answers of ``policy`` to each of ``n`` sum prompts, labelled by the world's verifier.
+
+    Returns TRL's unpaired format: conversational ``prompt`` and ``completion`` columns and
+    a boolean ``label`` (True where the sum is right, :meth:`World.verifiable_reward`).
+    """
+    check_int(num_generations, "num_generations", fix="answers per prompt, e.g. 4")
+    prompts = [p for p in world.prompts(n, split=split, family="arithmetic") for _ in range(num_generations)]
+    completions = generate_completions(policy, tokenizer, prompts, seed=seed)
+    return Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts],
+                              "completion": [[{"role": "assistant", "content": c}] for c in completions],
+                              "label": [r == 1.0 for r in world.verifiable_reward(prompts, completions)]})
+
+
+def orm_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`orm_token_loss` of a batch, and the ``accuracy`` of its verdict at the last token."""
+    logits = token_correctness_logits(model, batch)  # (B, T)
+    verdict = last_completion_logits(logits, batch["completion_mask"]) > 0  # (B,) σ(w) > 1/2
+    return (orm_token_loss(logits, batch["completion_mask"], batch["label"]),
+            {"accuracy": (verdict == batch["label"].bool()).float().mean().item()})
+
+
+def train_outcome_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
+                               config: TrainingConfig) -> History:
+    """Train an ORM on a prompt/completion/label dataset (:func:`orm_dataset`) with the shared loop."""
+    missing = {"prompt", "completion", "label"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(f"the dataset lacks the column(s) {sorted(missing)}: build it with orm_dataset, or give "
+                         "it TRL's unpaired prompt/completion/label columns")
+    rows = [encode_prompt_completion(tokenizer, row["prompt"], row["completion"]) | {"label": float(row["label"])}
+            for row in dataset]
+    loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
+    return train(model, partial(orm_loss, model), loader, config, desc="outcome reward model")
+
+
+def correctness_probability(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                            completions: Sequence[str]) -> torch.Tensor:
+    """The ORM's probability that each completion is correct, σ(w) at its last token: a (N,) tensor on the CPU."""
+    check_texts(prompts, "prompts")
+    check_same_length(prompts, completions, "prompts", "completions")
+    return torch.sigmoid(score_completions(model, tokenizer, prompts, completions, orm_verdict_logits))
+
+
+def orm_verdict_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """The ORM's logit at each row's last completion token, (B,): the ``score_fn`` that ``score_rows`` takes."""
+    return last_completion_logits(token_correctness_logits(model, batch), batch["completion_mask"])

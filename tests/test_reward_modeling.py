@@ -2,6 +2,7 @@ import dataclasses
 import itertools
 import math
 
+import numpy as np
 import pytest
 import torch
 from datasets import Dataset
@@ -20,7 +21,8 @@ from rlhf_edu.core.preferences import (
 )
 from rlhf_edu.core.runtime import get_preset
 from rlhf_edu.core.stats import spearman_correlation
-from rlhf_edu.core.world import fact_pairs
+from rlhf_edu.core.training import TrainingConfig
+from rlhf_edu.core.world import GOLD_WEIGHTS, fact_pairs
 from tests.conftest import random_model, with_end_of_turn_bias
 
 PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]
@@ -318,6 +320,90 @@ def test_implied_weights_recover_a_known_mix():
     assert recovered == pytest.approx(weights, abs=1e-9)
 
 
+def test_ceiling_share_is_zero_at_chance_and_one_at_the_ceiling():
+    assert rm.ceiling_share(0.5, 0.75) == 0.0
+    assert rm.ceiling_share(0.75, 0.75) == 1.0
+    assert rm.ceiling_share(0.6, 0.75) == pytest.approx(0.4)  # where acc / Bayes would say 80%
+    assert rm.ceiling_share(0.45, 0.75) == pytest.approx(-0.2)
+    with pytest.raises(ValueError, match="bayes_accuracy"):
+        rm.ceiling_share(0.5, 0.5)
+
+
+def test_within_prompt_agreement_matches_a_loop_over_pairs():
+    generator = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 4, (5, 6), generator=generator).double()  # ties on purpose
+    gold = torch.randint(0, 3, (5, 6), generator=generator).double()
+    agree, total = 0.0, 0
+    for i in range(5):
+        for a, b in itertools.combinations(range(6), 2):
+            if gold[i, a] == gold[i, b]:
+                continue
+            total += 1
+            better, worse = (a, b) if gold[i, a] > gold[i, b] else (b, a)
+            s_better, s_worse = scores[i, better], scores[i, worse]
+            agree += 1.0 if s_better > s_worse else 0.5 if s_better == s_worse else 0.0
+    assert rm.within_prompt_agreement(scores, gold) == pytest.approx(agree / total)
+
+
+def test_within_prompt_agreement_ignores_a_constant_per_prompt():
+    gold = torch.tensor([[1.0, 2.0, 3.0], [0.0, 5.0, 4.0]])
+    offsets = torch.tensor([[100.0], [-100.0]])  # would wreck a global rank correlation
+    assert rm.within_prompt_agreement(gold + offsets, gold) == 1.0
+    assert rm.within_prompt_agreement(-gold, gold) == 0.0
+    with pytest.raises(ValueError, match="ties every pair"):
+        rm.within_prompt_agreement(gold, torch.ones(2, 3))
+
+
+def test_best_of_n_capture_is_one_for_the_oracle_and_matches_its_definition():
+    generator = torch.Generator().manual_seed(1)
+    gold = torch.randn(40, 8, generator=generator, dtype=torch.float64)
+    noisy = gold + torch.randn(40, 8, generator=generator, dtype=torch.float64)
+    assert rm.best_of_n_capture(gold, gold, [2, 8]) == pytest.approx({2: 1.0, 8: 1.0})
+    assert rm.best_of_n_capture(-gold, gold, [8])[8] < 0
+    one, picked, oracle = gold.mean().item(), gold.gather(1, noisy.argmax(1, keepdim=True)).mean().item(), \
+        gold.max(1).values.mean().item()  # at n = N the pick is the argmax of all N
+    assert rm.best_of_n_capture(noisy, gold, [8])[8] == pytest.approx((picked - one) / (oracle - one))
+    with pytest.raises(ValueError, match="n = 1"):
+        rm.best_of_n_capture(noisy, gold, [1])
+
+
+def test_implied_weights_interval_covers_the_truth_and_widens_with_collinearity():
+    generator = torch.Generator().manual_seed(0)
+    a = torch.rand(400, generator=generator, dtype=torch.float64)
+    b = torch.rand(400, generator=generator, dtype=torch.float64)
+    near_a = a + 0.02 * torch.randn(400, generator=generator, dtype=torch.float64)
+    rewards = 2 * a + 1 * b + 0.1 * torch.randn(400, generator=generator, dtype=torch.float64)
+    apart = rm.implied_weights_interval(rewards, {"a": a.tolist(), "b": b.tolist()})
+    assert apart["a"][0] < 2 < apart["a"][1] and apart["b"][0] < 1 < apart["b"][1]
+    together = rm.implied_weights_interval(rewards, {"a": a.tolist(), "near_a": near_a.tolist(), "b": b.tolist()})
+    width = {name: high - low for name, (low, high) in together.items()}
+    assert width["a"] > 5 * (apart["a"][1] - apart["a"][0])  # a and its near copy trade weight
+    with pytest.raises(ValueError, match="level"):
+        rm.implied_weights_interval(rewards, {"a": a.tolist()}, level=90)
+
+
+def test_implied_weights_on_pair_differences_cancel_a_constant_per_prompt(world):
+    prompts = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"] * 4
+    chosen = ["the cat is small and grey", "the pizza is tasty", "3 plus 5 is 8", "the dog is big",
+              "the cat is lovely", "the pizza is great", "3 plus 5 is 9", "the dog is brown and brown",
+              "the cat is grey", "the pizza is amazing amazing", "8", "i think the dog is loud",
+              "the cat is small small small", "i think the pizza is really very great and fresh", "5", "the dog"]
+    rejected = ["the soup is bad", "the pizza is awful and dull", "3 plus 5 is 7", "the cat is small",
+                "the cat is", "the pizza", "3 plus 5 is 8 8", "the dog is soft",
+                "the book is good", "the pizza is poor", "3 plus 5 is 10", "the dog is dull and dull",
+                "the cat is small", "the pizza is great", "3 plus 5 is 8 8 8", "the dog is big and brown"]
+    dataset = Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected})
+    offsets = {"describe the cat": 5.0, "review the pizza": -3.0, "add 3 and 5": 9.0, "describe the dog": 0.5}
+    def true_score(answers):  # g/τ plus a constant per prompt, which Bradley-Terry cannot see
+        return torch.tensor([g / world.tau + offsets[p] for p, g in zip(prompts, world.gold_reward(prompts, answers))])
+    gaps, component_gaps = rm.pair_differences(true_score(chosen), true_score(rejected), world, dataset)
+    assert np.linalg.matrix_rank(np.array(list(component_gaps.values()))) == len(GOLD_WEIGHTS)  # identifiable
+    assert rm.implied_weights(gaps, component_gaps, intercept=False) == pytest.approx(
+        {k: w / world.tau for k, w in GOLD_WEIGHTS.items()}, abs=1e-6)
+    with pytest.raises(ValueError, match="rewards but 16 pairs"):
+        rm.pair_differences(torch.zeros(3), torch.zeros(3), world, dataset)
+
+
 def test_component_correlations_rank_each_component():
     components = {"same order": [10, 20, 30, 40], "reversed": [4, 3, 2, 1], "one swap": [1, 3, 2, 4]}
     correlations = rm.component_correlations(torch.tensor([1.0, 2.0, 3.0, 4.0]), components)
@@ -443,3 +529,71 @@ def test_shipped_rm_loads_offline_and_beats_chance(monkeypatch, world):
     metrics = rm.evaluate_reward_model(model, tokenizer, world, pairs)
     assert metrics["expected_accuracy"] > 0.57 and metrics["gold_spearman"] > 0.3, metrics
     assert model.config.accuracy_vs_pairs["num_pairs"][-1] == 1870
+
+
+# --- the outcome reward model ----------------------------------------------------------------------------------
+def test_orm_token_loss_matches_a_hand_computation():
+    logits = torch.tensor([[5.0, 0.0, 1.0, -1.0], [9.0, 2.0, 0.0, 0.0]])
+    completion_mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 0]])  # row 2: one completion token, then padding
+    labels = torch.tensor([1.0, 0.0])
+    row1 = -(math.log(0.5) + math.log(torch.sigmoid(torch.tensor(1.0)).item())
+             + math.log(torch.sigmoid(torch.tensor(-1.0)).item())) / 3  # r = 1: −log σ(w) at each token
+    row2 = -math.log(1 - 0.5)  # r = 0 at its one token, w = 0
+    assert rm.orm_token_loss(logits, completion_mask, labels).item() == pytest.approx((row1 + row2) / 2)
+
+
+def test_last_completion_logits_reads_each_rows_last_completion_token():
+    logits = torch.arange(10.0).view(2, 5)
+    completion_mask = torch.tensor([[0, 1, 1, 0, 0], [0, 0, 1, 1, 1]])
+    assert rm.last_completion_logits(logits, completion_mask).tolist() == [2.0, 9.0]
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_outcome_reward_model_has_one_logit_per_token_on_the_same_backbone(arch, tokenizer):
+    causal_lm = random_model(arch, len(tokenizer))
+    orm = rm.outcome_reward_model_from(causal_lm, seed=1)
+    assert type(orm).__name__.endswith("ForTokenClassification") and orm.config.num_labels == 1
+    for name, weight in causal_lm.base_model.state_dict().items():
+        assert torch.equal(orm.base_model.state_dict()[name], weight)
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    logits = rm.token_correctness_logits(orm, batch)  # (B, T)
+    assert logits.shape == batch["input_ids"].shape
+    probability = rm.correctness_probability(orm, tokenizer, PROMPTS, COMPLETIONS)
+    expected = torch.sigmoid(rm.last_completion_logits(logits, batch["completion_mask"])).detach()
+    assert torch.allclose(probability, expected, atol=1e-5)
+
+
+def test_orm_refuses_a_model_of_the_wrong_kind_and_data_without_labels(tokenizer, world):
+    with pytest.raises(ValueError, match="is not an outcome reward model: build one with outcome_reward_model_from"):
+        rm.correctness_probability(reward_model("llama", tokenizer), tokenizer, PROMPTS, COMPLETIONS)
+    orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
+    data = Dataset.from_dict({"prompt": ["add 1 and 2"], "completion": ["1 plus 2 is 3"]})
+    with pytest.raises(ValueError, match=r"lacks the column\(s\) \['label'\]"):
+        rm.train_outcome_reward_model(orm, tokenizer, data, TrainingConfig(progress=False))
+
+
+def test_orm_dataset_is_labelled_by_the_verifier(tokenizer, world):
+    data = rm.orm_dataset(world, random_model("llama", len(tokenizer)), tokenizer, n=6, num_generations=2, seed=0)
+    prompts = [row[0]["content"] for row in data["prompt"]]
+    completions = [row[0]["content"] for row in data["completion"]]
+    assert len(data) == 12 and prompts[0] == prompts[1] and prompts[0].startswith("add ")
+    assert data["label"] == [r == 1.0 for r in world.verifiable_reward(prompts, completions)]
+
+
+def test_a_few_orm_steps_fit_a_fixed_batch(tokenizer):
+    orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer), seed=2))
+    data = Dataset.from_dict({"prompt": ["add 1 and 2", "add 1 and 2", "add 4 and 4", "add 4 and 4"],
+                              "completion": ["1 plus 2 is 3", "1 plus 2 is 4", "4 plus 4 is 8", "4 plus 4 is 9"],
+                              "label": [True, False, True, False]})
+    history = rm.train_outcome_reward_model(orm, tokenizer, data, TrainingConfig(learning_rate=3e-3, batch_size=4,
+                                                                                 num_epochs=40, progress=False))
+    verdict = rm.correctness_probability(orm, tokenizer, data["prompt"], data["completion"])
+    assert history.mean("loss", last=3) < history["loss"][0]
+    assert verdict[[0, 2]].min() > 0.5 > verdict[[1, 3]].max()
+
+
+def test_pair_metrics_refuses_rewards_for_other_pairs(world):
+    dataset = Dataset.from_dict({"prompt": ["add 1 and 2"], "chosen": ["1 plus 2 is 3"], "rejected": ["1 plus 2 is 4"],
+                                 "gold_chosen": [1.0], "gold_rejected": [0.0], "p_chosen": [0.9]})
+    with pytest.raises(ValueError, match="rewards but 1 pairs in the dataset"):
+        rm.pair_metrics(torch.zeros(2), torch.zeros(2), world, dataset)
