@@ -12,15 +12,25 @@ with ``m_it`` = 1 on completion tokens. The instruction-tuning chapter states th
 in words, without a numbered equation; the regularization chapter's ``eq:sft_forward_kl``
 shows that it is the forward KL to the demonstrator, up to a constant.
 
-Datasets come in TRL's two conversational formats: ``messages`` (multi-turn; every
-assistant turn is trained on) or ``prompt``/``completion``. :func:`encode_example` turns either into ids and a loss
-mask, :func:`sft_loss` is the loss above, and :func:`train_sft` is the shared
+Datasets come in TRL's two conversational formats: ``messages`` (multi-turn) or
+``prompt``/``completion``. A multi-turn row trains on every assistant turn by default (the
+user turns masked), or on its final turn only (``assistant_turns="last"``): the book names
+both as the common multi-turn choices. :func:`unroll_conversation` splits one into a row
+per answer, as the book describes.
+:func:`encode_example` turns a row into ids and a loss mask, :func:`pack_rows` packs
+encoded rows, :func:`sft_loss` is the loss above, and :func:`train_sft` is the shared
 training loop with that loss.
+
+What SFT changes is measured on two separate axes (:func:`format_report`): *format*,
+i.e. whether an answer closed its turn and has the shape of an answer to its kind of
+question (:func:`well_formed`), whatever it says; and *content*, i.e. whether it names
+the asked subject, and the gold reward with each of its components.
 """
 
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -38,10 +48,23 @@ from .core.plotting import plot_tokens
 from .core.rollouts import generate_completions
 from .core.runtime import MAX_NEW_TOKENS
 from .core.training import Batch, History, TrainingConfig, make_loader, train
-from .core.validation import check_known_words, check_texts, context_length
-from .core.world import GOLD_WEIGHTS, World
+from .core.validation import check_choice, check_known_words, check_same_length, check_texts, context_length
+from .core.world import (
+    ANIMALS,
+    ATTRIBUTES,
+    GOLD_WEIGHTS,
+    NEGATIVE,
+    NUMBERS,
+    OBJECTS,
+    POSITIVE,
+    World,
+    message_text,
+    normalize_text,
+    parse_prompt,
+)
 
 FORMATS = (("messages",), ("prompt", "completion"))  # TRL's conversational dataset formats
+ASSISTANT_TURNS = ("all", "last")  # which assistant turns of a multi-turn row are in the loss
 
 
 @dataclass
@@ -51,6 +74,9 @@ class SFTConfig(TrainingConfig):
     ``completion_only_loss=False`` trains on every token after ``<bos>`` (prompt and
     chat markup too), as pretraining does; ``packing=True`` concatenates whole
     examples into rows of up to ``max_length`` tokens to spend less compute on padding.
+    ``assistant_turns`` (this package's name) chooses which assistant turns of a
+    ``messages`` row are trained on: ``"all"`` (only the user turns masked), or ``"last"``
+    for the final turn only: the two common multi-turn choices the book names.
     The defaults are the zoo's ``sft`` recipe. They make many passes over few
     demonstrations: the world asks only about a hundred distinct questions, so
     imitating its demonstrator closely costs no generality.
@@ -62,19 +88,37 @@ class SFTConfig(TrainingConfig):
     warmup_ratio: float = 0.1
     completion_only_loss: bool = True
     packing: bool = False
+    assistant_turns: str = "all"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_loss_tokens(self.completion_only_loss, self.assistant_turns)
 
 
 # --- data: one encoder for both dataset formats -------------------------------------------
-def encode_example(tokenizer: PreTrainedTokenizerBase, example: Mapping,
-                   completion_only: bool = True) -> dict[str, list[int]]:
+def check_loss_tokens(completion_only: bool, assistant_turns: str) -> None:
+    """Refuse an unknown ``assistant_turns``, and ``"last"`` with a full-sequence loss, which ignores it."""
+    check_choice(assistant_turns, "assistant_turns", ASSISTANT_TURNS)
+    if assistant_turns == "last" and not completion_only:
+        raise ValueError("assistant_turns='last' chooses among the assistant turns, but completion_only_loss=False "
+                         "trains on every token anyway: keep assistant_turns='all', or set completion_only_loss=True")
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
+                   assistant_turns: str = "all") -> dict[str, list[int]]:
     """Chat-template one dataset row into ``input_ids`` and a ``completion_mask`` (1 = in the loss).
 
-    ``messages`` rows put every assistant turn in the loss (answer + ``<|end|>``);
-    ``prompt``/``completion`` rows put the completion in it. With
+    ``messages`` rows put every assistant turn in the loss (answer + ``<|end|>``), or,
+    with ``assistant_turns="last"``, only the final one, the earlier answers becoming
+    context. System and user turns are never in it. ``prompt``/``completion`` rows put
+    the completion in it (it is the final turn either way). With
     ``completion_only=False`` every token after ``<bos>`` is in the loss.
     """
+    check_loss_tokens(completion_only, assistant_turns)
     if "messages" in example:
         encoded = _encode_messages(tokenizer, example["messages"])
+        if assistant_turns == "last":
+            encoded["completion_mask"] = last_turn_only(encoded["completion_mask"])
     elif "prompt" in example and "completion" in example:
         encoded = encode_prompt_completion(tokenizer, example["prompt"], example["completion"])
     else:
@@ -99,15 +143,44 @@ def _encode_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     for message in messages:
         check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     encoded = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
-    return {"input_ids": encoded["input_ids"], "completion_mask": encoded["assistant_masks"]}
+    return {"input_ids": encoded["input_ids"], "completion_mask": list(encoded["assistant_masks"])}
+
+
+def last_turn_only(mask: Sequence[int]) -> list[int]:
+    """``mask`` with only its last run of 1s kept: the final assistant turn (its answer and ``<|end|>``).
+
+    Each assistant turn is one run of 1s, and runs are separated by at least the
+    ``<|assistant|>`` token, so the last run is the last turn.
+    """
+    end = max((i + 1 for i, m in enumerate(mask) if m), default=0)
+    if end == 0:
+        raise ValueError("the mask has no 1s, so there is no assistant turn to keep: encode a row with an answer")
+    start = end
+    while start > 0 and mask[start - 1]:
+        start -= 1
+    return [int(start <= i < end) for i in range(len(mask))]
+
+
+def unroll_conversation(example: Mapping) -> list[dict[str, list[dict[str, str]]]]:
+    """The book's unrolling: one ``messages`` row per assistant turn, ending at that turn.
+
+    Encoded with ``assistant_turns="last"``, the k-th row trains on the k-th answer,
+    with every turn before it as context and none after it.
+    """
+    if "messages" not in example:
+        raise ValueError(f"only a 'messages' row has turns to unroll, but this one has {', '.join(example) or 'none'}"
+                         ": pass {'messages': [...]} (a prompt/completion row is already one answer)")
+    messages = as_messages(example["messages"], "user")
+    return [{"messages": messages[: i + 1]} for i, message in enumerate(messages) if message["role"] == "assistant"]
 
 
 def encode_dataset(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[Mapping], max_length: int,
-                   completion_only: bool = True, packing: bool = False) -> list[dict[str, list[int]]]:
+                   completion_only: bool = True, packing: bool = False,
+                   assistant_turns: str = "all") -> list[dict[str, list[int]]]:
     """Encode every row, refuse rows over ``max_length`` tokens, and pack them if asked."""
     if len(dataset) == 0:
         raise ValueError("the SFT dataset is empty: pass at least one demonstration")
-    rows = [encode_example(tokenizer, example, completion_only) for example in dataset]
+    rows = [encode_example(tokenizer, example, completion_only, assistant_turns) for example in dataset]
     check_length(rows, max_length)
     return pack_rows(rows, max_length) if packing else rows
 
@@ -115,10 +188,14 @@ def encode_dataset(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequen
 def pack_rows(rows: Sequence[dict[str, list[int]]], max_length: int) -> list[dict[str, list[int]]]:
     """Concatenate consecutive whole examples into rows of at most ``max_length`` tokens.
 
-    Fewer, fuller rows waste less compute on padding. The price: attention is causal
-    over the packed row, so an example can attend to the ones packed before it (each
-    still starts with its own ``<bos>``); nothing is ever cut in half.
+    Greedy and in order: a row joins the last packed row if it still fits, else it
+    starts a new one. Fewer, fuller rows waste less compute on padding. The price:
+    attention is causal over the packed row and positions run on, so an example can
+    attend to the ones packed before it (each still starts with its own ``<bos>``), and
+    its log-probs are not those it has alone. Nothing is ever cut in half: a row longer
+    than ``max_length`` is refused.
     """
+    check_length(rows, max_length)
     packed: list[dict[str, list[int]]] = []
     for row in rows:
         if packed and len(packed[-1]["input_ids"]) + len(row["input_ids"]) <= max_length:
@@ -174,7 +251,8 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datase
     """
     check_language_model(model, tokenizer)
     max_length = context_length(model, config.max_length)
-    rows = encode_dataset(tokenizer, dataset, max_length, config.completion_only_loss, config.packing)
+    rows = encode_dataset(tokenizer, dataset, max_length, config.completion_only_loss, config.packing,
+                          config.assistant_turns)
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     num_tokens = 0
 
@@ -188,24 +266,49 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datase
 
 
 # --- what SFT changes, measured -------------------------------------------------------------
-def format_report(world: World, prompts: list[str], completions: list[str], finished: list[bool]) -> dict[str, float]:
-    """Share of well-formed answers, mean gold reward and each gold component's mean.
+def _any_of(words: Sequence[str]) -> str:
+    return "(?:" + "|".join(map(re.escape, words)) + ")"
 
-    An answer is in the right format when it closed its turn (``finished``) AND
-    answers the asked task, i.e. names the prompt's subject (the gold ``relevance``
-    component is 1: "describe the cat" → mentions "cat"; "add 3 and 5" → mentions 3 and 5).
-    Keys: ``format_rate``, ``closed_turn``, ``answers_task``, ``gold`` and ``gold/<component>``.
+
+_ADJECTIVE = _any_of(ATTRIBUTES + POSITIVE + NEGATIVE)
+ANSWER_SHAPES = {  # the demonstrator's answer shapes, with any number, noun or adjective in their slots
+    "arithmetic": re.compile(f"{_any_of(NUMBERS)} plus {_any_of(NUMBERS)} is {_any_of(NUMBERS)}"),
+    "sentence": re.compile(f"(?:i think )?the {_any_of(OBJECTS + ANIMALS)} is {_ADJECTIVE}(?: and {_ADJECTIVE})*"),
+}
+
+
+def well_formed(prompt: str | list[dict[str, str]], completion: str | list[dict[str, str]]) -> bool:
+    """Whether ``completion`` has the shape of an answer to ``prompt``'s kind of question, whatever it says.
+
+    A sum is answered "A plus B is C", a review or description "[i think] the NOUN is
+    ADJ [and ADJ ...]", exactly as the demonstrator answers (:data:`ANSWER_SHAPES`; no
+    closing "." as in the pretraining corpus). Form only: "add 3 and 5" → "1 plus 1 is 3"
+    and "describe the cat" → "the pizza is tasty" are well formed (and wrong).
     """
-    if not len(prompts) == len(completions) == len(finished):
-        raise ValueError(f"got {len(prompts)} prompts, {len(completions)} completions and {len(finished)} "
-                         "finished flags: pass one of each per prompt")
+    family = parse_prompt(prompt).family
+    shape = ANSWER_SHAPES["arithmetic" if family == "arithmetic" else "sentence"]
+    return shape.fullmatch(normalize_text(message_text(completion, "completion"))) is not None
+
+
+def format_report(world: World, prompts: list[str], completions: list[str], finished: list[bool]) -> dict[str, float]:
+    """Shares of answers in the chat format and on the asked subject, mean gold reward and its components.
+
+    Format, whatever the answer says: ``closed_turn`` (it emitted ``<|end|>``, i.e.
+    ``finished``), ``well_formed`` (:func:`well_formed`) and ``format_rate`` (both).
+    Content: ``answers_task`` (it names the prompt's subject, i.e. the gold
+    ``relevance`` component is 1: "describe the cat" → mentions "cat"; "add 3 and 5"
+    → mentions 3 and 5), ``gold`` and ``gold/<component>``.
+    """
     check_texts(prompts, "prompts")  # a report on no answers has no means
+    check_same_length(prompts, completions, "prompts", "completions")
+    check_same_length(prompts, finished, "prompts", "finished flags")
     components = world.gold_components(prompts, completions)
-    answers_task = [relevance == 1.0 for relevance in components["relevance"]]
+    shaped = [well_formed(prompt, completion) for prompt, completion in zip(prompts, completions)]
     report = {
-        "format_rate": _mean([f and a for f, a in zip(finished, answers_task)]),
         "closed_turn": _mean(finished),
-        "answers_task": _mean(answers_task),
+        "well_formed": _mean(shaped),
+        "format_rate": _mean([f and w for f, w in zip(finished, shaped)]),
+        "answers_task": _mean([relevance == 1.0 for relevance in components["relevance"]]),
         "gold": _mean(world.gold_reward(prompts, completions)),
     }
     return report | {f"gold/{name}": _mean(components[name]) for name in GOLD_WEIGHTS}
@@ -226,36 +329,43 @@ def sample_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, wo
 
 def data_size_curve(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
                     sizes: Sequence[int], prompts: list[str], config: SFTConfig | None = None,
-                    seed: int = 0) -> list[dict[str, float]]:
+                    seed: int = 0, return_completions: bool = False
+                    ) -> list[dict[str, float]] | tuple[list[dict[str, float]], list[list[str]]]:
     """Instruction-tune a copy of ``base_model`` on the first n demonstrations for each n in ``sizes``.
 
     Returns one report per n: :func:`format_report` of samples on ``prompts`` plus
     ``num_demonstrations``. Every run uses the same ``config``, so as in practice more
     demonstrations also mean more optimiser steps; n = 0 is the base model itself.
-    ``base_model`` is left as it was.
+    ``base_model`` is left as it was. With ``return_completions=True`` it returns
+    ``(reports, completions)``, the sampled answers of each n too, so that per-answer
+    measurements (a standard error, a paired difference) need no second training run.
     """
     config = config or SFTConfig(progress=False)
-    reports = []
+    reports, completions = [], []
     for n in sizes:
         model = copy.deepcopy(base_model)
         if n > 0:
             train_sft(model, tokenizer, world.sft_dataset(n), config)
-        _, report = sample_report(model, tokenizer, world, prompts, seed=seed)
+        answers, report = sample_report(model, tokenizer, world, prompts, seed=seed)
         reports.append({"num_demonstrations": n} | report)
-    return reports
+        completions.append(answers)
+    return (reports, completions) if return_completions else reports
 
 
 # --- pictures ---------------------------------------------------------------------------------
-def token_table(tokenizer: PreTrainedTokenizerBase, example: Mapping,
-                completion_only: bool = True) -> list[tuple[str, int, bool]]:
-    """``(token, id, in_loss)`` for each token of the chat-formatted example, in order."""
-    encoded = encode_example(tokenizer, example, completion_only)
+def token_table(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
+                assistant_turns: str = "all") -> list[tuple[str, int, bool]]:
+    """``(token, id, in_loss)`` for each token of the chat-formatted example, in order (see :func:`encode_example`)."""
+    encoded = encode_example(tokenizer, example, completion_only, assistant_turns)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     return [(token, i, bool(m)) for token, i, m in zip(tokens, encoded["input_ids"], encoded["completion_mask"])]
 
 
 def plot_loss_mask(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
-                   ax: Axes | None = None) -> Figure:
-    """The example's tokens as boxes with their ids: blue tokens are predicted in the loss, grey ones are context."""
-    encoded = encode_example(tokenizer, example, completion_only)
+                   ax: Axes | None = None, assistant_turns: str = "all") -> Figure:
+    """The example's tokens as boxes with their ids: blue tokens are predicted in the loss, grey ones are context.
+
+    ``completion_only`` and ``assistant_turns`` choose the loss tokens, as in :func:`encode_example`.
+    """
+    encoded = encode_example(tokenizer, example, completion_only, assistant_turns)
     return plot_tokens(tokenizer, encoded["input_ids"], encoded["completion_mask"], ax=ax)

@@ -6,7 +6,8 @@ import torch
 from matplotlib.colors import to_rgba
 
 from rlhf_edu import recipes, zoo
-from rlhf_edu.core.collate import pad_batch
+from rlhf_edu.core.collate import encode_prompt_completion, pad_batch
+from rlhf_edu.core.logprobs import token_logprobs
 from rlhf_edu.core.plotting import COMPLETION_COLOR
 from rlhf_edu.core.runtime import get_preset
 from rlhf_edu.instruction_tuning import (
@@ -16,6 +17,7 @@ from rlhf_edu.instruction_tuning import (
     encode_dataset,
     encode_example,
     format_report,
+    last_turn_only,
     pack_rows,
     plot_loss_mask,
     sample_report,
@@ -23,6 +25,8 @@ from rlhf_edu.instruction_tuning import (
     sft_step_loss,
     token_table,
     train_sft,
+    unroll_conversation,
+    well_formed,
 )
 from tests.conftest import random_model
 
@@ -34,6 +38,9 @@ CONVERSATION = {"messages": [
     {"role": "user", "content": "review the pizza"},
     {"role": "assistant", "content": "the pizza is tasty and fresh"},
 ]}
+
+
+SYSTEM = {"role": "system", "content": "please say it so people like it ."}
 
 
 def words_then_end(tokenizer, text):
@@ -68,6 +75,71 @@ def test_both_formats_encode_a_single_turn_identically(tokenizer):
     assert encode_example(tokenizer, as_messages) == encode_example(tokenizer, PROMPT_COMPLETION)
     plain_strings = {"prompt": "add 3 and 5", "completion": "3 plus 5 is 8"}
     assert encode_example(tokenizer, plain_strings) == encode_example(tokenizer, PROMPT_COMPLETION)
+
+
+def test_a_system_prompt_is_context_never_in_the_loss(tokenizer):
+    system_first = {"messages": [SYSTEM, *PROMPT_COMPLETION["prompt"], *PROMPT_COMPLETION["completion"]]}
+    encoded = encode_example(tokenizer, system_first)
+    assert masked_ids(encoded) == words_then_end(tokenizer, "3 plus 5 is 8")
+    context = [i for i, m in zip(encoded["input_ids"], encoded["completion_mask"]) if not m]
+    assert tokenizer.decode(context) == ("<bos> <|system|> please say it so people like it . <|end|> "
+                                         "<|user|> add 3 and 5 <|end|> <|assistant|>")
+    as_prompt = {"prompt": [SYSTEM, *PROMPT_COMPLETION["prompt"]], "completion": PROMPT_COMPLETION["completion"]}
+    assert encode_example(tokenizer, as_prompt) == encoded
+
+
+def test_last_turn_only_keeps_the_last_run_of_ones():
+    assert last_turn_only([0, 1, 1, 0, 0, 1, 1, 1, 0]) == [0, 0, 0, 0, 0, 1, 1, 1, 0]
+    assert last_turn_only([1, 1, 0]) == [1, 1, 0]
+    with pytest.raises(ValueError, match="no assistant turn to keep"):
+        last_turn_only([0, 0, 0])
+
+
+def test_final_turn_only_trains_on_the_last_answer_alone(tokenizer):
+    encoded = encode_example(tokenizer, CONVERSATION, assistant_turns="last")
+    assert masked_ids(encoded) == words_then_end(tokenizer, "the pizza is tasty and fresh")
+    assert encoded["input_ids"] == encode_example(tokenizer, CONVERSATION)["input_ids"]  # same text, fewer targets
+    # independently: the earlier turns as the prompt, the last answer as the completion
+    messages = CONVERSATION["messages"]
+    assert encoded == encode_prompt_completion(tokenizer, messages[:-1], messages[-1:])
+
+
+def test_unrolling_gives_one_row_per_answer_each_a_prefix(tokenizer):
+    rows = unroll_conversation(CONVERSATION)
+    assert rows == [{"messages": CONVERSATION["messages"][:2]}, {"messages": CONVERSATION["messages"]}]
+    full = encode_example(tokenizer, CONVERSATION)
+    unrolled = [encode_example(tokenizer, row, assistant_turns="last") for row in rows]
+    assert all(full["input_ids"][: len(row["input_ids"])] == row["input_ids"] for row in unrolled)
+    assert sum((masked_ids(row) for row in unrolled), []) == masked_ids(full)
+
+
+def test_all_turns_in_one_row_has_the_log_probs_of_the_unrolled_rows(model, tokenizer):
+    """Causal attention: each answer sees only the turns before it, in one row as in its own."""
+    def masked_logps(rows):
+        batch = pad_batch(rows, tokenizer.pad_token_id)
+        with torch.no_grad():
+            logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"],
+                                         batch["completion_mask"])  # (B, L)
+        return logps[mask.bool()]
+
+    together = masked_logps([encode_example(tokenizer, CONVERSATION)])
+    apart = masked_logps([encode_example(tokenizer, row, assistant_turns="last")
+                          for row in unroll_conversation(CONVERSATION)])
+    assert torch.allclose(together, apart, atol=1e-5)
+
+
+def test_train_sft_trains_on_the_final_turn_only_when_asked(tokenizer):
+    def first_loss(assistant_turns):
+        model = random_model("llama", len(tokenizer))
+        config = SFTConfig(num_epochs=1, assistant_turns=assistant_turns, progress=False)
+        return train_sft(model, tokenizer, [CONVERSATION], config)["loss"][0]  # logged before the update
+
+    model = random_model("llama", len(tokenizer))
+    batch = pad_batch([encode_example(tokenizer, CONVERSATION, assistant_turns="last")], tokenizer.pad_token_id)
+    with torch.no_grad():
+        expected = sft_step_loss(model, batch)[0].item()
+    assert first_loss("last") == pytest.approx(expected, rel=1e-5)
+    assert first_loss("all") != pytest.approx(expected, rel=1e-3)
 
 
 def test_full_sequence_loss_masks_only_bos(tokenizer):
@@ -118,6 +190,20 @@ def test_empty_dataset_is_refused(tokenizer):
 def test_config_keeps_the_shared_validation():
     with pytest.raises(ValueError, match="learning_rate must be > 0"):
         SFTConfig(learning_rate=0)
+
+
+def test_unknown_or_contradictory_assistant_turns_are_refused(tokenizer):
+    with pytest.raises(ValueError, match="unknown assistant_turns 'first': use one of 'all', 'last'"):
+        SFTConfig(assistant_turns="first")
+    with pytest.raises(ValueError, match="unknown assistant_turns 'final'"):
+        encode_example(tokenizer, CONVERSATION, assistant_turns="final")
+    with pytest.raises(ValueError, match="assistant_turns='last'.*completion_only_loss=False.*keep assistant_turns"):
+        SFTConfig(assistant_turns="last", completion_only_loss=False)
+
+
+def test_only_a_messages_row_can_be_unrolled():
+    with pytest.raises(ValueError, match="only a 'messages' row has turns to unroll, but this one has prompt"):
+        unroll_conversation(PROMPT_COMPLETION)
 
 
 # --- the loss -----------------------------------------------------------------------------------
@@ -183,6 +269,22 @@ def test_a_few_sft_steps_lower_the_loss_on_a_fixed_batch(tokenizer, world):
     assert history["num_tokens"] == [int(batch["attention_mask"].sum()) * (s + 1) for s in range(5)]
 
 
+def test_packing_on_a_hand_worked_example():
+    def row(*ids):  # the completion mask marks the last token, to see it travel with its row
+        return {"input_ids": list(ids), "completion_mask": [0] * (len(ids) - 1) + [1]}
+
+    rows = [row(1, 2, 3), row(4, 5, 6, 7), row(8, 9), row(10, 11, 12, 13, 14), row(15)]
+    # 3 + 4 = 7 fits; 7 + 2 does not: a new row, and 2 + 5 = 7 fits; 7 + 1 does not
+    assert pack_rows(rows, max_length=7) == [
+        {"input_ids": [1, 2, 3, 4, 5, 6, 7], "completion_mask": [0, 0, 1, 0, 0, 0, 1]},
+        {"input_ids": [8, 9, 10, 11, 12, 13, 14], "completion_mask": [0, 1, 0, 0, 0, 0, 1]},
+        {"input_ids": [15], "completion_mask": [1]},
+    ]
+    assert pack_rows(rows, max_length=100) == [{key: sum((r[key] for r in rows), []) for key in rows[0]}]
+    with pytest.raises(ValueError, match="example 3 is 5 tokens long but max_length is 4: raise max_length"):
+        pack_rows(rows, max_length=4)
+
+
 def test_packing_keeps_every_token_and_respects_max_length(tokenizer, world):
     rows = [encode_example(tokenizer, row) for row in world.sft_dataset(20)]
     packed = pack_rows(rows, max_length=40)
@@ -220,12 +322,14 @@ def test_data_size_curve_tunes_a_fresh_base_on_the_first_n_demonstrations(tokeni
     config = SFTConfig(batch_size=8, num_epochs=2, progress=False)
     curve = data_size_curve(base, tokenizer, world, [0, 16], prompts, config)
     untouched = random_model("llama", len(tokenizer))
-    _, untouched_report = sample_report(untouched, tokenizer, world, prompts)
+    untouched_answers, untouched_report = sample_report(untouched, tokenizer, world, prompts)
     tuned = random_model("llama", len(tokenizer))
     train_sft(tuned, tokenizer, world.sft_dataset(16), config)
-    _, tuned_report = sample_report(tuned, tokenizer, world, prompts)
+    tuned_answers, tuned_report = sample_report(tuned, tokenizer, world, prompts)
     assert all(torch.equal(a, b) for a, b in zip(before, base.parameters()))  # each run tunes its own copy
     assert curve == [{"num_demonstrations": 0} | untouched_report, {"num_demonstrations": 16} | tuned_report]
+    again, completions = data_size_curve(base, tokenizer, world, [0, 16], prompts, config, return_completions=True)
+    assert again == curve and completions == [untouched_answers, tuned_answers]  # the answers behind each report
 
 
 def test_sft_rebuild_repeats_bit_for_bit(tmp_path):
@@ -235,22 +339,45 @@ def test_sft_rebuild_repeats_bit_for_bit(tmp_path):
 
 
 # --- measuring what SFT changes -----------------------------------------------------------------
+def test_well_formed_checks_the_shape_and_not_the_content():
+    assert well_formed("add 3 and 5", "3 plus 5 is 8")
+    assert well_formed("add 3 and 5", "1 plus 1 is 3")  # wrong operands, wrong sum: still the shape of a sum
+    assert well_formed("describe the cat", "I think the Pizza is tasty and dull")  # read as the world reads text
+    assert well_formed("review the soup", "the soup is tasty and tasty and tasty")
+    assert well_formed("describe the cat", [{"role": "assistant", "content": "the cat is small"}])
+    for prompt, completion in [("add 3 and 5", "8"), ("add 3 and 5", "the cat is small"),
+                               ("describe the cat", "3 plus 5 is 8"), ("describe the cat", "the cat is"),
+                               ("describe the cat", "the cat is small ."),  # the corpus's ending, not an answer's
+                               ("review the soup", "soup is tasty"),
+                               ("review the soup", "the soup is tasty and"), ("describe the cat", "")]:
+        assert not well_formed(prompt, completion), (prompt, completion)
+
+
+def test_every_demonstration_is_well_formed(world):
+    for split in ("train", "test"):
+        rows = world.sft_dataset(300, split=split)
+        assert all(well_formed(row["prompt"], row["completion"]) for row in rows)
+
+
 def test_format_report_on_a_hand_worked_example(world):
-    prompts = ["add 3 and 5", "describe the cat", "review the soup"]
-    completions = ["3 plus 5 is 8", "the dog is big", "the soup is tasty"]
-    report = format_report(world, prompts, completions, finished=[True, True, False])
-    # gold by hand: 2·correct + relevant + tone: 2·1 + 1 + 0 = 3; wrong subject and fact: 0; 1 + tanh(1)
-    assert report["gold"] == pytest.approx((3 + 0 + 1 + math.tanh(1)) / 3)
-    assert report["answers_task"] == pytest.approx(2 / 3)  # the cat answer is about a dog
-    assert report["closed_turn"] == pytest.approx(2 / 3)
-    assert report["format_rate"] == pytest.approx(1 / 3)  # only the sum both closed its turn and answered
-    assert report["gold/correctness"] == pytest.approx(1 / 3)
-    assert report["gold/tone"] == pytest.approx(math.tanh(1) / 3)
+    prompts = ["add 3 and 5", "describe the cat", "review the soup", "add 1 and 2"]
+    completions = ["3 plus 5 is 8", "the dog is big", "the soup is tasty", "1 and 2 is 3"]
+    report = format_report(world, prompts, completions, finished=[True, True, False, True])
+    # gold by hand: 2·correct + relevant = 3; wrong subject and fact: 0; relevant + tone = 1 + tanh(1); 2 + 1 = 3
+    assert report["gold"] == pytest.approx((3 + 0 + 1 + math.tanh(1) + 3) / 4)
+    assert report["closed_turn"] == pytest.approx(3 / 4)  # the soup answer never closed its turn
+    assert report["well_formed"] == pytest.approx(3 / 4)  # "1 and 2 is 3" is not the shape of a sum
+    assert report["format_rate"] == pytest.approx(2 / 4)  # both: the first two, whatever they say
+    assert report["answers_task"] == pytest.approx(3 / 4)  # the cat answer is about a dog
+    assert report["gold/correctness"] == pytest.approx(2 / 4)
+    assert report["gold/tone"] == pytest.approx(math.tanh(1) / 4)
 
 
 def test_format_report_refuses_mismatched_lengths(world):
-    with pytest.raises(ValueError, match="one of each per prompt"):
+    with pytest.raises(ValueError, match="got 1 prompts but 0 finished flags: pass one per example"):
         format_report(world, ["add 3 and 5"], ["8"], finished=[])
+    with pytest.raises(ValueError, match="got 1 prompts but 2 completions"):
+        format_report(world, ["add 3 and 5"], ["8", "9"], finished=[True])
 
 
 def test_sample_report_sees_whether_the_model_closed_its_turn(tokenizer, world):
@@ -271,7 +398,8 @@ def test_sample_report_sees_whether_the_model_closed_its_turn(tokenizer, world):
     never = report_with_end_of_turn_logit(float("-inf"))  # can never close its turn: cut at max_new_tokens
     at_once = report_with_end_of_turn_logit(1e4)  # closes it before saying anything
     assert never["closed_turn"] == 0 and never["format_rate"] == 0
-    assert at_once["closed_turn"] == 1 and at_once["format_rate"] == 0  # closed, but answers nothing
+    assert at_once["closed_turn"] == 1 and at_once["well_formed"] == 0  # closed, but says nothing
+    assert at_once["format_rate"] == 0 and at_once["answers_task"] == 0
 
 
 def test_shipped_sft_model_loads_offline_and_beats_base(world):
@@ -281,8 +409,8 @@ def test_shipped_sft_model_loads_offline_and_beats_base(world):
         model, tokenizer = zoo.load(name, preset="tiny", device="cpu")
         completions, reports[name] = sample_report(model, tokenizer, world, prompts, seed=0)
         assert len(completions) == len(prompts)
-    assert reports["base"]["format_rate"] < 0.1
-    assert reports["sft"]["format_rate"] > 0.7
+    assert reports["base"]["format_rate"] < 0.1 and reports["base"]["answers_task"] < 0.3
+    assert reports["sft"]["format_rate"] > 0.9 and reports["sft"]["answers_task"] > 0.7
     assert reports["sft"]["gold"] > reports["base"]["gold"] + 1.0
     assert reports["sft"]["gold/correctness"] > reports["base"]["gold/correctness"]
 
@@ -294,11 +422,13 @@ def test_token_table_lists_the_template_token_by_token(tokenizer):
         "<bos> <|user|> add 3 and 5 <|end|> <|assistant|> 3 plus 5 is 8 <|end|>".split()
     assert [i for _, i, _ in table] == encode_example(tokenizer, PROMPT_COMPLETION)["input_ids"]
     assert [token for token, _, in_loss in table if in_loss] == ["3", "plus", "5", "is", "8", "<|end|>"]
+    last = token_table(tokenizer, CONVERSATION, assistant_turns="last")
+    assert [token for token, _, in_loss in last if in_loss] == "the pizza is tasty and fresh <|end|>".split()
 
 
 def test_plot_loss_mask_colours_exactly_the_loss_tokens(tokenizer):
-    fig = plot_loss_mask(tokenizer, CONVERSATION)
-    encoded = encode_example(tokenizer, CONVERSATION)
-    faces = [patch.get_facecolor() for patch in fig.axes[0].patches]
-    assert len(faces) == len(encoded["input_ids"])
-    assert sum(face == to_rgba(COMPLETION_COLOR) for face in faces) == sum(encoded["completion_mask"])
+    for assistant_turns, in_loss in [("all", 5 + 7), ("last", 7)]:  # answers of 4 and 6 words, each with <|end|>
+        fig = plot_loss_mask(tokenizer, CONVERSATION, assistant_turns=assistant_turns)
+        faces = [patch.get_facecolor() for patch in fig.axes[0].patches]
+        assert len(faces) == len(encode_example(tokenizer, CONVERSATION)["input_ids"])
+        assert sum(face == to_rgba(COMPLETION_COLOR) for face in faces) == in_loss

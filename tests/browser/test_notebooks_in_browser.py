@@ -217,7 +217,14 @@ def check_outputs_as_committed(page, path: Path, cells: list) -> None:
 def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
     """Press an arrow key on the slider's handle; the interact's output must change and show no stray repr."""
     where = f"{path.name}, slider {slider['description']!r} (interact {slider['box']})"
+    # JupyterLab skips rendering cells far off screen (content-visibility), so bring the interact into view and give
+    # its output a moment to render.
+    page.locator(".jp-Notebook .widget-interact").nth(slider["box"]).scroll_into_view_if_needed()
+    deadline = time.monotonic() + REDRAW_S
     before = page.evaluate(INTERACT_OUTPUT, slider["box"])
+    while not (before and (before["text"].strip() or before["images"])) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        before = page.evaluate(INTERACT_OUTPUT, slider["box"])
     assert before and (before["text"].strip() or before["images"]), f"{where}: shows no output before it moves"
     handle = page.locator(".jp-Notebook .widget-interact").nth(slider["box"]) \
         .locator(".widget-slider").nth(slider["slider"]).locator(".noUi-handle")
