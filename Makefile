@@ -39,7 +39,7 @@ NO_TESTS_IS_OK := || [ $$? -eq 5 ]
 # LAB_FLAGS adds options, e.g. `make lab LAB_FLAGS=--no-browser`; tests/browser starts the server this way.
 LAB_FLAGS ?=
 
-.PHONY: install lab test unit nbval nbval-rest test-browser notebooks lint figures zoo doctor clean
+.PHONY: install lab test unit unit-and-rest nbval nbval-rest test-browser notebooks lint figures zoo doctor clean
 
 install: $(VENV)/.installed
 
@@ -60,7 +60,9 @@ lab: $(VENV)/.installed
 # What CI runs: the unit tests, nbval, and every notebook in a real browser. Each notebook runs once: the browser
 # test runs every notebook with a widget top to bottom and checks what nbval would, so nbval runs only the others
 # (tests/notebook_split.py; all of them where Chromium is missing, as the browser test is then skipped).
-test: unit nbval-rest test-browser
+# The unit tests and nbval share one pytest run, one file or notebook per process at a time (--dist loadfile), so
+# the slowest unit test (a zoo rebuild) no longer holds one process while the other sits idle.
+test: unit-and-rest test-browser
 
 unit: $(VENV)/.installed
 	$(PYTEST) -n $(JOBS) tests --ignore=tests/browser $(NO_TESTS_IS_OK)
@@ -75,10 +77,14 @@ nbval: $(VENV)/.installed
 nbval-rest: $(VENV)/.installed
 	$(NBVAL) $$($(PYTHON) tests/notebook_split.py) $(NO_TESTS_IS_OK)
 
+# `make unit` and `make nbval-rest` in one run (what `make test` runs before the browser test).
+unit-and-rest: $(VENV)/.installed
+	$(NBVAL) tests --ignore=tests/browser $$($(PYTHON) tests/notebook_split.py) $(NO_TESTS_IS_OK)
+
 # JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
 # starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/.
 test-browser: $(VENV)/.installed
-	$(PYTEST) -n $(JOBS) --dist worksteal tests/browser $(NO_TESTS_IS_OK)
+	$(PYTEST) -n $(JOBS) --dist load tests/browser $(NO_TESTS_IS_OK)
 
 # Re-execute every notebook in place, top to bottom, keeping widget state so the saved file shows them.
 notebooks: $(VENV)/.installed

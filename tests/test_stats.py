@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from rlhf_edu.core.stats import mean_and_stderr, ranks, running_mean, spearman_correlation
+from rlhf_edu.core.stats import bootstrap_stderr, mean_and_stderr, ranks, running_mean, spearman_correlation
 
 
 def test_ranks_share_ties():
@@ -56,3 +56,12 @@ def test_mean_and_stderr_is_the_mean_and_s_over_root_n():
     assert mean == 0.8 and se == pytest.approx(math.sqrt(0.8 * 0.2 / 99))
     with pytest.raises(ValueError, match="at least 2 values"):
         mean_and_stderr([1.0])
+
+
+def test_bootstrap_stderr_of_a_mean_is_s_over_root_n_and_keeps_rows_together():
+    values = np.random.default_rng(0).normal(size=400)
+    assert bootstrap_stderr(np.mean, values, num_resamples=400) == pytest.approx(mean_and_stderr(values)[1], rel=0.15)
+    paired = np.arange(50.0)
+    assert bootstrap_stderr(lambda a, b: float(np.abs(a - b).max()), paired, paired.copy()) == 0.0  # same rows
+    with pytest.raises(ValueError, match="same number of rows"):
+        bootstrap_stderr(np.mean, values, values[:10])

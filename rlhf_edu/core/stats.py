@@ -4,7 +4,7 @@ pass@k and best-of-n."""
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -60,6 +60,24 @@ def mean_and_stderr(values: Sequence[float] | np.ndarray | torch.Tensor) -> tupl
     if values.size < 2:
         raise ValueError(f"a standard error needs at least 2 values, got {values.size}: measure more samples")
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
+
+
+def bootstrap_stderr(statistic: Callable[..., float], *arrays: np.ndarray | torch.Tensor, num_resamples: int = 200,
+                     seed: int = 0) -> float:
+    """The standard error of ``statistic(*arrays)``: its spread over bootstrap resamples of their rows.
+
+    Every resample draws N row indices with replacement and takes the same rows of each
+    array (e.g. prompts of an (M, N) score matrix and of its gold matrix), so rows that
+    belong together stay together. For the mean of one array it approaches s/√n.
+    """
+    check_int(num_resamples, "num_resamples", low=2, fix="the number of resamples, e.g. 200")
+    rows = {len(a) for a in arrays}
+    if len(rows) != 1:
+        raise ValueError(f"the arrays must have the same number of rows, got {sorted(rows)}: pass aligned arrays")
+    n = rows.pop()
+    rng = np.random.default_rng(seed)
+    values = [statistic(*(a[index] for a in arrays)) for index in rng.integers(n, size=(num_resamples, n))]
+    return float(np.std(values, ddof=1))
 
 
 def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:

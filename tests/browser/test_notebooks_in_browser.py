@@ -28,6 +28,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
+from datetime import datetime
 from pathlib import Path
 
 import nbformat
@@ -57,7 +58,20 @@ def ids(paths: list[Path]) -> list[str]:
     return [p.relative_to(NOTEBOOK_DIR).as_posix() for p in paths]
 
 
-WIDGET_NOTEBOOKS = [p for p in reversed(NOTEBOOKS) if has_widgets(p)]  # later chapters train more: start them first
+def committed_run_seconds(path: Path) -> float:
+    """How long the committed run of ``path`` took: the sum of its cells' recorded execution times (0 if none)."""
+    total = 0.0
+    for cell in read_cells(path):
+        timing = cell.get("metadata", {}).get("execution", {})
+        if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
+            start, end = (datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
+                          for key in ("iopub.execute_input", "shell.execute_reply"))
+            total += (end - start).total_seconds()
+    return total
+
+
+# The slowest notebooks first, so that the two workers (--dist load hands out tests in this order) end together.
+WIDGET_NOTEBOOKS = sorted((p for p in NOTEBOOKS if has_widgets(p)), key=committed_run_seconds, reverse=True)
 
 # --- what the page shows ------------------------------------------------------------------------------------
 
