@@ -123,13 +123,19 @@ def test_plot_bradley_terry_draws_probability_and_shifted_loss():
 
 
 # --- the reward model ---------------------------------------------------------------
+def assert_same_backbone(model, causal_lm) -> None:
+    """``model``'s transformer holds exactly ``causal_lm``'s weights."""
+    copied = model.base_model.state_dict()
+    for name, weight in causal_lm.base_model.state_dict().items():
+        assert torch.equal(copied[name], weight), name
+
+
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
 def test_reward_model_from_copies_the_backbone_and_adds_a_scalar_head(arch, tokenizer):
     causal_lm = random_model(arch, len(tokenizer))
     model = rm.reward_model_from(causal_lm, seed=1)
     assert type(model).__name__.endswith("ForSequenceClassification") and model.config.num_labels == 1
-    for name, weight in causal_lm.base_model.state_dict().items():
-        assert torch.equal(model.base_model.state_dict()[name], weight)
+    assert_same_backbone(model, causal_lm)
     again = rm.reward_model_from(causal_lm, seed=1)
     assert torch.equal(model.score.weight, again.score.weight)
     rm.check_reward_model(model, tokenizer)
@@ -553,8 +559,7 @@ def test_outcome_reward_model_has_one_logit_per_token_on_the_same_backbone(arch,
     causal_lm = random_model(arch, len(tokenizer))
     orm = rm.outcome_reward_model_from(causal_lm, seed=1)
     assert type(orm).__name__.endswith("ForTokenClassification") and orm.config.num_labels == 1
-    for name, weight in causal_lm.base_model.state_dict().items():
-        assert torch.equal(orm.base_model.state_dict()[name], weight)
+    assert_same_backbone(orm, causal_lm)
     batch = collate(tokenizer, PROMPTS, COMPLETIONS)
     logits = rm.token_correctness_logits(orm, batch)  # (B, T)
     assert logits.shape == batch["input_ids"].shape
