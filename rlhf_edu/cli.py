@@ -1,4 +1,4 @@
-"""The ``rlhf-edu`` command: ``doctor``, ``zoo build`` and ``figures``."""
+"""The ``rlhf-edu`` command: ``doctor``, ``zoo build``, ``figures``, ``sweep`` and ``pipeline``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ import argparse
 import platform
 import sys
 from pathlib import Path
+
+# `rlhf-edu sweep <which>`: the recipe in rlhf_edu.recipes that recomputes a notebook's shipped runs
+SWEEPS = {"rloo": "rl_beta_sweep", "regularization": "regularization_runs", "pipeline": "pipeline_runs",
+          "multi-round": "multi_round_run"}
 
 
 def doctor() -> int:
@@ -36,6 +40,38 @@ def doctor() -> int:
     return 0 if all(ok for ok, _ in lines) else 1
 
 
+def parse_sizes(text: str) -> dict[str, int]:
+    """``"sft=200,preference=1000"`` -> ``{"sft": 200, "preference": 1000}``; the pipeline checks names and values."""
+    sizes = {}
+    for item in text.split(","):
+        name, _, value = item.partition("=")
+        try:
+            sizes[name.strip()] = int(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{item!r} is not name=integer, e.g. sft=200") from None
+    return sizes
+
+
+def run_pipeline_command(args: argparse.Namespace) -> int:
+    """``rlhf-edu pipeline``: run it with progress bars, then say where the report and the models are."""
+    from .pipeline import run_pipeline
+
+    options = {"preset": args.preset, "sizes": args.sizes, "seed": args.seed, "out": args.out,
+               "overwrite": args.overwrite, "device": args.device}
+    if args.name == "three-stage":
+        options["rl_algorithm"] = args.rl_algorithm
+    else:
+        options["rounds"] = args.rounds
+    if args.beta is not None:
+        options["beta"] = args.beta
+    report = run_pipeline(args.name, **options)
+    for stage in report.stages:
+        print(f"{stage.name:>8}: gold {stage.gold_reward:.3f} ± {stage.gold_stderr:.3f}, {stage.seconds:.0f} s")
+    print(f"wrote {Path(args.out) / 'report.md'} and the stage models: "
+          + ", ".join(str(Path(args.out) / name) for name in report.names if (Path(args.out) / name).is_dir()))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf-edu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -50,11 +86,27 @@ def main(argv: list[str] | None = None) -> int:
     figures_parser = commands.add_parser("figures", help="redraw the diagrams in images/")
     figures_parser.add_argument("--out", default="images", help="folder to write PNG and SVG files to")
     sweep_parser = commands.add_parser("sweep", help="recompute a notebook's precomputed runs: notebook 11's β sweep "
-                                                     "(rloo, the default) or notebook 8's runs (regularization)")
-    sweep_parser.add_argument("which", nargs="?", default="rloo", choices=("rloo", "regularization"))
+                                                     "(rloo, the default), notebook 8's runs (regularization), or "
+                                                     "notebook 04b's (pipeline, multi-round)")
+    sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")
     sweep_parser.add_argument("--preset", default=None, help="tiny (default, shipped) or small")
     sweep_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    pipeline_parser = commands.add_parser("pipeline", help="run chapter 4's three-stage or multi-round pipeline end "
+                                                           "to end, with the gold reward after every stage")
+    pipeline_parser.add_argument("name", choices=("three-stage", "multi-round"))
+    pipeline_parser.add_argument("--out", required=True, help="folder for report.md and each stage's model")
+    pipeline_parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")
+    pipeline_parser.add_argument("--preset", default=None, help="tiny (default) or small")
+    pipeline_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
+    pipeline_parser.add_argument("--sizes", default=None, type=parse_sizes, metavar="sft=N,preference=N,rl=N",
+                                 help="override the preset's sizes, e.g. sft=200,preference=1000")
+    pipeline_parser.add_argument("--seed", type=int, default=0)
+    pipeline_parser.add_argument("--beta", type=float, default=None,
+                                 help="the KL penalty's β: the RL stage's (three-stage, default 0.05) or DPO's "
+                                      "(multi-round, default 0.1)")
+    pipeline_parser.add_argument("--rl-algorithm", default="ppo", help="three-stage: ppo, rloo, grpo or reinforce")
+    pipeline_parser.add_argument("--rounds", type=int, default=3, help="multi-round: rounds after SFT")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -72,12 +124,16 @@ def _run(args: argparse.Namespace) -> int:
         for path in build(args.names or None, preset=args.preset, device=args.device, out_dir=args.out):
             print(f"saved {path}")
         return 0
+    if args.command == "pipeline":
+        return run_pipeline_command(args)
     if args.command == "sweep":
-        from .recipes import REGULARIZATION_PATH, SWEEP_PATH, regularization_runs, rl_beta_sweep
+        from . import recipes
 
-        recipe, path = (rl_beta_sweep, SWEEP_PATH) if args.which == "rloo" else (regularization_runs,
-                                                                                  REGULARIZATION_PATH)
-        print(f"wrote {recipe(out=args.out or path, preset=args.preset, device=args.device)}")
+        recipe = getattr(recipes, SWEEPS[args.which])
+        written = recipe(out=args.out, preset=args.preset, device=args.device) if args.out else \
+            recipe(preset=args.preset, device=args.device)
+        for path in written if isinstance(written, list) else [written]:
+            print(f"wrote {path}")
         return 0
     from .figures import save_figures
 

@@ -605,13 +605,16 @@ def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = No
 
 def plot_sweep(runs: dict[float, History], metrics: Sequence[str] = ("eval/reward", "gold_reward", "eval/kl"),
                highlight: float | None = None, axes: Sequence[Axes] | None = None) -> Figure:
-    """One panel per metric of a :func:`beta_sweep`, one line per β against the step; ``highlight`` one β in bold."""
+    """One panel per metric of a :func:`beta_sweep`, one line per β against the step; ``highlight`` one β in bold.
+
+    A row's ``step`` is its x (a trainer's own log numbers its rows so); rows without one are drawn at their index.
+    """
     if axes is None:
         axes = plt.subplots(1, len(metrics), figsize=(3.6 * len(metrics), 3.0), squeeze=False)[1][0]
     for i, (beta, history) in enumerate(sorted(runs.items())):
         bold = highlight is None or beta == highlight
         for ax, name in zip(axes, metrics):
-            steps = [j for j, step in enumerate(history.steps) if name in step]
+            steps = [step.get("step", j) for j, step in enumerate(history.steps) if name in step]
             ax.plot(steps, history[name], color=f"C{i}", lw=2.2 if bold else 1, alpha=1 if bold else 0.35,
                     label=f"β = {beta:g}")
     for ax, name in zip(axes, metrics):

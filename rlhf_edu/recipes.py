@@ -20,6 +20,7 @@ import copy
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
@@ -204,3 +205,96 @@ def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Pre
         torch.set_num_threads(threads)
     return save_histories(runs, out, preset=preset.name, base=SWEEP_CONFIG, rl_runs=REGULARIZATION_RUNS,
                           dpo_betas=list(DPO_BETAS), dpo=DPO_SETTINGS)
+
+
+SWEEPS = Path(__file__).parent / "sweeps"
+PIPELINE_BETAS = (0.0, 0.01, 0.2)  # beside the three-stage run's own β (0.05): the RL stage's β slider
+FEW_PAIRS = 8  # the weaker reward model trains on 1/8 of the pairs
+# Gao et al.'s RL runs: β = 0, and a tenth of the stage's learning rate, so that the KL grows step by step (at the
+# stage's 1e-3 and β = 0 it jumps past 50 nats within 10 steps, too fast to trace a curve)
+OVEROPTIMIZATION = {"beta": 0.0, "learning_rate": 1e-4, "eval_steps": 5}
+BEST_OF_N = (1, 2, 4, 8, 16, 32, 64)
+BEST_OF_N_PROMPTS = 128
+
+
+def multi_round_run(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
+                    sizes: dict[str, int] | None = None) -> Path:
+    """Notebook 04b's multi-round run (:func:`~rlhf_edu.pipeline.run_multi_round`, 3 rounds) as ``multi_round.json``.
+
+    About 5 minutes on one CPU thread.
+    """
+    from .pipeline import run_multi_round
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
+    try:
+        report = run_multi_round(3, preset=preset, sizes=sizes, progress=False, device=device)
+    finally:
+        torch.set_num_threads(threads)
+    return report.save(Path(out) / "multi_round.json")
+
+
+def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
+                  sizes: dict[str, int] | None = None, work_dir: str | Path | None = None) -> list[Path]:
+    """Notebook 04b's full-size three-stage runs, written to the folder ``out``; returns the files.
+
+    About 20 minutes on one CPU thread.
+
+    - ``three_stage.json``: :func:`~rlhf_edu.pipeline.run_three_stage` at the preset's sizes (or ``sizes``);
+    - ``pipeline_rl.json``: the RL stage again, from the run's ``sft`` against its ``rm``, at each β of
+      :data:`PIPELINE_BETAS` (the run's own β is in ``three_stage.json``); Gao et al.'s RL runs
+      (:data:`OVEROPTIMIZATION`) against ``rm`` and against a reward model trained the same way on
+      1/:data:`FEW_PAIRS` of the pairs (``overopt_rm``, ``overopt_rm_few``); and best-of-n from ``sft`` by each
+      reward model (``bon_rm``, ``bon_rm_few``: one row per n of :data:`BEST_OF_N`, with d = √KL_bon, the
+      proxy and the gold reward of the pick), on :data:`BEST_OF_N_PROMPTS` held-out prompts.
+    """
+    import tempfile
+
+    from .overoptimization import best_of_n_overoptimization
+    from .pipeline import (
+        load_stage,
+        reward_model_stage,
+        rl_config,
+        rl_stage,
+        run_three_stage,
+    )
+    from .rejection_sampling import sample_and_score
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(work_dir or tempfile.mkdtemp(prefix="rlhf-edu-pipeline-"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
+    try:
+        report = run_three_stage(preset=preset, sizes=sizes, out=work / "three-stage", overwrite=True, progress=False,
+                                 device=device)
+        paths = [report.save(out / "three_stage.json")]
+        sft, tokenizer = load_stage(work / "three-stage", "sft")
+        rm, _ = load_stage(work / "three-stage", "rm")
+        world, sizes = World(seed=0, preset=get_preset(preset)), report.sizes
+        rm_few, few_metrics = reward_model_stage(sft, tokenizer, world, sizes["preference"] // FEW_PAIRS, 0, False)
+        runs = {}
+        settings = [*((f"beta_{b}", rm, {"beta": b}) for b in PIPELINE_BETAS),
+                    ("overopt_rm", rm, OVEROPTIMIZATION), ("overopt_rm_few", rm_few, OVEROPTIMIZATION)]
+        for name, model, overrides in settings:
+            config = rl_config(report.settings["rl_algorithm"], num_prompts=sizes["rl"], seed=0, progress=False,
+                               **{"beta": report.settings["beta"]} | overrides)
+            _, curve, _ = rl_stage(sft, tokenizer, world, reward_function(model, tokenizer), config, sizes["rl"])
+            runs[name] = History(curve)
+        prompts = world.prompts(BEST_OF_N_PROMPTS, split="test")
+        completions, gold = sample_and_score(sft, tokenizer, prompts, max(BEST_OF_N), world.gold_reward)
+        flat_prompts = [p for p in prompts for _ in range(max(BEST_OF_N))]
+        flat = [c for row in completions for c in row]
+        for name, model in (("bon_rm", rm), ("bon_rm_few", rm_few)):
+            proxy = np.asarray(reward_function(model, tokenizer)(flat_prompts, flat)).reshape(gold.shape)
+            curve = best_of_n_overoptimization(proxy, gold, BEST_OF_N)
+            runs[name] = History([{key: float(values[i]) for key, values in curve.items()}
+                                  for i in range(len(BEST_OF_N))])
+    finally:
+        torch.set_num_threads(threads)
+    paths.append(save_histories(runs, out / "pipeline_rl.json", preset=report.preset, betas=list(PIPELINE_BETAS),
+                                stage_beta=report.settings["beta"], overoptimization=OVEROPTIMIZATION,
+                                rm=report.stage("rm").notes, rm_few=few_metrics,
+                                best_of_n_prompts=BEST_OF_N_PROMPTS))
+    return paths

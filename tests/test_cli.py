@@ -2,6 +2,7 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,3 +77,13 @@ def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_p
     monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: pytest.fail("the RLOO sweep ran instead"))
     assert main(["sweep", "regularization", "--out", str(tmp_path / "r.json")]) == 0
     assert calls == [{"out": str(tmp_path / "r.json"), "preset": None, "device": None}]
+
+
+@pytest.mark.parametrize("which, recipe", [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run")])
+def test_sweep_runs_notebook_04bs_recipes(capsys, monkeypatch, tmp_path, which, recipe):
+    import rlhf_edu.recipes as recipes
+    calls = []
+    monkeypatch.setattr(recipes, recipe, lambda **kwargs: calls.append(kwargs) or [Path(kwargs["out"]) / "r.json"])
+    assert main(["sweep", which, "--out", str(tmp_path)]) == 0
+    assert calls == [{"out": str(tmp_path), "preset": None, "device": None}]
+    assert f"wrote {tmp_path / 'r.json'}" in capsys.readouterr().out

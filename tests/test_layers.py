@@ -13,6 +13,7 @@ PACKAGE = Path(__file__).resolve().parent.parent / "rlhf_edu"
 CHAPTERS = {  # module -> chapter number in the Chinese edition
     "pretraining": 3, "objective": 4, "bandit": 4, "mdp": 4, "reward_modeling": 7, "regularization": 8,
     "instruction_tuning": 9, "rejection_sampling": 10, "policy_gradients": 11, "direct_alignment": 12,
+    "overoptimization": 17,
 }
 ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline"}
 

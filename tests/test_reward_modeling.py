@@ -602,3 +602,17 @@ def test_pair_metrics_refuses_rewards_for_other_pairs(world):
                                  "gold_chosen": [1.0], "gold_rejected": [0.0], "p_chosen": [0.9]})
     with pytest.raises(ValueError, match="rewards but 1 pairs in the dataset"):
         rm.pair_metrics(torch.zeros(2), torch.zeros(2), world, dataset)
+
+
+def test_an_empty_sampled_answer_is_scored_as_the_closed_empty_turn(tokenizer):
+    """A policy may close its turn at once; the RM must score that answer, as the same tokens the policy emitted."""
+    from rlhf_edu.core.collate import encode_prompt_completion, render_chat
+
+    model = reward_model("llama", tokenizer)
+    empty = rm.score(model, tokenizer, ["add 3 and 5"], [""])
+    closed = render_chat(tokenizer, [{"role": "user", "content": "add 3 and 5"}], add_generation_prompt=True) \
+        + [tokenizer.eos_token_id]  # what sampling gives when the first token closes the turn
+    batch = {"input_ids": torch.tensor([closed]), "attention_mask": torch.ones(1, len(closed), dtype=torch.long)}
+    assert torch.allclose(empty, rm.batch_rewards(model, batch), atol=1e-5)
+    with pytest.raises(ValueError, match="empty assistant message"):  # as training data it is still refused
+        encode_prompt_completion(tokenizer, "add 3 and 5", "")

@@ -28,8 +28,12 @@ from .validation import check_int, check_known_words, check_no_markup
 Messages = list[dict[str, str]]
 
 
-def as_messages(text_or_messages: str | Messages, role: str) -> Messages:
-    """Wrap a plain string as a one-message conversation; pass message lists through unchanged."""
+def as_messages(text_or_messages: str | Messages, role: str, allow_empty: bool = False) -> Messages:
+    """Wrap a plain string as a one-message conversation; pass message lists through unchanged.
+
+    An empty message is refused, unless ``allow_empty``: a sampled answer may be empty (the
+    policy closed its turn at once), and a scorer must still score it.
+    """
     if isinstance(text_or_messages, str):
         text_or_messages = [{"role": role, "content": text_or_messages}]
     messages = text_or_messages
@@ -38,7 +42,7 @@ def as_messages(text_or_messages: str | Messages, role: str) -> Messages:
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise TypeError(f"each message must be a {{'role': ..., 'content': str}} dict, got {message!r}")
-        if not message["content"].strip():
+        if not message["content"].strip() and not allow_empty:
             raise ValueError(
                 f"empty {message.get('role', role)} message in {messages!r}: every prompt and completion "
                 "needs some text (drop or fix that example)"
@@ -66,14 +70,16 @@ def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, add_gene
 
 
 def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages,
-                             completion: str | Messages) -> dict[str, list[int]]:
+                             completion: str | Messages, allow_empty_completion: bool = False) -> dict[str, list[int]]:
     """Token ids of the chat-formatted prompt + completion, with a mask that is 1 on completion tokens.
 
     The prompt is rendered with the generation prompt (``<|assistant|>``), exactly as
-    at sampling time, so training and generation see the same tokens.
+    at sampling time, so training and generation see the same tokens. An empty completion
+    is refused as training data, and encoded (a closed, empty turn) with
+    ``allow_empty_completion``, as scorers need.
     """
     prompt_messages = as_messages(prompt, "user")
-    completion_messages = as_messages(completion, "assistant")
+    completion_messages = as_messages(completion, "assistant", allow_empty=allow_empty_completion)
     check_plain_messages(tokenizer, prompt_messages + completion_messages)
     prompt_ids = render_chat(tokenizer, prompt_messages, add_generation_prompt=True)
     full_ids = render_chat(tokenizer, prompt_messages + completion_messages)

@@ -69,5 +69,7 @@ def score_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     if len(prompts) != len(completions):
         raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions: "
                          "pass one completion per prompt")
-    rows = [encode_prompt_completion(tokenizer, p, c) for p, c in zip(prompts, completions)]
+    # a sampled answer may be empty: it is scored as the closed, empty turn the policy produced
+    rows = [encode_prompt_completion(tokenizer, p, c, allow_empty_completion=True)
+            for p, c in zip(prompts, completions)]
     return score_rows(model, rows, tokenizer.pad_token_id, score_fn, batch_size)

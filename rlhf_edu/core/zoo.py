@@ -15,6 +15,8 @@ above the chapters: the core loads and saves, and imports no chapter.
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -64,15 +66,31 @@ def load(name: str, preset: str | Preset | None = None,
             f"checkpoint {name!r} is not at {path}: run `rlhf-edu zoo build {name} "
             f"--preset {get_preset(preset).name}` to build it"
         )
+    return load_dir(path, device)
+
+
+def load_dir(path: str | Path, device: str | torch.device | None = None
+             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``(model, tokenizer)`` saved with ``save_pretrained`` in ``path``, in eval mode on ``device``.
+
+    The model class comes from the folder's own config (its ``architectures``).
+    """
     model_class = getattr(transformers, AutoConfig.from_pretrained(path).architectures[0])
-    progress_bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # a one-second load needs no progress bar in every notebook
-    try:
+    with no_progress_bars():  # a one-second load needs no progress bar in every notebook
         model = model_class.from_pretrained(path).to(get_device(device)).eval()
-    finally:
-        if progress_bars:
-            hf_logging.enable_progress_bar()
     return model, AutoTokenizer.from_pretrained(path)
+
+
+@contextmanager
+def no_progress_bars() -> Iterator[None]:
+    """Switch off transformers' progress bars (loading and writing weights) inside the block."""
+    enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            hf_logging.enable_progress_bar()
 
 
 def new_model(preset: str | Preset | None = None, seed: int = 0) -> tuple[LlamaForCausalLM, PreTrainedTokenizerBase]:
@@ -94,6 +112,7 @@ def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
          preset: str | Preset | None = None, out_dir: str | Path | None = None) -> Path:
     """Save a built checkpoint in float32 with ``save_pretrained``: to ``out_dir/name``, else the zoo's folder."""
     path = Path(out_dir) / name if out_dir else checkpoint_dir(name, preset)
-    model.to(torch.float32).save_pretrained(path)
+    with no_progress_bars():
+        model.to(torch.float32).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path

@@ -8,6 +8,8 @@ From the committed outputs, for every notebook in notebooks/ and notebooks/solut
 - every image loads (naturalWidth > 0): the diagrams linked from markdown (../images/, which only a server
   rooted at the repository can reach) and the plots in the outputs.
 
+(A notebook with a widget is checked so on the page that its live test opens, before the run: one load, not two.)
+
 For every notebook with a widget (an ``interact(`` or a slider in its code), live: a fresh kernel runs it top
 to bottom (Kernel → Restart Kernel and Run All Cells…), which must raise nowhere, and every cell marked
 ``# NBVAL_CHECK_OUTPUT`` must print what the committed notebook shows, masked as nbval masks it
@@ -259,9 +261,18 @@ def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
     pytest.fail(f"{where}: the output did not change within {REDRAW_S} s of moving it (now {readout})")
 
 
+def check_committed_page(page, path: Path, cells: list, directory: Path) -> None:
+    """The committed notebook as opened: every formula typeset, every image loaded, and a picture of them."""
+    check_math_and_images(page, path, cells)
+    if any(c.cell_type == "markdown" and (r"\tag{" in c.source or MARKDOWN_IMAGE.search(c.source)) for c in cells):
+        save_cells(page, 'mjx-container[display="true"], .jp-RenderedMarkdown img',
+                   ARTIFACTS / f"{path.stem}-equations-and-images.png", directory)
+
+
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=ids(WIDGET_NOTEBOOKS))
 def test_fresh_run_prints_what_is_committed_and_every_slider_redraws(page, lab, path, tmp_path):
     cells = open_notebook(page, lab, path)
+    check_committed_page(page, path, cells, tmp_path)  # before the run replaces the committed outputs
     restart_and_run_all(page, path, cells)
     check_outputs_as_committed(page, path, cells)
     page.wait_for_function("() => document.querySelectorAll('.jp-Notebook .widget-interact .widget-slider').length"
@@ -293,10 +304,10 @@ def test_lab_serves_the_repository_root(lab):
                         "repository (--ServerApp.root_dir=.), or the notebooks' diagrams in ../images/ break")
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=ids(NOTEBOOKS))
+# A notebook with a widget is checked so when its live test opens it (above): one page load, not two.
+STATIC_NOTEBOOKS = [p for p in NOTEBOOKS if p not in WIDGET_NOTEBOOKS]
+
+
+@pytest.mark.parametrize("path", STATIC_NOTEBOOKS, ids=ids(STATIC_NOTEBOOKS))
 def test_committed_notebook_renders_its_math_and_images(page, lab, path, tmp_path):
-    cells = open_notebook(page, lab, path)
-    check_math_and_images(page, path, cells)
-    if any(c.cell_type == "markdown" and (r"\tag{" in c.source or MARKDOWN_IMAGE.search(c.source)) for c in cells):
-        save_cells(page, 'mjx-container[display="true"], .jp-RenderedMarkdown img',
-                   ARTIFACTS / f"{path.stem}-equations-and-images.png", tmp_path)
+    check_committed_page(page, path, open_notebook(page, lab, path), tmp_path)

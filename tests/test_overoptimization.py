@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from rlhf_edu.core.training import History
+from rlhf_edu.overoptimization import (
+    best_of_n_distances,
+    best_of_n_overoptimization,
+    fit_gao_form,
+    gao_form,
+    gao_peak,
+    plot_overoptimization,
+    rl_overoptimization,
+)
+
+
+@pytest.mark.parametrize("form, alpha, beta", [("bon", 1.3, 0.4), ("rl", 0.8, 0.5), ("rl", 0.5, -0.1)])
+def test_the_fit_recovers_known_alpha_and_beta(form, alpha, beta):
+    d = np.linspace(0.1, 3.0, 25)
+    assert fit_gao_form(d, gao_form(d, alpha, beta, form), form) == pytest.approx((alpha, beta), abs=1e-9)
+    noisy = gao_form(d, alpha, beta, form) + np.random.default_rng(0).normal(0, 0.01, len(d))
+    assert fit_gao_form(d, noisy, form) == pytest.approx((alpha, beta), abs=0.03)
+
+
+def test_the_forms_match_gao_et_al_written_out():
+    d = np.array([0.0, 0.5, 2.0])
+    assert gao_form(d, 1.0, 0.25, "bon") == pytest.approx(d * (1.0 - 0.25 * d))
+    assert gao_form(d[1:], 1.0, 0.25, "rl") == pytest.approx(d[1:] * (1.0 - 0.25 * np.log(d[1:])))
+    assert gao_form([0.0], 1.0, 0.25, "rl")[0] == 0.0  # d log d → 0
+
+
+@pytest.mark.parametrize("form, alpha, beta", [("bon", 1.3, 0.4), ("rl", 0.8, 0.5)])
+def test_the_peak_is_where_the_form_is_highest(form, alpha, beta):
+    grid = np.linspace(1e-3, 10, 200_001)
+    assert gao_peak(alpha, beta, form) == pytest.approx(grid[np.argmax(gao_form(grid, alpha, beta, form))], abs=1e-3)
+    assert gao_peak(alpha, 0.0, form) == float("inf")
+    assert gao_peak(-0.5, 0.2, "bon") == 0.0  # a curve that never rises peaks at its start
+
+
+def test_best_of_n_distances_are_the_root_of_the_kl_bound():
+    assert best_of_n_distances([1, 2, 4]) == pytest.approx(np.sqrt([0.0, np.log(2) - 0.5, np.log(4) - 0.75]))
+
+
+def test_best_of_n_picks_by_the_proxy_and_reports_both_scores():
+    proxy = np.array([[0.0, 1.0], [2.0, 1.0]])  # the proxy picks answer 1, then answer 0
+    gold = np.array([[5.0, -1.0], [0.0, 3.0]])  # ... which the gold reward scores −1 and 0
+    curve = best_of_n_overoptimization(proxy, gold, [1, 2])
+    assert curve["proxy"] == pytest.approx([1.0, 1.5]) and curve["gold"] == pytest.approx([1.75, -0.5])
+
+
+def test_an_rl_history_becomes_a_curve_in_the_root_of_the_kl():
+    history = History([{"step": 0, "gold_reward": 1.0, "eval/kl": -0.01, "eval/reward": 0.2},
+                       {"step": 5, "loss": 0.3},
+                       {"step": 10, "gold_reward": 1.2, "eval/kl": 4.0, "eval/reward": 0.9}])
+    curve = rl_overoptimization(history)
+    assert curve["step"].tolist() == [0, 10] and curve["d"] == pytest.approx([0.0, 2.0])
+    assert curve["gold"].tolist() == [1.0, 1.2] and curve["proxy"].tolist() == [0.2, 0.9]
+    figure = plot_overoptimization({"run": curve | {"d": np.array([0.5, 2.0])}}, "rl")
+    assert figure.axes
+
+
+def test_bad_input_is_named():
+    with pytest.raises(ValueError, match="unknown form 'ppo'"):
+        gao_form([1.0], 1.0, 1.0, "ppo")
+    with pytest.raises(ValueError, match="d must be"):
+        fit_gao_form([1.0, -1.0], [0.0, 0.0], "bon")
+    with pytest.raises(ValueError, match="one per distance"):
+        fit_gao_form([1.0, 2.0], [0.0], "bon")
+    with pytest.raises(ValueError, match="two or more distinct distances"):
+        fit_gao_form([1.0, 1.0], [0.5, 0.5], "bon")
+    with pytest.raises(ValueError, match="no evaluation with gold_reward"):
+        rl_overoptimization(History([{"step": 0, "gold_reward": 1.0}]))
