@@ -195,3 +195,31 @@ def test_prompts_of_one_family_are_the_mixed_streams_own(world):
     assert sums == [p for p in mixed if p.startswith("add ")][:10]
     with pytest.raises(ValueError, match="unknown family 'poetry'"):
         world.prompts(3, family="poetry")
+
+
+def test_rl_dataset_holds_conversational_prompts_as_trl_reads_them(world):
+    dataset = world.rl_dataset(6, split="test")
+    assert dataset.column_names == ["prompt"]
+    assert dataset["prompt"] == [[{"role": "user", "content": p}] for p in world.prompts(6, split="test")]
+    sums = world.rl_dataset(4, family="arithmetic")["prompt"]
+    assert all(row[0]["content"].startswith("add ") for row in sums)
+    assert len(World(seed=0, preset="tiny").rl_dataset()) == 2_000  # the preset's num_rl_prompts
+
+
+def test_reward_function_takes_trls_calling_convention(world):
+    gold = world.reward_function("gold")
+    verifier = world.reward_function("verifier")
+    prompts = ["add 3 and 5", "describe the cat"]
+    completions = ["3 plus 5 is 8", "the cat is small"]
+    expected = world.gold_reward(prompts, completions)
+    as_messages = gold([[{"role": "user", "content": p}] for p in prompts],
+                       [[{"role": "assistant", "content": c}] for c in completions],
+                       completion_ids=[[1, 2], [3]], trainer_state=None, answer=["8", ""])  # what TRL adds
+    assert gold(prompts, completions) == expected == as_messages
+    assert verifier(["add 3 and 5"] * 2, [[{"role": "assistant", "content": "3 plus 5 is 8"}], "3 plus 5 is 9"]) \
+        == [1.0, 0.0]
+    assert (gold.__name__, verifier.__name__) == ("gold_reward", "verifier_reward")  # TRL logs rewards/<name>/mean
+    with pytest.raises(ValueError, match="unknown kind 'human': use one of 'gold', 'verifier'"):
+        world.reward_function("human")
+    with pytest.raises(ValueError, match="the verifier checks sums only"):
+        verifier(["describe the cat"], ["the cat is small"])

@@ -54,7 +54,7 @@ from __future__ import annotations
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,6 +87,7 @@ VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIV
                    + FUNCTION_WORDS))
 
 FAMILIES = ("arithmetic", "review", "describe")
+REWARD_KINDS = ("gold", "verifier")  # World.reward_function: the gold reward, or the verifier of sums
 GOLD_WEIGHTS = {"correctness": 2.0, "relevance": 1.0, "tone": 1.0, "concision": 1.0, "repetition": 2.0}
 TARGET_WORDS = 7  # longer answers start paying the concision penalty
 _VOCAB_SET = set(VOCAB)
@@ -258,6 +259,30 @@ class World:
             "prompt": [[{"role": "user", "content": p}] for p in prompts],
             "completion": [[{"role": "assistant", "content": self.demonstration(p, rng)}] for p in prompts],
         })
+
+    def rl_dataset(self, n: int | None = None, split: str = "train", family: str | None = None) -> Dataset:
+        """``n`` RL prompts (default: the preset's ``num_rl_prompts``) as a ``Dataset`` with a conversational
+        ``prompt`` column, the format TRL's ``GRPOTrainer`` and ``RLOOTrainer`` read; ``family`` keeps one family."""
+        n = self.preset.num_rl_prompts if n is None else n
+        return Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in self.prompts(n, split, family)]})
+
+    def reward_function(self, kind: str = "gold") -> Callable[..., list[float]]:
+        """The world's reward as a TRL ``reward_funcs`` entry: ``f(prompts, completions, **kwargs) -> list[float]``.
+
+        ``kind="gold"`` is :meth:`gold_reward`, ``"verifier"`` is :meth:`verifiable_reward`
+        (sums only). Prompts and completions may be strings or message lists (the last
+        message is read); the keyword arguments a trainer adds (dataset columns,
+        ``completion_ids``, ``trainer_state``) are accepted and ignored. The function's
+        ``__name__`` is what TRL logs it under (``rewards/gold_reward/mean``).
+        """
+        check_choice(kind, "kind", REWARD_KINDS)
+        score = self.gold_reward if kind == "gold" else self.verifiable_reward
+
+        def reward(prompts: Sequence, completions: Sequence, **kwargs) -> list[float]:
+            return [float(r) for r in score(list(prompts), list(completions))]
+
+        reward.__name__ = reward.__qualname__ = f"{kind}_reward"
+        return reward
 
     # --- the hidden gold reward ----------------------------------------------------------
     def gold_components(self, prompts: Sequence[str], completions: Sequence[str]) -> dict[str, list[float]]:
