@@ -66,7 +66,7 @@ def pipeline_sizes(preset: str | Preset | None = None, sizes: dict[str, int] | N
     ``small`` runs the book's sizes. ``tiny`` gives 1,000 demonstrations, 2,000 pairs and
     2,000 RL prompts: it shrinks the demonstrations ten times and the pairs and prompts
     fifty, because on this world SFT needs about 1,000 demonstrations to stay on topic
-    (notebook 09's data-size curve), while the later stages' cost grows with their sizes.
+    (measured: relevance 0.39 after 200, 0.98 after 1,000), while the later stages' cost grows with their sizes.
     ``sizes`` overrides any of them.
     """
     preset = get_preset(preset)
