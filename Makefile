@@ -51,7 +51,7 @@ $(VENV)/.installed: pyproject.toml
 		$(PIP_TORCH) --quiet --dry-run --report - | $(PYTHON) -c '$(BUNDLES_NO_CUDA)' || { echo "$$CPU_HELP"; exit 1; }; \
 	fi
 	$(PIP_TORCH) --quiet
-	$(PYTHON) -m pip install --quiet -e ".[dev]"
+	$(PYTHON) -m pip install --quiet -e ".[dev,trl]"
 	touch $@
 
 lab: $(VENV)/.installed

@@ -298,3 +298,25 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
                                 rm=report.stage("rm").notes, rm_few=few_metrics,
                                 best_of_n_prompts=BEST_OF_N_PROMPTS))
     return paths
+
+
+def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None,
+                          device: str | None = None) -> Path:
+    """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
+
+    :func:`~rlhf_edu.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
+    ``[trl]`` extra. About 8 minutes on one CPU thread.
+    """
+    from .graduate import side_by_side_sweep
+
+    name = get_preset(preset).name
+    if name != "tiny":
+        raise ValueError(f"the TRL side-by-side starts from the shipped tiny zoo, not preset {name!r}: drop --preset")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
+    try:
+        return side_by_side_sweep(out / "trl_side_by_side.json", device=device)
+    finally:
+        torch.set_num_threads(threads)

@@ -79,7 +79,8 @@ def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_p
     assert calls == [{"out": str(tmp_path / "r.json"), "preset": None, "device": None}]
 
 
-@pytest.mark.parametrize("which, recipe", [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run")])
+@pytest.mark.parametrize("which, recipe", [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run"),
+                                           ("trl", "trl_side_by_side_runs")])
 def test_sweep_runs_notebook_04bs_recipes(capsys, monkeypatch, tmp_path, which, recipe):
     import rlhf_edu.recipes as recipes
     calls = []

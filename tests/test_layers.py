@@ -15,7 +15,7 @@ CHAPTERS = {  # module -> chapter number in the Chinese edition
     "instruction_tuning": 9, "rejection_sampling": 10, "policy_gradients": 11, "direct_alignment": 12,
     "overoptimization": 17,
 }
-ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline"}
+ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline", "graduate"}
 
 
 def imported_modules(path: Path, root: Path = PACKAGE) -> set[str]:
@@ -65,6 +65,16 @@ def test_no_chapter_imports_a_later_chapter():
             assert top == "core" or CHAPTERS.get(top, 0) <= chapter, (
                 f"{name} (chapter {chapter}) imports {module}, which belongs to chapter {CHAPTERS.get(top, '?')} "
                 f"or above: move the shared piece into rlhf_edu/core")
+
+
+def test_only_graduate_imports_trl():
+    """TRL is an optional extra: the package must import without it."""
+    for path in module_files():
+        tree = ast.parse(path.read_text())
+        uses = any(isinstance(node, ast.Import) and any(a.name.split(".")[0] == "trl" for a in node.names)
+                   or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "trl"
+                   and not node.level for node in ast.walk(tree))
+        assert not uses or path.stem == "graduate", f"{path.name} imports trl: only rlhf_edu.graduate may"
 
 
 @pytest.mark.parametrize("source, expected", [

@@ -202,6 +202,20 @@ def test_a_non_finite_gradient_stops_before_the_optimizer_step(tokenizer):
     assert all(p.grad is None for p in model.parameters())
 
 
+def test_a_model_whose_forward_runs_another_models_weights_is_refused(tokenizer):
+    """What copy.deepcopy makes of a model whose forward a library patched: the copy's loss reaches the original."""
+    import copy
+
+    original = random_model("llama", len(tokenizer))
+    model = copy.deepcopy(original)
+    model.forward = original.forward  # the copy's forward runs the original's weights
+    before = weights(model)
+    with pytest.raises(ValueError, match="does not depend on the LlamaForCausalLM's weights.*fresh model"):
+        train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer),
+              TrainingConfig(progress=False))
+    assert same_weights(model, before)
+
+
 def test_an_update_that_fails_midway_is_undone(tokenizer):
     model = random_model("llama", len(tokenizer))
     before = weights(model)

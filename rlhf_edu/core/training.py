@@ -223,12 +223,24 @@ class Trainer:
         if not torch.isfinite(loss):
             raise self._stopped(f"the loss became {loss.item()}", step)
         loss.backward()
+        self._check_gradients_reached()
         max_norm = math.inf if self.config.max_grad_norm is None else self.config.max_grad_norm
         grad_norm = torch.nn.utils.clip_grad_norm_(self.params, max_norm)  # (), the norm before clipping
         if not torch.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)  # the NaN gradients go, and the optimizer never sees them
             raise self._stopped(f"the gradient norm became {grad_norm.item()} (the loss was {loss.item():.4g})", step)
         return loss, metrics, grad_norm
+
+    def _check_gradients_reached(self) -> None:
+        """Raise ValueError when the loss reached none of a module's weights: a step would change nothing."""
+        for module in self.modules:
+            if all(p.grad is None for p in module.parameters() if p.requires_grad):
+                self.optimizer.zero_grad(set_to_none=True)
+                raise ValueError(
+                    f"the loss does not depend on the {type(module).__name__}'s weights, so training would change "
+                    "nothing: is its forward another model's? (TRL patches the forward of the models its trainers "
+                    "touch, and copy.deepcopy of such a model still runs the original's weights.) Load a fresh "
+                    "model, e.g. zoo.load('sft'), for each trainer")
 
     def _update(self, step: int) -> None:
         """The optimizer step, undone if it failed or left any weight non-finite (an overflowing learning rate)."""

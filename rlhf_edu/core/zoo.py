@@ -15,12 +15,14 @@ above the chapters: the core loads and saves, and imports no chapter.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
 import transformers
+from huggingface_hub import is_offline_mode
 from transformers import (
     AutoConfig,
     AutoTokenizer,
@@ -53,32 +55,71 @@ def checkpoint_dir(name: str, preset: str | Preset | None = None) -> Path:
     return Path(os.environ.get("RLHF_EDU_HOME", Path.home() / ".cache" / "rlhf_edu")) / preset.name / name
 
 
-def load(name: str, preset: str | Preset | None = None,
+def load(name: str | Path, preset: str | Preset | None = None,
          device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
-    """Return ``(model, tokenizer)`` for checkpoint ``name``, offline, in eval mode on ``device``.
+    """Return ``(model, tokenizer)`` in eval mode on ``device``: a zoo checkpoint, a local folder or a Hub id.
 
-    The model class comes from the checkpoint's own config (a causal LM for ``base``,
-    a sequence classifier for a reward model), exactly as ``from_pretrained`` records it.
+    ``name`` is one of :data:`CHECKPOINTS` (offline, shipped or built for ``preset``), a
+    folder written by ``save_pretrained`` (any causal LM or reward model with its own
+    tokenizer and chat template), or a Hugging Face Hub id, which needs the network: it is
+    the opt-in path, read from the local cache when the session is offline. The model
+    class comes from the checkpoint's own config (a causal LM for ``base``, a sequence
+    classifier for a reward model), exactly as ``from_pretrained`` records it.
     """
-    path = checkpoint_dir(name, preset)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(
-            f"checkpoint {name!r} is not at {path}: run `rlhf-edu zoo build {name} "
-            f"--preset {get_preset(preset).name}` to build it"
-        )
-    return load_dir(path, device)
+    if isinstance(name, str) and name in CHECKPOINTS:
+        path = checkpoint_dir(name, preset)
+        if not (path / "config.json").exists():
+            raise FileNotFoundError(
+                f"checkpoint {name!r} is not at {path}: run `rlhf-edu zoo build {name} "
+                f"--preset {get_preset(preset).name}` to build it"
+            )
+        return load_dir(path, device)
+    if not isinstance(name, (str, Path)):
+        raise TypeError(f"name must be a checkpoint name, a folder or a Hub id, got {type(name).__name__}")
+    if Path(name).expanduser().is_dir():
+        return load_dir(Path(name).expanduser(), device)
+    if isinstance(name, Path) or not HUB_ID.fullmatch(name):
+        raise ValueError(f"unknown checkpoint {str(name)!r}: the zoo has {', '.join(CHECKPOINTS)}; a folder that "
+                         "exists (saved with save_pretrained) or a Hub id (owner/name) loads too")
+    return load_from_hub(name, device)
 
 
-def load_dir(path: str | Path, device: str | torch.device | None = None
+HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells its model ids
+
+
+def load_from_hub(model_id: str, device: str | torch.device | None = None
+                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+    """``(model, tokenizer)`` of a Hub model: downloaded when online, read from the local cache when offline."""
+    offline = is_offline_mode()
+    try:
+        return load_dir(model_id, device, local_files_only=offline)
+    except OSError as error:
+        if offline:
+            raise ValueError(
+                f"{model_id!r} is a Hub id, and loading it needs the network: this session is offline "
+                "(HF_HUB_OFFLINE=1, as the notebooks and CI run by default) and the model is not in the local cache. "
+                "Use the offline default, zoo.load('sft') (or 'base', 'rm'), or a folder saved with "
+                "save_pretrained; or go online (unset HF_HUB_OFFLINE) to download it once"
+            ) from None
+        raise ValueError(f"could not load {model_id!r} from the Hub ({error}): check the id and the network, "
+                         "or use the offline default, zoo.load('sft')") from None
+
+
+def load_dir(path: str | Path, device: str | torch.device | None = None, local_files_only: bool = True
              ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` saved with ``save_pretrained`` in ``path``, in eval mode on ``device``.
 
-    The model class comes from the folder's own config (its ``architectures``).
+    The model class comes from the folder's own config (its ``architectures``); a tokenizer
+    without a pad token pads with its end-of-sequence token, as TRL's trainers do.
     """
-    model_class = getattr(transformers, AutoConfig.from_pretrained(path).architectures[0])
+    config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+    model_class = getattr(transformers, (config.architectures or ["AutoModelForCausalLM"])[0])
     with no_progress_bars():  # a one-second load needs no progress bar in every notebook
-        model = model_class.from_pretrained(path).to(get_device(device)).eval()
-    return model, AutoTokenizer.from_pretrained(path)
+        model = model_class.from_pretrained(path, local_files_only=local_files_only).to(get_device(device)).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return model, tokenizer
 
 
 @contextmanager
