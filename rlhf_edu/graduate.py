@@ -50,8 +50,9 @@ from .direct_alignment import DPOConfig, train_dpo
 from .policy_gradients import PolicyGradientConfig, train_policy_gradient
 
 TRL_VERSION = "1.16.0"  # the version the tests and notebook 13 run; pyproject's [trl] extra pins it
-TRL_DPO_LOSS_TYPES = ("sigmoid", "ipo", "hinge", "robust")
-LR_GRPO = 3e-4  # this project's DPO losses that TRL names the same
+# this project's DPO losses that TRL 1.16 computes the same way under the same name; its "ipo" divides each
+# log-ratio by the answer's length, where ours (direct_alignment.dpo_loss) takes summed log-probs
+TRL_DPO_LOSS_TYPES = ("sigmoid", "hinge", "robust")
 
 # (trainer, this project's metric, TRL's, same definition?, what it is, or how the two differ): either History
 # reads the same names, so one plot shows both
@@ -124,7 +125,11 @@ def trl_dpo_config(config: DPOConfig, output_dir: str | None = None, device: str
     """
     if config.loss_type not in TRL_DPO_LOSS_TYPES:
         raise ValueError(f"loss_type={config.loss_type!r} has no DPOTrainer equivalent here: use one of "
-                         f"{', '.join(TRL_DPO_LOSS_TYPES)} (SimPO is TRL's CPOTrainer)")
+                         f"{', '.join(TRL_DPO_LOSS_TYPES)} (TRL's 'ipo' averages over tokens, ours sums them; "
+                         "SimPO is TRL's CPOTrainer)")
+    if config.loss_type == "sigmoid" and config.label_smoothing:
+        raise ValueError(f"label_smoothing={config.label_smoothing} with loss_type='sigmoid' is cDPO, which TRL's "
+                         "sigmoid loss does not smooth: use loss_type='robust', or label_smoothing=0")
     if config.rpo_alpha is not None:
         raise ValueError(f"rpo_alpha={config.rpo_alpha} is not mapped to TRL: set it to None")
     trl = require_trl()

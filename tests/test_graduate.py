@@ -13,7 +13,7 @@ from rlhf_edu import graduate, zoo
 from rlhf_edu.core.evaluation import PolicyEvaluation
 from rlhf_edu.core.preferences import encode_pairs
 from rlhf_edu.core.world import World
-from rlhf_edu.direct_alignment import DPOConfig
+from rlhf_edu.direct_alignment import DPOConfig, train_dpo
 from rlhf_edu.graduate import train_dpo_trl, train_grpo_trl, trl_dpo_config, trl_grpo_config
 from rlhf_edu.policy_gradients import PolicyGradientConfig
 from rlhf_edu.reward_modeling import reward_function
@@ -37,11 +37,11 @@ def test_installed_trl_is_the_tested_version():
 
 
 def test_dpo_config_maps_field_by_field():
-    ours = DPOConfig(learning_rate=1e-3, batch_size=8, num_epochs=2, beta=0.3, loss_type="ipo", warmup_ratio=0.1,
+    ours = DPOConfig(learning_rate=1e-3, batch_size=8, num_epochs=2, beta=0.3, loss_type="hinge", warmup_ratio=0.1,
                      max_grad_norm=None, weight_decay=0.01, seed=7, max_length=48, progress=False)
     theirs = trl_dpo_config(ours, device="cpu")
     assert (theirs.learning_rate, theirs.per_device_train_batch_size, theirs.num_train_epochs) == (1e-3, 8, 2)
-    assert (theirs.beta, theirs.loss_type, theirs.seed, theirs.max_length) == (0.3, ["ipo"], 7, 48)
+    assert (theirs.beta, theirs.loss_type, theirs.seed, theirs.max_length) == (0.3, ["hinge"], 7, 48)
     assert theirs.lr_scheduler_type == "constant_with_warmup" and theirs.warmup_steps == 0.1
     assert theirs.max_grad_norm == 0.0 and theirs.weight_decay == 0.01  # 0: no clipping, as None is ours
     assert not theirs.bf16 and not theirs.gradient_checkpointing and theirs.disable_tqdm
@@ -70,6 +70,10 @@ def test_grpo_settings_trl_has_no_field_for_are_refused(field, value):
 def test_dpo_settings_trl_has_no_field_for_are_refused():
     with pytest.raises(ValueError, match="loss_type='simpo'.*CPOTrainer"):
         trl_dpo_config(DPOConfig(loss_type="simpo", beta=2.0))
+    with pytest.raises(ValueError, match="loss_type='ipo'.*averages over tokens"):
+        trl_dpo_config(DPOConfig(loss_type="ipo"))
+    with pytest.raises(ValueError, match="label_smoothing=0.1 with loss_type='sigmoid' is cDPO"):
+        trl_dpo_config(DPOConfig(label_smoothing=0.1))
     with pytest.raises(ValueError, match="rpo_alpha=1.0"):
         trl_dpo_config(DPOConfig(rpo_alpha=1.0))
     with pytest.raises(ValueError, match="num_mini_batches=3 does not divide"):
@@ -94,6 +98,20 @@ def test_trl_tokenizes_each_pair_as_train_dpo_does():
             ids, mask = pair[side]["input_ids"], pair[side]["completion_mask"]
             assert row["prompt_ids"] + row[f"{side}_ids"] == ids
             assert len(row[f"{side}_ids"]) == sum(mask)  # the same tokens count as the answer
+
+
+@pytest.mark.parametrize("loss_type, label_smoothing", [("sigmoid", 0.0), ("hinge", 0.0), ("robust", 0.1)])
+def test_full_batch_dpo_follows_the_same_trajectory_in_both_trainers(loss_type, label_smoothing):
+    """One batch of every pair, three epochs: the same loss and the same AdamW give the same losses step by step."""
+    config = DPOConfig(batch_size=len(PAIRS), num_epochs=3, learning_rate=1e-3, loss_type=loss_type,
+                       label_smoothing=label_smoothing, group_by_length=False, progress=False)
+    ours, tokenizer = zoo.load("sft", device="cpu")
+    theirs, _ = zoo.load("sft", device="cpu")
+    ours_losses = train_dpo(ours, tokenizer, PAIRS, config)["loss"]
+    trl_losses = train_dpo_trl(theirs, tokenizer, PAIRS, config)["loss"]
+    assert len(ours_losses) == len(trl_losses) == 3
+    assert ours_losses == pytest.approx(trl_losses, abs=1e-4)
+    assert ours_losses[-1] < ours_losses[0] - 0.01  # the policy moved, so later steps test more than the start
 
 
 def test_two_steps_of_trl_dpo_on_the_zoo_sft_model():
@@ -190,7 +208,8 @@ def test_side_by_side_gives_each_trainer_its_own_fresh_model():
 
 
 def test_seed_spread_averages_over_seeds_with_their_own_error():
-    runs = [{"ours/gold": 2.0, "trl/gold": 1.0}, {"ours/gold": 3.0, "trl/gold": 3.0}, {"ours/gold": 4.0, "trl/gold": 2.0}]
+    runs = [{"ours/gold": 2.0, "trl/gold": 1.0}, {"ours/gold": 3.0, "trl/gold": 3.0},
+            {"ours/gold": 4.0, "trl/gold": 2.0}]
     spread = graduate.seed_spread(runs)
     assert spread["ours"] == pytest.approx((3.0, 1 / math.sqrt(3)))  # s = 1 over 3 seeds
     assert spread["ours - trl"] == pytest.approx((1.0, 1 / math.sqrt(3)))  # differences 1, 0, 2

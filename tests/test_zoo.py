@@ -153,3 +153,12 @@ def test_what_is_neither_checkpoint_nor_folder_nor_hub_id_is_refused(tmp_path):
         zoo.load(tmp_path / "missing")
     with pytest.raises(TypeError, match="name must be a checkpoint name, a folder or a Hub id, got int"):
         zoo.load(3)
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_a_hub_id_reads_the_local_cache_only_when_offline(monkeypatch, offline):
+    calls = []
+    monkeypatch.setattr(zoo, "is_offline_mode", lambda: offline)
+    monkeypatch.setattr(zoo, "load_dir", lambda path, device, local_files_only: calls.append((path, local_files_only)))
+    zoo.load("owner/model")
+    assert calls == [("owner/model", offline)]
