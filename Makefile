@@ -28,6 +28,15 @@ or take the CUDA build:
 endef
 export CPU_HELP
 
+# PyTorch picks its CPU kernels by the widest vector instructions the CPU has (AVX-512 or AVX2 on x86-64), and the
+# two round differently, so a training run drifts apart over its steps. The committed notebooks and sweeps were
+# computed with the AVX2 kernels, which every x86-64 CPU of the last decade has; pinning them makes every target
+# here (tests, nbval, the browser test, `make lab`, `make notebooks`) reproduce the committed numbers on any such
+# CPU. To run with AVX-512 kernels instead: `make ... ATEN_CPU_CAPABILITY=avx512`.
+ifeq ($(shell uname -m),x86_64)
+export ATEN_CPU_CAPABILITY ?= avx2
+endif
+
 # Tests: torch on one thread per process (see rlhf_edu/core/runtime.py), JOBS processes side by side; each run
 # lists its ten slowest tests, so a CI log shows where the time goes.
 # pytest exits with 5 when it collects no test, which is no failure of the code: `|| [ $$? -eq 5 ]` lets it pass.

@@ -42,7 +42,7 @@ from .core.logprobs import check_language_model
 from .core.preferences import build_preference_dataset
 from .core.runtime import get_device
 from .core.stats import mean_and_stderr
-from .core.training import History, TrainingConfig
+from .core.training import History, TrainingConfig, make_loader
 from .core.validation import check_texts
 from .core.world import World
 from .core.zoo import no_progress_bars
@@ -66,7 +66,8 @@ METRICS = (
     ("DPO", "logps/chosen", "logps/chosen", True, "the chosen answers' log-probability, summed over their tokens"),
     ("DPO", "logps/rejected", "logps/rejected", True, "the same, of the rejected answers"),
     ("GRPO", "reward", "reward", True, "mean score of the step's completions"),
-    ("GRPO", "reward_std", "reward_std", True, "std within each prompt's group, averaged"),
+    ("GRPO", "reward_std", "reward_std", False, "ours: the std within each prompt's group, averaged over groups; "
+                                                 "TRL's: the std over all of the step's completions"),
     ("GRPO", "frac_reward_zero_std", "frac_reward_zero_std", True, "share of groups whose answers all tie"),
     ("GRPO", "completions/mean_length", "completions/mean_length", True, "tokens, end of turn included"),
     ("GRPO", "completions/clipped_ratio", "completions/clipped_ratio", True, "share cut at max_completion_length"),
@@ -205,24 +206,63 @@ def run_quietly(trainer, progress: bool) -> None:
     trainer.train()
 
 
+def loader_order(num_rows: int, config: TrainingConfig) -> list[int]:
+    """The row indices in the order this project's trainers draw them for ``config`` (its seed and batch size).
+
+    One epoch of :func:`~rlhf_edu.core.training.make_loader`'s shuffled batches, flattened; a
+    config that reorders otherwise (more epochs, or batches grouped by length) is refused.
+    """
+    if config.num_epochs != 1 or getattr(config, "group_by_length", False):
+        raise ValueError(f"the same order is one shuffled epoch: this config has num_epochs={config.num_epochs} and "
+                         f"group_by_length={getattr(config, 'group_by_length', False)}; use num_epochs=1 and "
+                         "group_by_length=False, or let TRL shuffle (same_order=False)")
+    return [i for batch in make_loader(list(range(num_rows)), list, config) for i in batch]
+
+
 def train_dpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: DPOConfig,
-                  ref_model: PreTrainedModel | None = None) -> History:
+                  ref_model: PreTrainedModel | None = None, same_order: bool = True) -> History:
     """Train ``policy`` with TRL's ``DPOTrainer`` on ``dataset``'s prompt/chosen/rejected columns; return the History.
 
     The reference is ``ref_model``, or a frozen copy of the policy as it starts, as in
-    :func:`~rlhf_edu.direct_alignment.train_dpo`. TRL patches the forward of the models it
-    trains (a fused LM head), so give each trainer its own freshly loaded model.
+    :func:`~rlhf_edu.direct_alignment.train_dpo`. With ``same_order``, TRL takes the pairs in
+    the order :func:`~rlhf_edu.direct_alignment.train_dpo` draws them for ``config.seed``
+    (:func:`loader_order`, read in sequence), so the two runs see the same batches; without it,
+    TRL shuffles with its own sampler. TRL patches the forward of the models it trains (a
+    fused LM head), so give each trainer its own freshly loaded model.
     """
     check_language_model(policy, tokenizer, "policy")
     trl = require_trl()
     ref_model = ref_model if ref_model is not None else copy.deepcopy(policy)
-    pairs = dataset.select_columns(["prompt", "chosen", "rejected"])
+    pairs, args = dataset.select_columns(["prompt", "chosen", "rejected"]), trl_dpo_config(config)
+    if same_order:
+        pairs, args.train_sampling_strategy = pairs.select(loader_order(len(pairs), config)), "sequential"
     with quiet_datasets():
-        trainer = trl.DPOTrainer(model=policy, ref_model=ref_model, args=trl_dpo_config(config), train_dataset=pairs,
+        trainer = trl.DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=pairs,
                                  processing_class=tokenizer)
         run_quietly(trainer, config.progress)
     policy.eval()
     return history_from_trl(trainer.state.log_history)
+
+
+@contextmanager
+def reference_from(policy: PreTrainedModel) -> Iterator[None]:
+    """Inside the block, ``policy.config._name_or_path`` is a folder holding the policy as it is now.
+
+    TRL's ``GRPOTrainer`` builds its reference by loading the checkpoint that path names, not
+    from the model in memory: a policy trained since it was loaded (by DPO, say) would get the
+    stale checkpoint as its reference, and a model built in memory none at all. Pointing at a
+    fresh save makes the reference the policy as it starts, as in
+    :func:`~rlhf_edu.policy_gradients.train_policy_gradient`.
+    """
+    original = policy.config._name_or_path
+    with tempfile.TemporaryDirectory(prefix="rlhf_edu_reference_") as folder:
+        with no_progress_bars():
+            policy.save_pretrained(folder)
+        policy.config._name_or_path = folder
+        try:
+            yield
+        finally:
+            policy.config._name_or_path = original
 
 
 def train_grpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
@@ -231,22 +271,33 @@ def train_grpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
 
     ``reward_fn`` has TRL's ``reward_funcs`` signature (:meth:`~rlhf_edu.core.world.World.reward_function`).
     Each step takes ``config.batch_size`` prompts in a shuffled order and samples
-    ``num_generations`` answers to each, as :func:`~rlhf_edu.policy_gradients.train_policy_gradient` does.
+    ``num_generations`` answers to each, as :func:`~rlhf_edu.policy_gradients.train_policy_gradient` does,
+    and the reference (for ``beta`` > 0) is the policy as it starts (:func:`reference_from`).
     """
     check_language_model(policy, tokenizer, "policy")
     prompts = check_texts(prompts, "prompts")
     trl = require_trl()
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     with quiet_datasets():
-        trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward_fn, args=trl_grpo_config(config),
-                                  train_dataset=dataset, processing_class=tokenizer)
+        with reference_from(policy):
+            trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward_fn, args=trl_grpo_config(config),
+                                      train_dataset=dataset, processing_class=tokenizer)
         run_quietly(trainer, config.progress)
     policy.eval()
     return history_from_trl(trainer.state.log_history)
 
 
-def gold_difference(first: PolicyEvaluation, second: PolicyEvaluation) -> tuple[float, float]:
-    """The gold reward of ``first`` minus that of ``second``, with its standard error (two independent samples)."""
+def gold_difference(first: PolicyEvaluation, second: PolicyEvaluation, paired: bool = False) -> tuple[float, float]:
+    """The gold reward of ``first`` minus that of ``second``, with its standard error.
+
+    By default the two are treated as independent samples: √(se₁² + se₂²). With ``paired``,
+    the error is that of the per-prompt differences, which needs the same prompts in the same
+    order; what the prompts themselves contribute (some are easier) then cancels.
+    """
+    if paired:
+        if first.prompts != second.prompts:
+            raise ValueError("paired=True compares answers prompt by prompt: evaluate both on the same prompts")
+        return mean_and_stderr(np.subtract(first.gold_rewards, second.gold_rewards))
     (mean_a, se_a), (mean_b, se_b) = mean_and_stderr(first.gold_rewards), mean_and_stderr(second.gold_rewards)
     return mean_a - mean_b, float(np.hypot(se_a, se_b))
 
@@ -283,9 +334,9 @@ class SideBySide:
     histories: dict[str, History]  # "ours", "trl"
     seconds: dict[str, float]  # training time of each
 
-    def difference(self) -> tuple[float, float]:
-        """Ours minus TRL's gold reward, with its standard error."""
-        return gold_difference(self.ours, self.trl)
+    def difference(self, paired: bool = False) -> tuple[float, float]:
+        """Ours minus TRL's gold reward, with its standard error (:func:`gold_difference`)."""
+        return gold_difference(self.ours, self.trl, paired)
 
     def gain(self, which: str) -> tuple[float, float]:
         """What ``which`` ("ours" or "trl") gained in gold reward over the start, with its standard error."""
@@ -341,12 +392,13 @@ def side_by_side(name: str, model: str, trainers: dict[str, Callable[[PreTrained
 
 
 def dpo_side_by_side(model: str, dataset: Dataset, config: DPOConfig, world: World, eval_prompts: Sequence[str],
-                     device: str | torch.device | None = None) -> SideBySide:
-    """:func:`~rlhf_edu.direct_alignment.train_dpo` and :func:`train_dpo_trl` on the same pairs, from ``model``."""
+                     device: str | torch.device | None = None, same_order: bool = True) -> SideBySide:
+    """:func:`~rlhf_edu.direct_alignment.train_dpo` and :func:`train_dpo_trl` on the same pairs, from ``model``
+    (in the same order, unless ``same_order`` is False)."""
     _, tokenizer = zoo.load(model, device="cpu")
-    return side_by_side("DPO", model, {"ours": lambda policy: train_dpo(policy, tokenizer, dataset, config),
-                                       "trl": lambda policy: train_dpo_trl(policy, tokenizer, dataset, config)},
-                        world, eval_prompts, device)
+    trainers = {"ours": lambda policy: train_dpo(policy, tokenizer, dataset, config),
+                "trl": lambda policy: train_dpo_trl(policy, tokenizer, dataset, config, same_order=same_order)}
+    return side_by_side("DPO", model, trainers, world, eval_prompts, device)
 
 
 def grpo_side_by_side(model: str, prompts: Sequence[str], reward_fn: Callable[..., list[float]],
@@ -362,20 +414,27 @@ def grpo_side_by_side(model: str, prompts: Sequence[str], reward_fn: Callable[..
 
 
 def run_recipes(model: str = "sft", seed: int = 0, progress: bool = True, device: str | torch.device | None = None,
-                num_eval_prompts: int = NUM_EVAL_PROMPTS) -> dict[str, SideBySide]:
-    """Notebook 13's two side-by-sides from ``model``, both judged by the gold reward on the same held-out prompts.
+                num_eval_prompts: int = NUM_EVAL_PROMPTS, own_order: bool = False) -> dict[str, SideBySide]:
+    """Notebook 13's side-by-sides from ``model``, all judged by the gold reward on the same held-out prompts.
 
     DPO trains on :data:`NUM_PAIRS` pairs sampled from ``model`` and labelled by the world's
-    annotator; GRPO on the training prompts with the world's gold reward as its reward
-    function (the world's stand-in for a verifiable reward, and TRL's ``reward_funcs``).
+    annotator, both trainers taking them in the same order; GRPO on the training prompts
+    with the world's gold reward as its reward function (the world's stand-in for a
+    verifiable reward, and TRL's ``reward_funcs``). ``own_order`` adds ``"dpo_own_order"``:
+    DPO again, with TRL shuffling the pairs with its own sampler.
     """
     world = World(seed=0)
     start, tokenizer = zoo.load(model, device=device)
     pairs = build_preference_dataset(world, start, tokenizer, n=NUM_PAIRS, seed=0)
     grpo = grpo_recipe(seed, progress)
     prompts, eval_prompts = world.prompts(grpo.num_steps * grpo.batch_size), world.prompts(num_eval_prompts, "test")
-    return {"dpo": dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts, device),
-            "grpo": grpo_side_by_side(model, prompts, world.reward_function("gold"), grpo, world, eval_prompts, device)}
+    results = {"dpo": dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts, device),
+               "grpo": grpo_side_by_side(model, prompts, world.reward_function("gold"), grpo, world, eval_prompts,
+                                         device)}
+    if own_order:
+        results["dpo_own_order"] = dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts,
+                                                    device, same_order=False)
+    return results
 
 
 def load_side_by_side_sweep(path: str | Path = SIDE_BY_SIDE_PATH) -> dict[str, list[dict[str, float]]]:
@@ -383,13 +442,13 @@ def load_side_by_side_sweep(path: str | Path = SIDE_BY_SIDE_PATH) -> dict[str, l
     return json.loads(Path(path).read_text())["runs"]
 
 
-def seed_spread(runs: Sequence[dict[str, float]]) -> dict[str, tuple[float, float]]:
-    """Over the seeds of a sweep: the mean gold of each trainer and of their difference, each with its error.
+def seed_spread(runs: Sequence[dict[str, float]], metric: str = "gold") -> dict[str, tuple[float, float]]:
+    """Over the seeds of a sweep: the mean ``metric`` ("gold" or "kl") of each trainer and of their difference.
 
     Each value is (mean over seeds, standard error over seeds), so the training seed's own
     noise is in it, not only the evaluation's.
     """
-    ours, theirs = np.array([r["ours/gold"] for r in runs]), np.array([r["trl/gold"] for r in runs])
+    ours, theirs = np.array([r[f"ours/{metric}"] for r in runs]), np.array([r[f"trl/{metric}"] for r in runs])
     return {"ours": mean_and_stderr(ours), "trl": mean_and_stderr(theirs), "ours - trl": mean_and_stderr(ours - theirs)}
 
 
@@ -398,11 +457,11 @@ def side_by_side_sweep(out: str | Path = SIDE_BY_SIDE_PATH, seeds: Sequence[int]
     """:func:`run_recipes` with each training seed in ``seeds``, summarised to JSON at ``out``; returns the path.
 
     Notebook 13 reads it to say how far apart two trainers land when only the seed differs.
-    About 8 minutes on one CPU thread.
+    About 10 minutes on one CPU thread.
     """
     runs = {}
     for seed in seeds:
-        for name, result in run_recipes(seed=seed, progress=False, device=device).items():
+        for name, result in run_recipes(seed=seed, progress=False, device=device, own_order=True).items():
             runs.setdefault(name, []).append(result.summary() | {"seed": seed})
     out = Path(out)
     out.write_text(json.dumps({"trl": TRL_VERSION, "runs": runs}, indent=1) + "\n")

@@ -305,7 +305,7 @@ def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None 
     """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
 
     :func:`~rlhf_edu.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
-    ``[trl]`` extra. About 8 minutes on one CPU thread.
+    ``[trl]`` extra. About 10 minutes on one CPU thread.
     """
     from .graduate import side_by_side_sweep
 

@@ -108,16 +108,40 @@ def test_full_batch_dpo_follows_the_same_trajectory_in_both_trainers(loss_type, 
     ours, tokenizer = zoo.load("sft", device="cpu")
     theirs, _ = zoo.load("sft", device="cpu")
     ours_losses = train_dpo(ours, tokenizer, PAIRS, config)["loss"]
-    trl_losses = train_dpo_trl(theirs, tokenizer, PAIRS, config)["loss"]
+    trl_losses = train_dpo_trl(theirs, tokenizer, PAIRS, config, same_order=False)["loss"]  # one batch: any order
     assert len(ours_losses) == len(trl_losses) == 3
     assert ours_losses == pytest.approx(trl_losses, abs=1e-4)
     assert ours_losses[-1] < ours_losses[0] - 0.01  # the policy moved, so later steps test more than the start
 
 
+def test_with_the_same_order_both_dpo_trainers_see_the_same_batches():
+    """Eight pairs, two a step: TRL reads them in train_dpo's order, so the losses agree step by step."""
+    demos = World(seed=0).sft_dataset(8)
+    pairs = Dataset.from_dict({"prompt": demos["prompt"], "chosen": demos["completion"],
+                               "rejected": demos["completion"][1:] + demos["completion"][:1]})
+    config = DPOConfig(batch_size=2, learning_rate=1e-3, group_by_length=False, seed=3, progress=False)
+    ours, tokenizer = zoo.load("sft", device="cpu")
+    ours_losses = train_dpo(ours, tokenizer, pairs, config)["loss"]
+    same = train_dpo_trl(zoo.load("sft", device="cpu")[0], tokenizer, pairs, config)["loss"]
+    shuffled = train_dpo_trl(zoo.load("sft", device="cpu")[0], tokenizer, pairs, config, same_order=False)["loss"]
+    assert len(ours_losses) == len(same) == len(shuffled) == 4
+    # the same batches: the same losses, up to rounding that the later steps amplify
+    assert same[:3] == pytest.approx(ours_losses[:3], abs=1e-4) and same == pytest.approx(ours_losses, abs=1e-3)
+    assert max(abs(a - b) for a, b in zip(shuffled[:3], ours_losses[:3])) > 1e-3  # TRL's own sampler: other batches
+    assert sorted(graduate.loader_order(8, config)) == list(range(8))
+
+
+@pytest.mark.parametrize("overrides", [{"num_epochs": 2}, {"group_by_length": True}])
+def test_the_same_order_is_one_shuffled_epoch(overrides):
+    with pytest.raises(ValueError, match="the same order is one shuffled epoch.*same_order=False"):
+        graduate.loader_order(8, DPOConfig(**({"group_by_length": False} | overrides)))
+
+
 def test_two_steps_of_trl_dpo_on_the_zoo_sft_model():
     policy, tokenizer = zoo.load("sft", device="cpu")
     start, _ = zoo.load("sft", device="cpu")
-    history = train_dpo_trl(policy, tokenizer, PAIRS, DPOConfig(batch_size=2, learning_rate=1e-3, progress=False))
+    config = DPOConfig(batch_size=2, learning_rate=1e-3, group_by_length=False, progress=False)
+    history = train_dpo_trl(policy, tokenizer, PAIRS, config)
     assert history["step"] == [0, 1]
     assert history["loss"][0] == pytest.approx(math.log(2), abs=1e-5)  # the policy starts as its reference
     assert {"rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"} <= set(history.keys())
@@ -151,6 +175,20 @@ def test_train_grpo_trl_logs_what_train_policy_gradient_logs():
     history = train_grpo_trl(policy, tokenizer, world.prompts(4), world.reward_function("gold"), config)
     shared = {ours for trainer, ours, _, _, _ in graduate.METRICS if trainer != "DPO"}
     assert shared <= set(history.keys())
+
+
+def test_trl_grpo_takes_the_policy_in_memory_as_its_reference():
+    """Not the checkpoint on disk: a policy changed since it was loaded starts at KL 0 from its reference."""
+    world = World(seed=0)
+    policy, tokenizer = zoo.load("sft", device="cpu")
+    with torch.no_grad():
+        policy.lm_head.weight.mul_(1.5)  # now far from the shipped sft on disk
+    name = policy.config._name_or_path
+    config = PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=1, max_completion_length=8,
+                                  beta=0.04, progress=False)
+    history = train_grpo_trl(policy, tokenizer, world.prompts(2), world.reward_function("gold"), config)
+    assert history["kl"] == [pytest.approx(0.0, abs=1e-6)]  # the first step samples from the reference itself
+    assert policy.config._name_or_path == name
 
 
 def test_the_shipped_reward_model_scores_in_trl_as_here():
@@ -192,6 +230,19 @@ def test_gold_difference_is_the_difference_of_means_with_independent_errors():
     assert stderr == pytest.approx(math.sqrt(se_a**2 + se_b**2))
 
 
+def test_a_paired_difference_cancels_what_the_prompts_share():
+    def evaluation(prompts, rewards):
+        return PolicyEvaluation(prompts, ["y"] * len(rewards), rewards, {}, 0.0)
+
+    prompts = ["a", "b", "c", "d"]
+    easy_and_hard = evaluation(prompts, [3.0, 0.0, 3.0, 0.0])
+    shifted = evaluation(prompts, [2.0, -1.0, 2.0, -1.0])  # one less on every prompt
+    assert graduate.gold_difference(easy_and_hard, shifted, paired=True) == pytest.approx((1.0, 0.0))
+    assert graduate.gold_difference(easy_and_hard, shifted)[1] > 1.0  # unpaired, the prompts' spread stays in
+    with pytest.raises(ValueError, match="same prompts"):
+        graduate.gold_difference(easy_and_hard, evaluation(["x"] * 4, [0.0] * 4), paired=True)
+
+
 def test_side_by_side_gives_each_trainer_its_own_fresh_model():
     world = World(seed=0)
     seen = []
@@ -212,12 +263,14 @@ def test_seed_spread_averages_over_seeds_with_their_own_error():
             {"ours/gold": 4.0, "trl/gold": 2.0}]
     spread = graduate.seed_spread(runs)
     assert spread["ours"] == pytest.approx((3.0, 1 / math.sqrt(3)))  # s = 1 over 3 seeds
+    assert graduate.seed_spread([r | {"ours/kl": 1.0, "trl/kl": 2.0} for r in runs], "kl")["ours - trl"] == (-1.0, 0.0)
     assert spread["ours - trl"] == pytest.approx((1.0, 1 / math.sqrt(3)))  # differences 1, 0, 2
 
 
-def test_the_shipped_sweep_holds_five_seeds_of_both_recipes():
+def test_the_shipped_sweep_holds_five_seeds_of_each_run():
     runs = graduate.load_side_by_side_sweep()
-    assert set(runs) == {"dpo", "grpo"} and all([r["seed"] for r in v] == [0, 1, 2, 3, 4] for v in runs.values())
+    assert set(runs) == {"dpo", "grpo", "dpo_own_order"}
+    assert all([r["seed"] for r in v] == [0, 1, 2, 3, 4] for v in runs.values())
 
 
 def test_side_by_side_plots_both_runs_on_each_panel():
