@@ -29,10 +29,10 @@ endef
 export CPU_HELP
 
 # PyTorch picks its CPU kernels by the widest vector instructions the CPU has (AVX-512 or AVX2 on x86-64), and the
-# two round differently, so a training run drifts apart over its steps. The committed notebooks and sweeps were
-# computed with the AVX2 kernels, which every x86-64 CPU of the last decade has; pinning them makes every target
-# here (tests, nbval, the browser test, `make lab`, `make notebooks`) reproduce the committed numbers on any such
-# CPU. To run with AVX-512 kernels instead: `make ... ATEN_CPU_CAPABILITY=avx512`.
+# two round differently, so a training run drifts apart over its steps. The committed notebooks match the AVX2
+# kernels (notebook 09 reproduces every printed number with them, and not with AVX-512 ones), which every x86-64
+# CPU of the last decade has; pinning them makes every target here (tests, nbval, the browser test, `make lab`,
+# `make notebooks`) compute what is committed on any such CPU. For AVX-512: `make ... ATEN_CPU_CAPABILITY=avx512`.
 ifeq ($(shell uname -m),x86_64)
 export ATEN_CPU_CAPABILITY ?= avx2
 endif
