@@ -17,7 +17,8 @@ and :func:`regularization_runs` that of notebook 8's runs (``rlhf-edu sweep regu
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,17 @@ RECIPES: dict[str, Callable[..., Built]] = {"base": build_base, "sft": build_sft
 assert tuple(RECIPES) == zoo.CHECKPOINTS, "every zoo checkpoint needs a recipe, in build order"
 
 
+@contextmanager
+def one_thread() -> Iterator[None]:
+    """PyTorch on one CPU thread inside the block: the same reduction order every time, so reruns repeat bit for bit."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build(names: list[str] | None = None, preset: str | Preset | None = None, device: str | None = None,
           out_dir: str | Path | None = None) -> list[Path]:
     """Rebuild checkpoints (default: all, in dependency order) and save them; return their folders.
@@ -106,14 +118,10 @@ def build(names: list[str] | None = None, preset: str | Preset | None = None, de
     for name in names or []:
         zoo.check_checkpoint_name(name)
     saved = []
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one CPU thread: same reduction order every time, so rebuilds repeat bit for bit
-    try:
+    with one_thread():
         for name in names or list(RECIPES):
             model, tokenizer = RECIPES[name](preset=get_preset(preset), device=get_device(device))
             saved.append(zoo.save(model, tokenizer, name, preset, out_dir))
-    finally:
-        torch.set_num_threads(threads)
     return saved
 
 
@@ -138,13 +146,9 @@ def rl_beta_sweep(betas: tuple[float, ...] = SWEEP_BETAS, out: str | Path = SWEE
     rm_fn = reward_function(rm, rm_tokenizer)
     settings = SWEEP_CONFIG | overrides
     eval_fn = gold_eval_fn(world, tokenizer, world.prompts(64, split="test"), policy, rm_fn)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
-    try:
+    with one_thread():
         runs = beta_sweep(policy, tokenizer, world.prompts(500), rm_fn, betas,
                           PolicyGradientConfig(progress=False, **settings), eval_fn)
-    finally:
-        torch.set_num_threads(threads)
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     return save_sweep(runs, out, preset=preset.name, **settings)
 
@@ -185,9 +189,7 @@ def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Pre
     def eval_fn(model: PreTrainedModel) -> dict[str, float]:
         return scores(model) | {"eval/perplexity": perplexity(model, tokenizer, corpus[-200:])}
 
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
-    try:
+    with one_thread():
         base, _ = zoo.load("base", preset, get_device(device))
         runs = {"base": History([{"step": 0.0, "eval/perplexity": perplexity(base, tokenizer, corpus[-200:])}]),
                 "sft": History([{"step": 0.0, **eval_fn(policy)}])}
@@ -201,8 +203,6 @@ def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Pre
             model = copy.deepcopy(policy)
             train_dpo(model, tokenizer, pairs, DPOConfig(beta=beta, progress=False, **DPO_SETTINGS))
             runs[f"dpo_{beta}"] = History([{"step": 0.0, "beta": beta, **eval_fn(model)}])
-    finally:
-        torch.set_num_threads(threads)
     return save_histories(runs, out, preset=preset.name, base=SWEEP_CONFIG, rl_runs=REGULARIZATION_RUNS,
                           dpo_betas=list(DPO_BETAS), dpo=DPO_SETTINGS)
 
@@ -226,12 +226,8 @@ def multi_round_run(out: str | Path = SWEEPS, preset: str | Preset | None = None
     from .pipeline import run_multi_round
 
     Path(out).mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
-    try:
+    with one_thread():
         report = run_multi_round(3, preset=preset, sizes=sizes, progress=False, device=device)
-    finally:
-        torch.set_num_threads(threads)
     return report.save(Path(out) / "multi_round.json")
 
 
@@ -264,9 +260,7 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir or tempfile.mkdtemp(prefix="rlhf-edu-pipeline-"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
-    try:
+    with one_thread():
         report = run_three_stage(preset=preset, sizes=sizes, out=work / "three-stage", overwrite=True, progress=False,
                                  device=device)
         paths = [report.save(out / "three_stage.json")]
@@ -291,8 +285,6 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
             curve = best_of_n_overoptimization(proxy, gold, BEST_OF_N)
             runs[name] = History([{key: float(values[i]) for key, values in curve.items()}
                                   for i in range(len(BEST_OF_N))])
-    finally:
-        torch.set_num_threads(threads)
     paths.append(save_histories(runs, out / "pipeline_rl.json", preset=report.preset, betas=list(PIPELINE_BETAS),
                                 stage_beta=report.settings["beta"], overoptimization=OVEROPTIMIZATION,
                                 rm=report.stage("rm").notes, rm_few=few_metrics,
@@ -305,7 +297,7 @@ def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None 
     """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
 
     :func:`~rlhf_edu.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
-    ``[trl]`` extra. About 10 minutes on one CPU thread.
+    ``[trl]`` extra. About 2 minutes a seed on one CPU thread.
     """
     from .graduate import side_by_side_sweep
 
@@ -314,9 +306,5 @@ def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None 
         raise ValueError(f"the TRL side-by-side starts from the shipped tiny zoo, not preset {name!r}: drop --preset")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # as in build(): one thread, the same reduction order on every rerun
-    try:
+    with one_thread():
         return side_by_side_sweep(out / "trl_side_by_side.json", device=device)
-    finally:
-        torch.set_num_threads(threads)

@@ -247,7 +247,7 @@ def test_side_by_side_gives_each_trainer_its_own_fresh_model():
     world = World(seed=0)
     seen = []
 
-    def trainer(policy):
+    def trainer(policy, tokenizer):
         seen.append(policy)
         return graduate.History()
 

@@ -162,3 +162,22 @@ def test_a_hub_id_reads_the_local_cache_only_when_offline(monkeypatch, offline):
     monkeypatch.setattr(zoo, "load_dir", lambda path, device, local_files_only: calls.append((path, local_files_only)))
     zoo.load("owner/model")
     assert calls == [("owner/model", offline)]
+
+
+def test_a_hub_id_that_fails_online_names_the_id_and_the_offline_default(monkeypatch):
+    def unreachable(path, device, local_files_only):
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(zoo, "is_offline_mode", lambda: False)
+    monkeypatch.setattr(zoo, "load_dir", unreachable)
+    with pytest.raises(ValueError, match=r"'owner/model' from the Hub \(connection refused\).*zoo\.load\('sft'\)"):
+        zoo.load("owner/model")
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token(foreign_dir, tmp_path):
+    model, tokenizer = zoo.load(str(foreign_dir), device="cpu")
+    tokenizer.pad_token = None
+    model.save_pretrained(tmp_path)
+    tokenizer.save_pretrained(tmp_path)
+    _, reloaded = zoo.load(str(tmp_path), device="cpu")
+    assert reloaded.pad_token == reloaded.eos_token == "<|im_end|>"
