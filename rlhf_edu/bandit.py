@@ -25,7 +25,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.logprobs import completion_logprobs
 from .core.rollouts import generate_completions
-from .core.runtime import MAX_NEW_TOKENS
+from .core.runtime import MAX_NEW_TOKENS, torch_generator
 from .core.validation import check_choice, check_int, check_number
 from .core.world import World
 from .objective import (
@@ -140,7 +140,7 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
     optimizer = torch.optim.Adam([logits], lr=lr, maximize=True)
     # A constant step leaves Adam hovering around π*; decaying it to 0 lets the policy settle.
     schedule = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1.0, end_factor=0.0, total_iters=steps)
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch_generator(seed)
     records = []
     for _ in range(steps):
         probs = torch.softmax(logits, -1)  # (A,)

@@ -45,7 +45,7 @@ from .core.collate import check_length
 from .core.evaluation import PolicyEvaluation, evaluate_policy
 from .core.logprobs import batch_sequence_logprobs, check_language_model, sequence_logprobs
 from .core.preferences import encode_pairs, pair_loader
-from .core.runtime import SCORING_BATCH_SIZE
+from .core.runtime import SCORING_BATCH_SIZE, numpy_rng
 from .core.scoring import score_rows
 from .core.stats import running_mean
 from .core.training import Batch, History, TrainingConfig, train
@@ -228,7 +228,7 @@ def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta
         raise ValueError(f"ref_probs {ref_probs.shape} and rewards {rewards.shape} must be 1-D, one entry per arm")
     if (ref_probs <= 0).any() or not np.isclose(ref_probs.sum(), 1):
         raise ValueError("ref_probs must be positive and sum to 1: DPO can never move an arm π_ref gives 0")
-    chosen, rejected = bandit_preferences(ref_probs, rewards, num_pairs, np.random.default_rng(seed), tau)
+    chosen, rejected = bandit_preferences(ref_probs, rewards, num_pairs, numpy_rng(seed), tau)
     # A pair's loss depends only on its two arms: score each distinct (chosen, rejected) once, weighted by its count.
     (chosen, rejected), counts = np.unique(np.stack([chosen, rejected]), axis=1, return_counts=True)
     weights = torch.tensor(counts / counts.sum())  # (m,) share of the pairs

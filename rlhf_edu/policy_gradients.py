@@ -43,7 +43,7 @@ from .bandit import BanditRun, bandit_record
 from .core.collate import check_length, pad_batch
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
-from .core.runtime import MAX_NEW_TOKENS
+from .core.runtime import MAX_NEW_TOKENS, torch_generator
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
 from .core.validation import check_choice, check_int, check_number, check_texts, context_length
 from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
@@ -419,7 +419,7 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     modules = [policy] + ([value_model] if value_model is not None else [])
     updates = config.num_steps * config.num_iterations * config.num_mini_batches
     trainer = Trainer(modules, config, updates, desc=f"RL ({config.algorithm})")
-    order = torch.randperm(len(prompts), generator=torch.Generator().manual_seed(config.seed)).tolist()
+    order = torch.randperm(len(prompts), generator=torch_generator(config.seed)).tolist()
     controller = kl_controller(config)
     ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
     try:
@@ -710,7 +710,7 @@ def train_tabular_policy_gradient(ref_probs: torch.Tensor, rewards: torch.Tensor
     ref_probs, rewards = ref_probs.float(), rewards.float()
     policy = TabularPolicy(ref_probs)
     trainer = Trainer(policy, config, config.num_steps * config.num_iterations, desc=f"bandit ({algorithm})")
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch_generator(config.seed)
     optimum = kl_regularized_optimum(ref_probs, rewards, config.beta)  # (A,)
     records = []
     for _ in range(config.num_steps):
@@ -741,7 +741,7 @@ def tabular_gradient_estimates(ref_probs: torch.Tensor, rewards: torch.Tensor, b
     policy = TabularPolicy(ref_probs)
     if probs is not None:
         policy.logits.data = as_tensors(probs=probs)[0].float().log()
-    generator = torch.Generator().manual_seed(config.seed)
+    generator = torch_generator(config.seed)
     estimates = []
     for _ in range(num_trials):
         policy.zero_grad()

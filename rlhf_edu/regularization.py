@@ -38,6 +38,7 @@ from transformers import PreTrainedModel
 
 from .core.logprobs import position_ids_from_mask, token_logprobs
 from .core.rollouts import Rollout
+from .core.runtime import torch_generator
 from .core.validation import check_causal_lm, check_choice, check_int, check_number
 from .objective import TensorLike, as_beta, as_tensors, max_supported_reward
 
@@ -208,7 +209,7 @@ def gaussian_estimator_table(shifts: Sequence[float] = (0.1, 1.0), num_samples: 
     the sample mean's error and the standard deviation of one sample, both divided by the
     true KL, as in the note.
     """
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch_generator(seed)
     rows = []
     for mu in shifts:
         mu = check_number(mu, "shifts", fix="each shift μ is a real number")

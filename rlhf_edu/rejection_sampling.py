@@ -31,7 +31,7 @@ from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.rollouts import RewardFn, rollout_rewards, sample_rollouts
-from .core.runtime import MAX_NEW_TOKENS
+from .core.runtime import MAX_NEW_TOKENS, numpy_rng
 from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve  # noqa: F401  (best_of_n_curve: see the docstring)
 from .core.validation import check_distribution, check_int, check_texts
 
@@ -67,14 +67,14 @@ def select_top_k_overall(rewards: RewardMatrix, k: int) -> list[int]:
 def select_random_per_prompt(rewards: RewardMatrix, rng: np.random.Generator | int) -> list[int]:
     """The matched control of :func:`select_top_per_prompt`: one completion per prompt, at random."""
     M, N = as_reward_matrix(rewards).shape
-    return np.random.default_rng(rng).integers(N, size=M).tolist()
+    return numpy_rng(rng).integers(N, size=M).tolist()
 
 
 def select_random_k_overall(rewards: RewardMatrix, k: int, rng: np.random.Generator | int) -> list[int]:
     """The matched control of :func:`select_top_k_overall`: k flat indices drawn at random, without replacement."""
     flat = as_reward_matrix(rewards).ravel()
     k = check_k(k, flat.size)
-    return np.random.default_rng(rng).choice(flat.size, size=k, replace=False).tolist()
+    return numpy_rng(rng).choice(flat.size, size=k, replace=False).tolist()
 
 
 # --- sampling, scoring and the dataset of the kept completions ----------------------------------------------------

@@ -41,7 +41,7 @@ from .core.collate import Messages, encode_prompt_completion, pad_batch
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
 from .core.preferences import encode_pairs, pair_loader, pair_texts
 from .core.rollouts import generate_completions
-from .core.runtime import SCORING_BATCH_SIZE
+from .core.runtime import SCORING_BATCH_SIZE, numpy_rng, shifted_seed
 from .core.scoring import score_completions
 from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, spearman_correlation
 from .core.training import Batch, History, TrainingConfig, make_loader, train
@@ -156,7 +156,7 @@ def _with_scalar_head(causal_lm: PreTrainedModel, auto_class: type, seed: int) -
     config = copy.deepcopy(causal_lm.config)
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.manual_seed(shifted_seed(seed))
         model = auto_class.from_config(config)
     model.base_model.load_state_dict(causal_lm.base_model.state_dict())
     return model.to(causal_lm.device).eval()
@@ -518,7 +518,7 @@ def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequen
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level!r}: e.g. 0.9 for a 90% interval")
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     values = {name: np.asarray(column, dtype=np.float64) for name, column in components.items()}
     fits = []
     for _ in range(num_resamples):

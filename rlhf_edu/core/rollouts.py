@@ -32,7 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import Messages, as_messages, check_plain_messages, render_chat
 from .logprobs import check_tokenizer_fits
-from .runtime import GENERATION_BATCH_SIZE, MAX_NEW_TOKENS
+from .runtime import GENERATION_BATCH_SIZE, MAX_NEW_TOKENS, shifted_seed
 from .validation import (
     check_causal_lm,
     check_fits_context,
@@ -133,7 +133,7 @@ def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     try:
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if seed is not None:
-                torch.manual_seed(seed)
+                torch.manual_seed(shifted_seed(seed))
             parts = [_sample_batch(model, tokenizer, texts[i:i + batch_size], max_new_tokens, temperature)
                      for i in range(0, len(texts), batch_size)]
     finally:

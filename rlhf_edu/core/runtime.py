@@ -51,8 +51,46 @@ def get_device(device: str | torch.device | None = None) -> torch.device:
     return torch.device(name)
 
 
+SEED_OFFSET_VARIABLE = "RLHF_EDU_SEED_OFFSET"
+
+
+def seed_offset() -> int:
+    """``$RLHF_EDU_SEED_OFFSET`` (default 0): a constant added to every seed the library draws with.
+
+    It moves every training run, sample and bootstrap to other random numbers while the
+    world (its prompts, gold reward and labels, keyed by ``World(seed=...)``) stays the
+    same. ``rlhf-edu claims`` sets it to check that a notebook's claims are not one
+    seed's luck.
+    """
+    text = os.environ.get(SEED_OFFSET_VARIABLE, "").strip() or "0"
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{SEED_OFFSET_VARIABLE}={text!r} is not an integer: unset it, or set e.g. "
+                         f"{SEED_OFFSET_VARIABLE}=1000") from None
+
+
+def shifted_seed(seed: int) -> int:
+    """``seed`` moved by :func:`seed_offset`: what every seeded helper of the library actually seeds with."""
+    return int(seed) + seed_offset()
+
+
+def torch_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with :func:`shifted_seed` of ``seed``."""
+    return torch.Generator().manual_seed(shifted_seed(seed))
+
+
+def numpy_rng(seed: int | np.random.Generator) -> np.random.Generator:
+    """A NumPy generator from :func:`shifted_seed` of ``seed``; a generator passed in is used as it is."""
+    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(shifted_seed(seed))
+
+
 def seed_everything(seed: int) -> None:
-    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on CPU."""
+    """Seed Python, NumPy and PyTorch (all devices) so a run can be repeated exactly on CPU.
+
+    The seed is moved by ``$RLHF_EDU_SEED_OFFSET`` (:func:`shifted_seed`), 0 unless set.
+    """
+    seed = shifted_seed(seed)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)  # also seeds every CUDA device
@@ -146,5 +184,6 @@ def setup(seed: int = 0, preset: str | Preset | None = None,
     if device.type == "cpu":
         torch.set_num_threads(int(os.environ.get("RLHF_EDU_THREADS", "1")))
     seed_everything(seed)
-    print(f"torch {torch.__version__} · device {device} · preset {preset.name} · seed {seed}")
+    offset = f" (+{SEED_OFFSET_VARIABLE} {seed_offset()})" if seed_offset() else ""
+    print(f"torch {torch.__version__} · device {device} · preset {preset.name} · seed {seed}{offset}")
     return device, preset

@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import torch
 
+from .runtime import numpy_rng
 from .validation import check_int
 
 
@@ -75,7 +76,7 @@ def bootstrap_stderr(statistic: Callable[..., float], *arrays: np.ndarray | torc
     if len(rows) != 1:
         raise ValueError(f"the arrays must have the same number of rows, got {sorted(rows)}: pass aligned arrays")
     n = rows.pop()
-    rng = np.random.default_rng(seed)
+    rng = numpy_rng(seed)
     values = [statistic(*(a[index] for a in arrays)) for index in rng.integers(n, size=(num_resamples, n))]
     return float(np.std(values, ddof=1))
 

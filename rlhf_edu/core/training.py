@@ -28,6 +28,7 @@ from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .runtime import torch_generator
 from .stats import running_mean
 from .validation import check_choice, check_int, check_number
 
@@ -141,15 +142,15 @@ def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: Tra
         raise TypeError(f"length must be a function row -> int, got {type(length).__name__}")
     if not group_by_length:
         return DataLoader(rows, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_fn,
-                          generator=torch.Generator().manual_seed(config.seed))
+                          generator=torch_generator(config.seed))
     length = length or (lambda row: len(row["input_ids"]))
-    order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(config.seed)).tolist() if shuffle \
+    order = torch.randperm(len(rows), generator=torch_generator(config.seed)).tolist() if shuffle \
         else list(range(len(rows)))
     order = sorted(order, key=lambda i: length(rows[i]))  # stable: equal lengths keep their shuffled order
     batches = [[rows[i] for i in order[s:s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
     # batch_size=None: each item is already a batch, handed to collate_fn whole.
     return DataLoader(batches, batch_size=None, shuffle=shuffle, collate_fn=collate_fn,
-                      generator=torch.Generator().manual_seed(config.seed))
+                      generator=torch_generator(config.seed))
 
 
 class Trainer:
