@@ -65,3 +65,25 @@ def test_bootstrap_stderr_of_a_mean_is_s_over_root_n_and_keeps_rows_together():
     assert bootstrap_stderr(lambda a, b: float(np.abs(a - b).max()), paired, paired.copy()) == 0.0  # same rows
     with pytest.raises(ValueError, match="same number of rows"):
         bootstrap_stderr(np.mean, values, values[:10])
+
+
+def test_difference_stderr_adds_variances():
+    from rlhf_edu.core.stats import difference_stderr
+
+    assert difference_stderr(0.065, 0.070) == pytest.approx(0.0955, abs=1e-4)  # notebook 04b's two stages
+    assert difference_stderr(3.0, 4.0) == 5.0
+
+
+def test_assert_beyond_asks_k_standard_errors_of_the_difference(capsys):
+    from rlhf_edu.core.stats import assert_beyond, report_difference
+
+    assert assert_beyond(0.31, 0.1, "more") == pytest.approx(3.1)
+    assert capsys.readouterr().out.startswith("holds: more: +0.31 ± 0.1 (+3.1 s.e., asked > 3)")
+    with pytest.raises(AssertionError, match=r"not resolved: gain: \+0.18 ± 0.096 \(\+1.9 s.e., asked > 3\)"):
+        assert_beyond(0.18, 0.096, "gain")
+    with pytest.raises(AssertionError, match="not resolved"):
+        assert_beyond(-0.5, 0.1, "the wrong sign", k=0)
+    with pytest.raises(ValueError, match="positive standard error"):
+        assert_beyond(1.0, 0.0, "no spread")
+    report_difference(0.1, 0.1, "a bump")
+    assert capsys.readouterr().out.startswith("measured, not asserted: a bump: +0.1 ± 0.1 (+1.0 s.e.; 95% interval")

@@ -63,6 +63,46 @@ def mean_and_stderr(values: Sequence[float] | np.ndarray | torch.Tensor) -> tupl
     return float(values.mean()), float(values.std(ddof=1) / math.sqrt(values.size))
 
 
+def difference_stderr(*stderrs: float) -> float:
+    """The standard error of a difference (or sum) of independent estimates: √(se_a² + se_b² + …).
+
+    Use it for two runs or two evaluations on different samples. Where the same prompts
+    or samples serve both sides, take :func:`mean_and_stderr` of the per-sample differences
+    instead (the paired error, usually far smaller). One side's error is never the difference's.
+    """
+    return math.sqrt(sum(float(se) ** 2 for se in stderrs))
+
+
+CLAIM_HOLDS, CLAIM_MEASURED = "holds:", "measured, not asserted:"  # line prefixes that `rlhf-edu claims` records
+
+
+def assert_beyond(difference: float, stderr: float, claim: str, k: float = 3.0) -> float:
+    """Assert that ``difference`` is positive by more than ``k`` standard errors of the difference itself.
+
+    This is a check cell's directional claim with room to spare (CONVENTIONS §6): another
+    seed or other CPU kernels move a training run by about one standard error, so a claim
+    that holds by 3 survives them. ``stderr`` is the *difference's* error: :func:`difference_stderr`
+    for independent sides, the paired error where the same prompts serve both. Prints the
+    margin (the claims harness records it) and returns it in standard errors.
+    """
+    if not (math.isfinite(difference) and math.isfinite(stderr) and stderr > 0):
+        raise ValueError(f"assert_beyond needs a finite difference and a positive standard error, got "
+                         f"{difference!r} ± {stderr!r}: measure at least two samples per side")
+    z = difference / stderr
+    line = f"{claim}: {difference:+.4g} ± {stderr:.2g} ({z:+.1f} s.e., asked > {k:g})"
+    assert z > k, f"not resolved: {line}"
+    print(f"{CLAIM_HOLDS} {line}")
+    return z
+
+
+def report_difference(difference: float, stderr: float, what: str) -> None:
+    """Print a difference with its standard error and 95% interval, asserting nothing: what a run cannot resolve."""
+    z = difference / stderr if stderr > 0 else float("nan")
+    low, high = difference - 1.96 * stderr, difference + 1.96 * stderr
+    print(f"{CLAIM_MEASURED} {what}: {difference:+.4g} ± {stderr:.2g} ({z:+.1f} s.e.; 95% interval "
+          f"[{low:+.3g}, {high:+.3g}])")
+
+
 def bootstrap_stderr(statistic: Callable[..., float], *arrays: np.ndarray | torch.Tensor, num_resamples: int = 200,
                      seed: int = 0) -> float:
     """The standard error of ``statistic(*arrays)``: its spread over bootstrap resamples of their rows.
