@@ -1,4 +1,4 @@
-"""The ``rlhf-edu`` command: ``doctor``, ``zoo build``, ``figures``, ``sweep`` and ``pipeline``."""
+"""The ``rlhf-edu`` command: ``doctor``, ``zoo build``, ``figures``, ``sweep``, ``pipeline`` and ``claims``."""
 
 from __future__ import annotations
 
@@ -72,6 +72,18 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def run_claims_command(args: argparse.Namespace) -> int:
+    """``rlhf-edu claims``: every chosen notebook under every chosen perturbation; the table; 1 if any claim failed."""
+    from .claims import run_claims, save
+
+    notebooks = args.notebooks or sorted(str(p) for p in Path("notebooks").rglob("*.ipynb")
+                                         if ".ipynb_checkpoints" not in p.parts)
+    runs = run_claims(notebooks, [p.strip() for p in args.perturb.split(",") if p.strip()], jobs=args.jobs)
+    for path in save(runs, Path(args.out)):
+        print(f"wrote {path}")
+    return 0 if all(run.passed for run in runs) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf-edu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -108,6 +120,16 @@ def main(argv: list[str] | None = None) -> int:
                                       "(multi-round, default 0.1)")
     pipeline_parser.add_argument("--rl-algorithm", default="ppo", help="three-stage: ppo, rloo, grpo or reinforce")
     pipeline_parser.add_argument("--rounds", type=int, default=3, help="multi-round: rounds after SFT")
+    from .claims import DEFAULT_PERTURBATIONS, PERTURBATIONS
+
+    claims_parser = commands.add_parser("claims", help="run notebooks under other CPU kernels, seeds and thread "
+                                                       "counts, and record every check cell (from the repository root)")
+    claims_parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every one under notebooks/)")
+    claims_parser.add_argument("--perturb", default=",".join(DEFAULT_PERTURBATIONS),
+                               help=f"comma-separated, of: {', '.join(PERTURBATIONS)} "
+                                    f"(default: {','.join(DEFAULT_PERTURBATIONS)})")
+    claims_parser.add_argument("--jobs", type=int, default=2, help="notebooks run side by side (default 2)")
+    claims_parser.add_argument("--out", default="notebooks/claims", help="folder for claims.md and claims.json")
     args = parser.parse_args(argv)
     try:
         return _run(args)
@@ -127,6 +149,8 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     if args.command == "pipeline":
         return run_pipeline_command(args)
+    if args.command == "claims":
+        return run_claims_command(args)
     if args.command == "sweep":
         from . import recipes
 

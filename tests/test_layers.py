@@ -15,7 +15,7 @@ CHAPTERS = {  # module -> chapter number in the Chinese edition
     "instruction_tuning": 9, "rejection_sampling": 10, "policy_gradients": 11, "direct_alignment": 12,
     "overoptimization": 17,
 }
-ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline", "graduate"}
+ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline", "graduate", "claims"}
 
 
 def imported_modules(path: Path, root: Path = PACKAGE) -> set[str]:
