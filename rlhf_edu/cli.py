@@ -9,7 +9,7 @@ from pathlib import Path
 
 # `rlhf-edu sweep <which>`: the recipe in rlhf_edu.recipes that recomputes a notebook's shipped runs
 SWEEPS = {"rloo": "rl_beta_sweep", "regularization": "regularization_runs", "pipeline": "pipeline_runs",
-          "multi-round": "multi_round_run", "trl": "trl_side_by_side_runs"}
+          "multi-round": "multi_round_run", "pipeline-seeds": "pipeline_seed_runs", "trl": "trl_side_by_side_runs"}
 
 
 def doctor() -> int:
@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
     figures_parser.add_argument("--out", default="images", help="folder to write PNG and SVG files to")
     sweep_parser = commands.add_parser("sweep", help="recompute a notebook's precomputed runs: notebook 11's β sweep "
                                                      "(rloo, the default), notebook 8's runs (regularization), "
-                                                     "notebook 04b's (pipeline, multi-round), or notebook 13's "
-                                                     "(trl: needs the [trl] extra)")
+                                                     "notebook 04b's (pipeline, multi-round, pipeline-seeds), or "
+                                                     "notebook 13's (trl: needs the [trl] extra)")
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")
     sweep_parser.add_argument("--preset", default=None, help="tiny (default, shipped) or small")

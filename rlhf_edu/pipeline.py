@@ -122,7 +122,10 @@ class PipelineReport:
 
     @classmethod
     def load(cls, path: str | Path) -> PipelineReport:
-        data = json.loads(Path(path).read_text())
+        return cls.from_dict(json.loads(Path(path).read_text()))
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PipelineReport:
         return cls(**{**data, "stages": [StageReport(**stage) for stage in data["stages"]]})
 
     def plot(self) -> Figure:
@@ -491,3 +494,29 @@ def load_stage(out: str | Path, name: str, device: str | None = None
             else []
         raise ValueError(f"no stage {name!r} saved in {str(out)!r}: it holds {', '.join(saved) or 'no stage'}")
     return zoo.load_dir(path, device)
+
+
+def save_reports(reports: list[PipelineReport], path: str | Path) -> Path:
+    """Write several runs of one pipeline (one per seed) to one JSON file, without their samples."""
+    data = [{**asdict(report), "stages": [{**asdict(s), "samples": []} for s in report.stages]} for report in reports]
+    Path(path).write_text(json.dumps({"reports": data}, indent=1) + "\n")
+    return Path(path)
+
+
+def load_reports(path: str | Path) -> list[PipelineReport]:
+    """The runs that :func:`save_reports` wrote."""
+    return [PipelineReport.from_dict(data) for data in json.loads(Path(path).read_text())["reports"]]
+
+
+def gains_over_seeds(reports: list[PipelineReport], stage: str, before: str) -> tuple[list[float], float, float]:
+    """The gold gained from ``before`` to ``stage`` in each run, their mean, and the mean's standard error over runs.
+
+    Each run is a seed of the whole pipeline: its own world, data, training and samples.
+    The spread over seeds is the honest error of "what this stage buys": it holds every
+    source of noise, where one run's sampling error holds only one.
+    """
+    from .core.stats import mean_and_stderr
+
+    gains = [r.stage(stage).gold_reward - r.stage(before).gold_reward for r in reports]
+    return (gains, *mean_and_stderr(gains))
+

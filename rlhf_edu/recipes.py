@@ -292,6 +292,25 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
     return paths
 
 
+PIPELINE_SEEDS = (0, 1, 2, 3, 4)
+
+
+def pipeline_seed_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
+                       seeds: tuple[int, ...] = PIPELINE_SEEDS) -> Path:
+    """The three-stage pipeline once per seed of :data:`PIPELINE_SEEDS`, as ``three_stage_seeds.json`` in ``out``.
+
+    One run is one seed on one machine: its RL stage's gain can change sign with the seed
+    or the CPU's kernels. Notebook 04b and the README report the stages over these seeds,
+    with their spread. About 5 minutes a seed on one CPU thread.
+    """
+    from .pipeline import run_three_stage, save_reports
+
+    Path(out).mkdir(parents=True, exist_ok=True)
+    with one_thread():
+        reports = [run_three_stage(preset=preset, seed=seed, progress=False, device=device) for seed in seeds]
+    return save_reports(reports, Path(out) / "three_stage_seeds.json")
+
+
 def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None,
                           device: str | None = None) -> Path:
     """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.

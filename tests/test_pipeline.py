@@ -137,3 +137,21 @@ def test_a_miniature_multi_round_run_measures_each_round_and_repeats_from_its_se
     assert report.stage("round-2").notes["grpo_steps"] == 1
     for name in ("sft", "round-1", "round-2"):
         assert load_stage(tmp_path, name)[0].config.vocab_size == zoo.load("base")[0].config.vocab_size
+
+
+def test_runs_over_seeds_round_trip_and_give_the_spread_of_a_stage_gain(tmp_path):
+    from dataclasses import replace
+
+    from rlhf_edu.pipeline import gains_over_seeds, load_reports, save_reports
+
+    reports = []
+    for rl_gold in (1.45, 1.5, 1.7):  # sft is 1.25 in every run: gains 0.2, 0.25, 0.45
+        report = hand_made_report()
+        report.stages[-1] = replace(report.stages[-1], gold_reward=rl_gold)
+        reports.append(report)
+    loaded = load_reports(save_reports(reports, tmp_path / "seeds.json"))
+    assert [r.stage("rl").gold_reward for r in loaded] == [1.45, 1.5, 1.7]
+    assert all(s.samples == [] for r in loaded for s in r.stages), "the samples stay out of the multi-seed file"
+    gains, mean, stderr = gains_over_seeds(loaded, "rl", "sft")
+    assert gains == pytest.approx([0.2, 0.25, 0.45]) and mean == pytest.approx(0.3)
+    assert stderr == pytest.approx(torch.tensor([0.2, 0.25, 0.45]).std().item() / 3 ** 0.5)
