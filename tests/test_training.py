@@ -372,3 +372,16 @@ def test_history_draws_on_the_axes_it_is_given():
     with pytest.raises(ValueError, match="nothing to plot"):
         History().plot()
     plt.close(figure)
+
+
+def test_a_diverging_update_is_caught_by_its_size_whatever_the_cpu_computes(tokenizer):
+    """An update far beyond any sane step stops the run even when no kernel overflows: the check is its size."""
+    model = random_model("llama", len(tokenizer))
+    trainer = Trainer(model, TrainingConfig(learning_rate=1e3, progress=False), total_steps=2)
+    before = weights(model)
+    with pytest.raises(FloatingPointError, match=r"moved the weights by .* times their own norm at step 0"):
+        trainer.step(partial(language_modeling_loss, model), fixed_batches(tokenizer)[0])
+    assert same_weights(model, before)
+    sane = Trainer(model, TrainingConfig(learning_rate=1e-3, progress=False), total_steps=1)
+    sane.step(partial(language_modeling_loss, model), fixed_batches(tokenizer)[0])  # a real step passes the check
+    assert not same_weights(model, before)

@@ -153,6 +153,9 @@ def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: Tra
                       generator=torch_generator(config.seed))
 
 
+MAX_RELATIVE_UPDATE = 10.0  # no sane step moves the weights by ten times their own norm (see Trainer._update)
+
+
 class Trainer:
     """AdamW with a linear warm-up, then a constant or linearly decaying rate, and gradient clipping.
 
@@ -244,7 +247,14 @@ class Trainer:
                     "model, e.g. zoo.load('sft'), for each trainer")
 
     def _update(self, step: int) -> None:
-        """The optimizer step, undone if it failed or left any weight non-finite (an overflowing learning rate)."""
+        """The optimizer step, undone if it failed, left any weight non-finite, or moved the weights absurdly far.
+
+        The last check is what catches a diverging run on every CPU. Whether a huge update
+        overflows to inf depends on the kernels that compute it, but its size does not:
+        Adam moves each weight by about the learning rate, so a sane step moves the weights
+        by a small fraction of their norm, and one that moves them by more than
+        :data:`MAX_RELATIVE_UPDATE` times their norm (e.g. ``learning_rate=1e6``) is divergence.
+        """
         before = [p.detach().clone() for p in self.params]
         try:
             self.optimizer.step()
@@ -254,6 +264,11 @@ class Trainer:
         if not torch.isfinite(torch.stack(torch._foreach_norm(self.params))).all():  # one norm per weight, fused
             self._restore(before)
             raise self._stopped("the update made some weights non-finite", step)
+        moved = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before))).norm()  # ‖θ' − θ‖
+        size = max(torch.stack(torch._foreach_norm(before)).norm().item(), 1.0)  # ‖θ‖, at least 1
+        if moved.item() > MAX_RELATIVE_UPDATE * size:
+            self._restore(before)
+            raise self._stopped(f"the update moved the weights by {moved.item() / size:.3g} times their own norm", step)
 
     @torch.no_grad()
     def _restore(self, weights: list[torch.Tensor]) -> None:
