@@ -13,9 +13,9 @@ What counts as a failure in one run:
 - a cell marked ``# NBVAL_CHECK_OUTPUT`` whose text differs from the committed one: such a
   cell promises an output no kernel can move.
 
-It runs notebooks with ``nbclient`` (what ``jupyter nbconvert --execute`` uses) and
-passes each perturbation as environment variables to the kernel; papermill's parameter
-cells would add nothing here, since every perturbation is an environment variable.
+Each run is ``jupyter nbconvert --execute`` in a process of its own, with the
+perturbation as environment variables; papermill's parameter cells would add nothing
+here, since every perturbation is an environment variable.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import re
 import subprocess
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -119,22 +119,33 @@ def judge(executed: dict, committed: dict, notebook: str, perturbation: str, sec
 
 
 def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int = 900) -> Run:
-    """Execute ``path`` top to bottom in a fresh kernel whose environment is ours plus ``env``; judge the result."""
+    """Execute ``path`` top to bottom in a fresh process and kernel, our environment plus ``env``; judge the result.
+
+    Each run is its own ``jupyter nbconvert --execute`` process, as ``make notebooks`` runs
+    them: nothing of one run (a kernel, a socket, an event loop) can hold up the next.
+    """
+    import tempfile
+
     import nbformat
-    from nbclient import NotebookClient
 
     committed = nbformat.read(path, as_version=4)
-    executed = nbformat.read(path, as_version=4)
-    client = NotebookClient(executed, timeout=timeout, kernel_name="python3", allow_errors=True,
-                            resources={"metadata": {"path": str(Path(path).parent)}})
-    start = time.perf_counter()
-    try:
-        client.execute(env={**os.environ, **env})
-    except Exception as error:  # a dead kernel or a timeout: the run fails, with the reason, and the others go on
-        run = judge(executed, committed, path, perturbation, time.perf_counter() - start)
-        run.passed, run.failures = False, run.failures + [f"the run stopped: {type(error).__name__}: {error}"[:300]]
-        return run
-    return judge(executed, committed, path, perturbation, time.perf_counter() - start)
+    with tempfile.TemporaryDirectory(prefix="rlhf-edu-claims-") as tmp:
+        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+                   f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", tmp, "--output", "run.ipynb", path]
+        start = time.perf_counter()
+        try:
+            done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
+                                  timeout=2 * timeout)
+            reason = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no message"])[-1]
+        except subprocess.TimeoutExpired:
+            reason = f"no result after {2 * timeout} s"
+        seconds = time.perf_counter() - start
+        output = Path(tmp) / "run.ipynb"
+        executed = nbformat.read(output, as_version=4) if output.exists() else committed
+    run = judge(executed, committed, path, perturbation, seconds)
+    if reason is not None:  # a dead kernel or a timeout: the run fails, with the reason, and the others go on
+        run.passed, run.failures = False, run.failures + [f"the run stopped: {reason}"[:300]]
+    return run
 
 
 def run_claims(notebooks: list[str], perturbations: list[str], jobs: int = 2) -> list[Run]:
@@ -154,12 +165,10 @@ def run_claims(notebooks: list[str], perturbations: list[str], jobs: int = 2) ->
     base = {"RLHF_EDU_THREADS": "1", "OMP_NUM_THREADS": "1", "MPLBACKEND": "agg"}
     tasks = [(nb, name, {**base, **known[name]}) for name in perturbations if name in known for nb in notebooks]
     slowest_first = sorted(tasks, key=lambda task: -Path(task[0]).stat().st_size)  # big notebooks run longest
-    with ProcessPoolExecutor(max_workers=jobs) as pool:
-        futures = [pool.submit(run_notebook, *task) for task in slowest_first]
-        runs = []
-        for future in futures:
-            runs.append(future.result())
-            run = runs[-1]
+    runs = []
+    with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is a process of its own
+        for future in as_completed([pool.submit(run_notebook, *task) for task in slowest_first]):
+            runs.append(run := future.result())
             print(f"{'PASS' if run.passed else 'FAIL'} {run.notebook} [{run.perturbation}] {run.seconds:.0f} s"
                   + (f": {run.failures[0]}" if run.failures else ""), flush=True)
     order = {(nb, p): i for i, (nb, p, _) in enumerate(tasks)}
