@@ -31,6 +31,7 @@ import math
 from collections.abc import Iterator, Sequence
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -229,21 +230,31 @@ def estimator_comparison(policy: PreTrainedModel, ref_model: PreTrainedModel, ro
 
     ``rollout`` must be sampled from ``policy`` at temperature 1. Returns ``{name: stats}``
     for ``"exact"`` and every name in :data:`ESTIMATOR_NAMES`: ``mean`` and ``std`` of the
-    per-completion values, and (for the estimators) ``bias``, the mean of (estimate − exact),
-    with ``se``, its standard error. Both sides are unbiased for the sequence KL when the
-    estimator is, and they are paired row by row, so ``bias``/``se`` beyond ±3 is a bias.
+    per-completion values, their ``median`` and the ``values`` themselves (float64 numpy, (B,)),
+    and (for the estimators) ``bias``, the mean of (estimate − exact), with ``se``, its
+    standard error. Both sides are unbiased for the sequence KL when the estimator is, and
+    they are paired row by row, so ``bias``/``se`` beyond ±3 is a bias, for an estimator
+    whose values are not heavy-tailed; judge one that is (the reversed k3) on a robust scale
+    instead: its median, or the mean of log(estimate / exact) over the rows.
     """
     exact = rollout_exact_kl(policy, ref_model, rollout)  # (B,)
     with _measuring(ref_model):
         ref_logps, _ = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
     mask = rollout.mask  # (B, N)
-    stats = {"exact": {"mean": exact.mean().item(), "std": exact.std().item()}}
+    stats = {"exact": _summary(exact)}
     for name, values in estimator_values(rollout.logps, ref_logps.to(rollout.logps.device)).items():
         per_completion = (values * mask).sum(dim=1)  # (B,)
         error = per_completion - exact  # (B,)
-        stats[name] = {"mean": per_completion.mean().item(), "std": per_completion.std().item(),
-                       "bias": error.mean().item(), "se": error.std().item() / len(error) ** 0.5}
+        stats[name] = _summary(per_completion) | {"bias": error.mean().item(),
+                                                  "se": error.std().item() / len(error) ** 0.5}
     return stats
+
+
+def _summary(per_completion: torch.Tensor) -> dict:
+    """Mean, std, median and the values (float64 numpy) of one KL estimate per completion."""
+    values = per_completion.detach().double().cpu().numpy()
+    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "median": float(np.median(values)),
+            "values": values}
 
 
 # --- the coefficient β: fixed, or steered toward a target KL --------------------------------------------
@@ -353,24 +364,43 @@ def plot_estimator_comparison(comparisons: dict[int, dict[str, dict[str, float]]
 
 
 def plot_frontier_of_runs(series: dict[str, dict[float, tuple[float, float]]], start: tuple[float, float],
-                            highlight: float | None = None, ax: Axes | None = None) -> Figure:
+                         highlight: float | None = None, ax: Axes | None = None,
+                         gold_stderr: dict[str, float | dict[float, float]] | None = None) -> Figure:
     """Gold reward against KL for several methods, one line of points per method; returns the figure.
 
     ``series`` maps a method's name to ``{knob: (kl, gold)}`` (the knob is β, or n for
     best-of-n); ``start`` is the starting model's (0, gold). ``highlight`` circles every
-    point whose knob equals it, e.g. one β across RL and DPO.
+    point whose knob equals it, e.g. one β across RL and DPO. ``gold_stderr`` maps a
+    method's name to the standard error of its gold (one number, or one per knob), drawn
+    as error bars, so that a one-s.e. step between points reads as one.
     """
     ax = ax if ax is not None else plt.subplots(figsize=(6.4, 4.2))[1]
     ax.scatter(*start, color="black", marker="s", zorder=4, label="start (sft)")
     for i, (name, points) in enumerate(series.items()):
         knobs = sorted(points, key=lambda knob: points[knob][0])
         kls, golds = [points[k][0] for k in knobs], [points[k][1] for k in knobs]
-        ax.plot(kls, golds, marker="o", color=f"C{i}", label=name, zorder=3)
+        errors = (gold_stderr or {}).get(name)
+        errors = None if errors is None else [errors[k] if isinstance(errors, dict) else errors for k in knobs]
+        ax.errorbar(kls, golds, yerr=errors, marker="o", color=f"C{i}", label=name, zorder=3, capsize=3)
         for knob, kl, gold in zip(knobs, kls, golds):
             if highlight is not None and math.isclose(knob, highlight):
                 ax.scatter([kl], [gold], s=240, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5)
     ax.axhline(start[1], color="grey", lw=0.8, ls=":")
     ax.set(xlabel="KL to sft (nats per completion)", ylabel="mean gold reward (64 held-out prompts)",
-           title="reward–KL frontier: every point a real run")
+           title="reward–KL frontier: every point a real run" + (" (bars: ±1 s.e.)" if gold_stderr else ""))
     ax.legend(fontsize=8)
     return ax.figure
+
+
+# --- several runs judged together --------------------------------------------------------------------------
+def runs_mean_and_stderr(values: Sequence[float], evaluation_stderr: float) -> tuple[float, float]:
+    """The mean of k runs' final evaluations and its standard error: the larger of s/√k and ``evaluation_stderr``/√k.
+
+    s/√k, from the spread between the runs, counts what moves a training run (its seed, its
+    kernels) as well as the evaluation's noise, but from a few runs it can come out small
+    by chance; one evaluation's standard error over √k is the floor it cannot go below.
+    """
+    values = np.asarray(values, dtype=float)
+    check_int(values.size, "len(values)", low=2, fix="judge at least two runs together")
+    spread = values.std(ddof=1) / math.sqrt(values.size)
+    return float(values.mean()), float(max(spread, evaluation_stderr / math.sqrt(values.size)))

@@ -12,7 +12,8 @@ shape (M, N) (eq:rs_reward_matrix). The book's two selection rules keep
 and the kept completions become an SFT dataset (:func:`rejection_sampling_dataset`) for
 chapter 9's ``train_sft``. Made at inference time instead, the same selection is best-of-n
 (:func:`best_of_n`; :func:`best_of_n_curve` averages it over every n-subset, and lives in
-the core so that chapter 7 can measure reward models with it), whose distance from the
+the core so that chapter 7 can measure reward models with it; :func:`best_of_n_stderr` and
+:func:`best_of_n_gain` give its noise over prompts), whose distance from the
 policy has a famous bound, KL(π_BoN ‖ π) ≤ log n − (n − 1)/n (:func:`best_of_n_kl_bound`), and an exact value on any
 finite set of outcomes (:func:`exact_best_of_n`).
 """
@@ -32,8 +33,9 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .core.rollouts import RewardFn, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, numpy_rng
-from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve  # noqa: F401  (best_of_n_curve: see the docstring)
+from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, bootstrap_stderr
 from .core.validation import check_distribution, check_int, check_texts
+from .core.world import World
 
 
 def check_k(k: int, size: int) -> int:
@@ -95,6 +97,24 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return completions, rewards
 
 
+BEST_OF_N_SEED = 1  # the sampling seed of the held-out best-of-n measurement that chapters 8 and 10 share
+
+
+def held_out_best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, reward_fn: RewardFn,
+                       num_prompts: int = 64, n: int = 64, seed: int = BEST_OF_N_SEED
+                       ) -> tuple[list[str], list[list[str]], np.ndarray, np.ndarray]:
+    """``n`` samples for each of the world's first ``num_prompts`` test prompts, scored: ``(prompts, Y, R, G)``.
+
+    R is ``reward_fn``'s (M, n) score matrix and G the gold reward of the same completions.
+    Chapters 8 and 10 both measure best-of-n of ``sft`` with ``rm`` on it, so that one fact
+    has one number.
+    """
+    prompts = world.prompts(num_prompts, split="test")
+    Y, R = sample_and_score(policy, tokenizer, prompts, n, reward_fn, seed=seed)
+    G = as_reward_matrix(np.array([world.gold_reward([p] * len(row), row) for p, row in zip(prompts, Y)]))
+    return prompts, Y, R, G
+
+
 def rejection_sampling_dataset(prompts: Sequence[str], completions: Sequence[Sequence[str]], rewards: RewardMatrix,
                                selected: Sequence[int], per_prompt: bool = True) -> Dataset:
     """The selected completions as a conversational prompt/completion ``Dataset``, ready for ``train_sft``.
@@ -138,11 +158,17 @@ def picks_table(prompts: Sequence[str], completions: Sequence[Sequence[str]], sc
 
 
 def plot_best_of_n_curves(curves: dict[str, dict[int, float]], highlight: int | None = None,
-                          ax: Axes | None = None) -> Figure:
-    """Curves from :func:`best_of_n_curve` against n (log scale), each named; a dot at n = ``highlight``."""
+                          ax: Axes | None = None, stderrs: dict[str, dict[int, float]] | None = None) -> Figure:
+    """Curves from :func:`best_of_n_curve` against n (log scale), each named; a dot at n = ``highlight``.
+
+    ``stderrs`` (e.g. from :func:`best_of_n_stderr`, by the same names) draws a ±1 s.e. band.
+    """
     ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.2))[1]
     for i, (name, curve) in enumerate(curves.items()):
         ax.plot(list(curve), list(curve.values()), "o-", color=f"C{i}", label=name)
+        if stderrs is not None and name in stderrs:
+            means, errors = np.array(list(curve.values())), np.array([stderrs[name][n] for n in curve])
+            ax.fill_between(list(curve), means - errors, means + errors, color=f"C{i}", alpha=0.2, lw=0)
         if highlight in curve:
             ax.scatter([highlight], [curve[highlight]], s=110, color="black", zorder=3)
     ns = sorted({n for curve in curves.values() for n in curve})
@@ -150,6 +176,40 @@ def plot_best_of_n_curves(curves: dict[str, dict[int, float]], highlight: int | 
     ax.minorticks_off()
     ax.legend(fontsize=8)
     return ax.figure
+
+
+# --- how noisy a best-of-n curve is: a bootstrap over prompts -----------------------------------------------------
+def best_of_n_stderr(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int], num_resamples: int = 200,
+                     seed: int = 0) -> dict[int, float]:
+    """The standard error of each point of :func:`best_of_n_curve`, from a bootstrap over prompts (rows).
+
+    The curve averages every n-subset of each prompt's samples, so its noise is that of
+    the prompts and of their N samples; resampling prompts counts both (a little generously:
+    it also counts how the prompts differ, which another sampling seed would not change).
+    """
+    return {n: bootstrap_stderr(lambda s, v, n=n: best_of_n_curve(s, v, [n])[n], scores, values,
+                                num_resamples=num_resamples, seed=seed) for n in ns}
+
+
+def best_of_n_gain(scores: RewardMatrix, values: RewardMatrix, n_from: int, n_to: int,
+                   oracle: RewardMatrix | None = None, num_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+    """How much best-of-``n_to`` beats best-of-``n_from`` on ``values``, and the paired standard error of that gain.
+
+    Both points come from the same samples, so the gain's error is the bootstrap's spread
+    of the gain itself (prompts resampled with both points together), usually far below
+    either point's. With ``oracle`` (an (M, N) matrix of other selecting scores, e.g. the
+    gold reward), it is instead how much selecting by ``oracle`` beats selecting by
+    ``scores``, both at n = ``n_to`` (``n_from`` is then ignored).
+    """
+    def gain(s: np.ndarray, v: np.ndarray, o: np.ndarray) -> float:
+        if oracle is not None:
+            return best_of_n_curve(o, v, [n_to])[n_to] - best_of_n_curve(s, v, [n_to])[n_to]
+        curve = best_of_n_curve(s, v, [n_from, n_to])
+        return curve[n_to] - curve[n_from]
+
+    arrays = (as_reward_matrix(scores), as_reward_matrix(values),
+              as_reward_matrix(oracle if oracle is not None else scores))
+    return gain(*arrays), bootstrap_stderr(gain, *arrays, num_resamples=num_resamples, seed=seed)
 
 
 # --- how far best-of-n moves from the policy ---------------------------------------------------------------------

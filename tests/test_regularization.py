@@ -1,6 +1,7 @@
 import copy
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -327,3 +328,35 @@ def test_the_shipped_regularization_runs_are_the_recipes():
     assert set(runs["kl_in_reward"]["beta"]) == {0.1}
     for beta in DPO_BETAS:
         assert runs[f"dpo_{beta}"].steps[0]["beta"] == beta
+
+
+def test_estimator_comparison_keeps_each_rows_values_and_their_median(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    ref_model = copy.deepcopy(policy)
+    with torch.no_grad():
+        ref_model.lm_head.weight.mul_(4.0)
+    rollout = sample_rollouts(policy, tokenizer, world.prompts(4), 4, max_new_tokens=5, seed=0)
+    stats = reg.estimator_comparison(policy, ref_model, rollout)
+    for name, s in stats.items():
+        assert s["values"].shape == (16,) and s["values"].dtype == np.float64, name
+        assert s["mean"] == pytest.approx(s["values"].mean()) and s["median"] == pytest.approx(np.median(s["values"]))
+    assert np.allclose(stats["exact"]["values"], rollout_exact_kl(policy, ref_model, rollout).double().numpy())
+    errors = stats["k1"]["values"] - stats["exact"]["values"]
+    assert stats["k1"]["bias"] == pytest.approx(errors.mean(), abs=1e-5)
+
+
+def test_runs_mean_and_stderr_takes_the_spread_with_one_evaluations_noise_as_its_floor():
+    assert reg.runs_mean_and_stderr([1.0, 2.0, 3.0, 4.0], 0.1) == pytest.approx((2.5, np.std([1, 2, 3, 4], ddof=1) / 2))
+    assert reg.runs_mean_and_stderr([2.0, 2.0, 2.0, 2.0], 0.1) == pytest.approx((2.0, 0.05))  # the floor 0.1/√4
+    with pytest.raises(ValueError, match="at least two runs"):
+        reg.runs_mean_and_stderr([1.0], 0.1)
+
+
+def test_the_frontier_draws_error_bars_where_it_is_given_standard_errors():
+    series = {"a": {0.1: (1.0, 2.0), 0.3: (0.5, 1.8)}, "b": {1: (0.0, 1.5), 2: (0.2, 1.7)}}
+    figure = reg.plot_frontier_of_runs(series, (0.0, 1.5), highlight=0.1,
+                                       gold_stderr={"a": 0.1, "b": {1: 0.0, 2: 0.05}})
+    bars = [c for c in figure.axes[0].containers if getattr(c, "has_yerr", False)]
+    assert len(bars) == 2 and "±1 s.e." in figure.axes[0].get_title()
+    plain = reg.plot_frontier_of_runs(series, (0.0, 1.5))
+    assert not any(getattr(c, "has_yerr", False) for c in plain.axes[0].containers)

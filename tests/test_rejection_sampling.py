@@ -133,3 +133,33 @@ def test_the_picks_table_and_the_curve_picture():
     assert rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=3).endswith("gold +2.00   b")
     figure = rs.plot_best_of_n_curves({"pick": {1: 1.0, 2: 1.5}, "oracle": {1: 1.0, 2: 2.0}}, highlight=2)
     assert len(figure.axes[0].lines) == 2 and len(figure.axes[0].collections) == 2  # two curves, two dots
+
+
+def test_best_of_n_stderr_is_the_prompts_noise_and_the_gain_is_paired():
+    rng = np.random.default_rng(0)
+    scores = rng.normal(size=(400, 16))
+    values = scores + rng.normal(size=(400, 1)) * 3  # a prompt effect that every sample of the prompt shares
+    se = rs.best_of_n_stderr(scores, values, [1, 4])
+    assert se[1] == pytest.approx(values.mean(axis=1).std() / 20, rel=0.2)  # s/√M of the prompt means
+    gain, gain_se = rs.best_of_n_gain(scores, values, 1, 4)
+    curve = rs.best_of_n_curve(scores, values, [1, 4])
+    assert gain == pytest.approx(curve[4] - curve[1]) and gain_se < se[1] / 5  # the shared prompt effect cancels
+    noisy = values + rng.normal(size=values.shape)  # a proxy that selects worse than the values themselves
+    lift, lift_se = rs.best_of_n_gain(noisy, values, 0, 4, oracle=values)
+    assert lift == pytest.approx(rs.best_of_n_curve(values, values, [4])[4] - rs.best_of_n_curve(noisy, values, [4])[4])
+    assert lift > 5 * lift_se > 0
+
+
+def test_held_out_best_of_n_scores_the_same_completions_by_reward_and_by_gold(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    prompts, Y, R, G = rs.held_out_best_of_n(model, tokenizer, world, lambda p, c: [float(len(x)) for x in c],
+                                              num_prompts=3, n=2)
+    assert prompts == world.prompts(3, split="test") and R.shape == G.shape == (3, 2)
+    assert np.allclose(R, [[len(c) for c in row] for row in Y])
+    assert np.allclose(G[1], world.gold_reward([prompts[1]] * 2, Y[1]))
+
+
+def test_the_curve_picture_draws_a_band_where_it_is_given_standard_errors():
+    figure = rs.plot_best_of_n_curves({"pick": {1: 1.0, 2: 1.5}}, stderrs={"pick": {1: 0.1, 2: 0.2}})
+    band = figure.axes[0].collections[0].get_paths()[0].vertices
+    assert band[:, 1].min() == pytest.approx(0.9) and band[:, 1].max() == pytest.approx(1.7)
