@@ -210,12 +210,20 @@ def machine_description() -> str:
 
 
 def save(runs: list[Run], out: Path) -> list[Path]:
-    """Write ``out/claims.md`` (the table) and ``out/claims.json`` (every run, its failures and margins)."""
+    """Write ``out/claims.md`` (the table) and ``out/claims.json`` (every run, its failures and margins).
+
+    Runs already in ``out/claims.json`` are kept, but for those this call reran (the same
+    notebook under the same perturbation): rerunning one notebook updates its rows.
+    """
     out.mkdir(parents=True, exist_ok=True)
+    record = out / "claims.json"
+    earlier = [Run(**run) for run in json.loads(record.read_text())["runs"]] if record.exists() else []
+    rerun = {(run.notebook, run.perturbation) for run in runs}
+    runs = sorted([run for run in earlier if (run.notebook, run.perturbation) not in rerun] + runs,
+                  key=lambda run: (run.notebook, list(PERTURBATIONS).index(run.perturbation)))
     machine = machine_description()
     (out / "claims.md").write_text("# Claims under perturbations\n\nWritten by `rlhf-edu claims`. " +
                                    to_markdown(runs, machine))
-    (out / "claims.json").write_text(json.dumps({"machine": machine, "perturbations": PERTURBATIONS,
-                                                 "runs": [asdict(run) for run in runs]}, indent=1,
-                                                ensure_ascii=False) + "\n")
-    return [out / "claims.md", out / "claims.json"]
+    record.write_text(json.dumps({"machine": machine, "perturbations": PERTURBATIONS,
+                                  "runs": [asdict(run) for run in runs]}, indent=1, ensure_ascii=False) + "\n")
+    return [out / "claims.md", record]

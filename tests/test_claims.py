@@ -60,6 +60,10 @@ def test_the_command_writes_the_table_and_refuses_unknown_names(tmp_path, capsys
     assert main(["claims", path, "--perturb", "as-is", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
     record = json.loads((tmp_path / "out" / "claims.json").read_text())
     assert record["runs"][0]["passed"] and "ok.ipynb | pass" in (tmp_path / "out" / "claims.md").read_text()
+    other = notebook(tmp_path / "other.ipynb", ["# Other", "## Check", "assert 2 + 2 == 4"])
+    assert main(["claims", other, "--perturb", "as-is", "--jobs", "1", "--out", str(tmp_path / "out")]) == 0
+    record = json.loads((tmp_path / "out" / "claims.json").read_text())
+    assert [run["notebook"] for run in record["runs"]] == [path, other], "a second call adds its rows to the table"
     assert main(["claims", path, "--perturb", "avx3"]) == 2
     assert "unknown perturbation 'avx3'" in capsys.readouterr().err
     with pytest.raises(ValueError, match="not a notebook file"):
