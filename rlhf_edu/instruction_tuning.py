@@ -30,6 +30,7 @@ the asked subject, and the gold reward with each of its components.
 from __future__ import annotations
 
 import copy
+import math
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -316,6 +317,19 @@ def format_report(world: World, prompts: list[str], completions: list[str], fini
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / len(values)
+
+
+def share_stderr(share: float, n: int) -> float:
+    """The standard error of a share of ``n`` answers (a ``format_report`` rate), never zero.
+
+    Agresti-Coull: two hits and two misses are added before √(p(1 − p) / n), so a share of
+    0 or 1 (every answer closed its turn) still gets an honest error instead of 0, which a
+    check cell could not measure a margin in.
+    """
+    if not 0 <= share <= 1 or n < 1:
+        raise ValueError(f"share must be in [0, 1] and n >= 1, got share={share!r}, n={n!r}: pass a rate and a count")
+    adjusted = (share * n + 2) / (n + 4)
+    return math.sqrt(adjusted * (1 - adjusted) / (n + 4))
 
 
 def sample_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, prompts: list[str],

@@ -518,6 +518,26 @@ def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequen
     """
     if not 0 < level < 1:
         raise ValueError(f"level must be between 0 and 1, got {level!r}: e.g. 0.9 for a 90% interval")
+    fits = _bootstrap_weights(rewards, components, num_resamples, seed, intercept)
+    low, high = (1 - level) / 2, (1 + level) / 2
+    return {name: (float(np.quantile(fits[name], low)), float(np.quantile(fits[name], high))) for name in components}
+
+
+def implied_weights_stderr(rewards: torch.Tensor, components: dict[str, Sequence[float]], num_resamples: int = 200,
+                           seed: int = 0, intercept: bool = True) -> dict[str, float]:
+    """The bootstrap standard error of each :func:`implied_weights` value: the spread of the refits.
+
+    The same resamples as :func:`implied_weights_interval` with the same ``seed``; what a
+    check cell compares a weight with (e.g. its gold weight, by 3 standard errors).
+    """
+    fits = _bootstrap_weights(rewards, components, num_resamples, seed, intercept)
+    return {name: float(np.std(fits[name], ddof=1)) for name in components}
+
+
+def _bootstrap_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]], num_resamples: int, seed: int,
+                       intercept: bool) -> dict[str, np.ndarray]:
+    """``{component: (num_resamples,) refits}``: :func:`implied_weights` on rows resampled with replacement."""
+    check_int(num_resamples, "num_resamples", low=2, fix="the number of resamples, e.g. 200")
     rng = numpy_rng(seed)
     values = {name: np.asarray(column, dtype=np.float64) for name, column in components.items()}
     fits = []
@@ -525,9 +545,7 @@ def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequen
         rows = torch.as_tensor(rng.integers(len(rewards), size=len(rewards)))  # (N,) with repeats
         fits.append(implied_weights(rewards[rows], {name: column[rows.numpy()] for name, column in values.items()},
                                     intercept))
-    low, high = (1 - level) / 2, (1 + level) / 2
-    return {name: (float(np.quantile([fit[name] for fit in fits], low)),
-                   float(np.quantile([fit[name] for fit in fits], high))) for name in components}
+    return {name: np.array([fit[name] for fit in fits]) for name in components}
 
 
 # --- outcome reward models: correctness at every token, from a verifier's labels ------------------------

@@ -23,6 +23,7 @@ from rlhf_edu.instruction_tuning import (
     sample_report,
     sft_loss,
     sft_step_loss,
+    share_stderr,
     token_table,
     train_sft,
     unroll_conversation,
@@ -432,3 +433,11 @@ def test_plot_loss_mask_colours_exactly_the_loss_tokens(tokenizer):
         faces = [patch.get_facecolor() for patch in fig.axes[0].patches]
         assert len(faces) == len(encode_example(tokenizer, CONVERSATION)["input_ids"])
         assert sum(face == to_rgba(COMPLETION_COLOR) for face in faces) == in_loss
+
+
+def test_share_stderr_is_binomial_in_the_middle_and_never_zero():
+    assert share_stderr(0.5, 10_000) == pytest.approx(math.sqrt(0.25 / 10_000), rel=1e-3)
+    assert 0 < share_stderr(1.0, 300) < share_stderr(0.5, 300)
+    assert share_stderr(0.0, 300) == pytest.approx(share_stderr(1.0, 300))
+    with pytest.raises(ValueError, match="share"):
+        share_stderr(1.5, 10)

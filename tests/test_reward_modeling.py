@@ -388,6 +388,22 @@ def test_implied_weights_interval_covers_the_truth_and_widens_with_collinearity(
         rm.implied_weights_interval(rewards, {"a": a.tolist()}, level=90)
 
 
+def test_implied_weights_stderr_matches_least_squares_and_the_interval():
+    generator = torch.Generator().manual_seed(1)
+    a, b = (torch.rand(400, generator=generator, dtype=torch.float64) for _ in range(2))
+    rewards = 2 * a + 1 * b + 0.1 * torch.randn(400, generator=generator, dtype=torch.float64)
+    components = {"a": a.tolist(), "b": b.tolist()}
+    stderr = rm.implied_weights_stderr(rewards, components, num_resamples=400)
+    features = np.stack([np.ones(400), a.numpy(), b.numpy()], axis=1)  # (N, 3) with the intercept
+    residuals = rewards.numpy() - features @ np.linalg.lstsq(features, rewards.numpy(), rcond=None)[0]
+    classical = np.sqrt(np.diag(residuals.var(ddof=3) * np.linalg.inv(features.T @ features)))[1:]  # (2,)
+    assert stderr["a"] == pytest.approx(classical[0], rel=0.2) and stderr["b"] == pytest.approx(classical[1], rel=0.2)
+    interval = rm.implied_weights_interval(rewards, components, level=0.9, num_resamples=400)
+    assert interval["a"][1] - interval["a"][0] == pytest.approx(2 * 1.645 * stderr["a"], rel=0.2)
+    with pytest.raises(ValueError, match="num_resamples"):
+        rm.implied_weights_stderr(rewards, components, num_resamples=1)
+
+
 def test_implied_weights_on_pair_differences_cancel_a_constant_per_prompt(world):
     prompts = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"] * 4
     chosen = ["the cat is small and grey", "the pizza is tasty", "3 plus 5 is 8", "the dog is big",
