@@ -47,7 +47,7 @@ from .core.logprobs import batch_sequence_logprobs, check_language_model, sequen
 from .core.preferences import encode_pairs, pair_loader
 from .core.runtime import SCORING_BATCH_SIZE, numpy_rng
 from .core.scoring import score_rows
-from .core.stats import running_mean
+from .core.stats import mean_and_stderr, running_mean
 from .core.training import Batch, History, TrainingConfig, train
 from .core.validation import check_choice, check_int, check_number, context_length
 from .core.world import World
@@ -461,20 +461,37 @@ def plot_displacement(history: History, beta: float, smooth: int = 5, axes: Sequ
     return axes[0].figure
 
 
+def evaluation_stderrs(evaluation: PolicyEvaluation) -> tuple[float, float]:
+    """``(se of the KL, se of the mean gold reward)`` of one evaluation, from its per-sample terms.
+
+    Each is 0 where the evaluation holds fewer than two samples.
+    """
+    if len(evaluation.gold_rewards) < 2:
+        return 0.0, 0.0
+    kl_se = mean_and_stderr(evaluation.log_ratios)[1] if len(evaluation.log_ratios) > 1 else 0.0
+    return kl_se, mean_and_stderr(evaluation.gold_rewards)[1]
+
+
 def plot_frontier(runs: Sequence[Run], sft: PolicyEvaluation, highlight: float | None = None,
                   ax: plt.Axes | None = None) -> plt.Figure:
     """Gold reward against KL(π‖π_SFT) on samples: the SFT model at KL 0, one dot per run (colours C0, C1, …).
 
-    ``highlight`` circles the run with that β.
+    Each point carries ± 1 standard error of its own KL and gold reward (:func:`evaluation_stderrs`),
+    so a reader sees how far apart two points must be to differ; a *difference* of two runs
+    evaluated on the same prompts has its own, smaller, paired error. ``highlight`` circles the run with that β.
     """
     ax = ax or plt.subplots(figsize=(5, 3.6))[1]
-    ax.scatter([0.0], [sft.gold_reward], color="black", marker="s", label="SFT (β → ∞)", zorder=3)
+    ax.errorbar([0.0], [sft.gold_reward], yerr=[evaluation_stderrs(sft)[1]], color="black", marker="s",
+                linestyle="none", capsize=3, label="SFT (β → ∞)", zorder=3)
     for i, run in enumerate(runs):
         kl, gold = run.evaluation.kl, run.evaluation.gold_reward
-        ax.scatter([kl], [gold], color=f"C{i}", label=f"DPO β={run.config.beta:g}", zorder=3)
+        kl_se, gold_se = evaluation_stderrs(run.evaluation)
+        ax.errorbar([kl], [gold], xerr=[kl_se], yerr=[gold_se], color=f"C{i}", marker="o", linestyle="none",
+                    capsize=3, label=f"DPO β={run.config.beta:g}", zorder=3)
         if highlight is not None and np.isclose(run.config.beta, highlight):
             ax.scatter([kl], [gold], s=220, facecolors="none", edgecolors="black", linewidths=1.5, zorder=4)
     ax.margins(0.15)
-    ax.set(xlabel="KL(π ‖ π_SFT) on samples (nats)", ylabel="mean gold reward", title="reward–KL frontier (LM)")
+    ax.set(xlabel="KL(π ‖ π_SFT) on samples (nats)", ylabel="mean gold reward (± 1 s.e.)",
+           title="reward–KL frontier (LM)")
     ax.legend(fontsize=8)
     return ax.figure

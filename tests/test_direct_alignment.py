@@ -20,6 +20,7 @@ from rlhf_edu.direct_alignment import (
     dpo_batch_loss,
     dpo_loss,
     dpo_metrics,
+    evaluation_stderrs,
     implicit_reward,
     plot_displacement,
     plot_frontier,
@@ -420,9 +421,22 @@ def test_frontier_plot_has_one_point_per_run_and_the_sft_model_at_zero_kl():
     runs = [Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], {}, kl), History())
             for beta, gold, kl in ((0.1, 1.5, 3.0), (1.0, 1.2, 0.5))]
     ax = plot_frontier(runs, sft, highlight=1.0).axes[0]
-    points = [collection.get_offsets().tolist() for collection in ax.collections]
-    assert points == [[[0.0, 1.0]], [[3.0, 1.5]], [[0.5, 1.2]], [[0.5, 1.2]]]  # SFT, two runs, the highlight ring
+    points = [line.get_xydata().tolist() for line in ax.lines if line.get_marker() in ("s", "o")]
+    assert points == [[[0.0, 1.0]], [[3.0, 1.5]], [[0.5, 1.2]]]  # SFT and the two runs
+    assert [c.get_offsets().tolist() for c in ax.collections if c.get_offsets().size == 2][-1] == [[0.5, 1.2]]
     assert ax.get_legend_handles_labels()[1] == ["SFT (β → ∞)", "DPO β=0.1", "DPO β=1"]
+
+
+def test_frontier_points_carry_the_standard_errors_of_their_kl_and_gold():
+    sft = PolicyEvaluation(["p"] * 4, ["c"] * 4, [1.0, 2.0, 1.0, 2.0], {}, 0.0, [0.0] * 4)
+    evaluation = PolicyEvaluation(["p"] * 4, ["c"] * 4, [1.0, 3.0, 1.0, 3.0], {}, 2.0, [1.0, 3.0, 1.0, 3.0])
+    assert evaluation_stderrs(evaluation) == pytest.approx((math.sqrt(4 / 3) / 2, math.sqrt(4 / 3) / 2))
+    assert evaluation_stderrs(PolicyEvaluation(["p"], ["c"], [1.0], {}, 0.0)) == (0.0, 0.0)
+    ax = plot_frontier([Run(DPOConfig(beta=0.1), evaluation, History())], sft).axes[0]
+    bars = [collection.get_segments() for collection in ax.collections if hasattr(collection, "get_segments")]
+    spans = sorted(round(float(np.ptp(segment[:, axis])), 6) for segments in bars for segment in segments
+                   for axis in (0, 1) if np.ptp(segment[:, axis]) > 0)
+    assert spans == pytest.approx([math.sqrt(1 / 3), math.sqrt(4 / 3), math.sqrt(4 / 3)])  # ± 1 s.e.: twice it long
 
 
 def test_tabular_result_plots_three_bars_per_arm():
