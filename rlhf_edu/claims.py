@@ -45,6 +45,9 @@ PERTURBATIONS: dict[str, dict[str, str]] = {
 DEFAULT_PERTURBATIONS = ("seed+1000", "seed+2000", "avx512", "default")
 CHECK_HEADING = re.compile(r"^#{1,6}\s*[\d\s.·:-]*check", re.IGNORECASE | re.MULTILINE)
 CHECKED = "# NBVAL_CHECK_OUTPUT"
+# Kernels talk to their client over Unix sockets, not TCP: two kernels that start at once on one machine can be
+# handed the same free TCP port, and a client then waits forever for a reply that went to the other kernel.
+IPC = "--KernelManager.transport=ipc"
 
 
 @dataclass
@@ -130,7 +133,7 @@ def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int
 
     committed = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="rlhf-edu-claims-") as tmp:
-        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors", IPC,
                    f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", tmp, "--output", "run.ipynb", path]
         start = time.perf_counter()
         try:
