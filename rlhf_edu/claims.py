@@ -46,7 +46,8 @@ DEFAULT_PERTURBATIONS = ("seed+1000", "seed+2000", "avx512", "default")
 CHECK_HEADING = re.compile(r"^#{1,6}\s*[\d\s.·:-]*check", re.IGNORECASE | re.MULTILINE)
 CHECKED = "# NBVAL_CHECK_OUTPUT"
 # Kernels talk to their client over Unix sockets, not TCP: two kernels that start at once on one machine can be
-# handed the same free TCP port, and a client then waits forever for a reply that went to the other kernel.
+# handed the same free TCP port, and a client then waits forever for a reply that went to the other kernel. The
+# sockets' path must be absolute, since the kernel runs in the notebook's folder and its client does not.
 IPC = "--KernelManager.transport=ipc"
 
 
@@ -133,8 +134,9 @@ def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int
 
     committed = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="rlhf-edu-claims-") as tmp:
-        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors", IPC,
-                   f"--ExecutePreprocessor.timeout={timeout}", "--output-dir", tmp, "--output", "run.ipynb", path]
+        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
+                   IPC, f"--KernelManager.ip={tmp}/kernel", f"--ExecutePreprocessor.timeout={timeout}",
+                   "--output-dir", tmp, "--output", "run.ipynb", path]
         start = time.perf_counter()
         try:
             done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
