@@ -40,8 +40,8 @@ from .core import zoo
 from .core.evaluation import PolicyEvaluation, evaluate_policy
 from .core.logprobs import check_language_model
 from .core.preferences import build_preference_dataset
-from .core.runtime import get_device
-from .core.stats import mean_and_stderr
+from .core.runtime import get_device, shifted_seed
+from .core.stats import difference_stderr, mean_and_stderr
 from .core.training import History, TrainingConfig, make_loader
 from .core.validation import check_texts
 from .core.world import World
@@ -93,7 +93,8 @@ def trl_training_args(config: TrainingConfig, output_dir: str | None = None,
     The optimizer and schedule are the same (AdamW, the same warm-up and schedule, the same
     clipping); TRL's own defaults that differ from this project's are set back: no
     activation (gradient) checkpointing, float32 on the CPU (bf16 where ours would use it), a log line
-    every step, no checkpoints saved and no tracker.
+    every step, no checkpoints saved and no tracker. TRL's seed is :func:`~rlhf_edu.core.runtime.shifted_seed`
+    of ours, so ``RLHF_EDU_SEED_OFFSET`` moves both trainers.
     """
     device = get_device(device)
     return {
@@ -105,7 +106,7 @@ def trl_training_args(config: TrainingConfig, output_dir: str | None = None,
         else config.lr_scheduler_type,
         "max_grad_norm": config.max_grad_norm or 0.0,  # 0 switches clipping off in transformers' Trainer
         "weight_decay": config.weight_decay,
-        "seed": config.seed,
+        "seed": shifted_seed(config.seed),  # moved by RLHF_EDU_SEED_OFFSET, as every seed of ours is
         "disable_tqdm": not config.progress,
         "use_cpu": device.type == "cpu",
         "bf16": device.type == "cuda" and torch.cuda.is_bf16_supported(),
@@ -338,9 +339,10 @@ class SideBySide:
         """Ours minus TRL's gold reward, with its standard error (:func:`gold_difference`)."""
         return gold_difference(self.ours, self.trl, paired)
 
-    def gain(self, which: str) -> tuple[float, float]:
-        """What ``which`` ("ours" or "trl") gained in gold reward over the start, with its standard error."""
-        return gold_difference(getattr(self, which), self.start)
+    def gain(self, which: str, paired: bool = False) -> tuple[float, float]:
+        """What ``which`` ("ours" or "trl") gained in gold reward over the start, with its standard error
+        (paired by prompt with ``paired``: every model answers the same prompts with the same seed)."""
+        return gold_difference(getattr(self, which), self.start, paired)
 
     def table(self) -> str:
         """A markdown table: gold reward ± standard error, KL to the start and training time of each model."""
@@ -444,14 +446,21 @@ def load_side_by_side_sweep(path: str | Path = SIDE_BY_SIDE_PATH) -> dict[str, l
     return json.loads(Path(path).read_text())["runs"]
 
 
-def seed_spread(runs: Sequence[dict[str, float]], metric: str = "gold") -> dict[str, tuple[float, float]]:
+def seed_spread(runs: Sequence[dict[str, float]], metric: str = "gold",
+                paired: bool = True) -> dict[str, tuple[float, float]]:
     """Over the seeds of a sweep: the mean ``metric`` ("gold" or "kl") of each trainer and of their difference.
 
     Each value is (mean over seeds, standard error over seeds), so the training seed's own
-    noise is in it, not only the evaluation's.
+    noise is in it, not only the evaluation's. ``paired`` takes the difference's error from
+    the per-seed differences, which is right only where one seed gives both trainers the
+    same draw (DPO in the same order: the same batches). Where each trainer draws its own
+    with the seed (TRL's sampler, GRPO's samples), seed s of one has nothing in common with
+    seed s of the other: pass ``paired=False`` for the unpaired √(se_ours² + se_trl²).
     """
     ours, theirs = np.array([r[f"ours/{metric}"] for r in runs]), np.array([r[f"trl/{metric}"] for r in runs])
-    return {"ours": mean_and_stderr(ours), "trl": mean_and_stderr(theirs), "ours - trl": mean_and_stderr(ours - theirs)}
+    spread = {"ours": mean_and_stderr(ours), "trl": mean_and_stderr(theirs)}
+    unpaired = (float(np.mean(ours - theirs)), difference_stderr(spread["ours"][1], spread["trl"][1]))
+    return spread | {"ours - trl": mean_and_stderr(ours - theirs) if paired else unpaired}
 
 
 def side_by_side_sweep(out: str | Path = SIDE_BY_SIDE_PATH, seeds: Sequence[int] = (0, 1, 2, 3, 4),

@@ -34,6 +34,7 @@ from functools import partial
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import torch
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -41,11 +42,14 @@ from transformers import AutoModelForTokenClassification, PreTrainedModel, PreTr
 
 from .bandit import BanditRun, bandit_record
 from .core.collate import check_length, pad_batch
+from .core.evaluation import PolicyEvaluation
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, torch_generator
+from .core.stats import mean_and_stderr, pass_at_k
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
 from .core.validation import check_choice, check_int, check_number, check_texts, context_length
+from .core.world import FAMILIES, parse_prompt
 from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
 from .pretraining import encode_document, language_modeling_loss
 from .regularization import (
@@ -417,8 +421,9 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
         check_language_model(ref_model, tokenizer, "ref_model")
     value_model = value_model_from(policy) if config.algorithm == "ppo" else None
     modules = [policy] + ([value_model] if value_model is not None else [])
-    updates = config.num_steps * config.num_iterations * config.num_mini_batches
-    trainer = Trainer(modules, config, updates, desc=f"RL ({config.algorithm})")
+    per_step = config.num_iterations * config.num_mini_batches  # optimizer updates per rollout
+    trainer = Trainer(modules, config, config.num_steps * per_step,  # the bar counts updates, and says so
+                      desc=f"RL ({config.algorithm})" + (f", updates ({per_step} a step)" if per_step > 1 else ""))
     order = torch.randperm(len(prompts), generator=torch_generator(config.seed)).tolist()
     controller = kl_controller(config)
     ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
@@ -578,6 +583,39 @@ def load_sweep(path: str | Path) -> tuple[dict[float, History], dict]:
     """Read a file written by :func:`save_sweep`: ``({β: History}, settings)``."""
     runs, settings = load_histories(path)
     return {float(beta): history for beta, history in runs.items()}, settings
+
+
+# --- two policies on the same prompts, compared prompt by prompt (notebook 11's check cells) ------------------
+def pass_at_k_per_prompt(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
+                         verifier: RewardFn, num_samples: int = 16, ks: Sequence[int] = (1, 2, 4, 8, 16),
+                         seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[int, np.ndarray]:
+    """pass@k of each prompt, ``{k: (len(prompts),) array}``, for each k in ``ks``.
+
+    The values that :func:`~rlhf_edu.core.evaluation.pass_at_k_curve` averages (the same
+    samples for the same seed), kept per prompt: for two policies on the same prompts,
+    ``mean_and_stderr(after[k] - before[k])`` is the change and its paired standard error.
+    """
+    prompts = check_texts(prompts, "prompts")
+    rollout = sample_rollouts(policy, tokenizer, prompts, num_samples, max_new_tokens, seed=seed)
+    correct = np.asarray(verifier(rollout.prompts, rollout.completions)).reshape(len(prompts), num_samples) > 0.5
+    return {k: np.array([pass_at_k(num_samples, int(c), k) for c in correct.sum(axis=1)]) for k in ks}
+
+
+def paired_difference(first: PolicyEvaluation, second: PolicyEvaluation, component: str = "gold",
+                      family: str | None = None) -> tuple[float, float]:
+    """``first``'s mean ``component`` minus ``second``'s, with the paired standard error of that difference.
+
+    ``component`` is a gold component's name, or ``"gold"`` for the gold reward; ``family``
+    keeps that family's prompts only. Both evaluations must hold the same prompts in the
+    same order, so each prompt's difference is one sample and what the prompts share cancels.
+    """
+    if first.prompts != second.prompts:
+        raise ValueError("a paired difference compares prompt by prompt: evaluate both policies on the same prompts")
+    if family is not None:
+        check_choice(family, "family", FAMILIES)
+    values = [np.asarray(e.gold_rewards if component == "gold" else e.components[component]) for e in (first, second)]
+    keep = np.array([family is None or parse_prompt(p).family == family for p in first.prompts])
+    return mean_and_stderr((values[0] - values[1])[keep])
 
 
 # --- pictures ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from trl.data_utils import apply_chat_template
 from rlhf_edu import graduate, zoo
 from rlhf_edu.core.evaluation import PolicyEvaluation
 from rlhf_edu.core.preferences import encode_pairs
+from rlhf_edu.core.runtime import shifted_seed
 from rlhf_edu.core.world import World
 from rlhf_edu.direct_alignment import DPOConfig, train_dpo
 from rlhf_edu.graduate import train_dpo_trl, train_grpo_trl, trl_dpo_config, trl_grpo_config
@@ -129,6 +130,29 @@ def test_with_the_same_order_both_dpo_trainers_see_the_same_batches():
     assert same[:3] == pytest.approx(ours_losses[:3], abs=1e-4) and same == pytest.approx(ours_losses, abs=1e-3)
     assert max(abs(a - b) for a, b in zip(shuffled[:3], ours_losses[:3])) > 1e-3  # TRL's own sampler: other batches
     assert sorted(graduate.loader_order(8, config)) == list(range(8))
+
+
+def test_trls_own_order_is_only_another_permutation(monkeypatch):
+    """TRL's own sampler changes nothing but the order: read in sequence, its permutation gives the same run.
+
+    The permutation comes from the seed another way than train_dpo's loader draws its own, so seed s
+    gives the two trainers unrelated orders, and their runs of one seed are not paired (notebook 13).
+    """
+    from accelerate.data_loader import SeedableRandomSampler
+
+    demos = World(seed=0).sft_dataset(8)
+    pairs = Dataset.from_dict({"prompt": demos["prompt"], "chosen": demos["completion"],
+                               "rejected": demos["completion"][1:] + demos["completion"][:1]})
+    config = DPOConfig(batch_size=2, learning_rate=1e-3, group_by_length=False, seed=3, progress=False)
+    tokenizer = zoo.load("sft", device="cpu")[1]
+    own = train_dpo_trl(zoo.load("sft", device="cpu")[0], tokenizer, pairs, config, same_order=False)["loss"]
+    torch.manual_seed(shifted_seed(config.seed))  # what TRL's Trainer seeds with before it builds the sampler
+    permutation = list(SeedableRandomSampler(range(len(pairs))))
+    ours = graduate.loader_order(len(pairs), config)
+    monkeypatch.setattr(graduate, "loader_order", lambda num_rows, config: permutation)
+    read_in_sequence = train_dpo_trl(zoo.load("sft", device="cpu")[0], tokenizer, pairs, config)["loss"]
+    assert own == read_in_sequence and len(own) == 4
+    assert permutation != ours
 
 
 @pytest.mark.parametrize("overrides", [{"num_epochs": 2}, {"group_by_length": True}])
@@ -265,6 +289,13 @@ def test_seed_spread_averages_over_seeds_with_their_own_error():
     assert spread["ours"] == pytest.approx((3.0, 1 / math.sqrt(3)))  # s = 1 over 3 seeds
     assert graduate.seed_spread([r | {"ours/kl": 1.0, "trl/kl": 2.0} for r in runs], "kl")["ours - trl"] == (-1.0, 0.0)
     assert spread["ours - trl"] == pytest.approx((1.0, 1 / math.sqrt(3)))  # differences 1, 0, 2
+    unpaired = graduate.seed_spread(runs, paired=False)["ours - trl"]  # √(se_ours² + se_trl²), se_trl = 1/√3 too
+    assert unpaired == pytest.approx((1.0, math.sqrt(2 / 3)))
+
+
+def test_trl_takes_the_shifted_seed(monkeypatch):
+    monkeypatch.setenv("RLHF_EDU_SEED_OFFSET", "1000")
+    assert trl_dpo_config(DPOConfig(seed=7, progress=False), device="cpu").seed == 1007
 
 
 def test_the_shipped_sweep_holds_five_seeds_of_each_run():

@@ -484,3 +484,51 @@ def test_kl_in_moves_the_penalty_between_reward_and_loss():
     assert not pg.kl_in_loss(pg.PolicyGradientConfig(algorithm="rloo"))
     with pytest.raises(ValueError, match="kl_in"):
         pg.PolicyGradientConfig(kl_in="advantage")
+
+
+# --- two policies on the same prompts, compared prompt by prompt -------------------------------------------
+def test_pass_at_k_per_prompt_keeps_what_pass_at_k_curve_averages(tokenizer, world):
+    from rlhf_edu.core.evaluation import pass_at_k_curve
+
+    model = random_model("llama", len(tokenizer))
+    prompts = ["add 3 and 5", "add 1 and 1", "add 2 and 4"]
+
+    def first_of_four(prompts, completions):
+        return [float(i % 4 == 0) for i in range(len(completions))]  # 4 of each prompt's 16 samples are "right"
+
+    per_prompt = pg.pass_at_k_per_prompt(model, tokenizer, prompts, first_of_four, ks=(1, 4, 16), max_new_tokens=3)
+    curve = pass_at_k_curve(model, tokenizer, prompts, first_of_four, ks=(1, 4, 16), max_new_tokens=3)
+    assert {k: v.shape for k, v in per_prompt.items()} == {1: (3,), 4: (3,), 16: (3,)}
+    assert {k: pytest.approx(v.mean()) for k, v in per_prompt.items()} == curve
+    assert per_prompt[1].tolist() == pytest.approx([0.25] * 3) and per_prompt[4][0] == pytest.approx(1 - 495 / 1820)
+
+
+def test_paired_difference_is_taken_prompt_by_prompt_within_a_family():
+    from rlhf_edu.core.evaluation import PolicyEvaluation
+
+    prompts = ["add 3 and 5", "describe the cat", "add 1 and 1", "describe the dog"]
+    first = PolicyEvaluation(prompts, ["x"] * 4, [2.0, 1.0, 4.0, 1.0], {"correctness": [1.0, 1.0, 1.0, 0.5]}, 0.0)
+    second = PolicyEvaluation(prompts, ["y"] * 4, [1.0, 1.0, 1.0, 0.0], {"correctness": [0.0, 0.5, 1.0, 0.0]}, 0.0)
+    assert pg.paired_difference(first, second) == pytest.approx((1.25, np.std([1, 0, 3, 1], ddof=1) / 2))
+    assert pg.paired_difference(first, second, "correctness", "describe") == pytest.approx((0.5, 0.0))
+    assert pg.paired_difference(first, second, "correctness", "arithmetic")[0] == pytest.approx(0.5)
+    with pytest.raises(ValueError, match="same prompts"):
+        pg.paired_difference(first, PolicyEvaluation(prompts[::-1], ["y"] * 4, [0.0] * 4, {}, 0.0))
+    with pytest.raises(ValueError, match="family"):
+        pg.paired_difference(first, second, "correctness", "poetry")
+
+
+def test_the_progress_bar_says_that_it_counts_updates(tokenizer, world, monkeypatch):
+    seen = {}
+    real_trainer = pg.Trainer
+
+    def spy(modules, config, total_steps, desc="training"):
+        seen.update(total=total_steps, desc=desc)
+        return real_trainer(modules, config, total_steps, desc=desc)
+
+    monkeypatch.setattr(pg, "Trainer", spy)
+    config = pg.PolicyGradientConfig(algorithm="ppo", batch_size=2, num_generations=2, num_steps=2,
+                                     num_mini_batches=2, max_completion_length=3, progress=False)
+    pg.train_policy_gradient(random_model("llama", len(tokenizer)), tokenizer, world.prompts(4),
+                             lambda p, c: [1.0] * len(c), config)
+    assert seen == {"total": 4, "desc": "RL (ppo), updates (2 a step)"}
