@@ -122,12 +122,27 @@ def judge(executed: dict, committed: dict, notebook: str, perturbation: str, sec
     return Run(notebook, perturbation, not failures, round(seconds, 1), failures, margins)
 
 
-def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int = 900) -> Run:
+def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int = 600, tries: int = 2) -> Run:
     """Execute ``path`` top to bottom in a fresh process and kernel, our environment plus ``env``; judge the result.
 
     Each run is its own ``jupyter nbconvert --execute`` process, as ``make notebooks`` runs
-    them: nothing of one run (a kernel, a socket, an event loop) can hold up the next.
+    them: nothing of one run (a kernel, a socket, an event loop) can hold up the next. A
+    run that stops without a verdict (a kernel that died, or one that went idle while its
+    client waited for a reply, until a cell ran past ``timeout`` seconds) is tried again,
+    up to ``tries`` times in all: that is the machinery failing, not a claim.
     """
+    for _ in range(tries):
+        run = _run_once(path, perturbation, env, timeout)
+        if not any(failure.startswith(STOPPED) for failure in run.failures):
+            break
+    return run
+
+
+STOPPED = "the run stopped:"
+
+
+def _run_once(path: str, perturbation: str, env: dict[str, str], timeout: int) -> Run:
+    """One try of :func:`run_notebook`."""
     import tempfile
 
     import nbformat
@@ -149,7 +164,7 @@ def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int
         executed = nbformat.read(output, as_version=4) if output.exists() else committed
     run = judge(executed, committed, path, perturbation, seconds)
     if reason is not None:  # a dead kernel or a timeout: the run fails, with the reason, and the others go on
-        run.passed, run.failures = False, run.failures + [f"the run stopped: {reason}"[:300]]
+        run.passed, run.failures = False, run.failures + [f"{STOPPED} {reason}"[:300]]
     return run
 
 
