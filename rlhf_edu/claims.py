@@ -122,7 +122,7 @@ def judge(executed: dict, committed: dict, notebook: str, perturbation: str, sec
     return Run(notebook, perturbation, not failures, round(seconds, 1), failures, margins)
 
 
-def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int = 600, tries: int = 2) -> Run:
+def run_notebook(path: str, perturbation: str, env: dict[str, str], timeout: int = 300, tries: int = 2) -> Run:
     """Execute ``path`` top to bottom in a fresh process and kernel, our environment plus ``env``; judge the result.
 
     Each run is its own ``jupyter nbconvert --execute`` process, as ``make notebooks`` runs
