@@ -288,14 +288,19 @@ def test_gaussian_table_matches_the_closed_forms():
     assert far["k3/std"] < far["k1/std"] and far["k2/bias"] > 0.2 and far["reversed k3/bias"] > 1.0
 
 
-def test_estimator_comparison_finds_the_bias_of_k2_and_reversed_k3_only(tokenizer, world):
-    """Against a sharper copy of π (its output layer × 8), on rows sampled from π: k1 and k3 agree with the exact KL
-    within 4 standard errors, k2 and the reversed k3 are biased upward, and the exact KL has the smallest spread."""
+def sharper_copy_and_rollout(tokenizer, world, scale: float, n: int, max_new_tokens: int):
+    """A random policy, a copy whose output layer is ``scale`` times sharper, and n answers to each of n prompts."""
     policy = random_model("llama", len(tokenizer))
     ref_model = copy.deepcopy(policy)
     with torch.no_grad():
-        ref_model.lm_head.weight.mul_(8.0)
-    rollout = sample_rollouts(policy, tokenizer, world.prompts(16), 16, max_new_tokens=6, seed=0)
+        ref_model.lm_head.weight.mul_(scale)
+    return policy, ref_model, sample_rollouts(policy, tokenizer, world.prompts(n), n, max_new_tokens, seed=0)
+
+
+def test_estimator_comparison_finds_the_bias_of_k2_and_reversed_k3_only(tokenizer, world):
+    """Against a sharper copy of π (its output layer × 8), on rows sampled from π: k1 and k3 agree with the exact KL
+    within 4 standard errors, k2 and the reversed k3 are biased upward, and the exact KL has the smallest spread."""
+    policy, ref_model, rollout = sharper_copy_and_rollout(tokenizer, world, 8.0, 16, max_new_tokens=6)
     stats = reg.estimator_comparison(policy, ref_model, rollout)
     assert list(stats) == ["exact", *reg.ESTIMATOR_NAMES]
     assert stats["exact"]["mean"] > 1.0, stats["exact"]
@@ -331,11 +336,7 @@ def test_the_shipped_regularization_runs_are_the_recipes():
 
 
 def test_estimator_comparison_keeps_each_rows_values_and_their_median(tokenizer, world):
-    policy = random_model("llama", len(tokenizer))
-    ref_model = copy.deepcopy(policy)
-    with torch.no_grad():
-        ref_model.lm_head.weight.mul_(4.0)
-    rollout = sample_rollouts(policy, tokenizer, world.prompts(4), 4, max_new_tokens=5, seed=0)
+    policy, ref_model, rollout = sharper_copy_and_rollout(tokenizer, world, 4.0, 4, max_new_tokens=5)
     stats = reg.estimator_comparison(policy, ref_model, rollout)
     for name, s in stats.items():
         assert s["values"].shape == (16,) and s["values"].dtype == np.float64, name
