@@ -42,8 +42,13 @@ from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.preferences import build_preference_dataset, encode_pairs, pair_loader
 from rlhf_edu.direct_alignment import DPOConfig, dpo_loss, train_dpo
 
-TRAINERS = ("train_dpo", "bare loop", "TRL DPOTrainer, fp32", "TRL DPOTrainer, fp32, precomputed ref",
-            "TRL DPOTrainer, its defaults (bf16 autocast, gradient checkpointing)")
+TRAINERS = (
+    "train_dpo",
+    "bare loop",
+    "TRL DPOTrainer, fp32",
+    "TRL DPOTrainer, fp32, precomputed ref",
+    "TRL DPOTrainer, its defaults (bf16 autocast, gradient checkpointing)",
+)
 LEARNING_RATE, BETA = 5e-4, 0.1
 
 
@@ -54,8 +59,9 @@ def load_model_and_data(num_pairs: int, device: str):
 
 
 def run_train_dpo(model, tokenizer, dataset, args) -> None:
-    config = DPOConfig(learning_rate=LEARNING_RATE, beta=BETA, batch_size=args.batch_size, num_epochs=args.epochs,
-                       progress=False)
+    config = DPOConfig(
+        learning_rate=LEARNING_RATE, beta=BETA, batch_size=args.batch_size, num_epochs=args.epochs, progress=False
+    )
     train_dpo(model, tokenizer, dataset, config)
 
 
@@ -93,15 +99,29 @@ def run_trl(model, tokenizer, dataset, args, trainer: str) -> None:
     fp32 = {} if "defaults" in trainer else {"bf16": False, "gradient_checkpointing": False}
     with tempfile.TemporaryDirectory() as output_dir:
         config = TRLConfig(
-            output_dir=output_dir, per_device_train_batch_size=args.batch_size, num_train_epochs=args.epochs,
-            learning_rate=LEARNING_RATE, beta=BETA, max_length=model.config.max_position_embeddings,
-            precompute_ref_log_probs="precomputed" in trainer, precompute_ref_batch_size=64,
-            lr_scheduler_type="constant", max_grad_norm=1.0, weight_decay=0.0, report_to=[], save_strategy="no",
-            disable_tqdm=True, logging_steps=1, use_cpu=args.device == "cpu", dataloader_num_workers=0, seed=0,
+            output_dir=output_dir,
+            per_device_train_batch_size=args.batch_size,
+            num_train_epochs=args.epochs,
+            learning_rate=LEARNING_RATE,
+            beta=BETA,
+            max_length=model.config.max_position_embeddings,
+            precompute_ref_log_probs="precomputed" in trainer,
+            precompute_ref_batch_size=64,
+            lr_scheduler_type="constant",
+            max_grad_norm=1.0,
+            weight_decay=0.0,
+            report_to=[],
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1,
+            use_cpu=args.device == "cpu",
+            dataloader_num_workers=0,
+            seed=0,
             **fp32,
         )
-        trainer = DPOTrainer(model=model, ref_model=copy.deepcopy(model), args=config, train_dataset=dataset,
-                             processing_class=tokenizer)
+        trainer = DPOTrainer(
+            model=model, ref_model=copy.deepcopy(model), args=config, train_dataset=dataset, processing_class=tokenizer
+        )
         trainer.train()
 
 
@@ -124,19 +144,38 @@ def measure(trainer: str, args) -> dict:
     if args.device == "cuda":
         torch.cuda.synchronize()
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
-    result = {"trainer": trainer, "pairs": len(dataset), "epochs": args.epochs, "seconds": seconds,
-              "pairs_per_s": len(dataset) * args.epochs / seconds,
-              "pairs_per_cpu_s": len(dataset) * args.epochs / cpu_seconds,
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-              "loaded_rss_mib": loaded_rss}
+    result = {
+        "trainer": trainer,
+        "pairs": len(dataset),
+        "epochs": args.epochs,
+        "seconds": seconds,
+        "pairs_per_s": len(dataset) * args.epochs / seconds,
+        "pairs_per_cpu_s": len(dataset) * args.epochs / cpu_seconds,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loaded_rss_mib": loaded_rss,
+    }
     if args.device == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
 def run_in_subprocess(trainer: str, args) -> dict:
-    command = [sys.executable, __file__, "--only", trainer, "--pairs", str(args.pairs), "--epochs", str(args.epochs),
-               "--batch-size", str(args.batch_size), "--threads", str(args.threads), "--device", args.device]
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        trainer,
+        "--pairs",
+        str(args.pairs),
+        "--epochs",
+        str(args.epochs),
+        "--batch-size",
+        str(args.batch_size),
+        "--threads",
+        str(args.threads),
+        "--device",
+        args.device,
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -145,13 +184,20 @@ def table(results: list[dict]) -> str:
     """A markdown table; the ratio column compares throughput per CPU-second, which a busy machine does not skew."""
     ours = next(r for r in results if r["trainer"] == "train_dpo")["pairs_per_cpu_s"]
     memory = "peak CUDA MiB" if "peak_cuda_mib" in results[0] else "peak RSS MiB (after loading)"
-    lines = [f"| trainer | epochs | pairs per CPU-second | pairs/s (wall) | train_dpo ÷ this | {memory} |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        f"| trainer | epochs | pairs per CPU-second | pairs/s (wall) | train_dpo ÷ this | {memory} |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in results:
-        peak = f"{r['peak_cuda_mib']:.0f}" if "peak_cuda_mib" in r else \
-            f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f})"
-        lines.append(f"| {r['trainer']} | {r['epochs']} | {r['pairs_per_cpu_s']:.0f} | {r['pairs_per_s']:.0f} | "
-                     f"{ours / r['pairs_per_cpu_s']:.2f} | {peak} |")
+        peak = (
+            f"{r['peak_cuda_mib']:.0f}"
+            if "peak_cuda_mib" in r
+            else f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f})"
+        )
+        lines.append(
+            f"| {r['trainer']} | {r['epochs']} | {r['pairs_per_cpu_s']:.0f} | {r['pairs_per_s']:.0f} | "
+            f"{ours / r['pairs_per_cpu_s']:.2f} | {peak} |"
+        )
     return "\n".join(lines)
 
 
@@ -170,14 +216,17 @@ def main() -> None:
         print(json.dumps(measure(args.only, args)))
         return
     trainers = TRAINERS if find_spec("trl") else TRAINERS[:2]
-    print(f"{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
-          f"{args.threads} thread(s), {args.pairs} prompts, batch size {args.batch_size}")
+    print(
+        f"{platform.processor() or platform.machine()}, torch {torch.__version__}, device {args.device}, "
+        f"{args.threads} thread(s), {args.pairs} prompts, batch size {args.batch_size}"
+    )
     for epochs in args.epochs:
         runs = {trainer: [] for trainer in trainers}
         for _ in range(args.repeats):  # round robin, so a busy spell on the machine hits every trainer alike
             for trainer in trainers:
                 runs[trainer].append(run_in_subprocess(trainer, argparse.Namespace(**{**vars(args), "epochs": epochs})))
         print(table([max(runs[t], key=lambda r: r["pairs_per_cpu_s"]) for t in trainers]), flush=True)
+
 
 if __name__ == "__main__":
     main()

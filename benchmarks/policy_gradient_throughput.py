@@ -109,15 +109,22 @@ def run_train_policy_gradient(model, tokenizer, world, prompts, args, sections: 
     if hasattr(pg, "sample_rollouts"):
         pg.sample_rollouts = sections.wrap("rest of sampling", pg.sample_rollouts)
     if hasattr(pg, "token_logprobs"):  # only the no-grad passes: those with grad belong to the update
-        pg.token_logprobs = sections.wrap("no-grad log-probs", pg.token_logprobs,
-                                          when=lambda: not torch.is_grad_enabled())
+        pg.token_logprobs = sections.wrap(
+            "no-grad log-probs", pg.token_logprobs, when=lambda: not torch.is_grad_enabled()
+        )
     training.Trainer.step = sections.wrap("update", training.Trainer.step)
     time_generate(model, sections)
     reward_fn = sections.wrap("scoring", world.gold_reward)
     config = pg.PolicyGradientConfig(
-        algorithm="grpo", beta=0.0, learning_rate=LEARNING_RATE, batch_size=args.prompts_per_step,
-        num_generations=args.generations, max_completion_length=args.max_completion_length, num_steps=args.steps,
-        progress=False)
+        algorithm="grpo",
+        beta=0.0,
+        learning_rate=LEARNING_RATE,
+        batch_size=args.prompts_per_step,
+        num_generations=args.generations,
+        max_completion_length=args.max_completion_length,
+        num_steps=args.steps,
+        progress=False,
+    )
     history = pg.train_policy_gradient(model, tokenizer, prompts, reward_fn, config)
     rows = args.prompts_per_step * args.generations
     return round(sum(history["completions/mean_length"]) * rows)
@@ -126,15 +133,21 @@ def run_train_policy_gradient(model, tokenizer, world, prompts, args, sections: 
 def prepare_bare_batches(model, tokenizer, prompts, args) -> list[dict[str, torch.Tensor]]:
     """Each step's prompts, chat-rendered, repeated num_generations times and left-padded, ahead of the clock."""
     device = next(model.parameters()).device
-    texts = [tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True,
-                                           tokenize=False) for p in prompts]
+    texts = [
+        tokenizer.apply_chat_template([{"role": "user", "content": p}], add_generation_prompt=True, tokenize=False)
+        for p in prompts
+    ]
     tokenizer.padding_side = "left"
     batches = []
     for start in range(0, len(prompts), args.prompts_per_step):
-        step = [t for t in texts[start:start + args.prompts_per_step] for _ in range(args.generations)]
+        step = [t for t in texts[start : start + args.prompts_per_step] for _ in range(args.generations)]
         inputs = tokenizer(step, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
-        batches.append({**inputs, "prompts": [p for p in prompts[start:start + args.prompts_per_step]
-                                              for _ in range(args.generations)]})
+        batches.append(
+            {
+                **inputs,
+                "prompts": [p for p in prompts[start : start + args.prompts_per_step] for _ in range(args.generations)],
+            }
+        )
     return batches
 
 
@@ -147,9 +160,17 @@ def run_bare_loop(model, tokenizer, world, batches, args, sections: Sections) ->
     for batch in batches:
         model.eval()
         with sections.section("generate"), torch.no_grad():
-            sequences = model.generate(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                                       do_sample=True, temperature=1.0, top_k=0, top_p=1.0,
-                                       max_new_tokens=args.max_completion_length, pad_token_id=pad, eos_token_id=eos)
+            sequences = model.generate(
+                input_ids=batch["input_ids"],
+                attention_mask=batch["attention_mask"],
+                do_sample=True,
+                temperature=1.0,
+                top_k=0,
+                top_p=1.0,
+                max_new_tokens=args.max_completion_length,
+                pad_token_id=pad,
+                eos_token_id=eos,
+            )
         P = batch["input_ids"].shape[1]
         with sections.section("rest of sampling"):
             completion = sequences[:, P:]  # (B, N)
@@ -160,12 +181,15 @@ def run_bare_loop(model, tokenizer, world, batches, args, sections: Sections) ->
             rewards = torch.tensor(world.gold_reward(batch["prompts"], texts))
         with sections.section("update"):
             grouped = rewards.view(-1, args.generations)  # (P, G)
-            advantages = ((grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + 1e-4))
+            advantages = (grouped - grouped.mean(dim=1, keepdim=True)) / (grouped.std(dim=1, keepdim=True) + 1e-4)
             attention = torch.cat([batch["attention_mask"], mask], dim=1)  # (B, P + N)
             model.train()
-            logits = model(input_ids=sequences, attention_mask=attention,
-                           position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
-                           logits_to_keep=completion.shape[1] + 1).logits[:, :-1]  # (B, N, V)
+            logits = model(
+                input_ids=sequences,
+                attention_mask=attention,
+                position_ids=(attention.cumsum(dim=1) - 1).clamp(min=0),
+                logits_to_keep=completion.shape[1] + 1,
+            ).logits[:, :-1]  # (B, N, V)
             logps = -torch.nn.functional.cross_entropy(logits.transpose(1, 2), completion, reduction="none")
             m = mask.float()
             per_sequence = -(advantages.flatten().unsqueeze(1) * logps * m).sum(dim=1) / m.sum(dim=1).clamp(min=1)
@@ -189,21 +213,43 @@ def run_trl(model, tokenizer, world, prompts, args, sections: Sections) -> int:
 
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     time_generate(model, sections)
-    GRPOTrainer._generate_and_score_completions = sections.wrap("rest of sampling",
-                                                               GRPOTrainer._generate_and_score_completions)
+    GRPOTrainer._generate_and_score_completions = sections.wrap(
+        "rest of sampling", GRPOTrainer._generate_and_score_completions
+    )
     GRPOTrainer.training_step = sections.wrap("update", GRPOTrainer.training_step)  # less the sampling inside it
     with tempfile.TemporaryDirectory() as output_dir:
         config = GRPOConfig(
-            output_dir=output_dir, per_device_train_batch_size=args.prompts_per_step * args.generations,
-            gradient_accumulation_steps=1, num_generations=args.generations,
-            max_completion_length=args.max_completion_length, max_steps=args.steps, learning_rate=LEARNING_RATE,
-            beta=0.0, loss_type="grpo", scale_rewards="group", temperature=1.0, top_k=0, top_p=1.0,
-            lr_scheduler_type="constant", warmup_steps=0, max_grad_norm=1.0, weight_decay=0.0, use_vllm=False,
-            bf16=False, gradient_checkpointing=False, report_to="none", save_strategy="no", disable_tqdm=True,
-            logging_steps=1, use_cpu=args.device == "cpu", dataloader_num_workers=0, seed=0,
+            output_dir=output_dir,
+            per_device_train_batch_size=args.prompts_per_step * args.generations,
+            gradient_accumulation_steps=1,
+            num_generations=args.generations,
+            max_completion_length=args.max_completion_length,
+            max_steps=args.steps,
+            learning_rate=LEARNING_RATE,
+            beta=0.0,
+            loss_type="grpo",
+            scale_rewards="group",
+            temperature=1.0,
+            top_k=0,
+            top_p=1.0,
+            lr_scheduler_type="constant",
+            warmup_steps=0,
+            max_grad_norm=1.0,
+            weight_decay=0.0,
+            use_vllm=False,
+            bf16=False,
+            gradient_checkpointing=False,
+            report_to="none",
+            save_strategy="no",
+            disable_tqdm=True,
+            logging_steps=1,
+            use_cpu=args.device == "cpu",
+            dataloader_num_workers=0,
+            seed=0,
         )
-        trainer = GRPOTrainer(model=model, reward_funcs=gold_reward, args=config, train_dataset=dataset,
-                              processing_class=tokenizer)
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=gold_reward, args=config, train_dataset=dataset, processing_class=tokenizer
+        )
         trainer.train()
     lengths = [log["completions/mean_length"] for log in trainer.state.log_history if "completions/mean_length" in log]
     if len(lengths) != args.steps:
@@ -235,22 +281,45 @@ def measure(trainer: str, args) -> dict:
     seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     sections.seconds["other"] = cpu_seconds - sum(sections.seconds.values())
     completions = args.steps * args.prompts_per_step * args.generations
-    result = {"trainer": trainer, "threads": args.threads, "completions": completions, "tokens": tokens,
-              "seconds": seconds, "cpu_seconds": cpu_seconds,
-              "completions_per_s": completions / seconds, "completions_per_cpu_s": completions / cpu_seconds,
-              "tokens_per_s": tokens / seconds, "tokens_per_cpu_s": tokens / cpu_seconds,
-              "sections": {k: v / cpu_seconds for k, v in sections.seconds.items()},
-              "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "loaded_rss_mib": loaded_rss}
+    result = {
+        "trainer": trainer,
+        "threads": args.threads,
+        "completions": completions,
+        "tokens": tokens,
+        "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
+        "completions_per_s": completions / seconds,
+        "completions_per_cpu_s": completions / cpu_seconds,
+        "tokens_per_s": tokens / seconds,
+        "tokens_per_cpu_s": tokens / cpu_seconds,
+        "sections": {k: v / cpu_seconds for k, v in sections.seconds.items()},
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "loaded_rss_mib": loaded_rss,
+    }
     if args.device == "cuda":
         result["peak_cuda_mib"] = torch.cuda.max_memory_allocated() / 2**20
     return result
 
 
 def run_in_subprocess(trainer: str, args) -> dict:
-    command = [sys.executable, __file__, "--only", trainer, "--threads", str(args.threads),
-               "--steps", str(args.steps), "--prompts-per-step", str(args.prompts_per_step),
-               "--generations", str(args.generations), "--max-completion-length", str(args.max_completion_length),
-               "--device", args.device]
+    command = [
+        sys.executable,
+        __file__,
+        "--only",
+        trainer,
+        "--threads",
+        str(args.threads),
+        "--steps",
+        str(args.steps),
+        "--prompts-per-step",
+        str(args.prompts_per_step),
+        "--generations",
+        str(args.generations),
+        "--max-completion-length",
+        str(args.max_completion_length),
+        "--device",
+        args.device,
+    ]
     output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
     return json.loads(output.strip().splitlines()[-1])
 
@@ -259,15 +328,22 @@ def table(results: list[dict]) -> str:
     """Throughput and memory; the ratio column compares completions per CPU-second at the same number of threads."""
     ours = {r["threads"]: r["completions_per_cpu_s"] for r in results if r["trainer"] == "train_policy_gradient"}
     memory = "peak CUDA MiB" if "peak_cuda_mib" in results[0] else "peak RSS MiB (after loading)"
-    lines = [f"| trainer | threads | completions per CPU-second | tokens per CPU-second | completions/s (wall) | "
-             f"tokens/s (wall) | train_policy_gradient ÷ this | {memory} |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"| trainer | threads | completions per CPU-second | tokens per CPU-second | completions/s (wall) | "
+        f"tokens/s (wall) | train_policy_gradient ÷ this | {memory} |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in results:
-        peak = f"{r['peak_cuda_mib']:.0f}" if "peak_cuda_mib" in r else \
-            f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f})"
-        lines.append(f"| {r['trainer']} | {r['threads']} | {r['completions_per_cpu_s']:.0f} | "
-                     f"{r['tokens_per_cpu_s']:.0f} | {r['completions_per_s']:.0f} | {r['tokens_per_s']:.0f} | "
-                     f"{ours[r['threads']] / r['completions_per_cpu_s']:.2f} | {peak} |")
+        peak = (
+            f"{r['peak_cuda_mib']:.0f}"
+            if "peak_cuda_mib" in r
+            else f"{r['peak_rss_mib']:.0f} ({r['loaded_rss_mib']:.0f})"
+        )
+        lines.append(
+            f"| {r['trainer']} | {r['threads']} | {r['completions_per_cpu_s']:.0f} | "
+            f"{r['tokens_per_cpu_s']:.0f} | {r['completions_per_s']:.0f} | {r['tokens_per_s']:.0f} | "
+            f"{ours[r['threads']] / r['completions_per_cpu_s']:.2f} | {peak} |"
+        )
     return "\n".join(lines)
 
 
@@ -275,8 +351,7 @@ def sections_table(results: list[dict]) -> str:
     """Where each run's CPU time went, in percent."""
     lines = ["| trainer | threads | " + " | ".join(SECTIONS) + " |", "|---|---|" + "---|" * len(SECTIONS)]
     for r in results:
-        shares = " | ".join(f"{100 * r['sections'][s]:.0f}%" if r["sections"][s] >= 0.005 else "–"
-                            for s in SECTIONS)
+        shares = " | ".join(f"{100 * r['sections'][s]:.0f}%" if r["sections"][s] >= 0.005 else "–" for s in SECTIONS)
         lines.append(f"| {r['trainer']} | {r['threads']} | {shares} |")
     return "\n".join(lines)
 
@@ -317,16 +392,19 @@ def main() -> None:
         print(json.dumps(measure(args.only, args)))
         return
     trainers = TRAINERS if find_spec("trl") else TRAINERS[:2]
-    print(f"{cpu_name()}, torch {torch.__version__}, {versions()}, device {args.device}, "
-          f"{args.steps} steps of {args.prompts_per_step} prompts × {args.generations} generations, "
-          f"max_completion_length {args.max_completion_length}, best of {args.repeats}")
+    print(
+        f"{cpu_name()}, torch {torch.__version__}, {versions()}, device {args.device}, "
+        f"{args.steps} steps of {args.prompts_per_step} prompts × {args.generations} generations, "
+        f"max_completion_length {args.max_completion_length}, best of {args.repeats}"
+    )
     best = []
     for threads in args.threads:
         runs = {trainer: [] for trainer in trainers}
         for _ in range(args.repeats):  # round robin, so a busy spell on the machine hits every trainer alike
             for trainer in trainers:
-                runs[trainer].append(run_in_subprocess(trainer, argparse.Namespace(**{**vars(args),
-                                                                                      "threads": threads})))
+                runs[trainer].append(
+                    run_in_subprocess(trainer, argparse.Namespace(**{**vars(args), "threads": threads}))
+                )
         results = [max(runs[t], key=lambda r: r["completions_per_cpu_s"]) for t in trainers]
         best += results
         print(table(results), flush=True)

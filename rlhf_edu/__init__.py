@@ -24,8 +24,19 @@ from .core.runtime import get_device, get_preset, seed_everything, setup
 from .core.world import World
 
 __version__ = "0.1.0"
-__all__ = ["Rollout", "World", "generate_completions", "get_device", "get_preset", "plotting", "sample_rollouts",
-           "seed_everything", "setup", "show", "zoo"]
+__all__ = [
+    "Rollout",
+    "World",
+    "generate_completions",
+    "get_device",
+    "get_preset",
+    "plotting",
+    "sample_rollouts",
+    "seed_everything",
+    "setup",
+    "show",
+    "zoo",
+]
 
 
 def show(obj: object) -> object:

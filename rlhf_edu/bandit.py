@@ -43,9 +43,15 @@ from .objective import (
 # --- RLHF as a bandit over completions ----------------------------------------------------------------------------
 
 
-def completion_bandit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, prompt: str,
-                      k: int = 32, seed: int = 0,
-                      max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[str], Tensor, Tensor]:
+def completion_bandit(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    prompt: str,
+    k: int = 32,
+    seed: int = 0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> tuple[list[str], Tensor, Tensor]:
     """Turn one world prompt into the bandit of eq:rl_opt_int: sampled completions are the arms.
 
     Samples ``k`` completions of ``prompt`` from ``model`` (temperature 1, so they follow π_ref)
@@ -59,8 +65,10 @@ def completion_bandit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     samples = generate_completions(model, tokenizer, [prompt] * k, max_new_tokens=max_new_tokens, seed=seed)
     completions = [completion for completion in dict.fromkeys(samples) if completion.strip()]
     if len(completions) < 2:
-        raise ValueError(f"{k} samples of {prompt!r} hold {len(completions)} distinct non-empty completion(s), "
-                         "but a bandit needs two arms: raise k or pick a prompt the model answers in more ways")
+        raise ValueError(
+            f"{k} samples of {prompt!r} hold {len(completions)} distinct non-empty completion(s), "
+            "but a bandit needs two arms: raise k or pick a prompt the model answers in more ways"
+        )
     logps = completion_logprobs(model, tokenizer, [prompt] * len(completions), completions)  # (A,)
     ref_probs = torch.softmax(logps.double(), -1)  # (A,) π(y | x, y is one of the arms)
     rewards = torch.tensor(world.gold_reward([prompt] * len(completions), completions), dtype=torch.float64)  # (A,)
@@ -71,8 +79,14 @@ def completion_bandit(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 # --- learning π* --------------------------------------------------------------------------------------------------
 
 
-def reinforce_surrogate(logits: Tensor, ref_probs: TensorLike, rewards: TensorLike, beta: float, num_samples: int,
-                        generator: torch.Generator | None = None) -> Tensor:
+def reinforce_surrogate(
+    logits: Tensor,
+    ref_probs: TensorLike,
+    rewards: TensorLike,
+    beta: float,
+    num_samples: int,
+    generator: torch.Generator | None = None,
+) -> Tensor:
     """A scalar whose gradient is the score-function (REINFORCE) estimate of ∇_θ J, eq:rlhf_opt_eq.
 
     ``logits`` are θ of the softmax policy π_θ, shape (A,), for one prompt. Each of the
@@ -91,8 +105,7 @@ def reinforce_surrogate(logits: Tensor, ref_probs: TensorLike, rewards: TensorLi
     beta, num_samples = as_beta(beta), as_num_samples(num_samples)
     check_one_prompt("reinforce_surrogate", logits=logits, ref_probs=ref_probs, rewards=rewards)
     log_probs = torch.log_softmax(logits, -1)  # (A,)
-    actions = torch.multinomial(log_probs.detach().exp(), num_samples, replacement=True,
-                                generator=generator)  # (N,)
+    actions = torch.multinomial(log_probs.detach().exp(), num_samples, replacement=True, generator=generator)  # (N,)
     sampled_log_probs = log_probs[actions]  # (N,)
     regularized_rewards = rewards[actions] - beta * (sampled_log_probs.detach() - ref_probs[actions].log())  # (N,)
     advantages = regularized_rewards - regularized_rewards.mean()  # (N,)
@@ -115,9 +128,17 @@ class BanditRun:
     history: dict[str, Tensor]
 
 
-def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
-                 method: Literal["exact", "reinforce"] = "exact", *, steps: int = 2000, lr: float = 0.1,
-                 num_samples: int = 256, seed: int = 0) -> BanditRun:
+def train_bandit(
+    ref_probs: TensorLike,
+    rewards: TensorLike,
+    beta: float,
+    method: Literal["exact", "reinforce"] = "exact",
+    *,
+    steps: int = 2000,
+    lr: float = 0.1,
+    num_samples: int = 256,
+    seed: int = 0,
+) -> BanditRun:
     """Maximise eq:rlhf_opt_eq for one prompt with a softmax policy π_θ = softmax(θ), starting at θ = log π_ref.
 
     ``method="exact"`` ascends the exact gradient of :func:`~rlhf_edu.objective.regularized_objective`;
@@ -130,8 +151,10 @@ def train_bandit(ref_probs: TensorLike, rewards: TensorLike, beta: float,
     beta, num_samples = as_beta(beta), as_num_samples(num_samples)
     check_one_prompt("train_bandit", ref_probs=ref_probs, rewards=rewards)
     if not (ref_probs > 0).all():
-        raise ValueError("train_bandit needs ref_probs > 0 everywhere: θ starts at log π_ref, and a softmax "
-                         "policy cannot hold a zero; drop the impossible actions first")
+        raise ValueError(
+            "train_bandit needs ref_probs > 0 everywhere: θ starts at log π_ref, and a softmax "
+            "policy cannot hold a zero; drop the impossible actions first"
+        )
     check_choice(method, "method", ("exact", "reinforce"))
     steps = check_int(steps, "steps", low=1, fix="try the default 2000")
     lr = check_number(lr, "lr", low=0, low_open=True, high=10, fix="Adam's step size on the logits, try 0.1")
@@ -175,8 +198,9 @@ def as_num_samples(num_samples: int) -> int:
 # --- pictures -----------------------------------------------------------------------------------------------------
 
 
-def plot_bandit_runs(runs: dict[str, BanditRun], optimal: float | None = None,
-                     axes: Sequence[Axes] | None = None) -> Figure:
+def plot_bandit_runs(
+    runs: dict[str, BanditRun], optimal: float | None = None, axes: Sequence[Axes] | None = None
+) -> Figure:
     """Training curves of :func:`train_bandit` runs: total variation to π* (log scale) and J(π_θ) per step.
 
     ``optimal`` (e.g. :func:`~rlhf_edu.objective.optimal_value`) draws max_π J as a dashed line.

@@ -70,14 +70,13 @@ def cpu_capabilities() -> list[str]:
     best = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True).stdout.strip()
     ladder = ["default", "avx2", "avx512"]
     top = {"AVX2": 1, "AVX512": 2}.get(best, 0)
-    return ladder[:top + 1]
+    return ladder[: top + 1]
 
 
 def available_perturbations() -> dict[str, dict[str, str]]:
     """:data:`PERTURBATIONS` less the kernels this CPU cannot run (AVX-512 on most laptops, every x86 one on ARM)."""
     capable = cpu_capabilities()
-    return {name: env for name, env in PERTURBATIONS.items()
-            if env.get("ATEN_CPU_CAPABILITY", "default") in capable}
+    return {name: env for name, env in PERTURBATIONS.items() if env.get("ATEN_CPU_CAPABILITY", "default") in capable}
 
 
 def output_text(output: dict) -> str:
@@ -149,13 +148,28 @@ def _run_once(path: str, perturbation: str, env: dict[str, str], timeout: int) -
 
     committed = nbformat.read(path, as_version=4)
     with tempfile.TemporaryDirectory(prefix="rlhf-edu-claims-") as tmp:
-        command = [sys.executable, "-m", "nbconvert", "--to", "notebook", "--execute", "--allow-errors",
-                   IPC, f"--KernelManager.ip={tmp}/kernel", f"--ExecutePreprocessor.timeout={timeout}",
-                   "--output-dir", tmp, "--output", "run.ipynb", path]
+        command = [
+            sys.executable,
+            "-m",
+            "nbconvert",
+            "--to",
+            "notebook",
+            "--execute",
+            "--allow-errors",
+            IPC,
+            f"--KernelManager.ip={tmp}/kernel",
+            f"--ExecutePreprocessor.timeout={timeout}",
+            "--output-dir",
+            tmp,
+            "--output",
+            "run.ipynb",
+            path,
+        ]
         start = time.perf_counter()
         try:
-            done = subprocess.run(command, env={**os.environ, **env}, capture_output=True, text=True,
-                                  timeout=2 * timeout)
+            done = subprocess.run(
+                command, env={**os.environ, **env}, capture_output=True, text=True, timeout=2 * timeout
+            )
             reason = None if done.returncode == 0 else (done.stderr.strip().splitlines() or ["no message"])[-1]
         except subprocess.TimeoutExpired:
             reason = f"no result after {2 * timeout} s"
@@ -189,8 +203,11 @@ def run_claims(notebooks: list[str], perturbations: list[str], jobs: int = 2) ->
     with ThreadPoolExecutor(max_workers=jobs) as pool:  # each run is a process of its own
         for future in as_completed([pool.submit(run_notebook, *task) for task in slowest_first]):
             runs.append(run := future.result())
-            print(f"{'PASS' if run.passed else 'FAIL'} {run.notebook} [{run.perturbation}] {run.seconds:.0f} s"
-                  + (f": {run.failures[0]}" if run.failures else ""), flush=True)
+            print(
+                f"{'PASS' if run.passed else 'FAIL'} {run.notebook} [{run.perturbation}] {run.seconds:.0f} s"
+                + (f": {run.failures[0]}" if run.failures else ""),
+                flush=True,
+            )
     order = {(nb, p): i for i, (nb, p, _) in enumerate(tasks)}
     return sorted(runs, key=lambda run: order[(run.notebook, run.perturbation)])
 
@@ -200,8 +217,12 @@ def to_markdown(runs: list[Run], machine: str) -> str:
     perturbations = list(dict.fromkeys(run.perturbation for run in runs))
     notebooks = list(dict.fromkeys(run.notebook for run in runs))
     cell = {(run.notebook, run.perturbation): run for run in runs}
-    lines = [f"Machine: {machine}", "", "| notebook | " + " | ".join(perturbations) + " |",
-             "|---|" + "---|" * len(perturbations)]
+    lines = [
+        f"Machine: {machine}",
+        "",
+        "| notebook | " + " | ".join(perturbations) + " |",
+        "|---|" + "---|" * len(perturbations),
+    ]
     for notebook in notebooks:
         marks = []
         for name in perturbations:
@@ -239,11 +260,20 @@ def save(runs: list[Run], out: Path) -> list[Path]:
     record = out / "claims.json"
     earlier = [Run(**run) for run in json.loads(record.read_text())["runs"]] if record.exists() else []
     rerun = {(run.notebook, run.perturbation) for run in runs}
-    runs = sorted([run for run in earlier if (run.notebook, run.perturbation) not in rerun] + runs,
-                  key=lambda run: (run.notebook, list(PERTURBATIONS).index(run.perturbation)))
+    runs = sorted(
+        [run for run in earlier if (run.notebook, run.perturbation) not in rerun] + runs,
+        key=lambda run: (run.notebook, list(PERTURBATIONS).index(run.perturbation)),
+    )
     machine = machine_description()
-    (out / "claims.md").write_text("# Claims under perturbations\n\nWritten by `rlhf-edu claims`. " +
-                                   to_markdown(runs, machine))
-    record.write_text(json.dumps({"machine": machine, "perturbations": PERTURBATIONS,
-                                  "runs": [asdict(run) for run in runs]}, indent=1, ensure_ascii=False) + "\n")
+    (out / "claims.md").write_text(
+        "# Claims under perturbations\n\nWritten by `rlhf-edu claims`. " + to_markdown(runs, machine)
+    )
+    record.write_text(
+        json.dumps(
+            {"machine": machine, "perturbations": PERTURBATIONS, "runs": [asdict(run) for run in runs]},
+            indent=1,
+            ensure_ascii=False,
+        )
+        + "\n"
+    )
     return [out / "claims.md", record]

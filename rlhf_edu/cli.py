@@ -8,8 +8,14 @@ import sys
 from pathlib import Path
 
 # `rlhf-edu sweep <which>`: the recipe in rlhf_edu.recipes that recomputes a notebook's shipped runs
-SWEEPS = {"rloo": "rl_beta_sweep", "regularization": "regularization_runs", "pipeline": "pipeline_runs",
-          "multi-round": "multi_round_run", "pipeline-seeds": "pipeline_seed_runs", "trl": "trl_side_by_side_runs"}
+SWEEPS = {
+    "rloo": "rl_beta_sweep",
+    "regularization": "regularization_runs",
+    "pipeline": "pipeline_runs",
+    "multi-round": "multi_round_run",
+    "pipeline-seeds": "pipeline_seed_runs",
+    "trl": "trl_side_by_side_runs",
+}
 
 
 def doctor() -> int:
@@ -56,8 +62,14 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     """``rlhf-edu pipeline``: run it with progress bars, then say where the report and the models are."""
     from .pipeline import run_pipeline
 
-    options = {"preset": args.preset, "sizes": args.sizes, "seed": args.seed, "out": args.out,
-               "overwrite": args.overwrite, "device": args.device}
+    options = {
+        "preset": args.preset,
+        "sizes": args.sizes,
+        "seed": args.seed,
+        "out": args.out,
+        "overwrite": args.overwrite,
+        "device": args.device,
+    }
     if args.name == "three-stage":
         options["rl_algorithm"] = args.rl_algorithm
     else:
@@ -67,8 +79,10 @@ def run_pipeline_command(args: argparse.Namespace) -> int:
     report = run_pipeline(args.name, **options)
     for stage in report.stages:
         print(f"{stage.name:>8}: gold {stage.gold_reward:.3f} ± {stage.gold_stderr:.3f}, {stage.seconds:.0f} s")
-    print(f"wrote {Path(args.out) / 'report.md'} and the stage models: "
-          + ", ".join(str(Path(args.out) / name) for name in report.names if (Path(args.out) / name).is_dir()))
+    print(
+        f"wrote {Path(args.out) / 'report.md'} and the stage models: "
+        + ", ".join(str(Path(args.out) / name) for name in report.names if (Path(args.out) / name).is_dir())
+    )
     return 0
 
 
@@ -76,8 +90,9 @@ def run_claims_command(args: argparse.Namespace) -> int:
     """``rlhf-edu claims``: every chosen notebook under every chosen perturbation; the table; 1 if any claim failed."""
     from .claims import run_claims, save
 
-    notebooks = args.notebooks or sorted(str(p) for p in Path("notebooks").rglob("*.ipynb")
-                                         if ".ipynb_checkpoints" not in p.parts)
+    notebooks = args.notebooks or sorted(
+        str(p) for p in Path("notebooks").rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts
+    )
     runs = run_claims(notebooks, [p.strip() for p in args.perturb.split(",") if p.strip()], jobs=args.jobs)
     for path in save(runs, Path(args.out)):
         print(f"wrote {path}")
@@ -97,37 +112,55 @@ def main(argv: list[str] | None = None) -> int:
     build_parser.add_argument("--out", default=None, help="write here instead of the zoo's own folder")
     figures_parser = commands.add_parser("figures", help="redraw the diagrams in images/")
     figures_parser.add_argument("--out", default="images", help="folder to write PNG and SVG files to")
-    sweep_parser = commands.add_parser("sweep", help="recompute a notebook's precomputed runs: notebook 11's β sweep "
-                                                     "(rloo, the default), notebook 8's runs (regularization), "
-                                                     "notebook 04b's (pipeline, multi-round, pipeline-seeds), or "
-                                                     "notebook 13's (trl: needs the [trl] extra)")
+    sweep_parser = commands.add_parser(
+        "sweep",
+        help="recompute a notebook's precomputed runs: notebook 11's β sweep "
+        "(rloo, the default), notebook 8's runs (regularization), "
+        "notebook 04b's (pipeline, multi-round, pipeline-seeds), or "
+        "notebook 13's (trl: needs the [trl] extra)",
+    )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")
     sweep_parser.add_argument("--preset", default=None, help="tiny (default, shipped) or small")
     sweep_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    pipeline_parser = commands.add_parser("pipeline", help="run chapter 4's three-stage or multi-round pipeline end "
-                                                           "to end, with the gold reward after every stage")
+    pipeline_parser = commands.add_parser(
+        "pipeline",
+        help="run chapter 4's three-stage or multi-round pipeline end to end, with the gold reward after every stage",
+    )
     pipeline_parser.add_argument("name", choices=("three-stage", "multi-round"))
     pipeline_parser.add_argument("--out", required=True, help="folder for report.md and each stage's model")
     pipeline_parser.add_argument("--overwrite", action="store_true", help="replace what --out holds")
     pipeline_parser.add_argument("--preset", default=None, help="tiny (default) or small")
     pipeline_parser.add_argument("--device", default=None, help="cuda, mps or cpu (default: best available)")
-    pipeline_parser.add_argument("--sizes", default=None, type=parse_sizes, metavar="sft=N,preference=N,rl=N",
-                                 help="override the preset's sizes, e.g. sft=200,preference=1000")
+    pipeline_parser.add_argument(
+        "--sizes",
+        default=None,
+        type=parse_sizes,
+        metavar="sft=N,preference=N,rl=N",
+        help="override the preset's sizes, e.g. sft=200,preference=1000",
+    )
     pipeline_parser.add_argument("--seed", type=int, default=0)
-    pipeline_parser.add_argument("--beta", type=float, default=None,
-                                 help="the KL penalty's β: the RL stage's (three-stage, default 0.05) or DPO's "
-                                      "(multi-round, default 0.1)")
+    pipeline_parser.add_argument(
+        "--beta",
+        type=float,
+        default=None,
+        help="the KL penalty's β: the RL stage's (three-stage, default 0.05) or DPO's (multi-round, default 0.1)",
+    )
     pipeline_parser.add_argument("--rl-algorithm", default="ppo", help="three-stage: ppo, rloo, grpo or reinforce")
     pipeline_parser.add_argument("--rounds", type=int, default=3, help="multi-round: rounds after SFT")
     from .claims import DEFAULT_PERTURBATIONS, PERTURBATIONS
 
-    claims_parser = commands.add_parser("claims", help="run notebooks under other CPU kernels, seeds and thread "
-                                                       "counts, and record every check cell (from the repository root)")
+    claims_parser = commands.add_parser(
+        "claims",
+        help="run notebooks under other CPU kernels, seeds and thread "
+        "counts, and record every check cell (from the repository root)",
+    )
     claims_parser.add_argument("notebooks", nargs="*", help="notebooks to run (default: every one under notebooks/)")
-    claims_parser.add_argument("--perturb", default=",".join(DEFAULT_PERTURBATIONS),
-                               help=f"comma-separated, of: {', '.join(PERTURBATIONS)} "
-                                    f"(default: {','.join(DEFAULT_PERTURBATIONS)})")
+    claims_parser.add_argument(
+        "--perturb",
+        default=",".join(DEFAULT_PERTURBATIONS),
+        help=f"comma-separated, of: {', '.join(PERTURBATIONS)} (default: {','.join(DEFAULT_PERTURBATIONS)})",
+    )
     claims_parser.add_argument("--jobs", type=int, default=2, help="notebooks run side by side (default 2)")
     claims_parser.add_argument("--out", default="notebooks/claims", help="folder for claims.md and claims.json")
     args = parser.parse_args(argv)
@@ -155,8 +188,11 @@ def _run(args: argparse.Namespace) -> int:
         from . import recipes
 
         recipe = getattr(recipes, SWEEPS[args.which])
-        written = recipe(out=args.out, preset=args.preset, device=args.device) if args.out else \
-            recipe(preset=args.preset, device=args.device)
+        written = (
+            recipe(out=args.out, preset=args.preset, device=args.device)
+            if args.out
+            else recipe(preset=args.preset, device=args.device)
+        )
         for path in written if isinstance(written, list) else [written]:
             print(f"wrote {path}")
         return 0

@@ -59,22 +59,32 @@ _SMOOTHED = ("sigmoid", "robust")  # the losses that model label noise
 
 
 # --- losses ---------------------------------------------------------------------------------------------
-def check_loss_arguments(beta: float, label_smoothing: float = 0.0, loss_type: str = "sigmoid",
-                         logps: Sequence[torch.Tensor] = (), valid: Sequence[str] = LOSS_TYPES) -> None:
+def check_loss_arguments(
+    beta: float,
+    label_smoothing: float = 0.0,
+    loss_type: str = "sigmoid",
+    logps: Sequence[torch.Tensor] = (),
+    valid: Sequence[str] = LOSS_TYPES,
+) -> None:
     """Raise a ValueError or TypeError that says what is wrong with a preference loss's inputs, and how to fix it."""
     check_number(beta, "beta", low=0, low_open=True, fix="it is the KL penalty's weight (try 0.1)")
     check_choice(loss_type, "loss_type", valid)
     check_number(label_smoothing, "label_smoothing", fix="the assumed share of flipped labels, e.g. 0.1")
     if not 0 <= label_smoothing < 0.5:
-        raise ValueError(f"label_smoothing must be in [0, 0.5), got {label_smoothing}: it is the assumed share "
-                         "of flipped labels, and at 0.5 the labels carry no information")
+        raise ValueError(
+            f"label_smoothing must be in [0, 0.5), got {label_smoothing}: it is the assumed share "
+            "of flipped labels, and at 0.5 the labels carry no information"
+        )
     if label_smoothing > 0 and loss_type not in _SMOOTHED:
-        raise ValueError(f"label_smoothing applies to loss_type {' or '.join(map(repr, _SMOOTHED))} only: "
-                         f"set it to 0 for {loss_type!r}")
+        raise ValueError(
+            f"label_smoothing applies to loss_type {' or '.join(map(repr, _SMOOTHED))} only: "
+            f"set it to 0 for {loss_type!r}"
+        )
     for tensor in logps:
         if not isinstance(tensor, torch.Tensor):
-            raise TypeError(f"log-probs must be torch tensors (e.g. from sequence_logprobs), "
-                            f"got {type(tensor).__name__}")
+            raise TypeError(
+                f"log-probs must be torch tensors (e.g. from sequence_logprobs), got {type(tensor).__name__}"
+            )
     shapes = {tuple(t.shape) for t in logps}
     if len(shapes) > 1:
         raise ValueError(f"log-prob tensors have different shapes {sorted(shapes)}: pass one value per pair to each")
@@ -90,10 +100,15 @@ def implicit_reward(policy_logps: torch.Tensor, ref_logps: torch.Tensor, beta: f
     return beta * (policy_logps - ref_logps)
 
 
-def dpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor,
-             ref_chosen_logps: torch.Tensor, ref_rejected_logps: torch.Tensor, beta: float = 0.1,
-             loss_type: str = "sigmoid", label_smoothing: float = 0.0
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def dpo_loss(
+    policy_chosen_logps: torch.Tensor,
+    policy_rejected_logps: torch.Tensor,
+    ref_chosen_logps: torch.Tensor,
+    ref_rejected_logps: torch.Tensor,
+    beta: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Per-pair DPO-family losses and the detached implicit rewards: ``(losses, chosen_rewards, rejected_rewards)``.
 
     With h = log π(y_c)/π_ref(y_c) − log π(y_r)/π_ref(y_r) and ε = ``label_smoothing``:
@@ -141,13 +156,16 @@ def chosen_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) ->
     absolute terms. ``chosen_logps`` are summed log-probs, ``chosen_lengths`` their token counts.
     """
     if chosen_logps.shape != chosen_lengths.shape:
-        raise ValueError(f"chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
-                         f"{tuple(chosen_lengths.shape)} must have one shape: pass one value per pair to each")
+        raise ValueError(
+            f"chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
+            f"{tuple(chosen_lengths.shape)} must have one shape: pass one value per pair to each"
+        )
     return -chosen_logps / chosen_lengths
 
 
-def simpo_loss(policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 2.0,
-               gamma: float = 0.5) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def simpo_loss(
+    policy_chosen_logps: torch.Tensor, policy_rejected_logps: torch.Tensor, beta: float = 2.0, gamma: float = 0.5
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """SimPO's per-pair loss −log σ(β·(ȳ_c − ȳ_r) − γ) and its detached rewards β·ȳ (Meng et al.).
 
     ȳ is the *per-token mean* log-prob of a completion (pass
@@ -180,14 +198,19 @@ class TabularDPOResult:
         bars = {"π_ref": self.ref_probs, "DPO": self.probs, "π* (closed form)": self.optimum}
         for i, (label, probs) in enumerate(bars.items()):
             ax.bar(arms + (i - 1) * 0.27, probs, width=0.27, label=label)
-        ax.set(xticks=arms, xlabel="arm", ylabel="probability",
-               title=f"β = {self.beta:g}: TV(DPO, π*) = {self.distance[-1]:.3f}")
+        ax.set(
+            xticks=arms,
+            xlabel="arm",
+            ylabel="probability",
+            title=f"β = {self.beta:g}: TV(DPO, π*) = {self.distance[-1]:.3f}",
+        )
         ax.legend(fontsize=8)
         return ax.figure
 
 
-def bandit_preferences(ref_probs: np.ndarray, rewards: np.ndarray, num_pairs: int, rng: np.random.Generator,
-                       tau: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+def bandit_preferences(
+    ref_probs: np.ndarray, rewards: np.ndarray, num_pairs: int, rng: np.random.Generator, tau: float = 1.0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(chosen, rejected)`` arm indices: pairs drawn from π_ref × π_ref, labelled by Bradley-Terry.
 
     P(i ≻ j) = σ((r_i − r_j) / τ) (``eq:bradley_terry_dpo`` with temperature τ); pairs of
@@ -199,10 +222,18 @@ def bandit_preferences(ref_probs: np.ndarray, rewards: np.ndarray, num_pairs: in
     return np.where(first_wins, first, second), np.where(first_wins, second, first)
 
 
-def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta: float,
-                      num_pairs: int = 20_000, num_steps: int = 300, learning_rate: float = 0.1,
-                      loss_type: str = "sigmoid", label_smoothing: float = 0.0, tau: float = 1.0,
-                      seed: int = 0) -> TabularDPOResult:
+def train_tabular_dpo(
+    ref_probs: Sequence[float],
+    rewards: Sequence[float],
+    beta: float,
+    num_pairs: int = 20_000,
+    num_steps: int = 300,
+    learning_rate: float = 0.1,
+    loss_type: str = "sigmoid",
+    label_smoothing: float = 0.0,
+    tau: float = 1.0,
+    seed: int = 0,
+) -> TabularDPOResult:
     """Fit a softmax policy over K arms with :func:`dpo_loss` on sampled preference pairs; compare with π*.
 
     The policy starts at π_ref and takes full-batch Adam steps on its K logits. It lands on
@@ -239,8 +270,9 @@ def train_tabular_dpo(ref_probs: Sequence[float], rewards: Sequence[float], beta
     distance = []
     for _ in range(num_steps):
         logps = logits.log_softmax(dim=0)  # (K,)
-        losses, _, _ = dpo_loss(logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected],
-                                beta, loss_type, label_smoothing)  # (m,)
+        losses, _, _ = dpo_loss(
+            logps[chosen], logps[rejected], ref_logps[chosen], ref_logps[rejected], beta, loss_type, label_smoothing
+        )  # (m,)
         optimizer.zero_grad()
         (weights * losses).sum().backward()  # the mean loss over all pairs
         optimizer.step()
@@ -274,12 +306,17 @@ class DPOConfig(TrainingConfig):
         super().__post_init__()
         check_loss_arguments(self.beta, self.label_smoothing, self.loss_type, valid=TRAINER_LOSS_TYPES)
         if self.rpo_alpha is not None:
-            check_number(self.rpo_alpha, "rpo_alpha", low=0,
-                         fix="the weight α of the chosen answers' NLL (the RPO paper uses 1.0), or None for none")
+            check_number(
+                self.rpo_alpha,
+                "rpo_alpha",
+                low=0,
+                fix="the weight α of the chosen answers' NLL (the RPO paper uses 1.0), or None for none",
+            )
 
 
-def reference_logprobs(model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int,
-                       batch_size: int = SCORING_BATCH_SIZE) -> tuple[list[float], list[float]]:
+def reference_logprobs(
+    model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int, batch_size: int = SCORING_BATCH_SIZE
+) -> tuple[list[float], list[float]]:
     """log π_ref(y_c|x) and log π_ref(y_r|x) of every pair from :func:`~rlhf_edu.preferences.encode_pairs`.
 
     One no-grad pass over all answers (:func:`~rlhf_edu.core.scoring.score_rows`), batched
@@ -297,12 +334,19 @@ def with_reference_logprobs(ref_model: PreTrainedModel, pairs: Sequence[dict], p
     stacks the two values into each batch.
     """
     ref_chosen, ref_rejected = reference_logprobs(ref_model, pairs, pad_token_id)
-    return [pair | {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
-            for pair, chosen, rejected in zip(pairs, ref_chosen, ref_rejected)]
+    return [
+        pair | {"ref_chosen_logps": chosen, "ref_rejected_logps": rejected}
+        for pair, chosen, rejected in zip(pairs, ref_chosen, ref_rejected)
+    ]
 
 
-def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                         max_length: int | None = None, batch_size: int = SCORING_BATCH_SIZE) -> Dataset:
+def precompute_ref_logps(
+    ref_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    max_length: int | None = None,
+    batch_size: int = SCORING_BATCH_SIZE,
+) -> Dataset:
     """The dataset with TRL's ``ref_chosen_logps`` and ``ref_rejected_logps`` columns added.
 
     :func:`train_dpo` uses these columns when present, so several runs on the same data
@@ -314,8 +358,12 @@ def precompute_ref_logps(ref_model: PreTrainedModel, tokenizer: PreTrainedTokeni
     return dataset.add_column("ref_chosen_logps", ref_chosen).add_column("ref_rejected_logps", ref_rejected)
 
 
-def dpo_metrics(chosen_logps: torch.Tensor, rejected_logps: torch.Tensor, chosen_rewards: torch.Tensor,
-                rejected_rewards: torch.Tensor) -> dict[str, float]:
+def dpo_metrics(
+    chosen_logps: torch.Tensor,
+    rejected_logps: torch.Tensor,
+    chosen_rewards: torch.Tensor,
+    rejected_rewards: torch.Tensor,
+) -> dict[str, float]:
     """TRL's metrics of a batch of pairs, each a mean over the batch, from (B,) log-probs and implicit rewards.
 
     ``rewards/accuracies`` is the share of pairs whose chosen answer gets the larger
@@ -341,16 +389,24 @@ def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> 
     long answers more when lengths differ.
     """
     simpo = config.loss_type == "simpo"
-    logps = sequence_logprobs(policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"],
-                              average=simpo)  # (2B,)
+    logps = sequence_logprobs(
+        policy, batch["input_ids"], batch["attention_mask"], batch["completion_mask"], average=simpo
+    )  # (2B,)
     chosen_logps, rejected_logps = logps.chunk(2)  # (B,) each
     if simpo:
-        losses, chosen_rewards, rejected_rewards = simpo_loss(chosen_logps, rejected_logps, config.beta,
-                                                              config.simpo_gamma)
+        losses, chosen_rewards, rejected_rewards = simpo_loss(
+            chosen_logps, rejected_logps, config.beta, config.simpo_gamma
+        )
     else:
-        losses, chosen_rewards, rejected_rewards = dpo_loss(chosen_logps, rejected_logps, batch["ref_chosen_logps"],
-                                                            batch["ref_rejected_logps"], config.beta,
-                                                            config.loss_type, config.label_smoothing)
+        losses, chosen_rewards, rejected_rewards = dpo_loss(
+            chosen_logps,
+            rejected_logps,
+            batch["ref_chosen_logps"],
+            batch["ref_rejected_logps"],
+            config.beta,
+            config.loss_type,
+            config.label_smoothing,
+        )
     loss, metrics = losses.mean(), dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
     if config.rpo_alpha is None:
         return loss, metrics
@@ -368,14 +424,21 @@ def as_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dic
         return encode_pairs(tokenizer, dataset, max_length)
     pairs = list(dataset)
     if not pairs or not all(isinstance(pair.get("chosen"), dict) for pair in pairs):
-        raise TypeError("pass a datasets.Dataset with prompt, chosen and rejected columns, or the non-empty list "
-                        "that encode_pairs(tokenizer, dataset) returns")
+        raise TypeError(
+            "pass a datasets.Dataset with prompt, chosen and rejected columns, or the non-empty list "
+            "that encode_pairs(tokenizer, dataset) returns"
+        )
     check_length([pair[side] for pair in pairs for side in ("chosen", "rejected")], max_length)
     return pairs
 
 
-def train_dpo(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dict],
-              config: DPOConfig, ref_model: PreTrainedModel | None = None) -> History:
+def train_dpo(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset | Sequence[dict],
+    config: DPOConfig,
+    ref_model: PreTrainedModel | None = None,
+) -> History:
     """Train ``policy`` on preference pairs with the loss of ``config.loss_type``; return the :class:`History`.
 
     ``dataset`` holds TRL's ``prompt``/``chosen``/``rejected`` columns, or is already encoded
@@ -410,9 +473,15 @@ class Run:
     history: History
 
 
-def train_and_evaluate(sft_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                       configs: Sequence[DPOConfig], world: World, prompts: Sequence[str],
-                       seed: int = 0) -> list[Run]:
+def train_and_evaluate(
+    sft_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    configs: Sequence[DPOConfig],
+    world: World,
+    prompts: Sequence[str],
+    seed: int = 0,
+) -> list[Run]:
     """Train a fresh copy of ``sft_model`` with each config; evaluate each on ``prompts`` against the SFT model.
 
     The pairs are encoded once, and their reference log-probs computed once (unless the
@@ -433,8 +502,9 @@ def train_and_evaluate(sft_model: PreTrainedModel, tokenizer: PreTrainedTokenize
 
 
 # --- plots ----------------------------------------------------------------------------------------------
-def plot_displacement(history: History, beta: float, smooth: int = 5, axes: Sequence[plt.Axes] | None = None
-                      ) -> plt.Figure:
+def plot_displacement(
+    history: History, beta: float, smooth: int = 5, axes: Sequence[plt.Axes] | None = None
+) -> plt.Figure:
     """DPO's displacement: how log π(y_c) and log π(y_r) move against the margin they open, over training.
 
     Each step's implicit rewards divided by β are the mean change of log π since the start,
@@ -472,8 +542,9 @@ def evaluation_stderrs(evaluation: PolicyEvaluation) -> tuple[float, float]:
     return kl_se, mean_and_stderr(evaluation.gold_rewards)[1]
 
 
-def plot_frontier(runs: Sequence[Run], sft: PolicyEvaluation, highlight: float | None = None,
-                  ax: plt.Axes | None = None) -> plt.Figure:
+def plot_frontier(
+    runs: Sequence[Run], sft: PolicyEvaluation, highlight: float | None = None, ax: plt.Axes | None = None
+) -> plt.Figure:
     """Gold reward against KL(π‖π_SFT) on samples: the SFT model at KL 0, one dot per run (colours C0, C1, …).
 
     Each point carries ± 1 standard error of its own KL and gold reward (:func:`evaluation_stderrs`),
@@ -481,17 +552,37 @@ def plot_frontier(runs: Sequence[Run], sft: PolicyEvaluation, highlight: float |
     evaluated on the same prompts has its own, smaller, paired error. ``highlight`` circles the run with that β.
     """
     ax = ax or plt.subplots(figsize=(5, 3.6))[1]
-    ax.errorbar([0.0], [sft.gold_reward], yerr=[evaluation_stderrs(sft)[1]], color="black", marker="s",
-                linestyle="none", capsize=3, label="SFT (β → ∞)", zorder=3)
+    ax.errorbar(
+        [0.0],
+        [sft.gold_reward],
+        yerr=[evaluation_stderrs(sft)[1]],
+        color="black",
+        marker="s",
+        linestyle="none",
+        capsize=3,
+        label="SFT (β → ∞)",
+        zorder=3,
+    )
     for i, run in enumerate(runs):
         kl, gold = run.evaluation.kl, run.evaluation.gold_reward
         kl_se, gold_se = evaluation_stderrs(run.evaluation)
-        ax.errorbar([kl], [gold], xerr=[kl_se], yerr=[gold_se], color=f"C{i}", marker="o", linestyle="none",
-                    capsize=3, label=f"DPO β={run.config.beta:g}", zorder=3)
+        ax.errorbar(
+            [kl],
+            [gold],
+            xerr=[kl_se],
+            yerr=[gold_se],
+            color=f"C{i}",
+            marker="o",
+            linestyle="none",
+            capsize=3,
+            label=f"DPO β={run.config.beta:g}",
+            zorder=3,
+        )
         if highlight is not None and np.isclose(run.config.beta, highlight):
             ax.scatter([kl], [gold], s=220, facecolors="none", edgecolors="black", linewidths=1.5, zorder=4)
     ax.margins(0.15)
-    ax.set(xlabel="KL(π ‖ π_SFT) on samples (nats)", ylabel="mean gold reward (± 1 s.e.)",
-           title="reward–KL frontier (LM)")
+    ax.set(
+        xlabel="KL(π ‖ π_SFT) on samples (nats)", ylabel="mean gold reward (± 1 s.e.)", title="reward–KL frontier (LM)"
+    )
     ax.legend(fontsize=8)
     return ax.figure

@@ -128,8 +128,7 @@ def _box(
         )
     )
     style = {"ha": "center", "va": "center", "color": PALETTE["text"], "zorder": 3}
-    ax.text(x, y + (0.14 if sub else 0.0), text, fontsize=_TITLE_SIZE,
-            fontweight="bold", **style)
+    ax.text(x, y + (0.14 if sub else 0.0), text, fontsize=_TITLE_SIZE, fontweight="bold", **style)
     if sub:
         ax.text(x, y - 0.18, sub, fontsize=_SUB_SIZE, **style)
     return _Box(x, y, w, h)
@@ -164,37 +163,74 @@ def _arrow(
     if text:
         if text_xy is None:
             text_xy = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2 + 0.08)
-        ax.text(*text_xy, text, ha=ha, va="bottom" if ha == "center" else "center",
-                fontsize=_LABEL_SIZE, color=PALETTE["text"], linespacing=1.3,
-                zorder=3)
+        ax.text(
+            *text_xy,
+            text,
+            ha=ha,
+            va="bottom" if ha == "center" else "center",
+            fontsize=_LABEL_SIZE,
+            color=PALETTE["text"],
+            linespacing=1.3,
+            zorder=3,
+        )
 
 
 def _note(ax: Axes, xy: Point, text: str) -> None:
     """Italic grey side remark, used for the conceptual notes in each figure."""
-    ax.text(*xy, text, ha="center", va="center", fontsize=_LABEL_SIZE,
-            style="italic", color=PALETTE["note"], linespacing=1.4)
+    ax.text(
+        *xy,
+        text,
+        ha="center",
+        va="center",
+        fontsize=_LABEL_SIZE,
+        style="italic",
+        color=PALETTE["note"],
+        linespacing=1.4,
+    )
 
 
 def rl_loop() -> Figure:
     """The standard RL loop: an agent acts, the environment returns state and reward."""
     fig, ax = _canvas(7.0, 3.9)
-    agent = _box(ax, (3.5, 3.15), "Agent", r"policy $\pi(a_t \mid s_t)$",
-                 size=(3.4, 0.9))
-    env = _box(ax, (3.5, 0.75), "Environment",
-               r"state transitions $p(s_{t+1} \mid s_t, a_t)$", size=(3.4, 0.9),
-               role="env")
+    agent = _box(ax, (3.5, 3.15), "Agent", r"policy $\pi(a_t \mid s_t)$", size=(3.4, 0.9))
+    env = _box(
+        ax, (3.5, 0.75), "Environment", r"state transitions $p(s_{t+1} \mid s_t, a_t)$", size=(3.4, 0.9), role="env"
+    )
     mid = (agent.y + env.y) / 2
-    _arrow(ax, agent.right(), env.right(), r"action $a_t$", text_xy=(5.95, mid),
-           ha="left", via=[(5.8, agent.y), (5.8, env.y)])
+    _arrow(
+        ax,
+        agent.right(),
+        env.right(),
+        r"action $a_t$",
+        text_xy=(5.95, mid),
+        ha="left",
+        via=[(5.8, agent.y), (5.8, env.y)],
+    )
     # State and reward return on nested paths so neither line crosses the other.
-    _arrow(ax, env.left(0.2), agent.left(-0.2), r"state $s_{t+1}$",
-           text_xy=(1.45, mid), ha="left",
-           via=[(1.3, env.y + 0.2), (1.3, agent.y - 0.2)])
-    _arrow(ax, env.left(-0.2), agent.left(0.2), r"reward $r_t$",
-           text_xy=(0.85, mid), ha="right",
-           via=[(1.0, env.y - 0.2), (1.0, agent.y + 0.2)])
-    _note(ax, (3.5, mid), "the agent maximises the\n"
-          r"discounted return ${\sum}_t\, \gamma^t r_t$")
+    _arrow(
+        ax,
+        env.left(0.2),
+        agent.left(-0.2),
+        r"state $s_{t+1}$",
+        text_xy=(1.45, mid),
+        ha="left",
+        via=[(1.3, env.y + 0.2), (1.3, agent.y - 0.2)],
+    )
+    _arrow(
+        ax,
+        env.left(-0.2),
+        agent.left(0.2),
+        r"reward $r_t$",
+        text_xy=(0.85, mid),
+        ha="right",
+        via=[(1.0, env.y - 0.2), (1.0, agent.y + 0.2)],
+    )
+    _note(
+        ax,
+        (3.5, mid),
+        "the agent maximises the\n"
+        r"discounted return ${\sum}_t\, \gamma^t r_t$",
+    )
     return fig
 
 
@@ -204,27 +240,33 @@ def rlhf_loop() -> Figure:
     top, low = 3.75, 1.75
     kl = r"\beta\,\mathrm{KL}(\pi \,\|\, \pi_{\mathrm{ref}})"
     data = _box(ax, (1.3, top), "Prompt dataset", r"$x \sim \mathcal{D}$", role="data")
-    policy = _box(ax, (5.1, top), "Policy", r"language model $\pi(y \mid x)$",
-                  size=(2.5, 0.9))
-    rm = _box(ax, (9.05, top), "Reward model", r"learned $r_\theta(x, y)$",
-              role="reward")
-    ref = _box(ax, (1.3, low), "Reference model", r"frozen $\pi_{\mathrm{ref}}$",
-               role="env")
-    update = _box(ax, (5.1, low), "Policy update", "PPO / REINFORCE / GRPO",
-                  size=(2.5, 0.9), role="rl")
+    policy = _box(ax, (5.1, top), "Policy", r"language model $\pi(y \mid x)$", size=(2.5, 0.9))
+    rm = _box(ax, (9.05, top), "Reward model", r"learned $r_\theta(x, y)$", role="reward")
+    ref = _box(ax, (1.3, low), "Reference model", r"frozen $\pi_{\mathrm{ref}}$", role="env")
+    update = _box(ax, (5.1, low), "Policy update", "PPO / REINFORCE / GRPO", size=(2.5, 0.9), role="rl")
     _arrow(ax, data.right(), policy.left(), r"prompt $x$")
     _arrow(ax, policy.right(), rm.left(), r"completion $y$")
-    _arrow(ax, rm.bottom(), update.right(),
-           "one scalar reward\nfor the whole completion",
-           via=[(rm.x, low)], text_xy=(7.75, low + 0.1))
-    _arrow(ax, ref.right(), update.left(), f"KL penalty\n${kl}$",
-           text_xy=(3.1, low + 0.1))
-    _arrow(ax, update.top(), policy.bottom(), "update the\npolicy weights",
-           text_xy=(5.22, (top + low) / 2), ha="left")
-    _note(ax, (5.3, 0.7), r"objective: $\max_\pi\ \mathbb{E}_{x, y}\,"
-          rf"[\,r_\theta(x, y)\,] - {kl}$")
-    _note(ax, (5.3, 0.32), "no state transitions: a bandit over completions "
-          "(one prompt in, one completion out, one reward)")
+    _arrow(
+        ax,
+        rm.bottom(),
+        update.right(),
+        "one scalar reward\nfor the whole completion",
+        via=[(rm.x, low)],
+        text_xy=(7.75, low + 0.1),
+    )
+    _arrow(ax, ref.right(), update.left(), f"KL penalty\n${kl}$", text_xy=(3.1, low + 0.1))
+    _arrow(ax, update.top(), policy.bottom(), "update the\npolicy weights", text_xy=(5.22, (top + low) / 2), ha="left")
+    _note(
+        ax,
+        (5.3, 0.7),
+        r"objective: $\max_\pi\ \mathbb{E}_{x, y}\,"
+        rf"[\,r_\theta(x, y)\,] - {kl}$",
+    )
+    _note(
+        ax,
+        (5.3, 0.32),
+        "no state transitions: a bandit over completions (one prompt in, one completion out, one reward)",
+    )
     return fig
 
 
@@ -234,8 +276,7 @@ def three_stage_pipeline() -> Figure:
     stages = [  # (title, subtitle, role, data size, data kind)
         ("Base model", "pretrained LM", "model", None, None),
         ("Instruction tuning", "SFT", "rl", "~10k", "demonstrations"),
-        ("Reward model", "trained on preferences", "reward", "~100k",
-         "preference pairs"),
+        ("Reward model", "trained on preferences", "reward", "~100k", "preference pairs"),
         ("RL", r"optimise against $r_\theta$", "rl", "~100k", "prompts"),
         ("Aligned model", "final policy", "model", None, None),
     ]
@@ -257,30 +298,46 @@ def multi_round_pipeline() -> Figure:
     y = 1.4
     # Offset frames behind the round suggest a stack of repeated rounds.
     for k, off in enumerate((0.24, 0.12, 0.0)):
-        ax.add_patch(FancyBboxPatch(
-            (2.6 - off, 0.35 + off), 7.0, 2.0,
-            boxstyle="round,pad=0,rounding_size=0.15", facecolor="white",
-            edgecolor=PALETTE["note"], linewidth=1.0, linestyle="--",
-            zorder=0.5 + k * 0.1))
-    ax.text(2.75, 0.53, "round 1, round 2, …, round N", fontsize=_LABEL_SIZE,
-            fontweight="bold", color=PALETTE["note"], va="center")
+        ax.add_patch(
+            FancyBboxPatch(
+                (2.6 - off, 0.35 + off),
+                7.0,
+                2.0,
+                boxstyle="round,pad=0,rounding_size=0.15",
+                facecolor="white",
+                edgecolor=PALETTE["note"],
+                linewidth=1.0,
+                linestyle="--",
+                zorder=0.5 + k * 0.1,
+            )
+        )
+    ax.text(
+        2.75,
+        0.53,
+        "round 1, round 2, …, round N",
+        fontsize=_LABEL_SIZE,
+        fontweight="bold",
+        color=PALETTE["note"],
+        va="center",
+    )
     base = _box(ax, (1.0, y), "Base model", "pretrained LM", size=(1.7, 0.9))
     sft = _box(ax, (3.75, y), "SFT", "instruction data", size=(1.8, 0.9), role="rl")
-    pref = _box(ax, (6.1, y), "Preference tuning", "DPO or RM + RL",
-                size=(2.1, 0.9), role="reward")
-    rlvr = _box(ax, (8.45, y), "RLVR", "RL, verifiable rewards", size=(1.8, 0.9),
-                role="rl")
+    pref = _box(ax, (6.1, y), "Preference tuning", "DPO or RM + RL", size=(2.1, 0.9), role="reward")
+    rlvr = _box(ax, (8.45, y), "RLVR", "RL, verifiable rewards", size=(1.8, 0.9), role="rl")
     final = _box(ax, (11.4, y), "Final model", "post-trained", size=(1.7, 0.9))
-    gen = _box(ax, (6.1, 3.45), "New data from the current model",
-               "completions, preference pairs, prompts", size=(3.7, 0.8), role="data")
+    gen = _box(
+        ax,
+        (6.1, 3.45),
+        "New data from the current model",
+        "completions, preference pairs, prompts",
+        size=(3.7, 0.8),
+        role="data",
+    )
     for a, b in [(base, sft), (sft, pref), (pref, rlvr)]:
         _arrow(ax, a.right(), b.left())
-    _arrow(ax, rlvr.right(), final.left(), "after the\nlast round",
-           text_xy=(9.72, y + 0.3), ha="left")
-    _arrow(ax, rlvr.top(), gen.right(), "checkpoint\ngenerates",
-           text_xy=(8.57, 2.9), ha="left", via=[(rlvr.x, gen.y)])
-    _arrow(ax, gen.left(), sft.top(), "feeds the\nnext round",
-           text_xy=(3.87, 2.9), ha="left", via=[(sft.x, gen.y)])
+    _arrow(ax, rlvr.right(), final.left(), "after the\nlast round", text_xy=(9.72, y + 0.3), ha="left")
+    _arrow(ax, rlvr.top(), gen.right(), "checkpoint\ngenerates", text_xy=(8.57, 2.9), ha="left", via=[(rlvr.x, gen.y)])
+    _arrow(ax, gen.left(), sft.top(), "feeds the\nnext round", text_xy=(3.87, 2.9), ha="left", via=[(sft.x, gen.y)])
     return fig
 
 
@@ -299,9 +356,7 @@ _METADATA: dict[str, dict[str, None]] = {
 }
 
 
-def save_figures(
-    out_dir: str | Path, formats: Iterable[str] = ("png", "svg")
-) -> list[Path]:
+def save_figures(out_dir: str | Path, formats: Iterable[str] = ("png", "svg")) -> list[Path]:
     """Render every figure in :data:`FIGURES` to ``out_dir/<name>.<fmt>``.
 
     ``out_dir`` is required (the CLI passes the repository's ``images/``) and
@@ -318,7 +373,6 @@ def save_figures(
             fig = make()
             for fmt in formats:
                 path = out / f"{name}.{fmt}"
-                fig.savefig(path, format=fmt, dpi=_PNG_DPI,
-                            metadata=_METADATA.get(fmt))
+                fig.savefig(path, format=fmt, dpi=_PNG_DPI, metadata=_METADATA.get(fmt))
                 paths.append(path)
     return paths

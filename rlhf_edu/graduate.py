@@ -66,8 +66,14 @@ METRICS = (
     ("DPO", "logps/chosen", "logps/chosen", True, "the chosen answers' log-probability, summed over their tokens"),
     ("DPO", "logps/rejected", "logps/rejected", True, "the same, of the rejected answers"),
     ("GRPO", "reward", "reward", True, "mean score of the step's completions"),
-    ("GRPO", "reward_std", "reward_std", False, "ours: the std within each prompt's group, averaged over groups; "
-                                                 "TRL's: the std over all of the step's completions"),
+    (
+        "GRPO",
+        "reward_std",
+        "reward_std",
+        False,
+        "ours: the std within each prompt's group, averaged over groups; "
+        "TRL's: the std over all of the step's completions",
+    ),
     ("GRPO", "frac_reward_zero_std", "frac_reward_zero_std", True, "share of groups whose answers all tie"),
     ("GRPO", "completions/mean_length", "completions/mean_length", True, "tokens, end of turn included"),
     ("GRPO", "completions/clipped_ratio", "completions/clipped_ratio", True, "share cut at max_completion_length"),
@@ -82,12 +88,15 @@ def require_trl() -> ModuleType:
     try:
         return import_module("trl")
     except ImportError:
-        raise ImportError(f"this needs TRL, which is optional: pip install -e \".[trl]\" (trl=={TRL_VERSION} and "
-                          "accelerate), then restart the kernel") from None
+        raise ImportError(
+            f'this needs TRL, which is optional: pip install -e ".[trl]" (trl=={TRL_VERSION} and '
+            "accelerate), then restart the kernel"
+        ) from None
 
 
-def trl_training_args(config: TrainingConfig, output_dir: str | None = None,
-                      device: str | torch.device | None = None) -> dict[str, Any]:
+def trl_training_args(
+    config: TrainingConfig, output_dir: str | None = None, device: str | torch.device | None = None
+) -> dict[str, Any]:
     """The ``transformers.TrainingArguments`` fields that every TRL config takes from a :class:`TrainingConfig`.
 
     The optimizer and schedule are the same (AdamW, the same warm-up and schedule, the same
@@ -102,7 +111,8 @@ def trl_training_args(config: TrainingConfig, output_dir: str | None = None,
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.num_epochs,
         "warmup_steps": config.warmup_ratio,  # a value below 1 is a share of the steps in transformers 5
-        "lr_scheduler_type": "constant_with_warmup" if config.lr_scheduler_type == "constant" and config.warmup_ratio
+        "lr_scheduler_type": "constant_with_warmup"
+        if config.lr_scheduler_type == "constant" and config.warmup_ratio
         else config.lr_scheduler_type,
         "max_grad_norm": config.max_grad_norm or 0.0,  # 0 switches clipping off in transformers' Trainer
         "weight_decay": config.weight_decay,
@@ -126,22 +136,32 @@ def trl_dpo_config(config: DPOConfig, output_dir: str | None = None, device: str
     would do it ours' way, behind a progress bar of its own). Settings TRL has no field for are refused.
     """
     if config.loss_type not in TRL_DPO_LOSS_TYPES:
-        raise ValueError(f"loss_type={config.loss_type!r} has no DPOTrainer equivalent here: use one of "
-                         f"{', '.join(TRL_DPO_LOSS_TYPES)} (TRL's 'ipo' averages over tokens, ours sums them; "
-                         "SimPO is TRL's CPOTrainer)")
+        raise ValueError(
+            f"loss_type={config.loss_type!r} has no DPOTrainer equivalent here: use one of "
+            f"{', '.join(TRL_DPO_LOSS_TYPES)} (TRL's 'ipo' averages over tokens, ours sums them; "
+            "SimPO is TRL's CPOTrainer)"
+        )
     if config.loss_type == "sigmoid" and config.label_smoothing:
-        raise ValueError(f"label_smoothing={config.label_smoothing} with loss_type='sigmoid' is cDPO, which TRL's "
-                         "sigmoid loss does not smooth: use loss_type='robust', or label_smoothing=0")
+        raise ValueError(
+            f"label_smoothing={config.label_smoothing} with loss_type='sigmoid' is cDPO, which TRL's "
+            "sigmoid loss does not smooth: use loss_type='robust', or label_smoothing=0"
+        )
     if config.rpo_alpha is not None:
         raise ValueError(f"rpo_alpha={config.rpo_alpha} is not mapped to TRL: set it to None")
     trl = require_trl()
-    return trl.DPOConfig(**trl_training_args(config, output_dir, device), per_device_train_batch_size=config.batch_size,
-                         beta=config.beta, loss_type=[config.loss_type], label_smoothing=config.label_smoothing,
-                         max_length=config.max_length)
+    return trl.DPOConfig(
+        **trl_training_args(config, output_dir, device),
+        per_device_train_batch_size=config.batch_size,
+        beta=config.beta,
+        loss_type=[config.loss_type],
+        label_smoothing=config.label_smoothing,
+        max_length=config.max_length,
+    )
 
 
-def trl_grpo_config(config: PolicyGradientConfig, output_dir: str | None = None,
-                    device: str | torch.device | None = None):
+def trl_grpo_config(
+    config: PolicyGradientConfig, output_dir: str | None = None, device: str | torch.device | None = None
+):
     """TRL's ``GRPOConfig`` for a GRPO :class:`~rlhf_edu.policy_gradients.PolicyGradientConfig`, field by field.
 
     Two counts are said differently: TRL's batch counts completions, ours prompts, so
@@ -150,26 +170,42 @@ def trl_grpo_config(config: PolicyGradientConfig, output_dir: str | None = None,
     TRL's ``max_steps`` = ``num_steps · num_mini_batches``. Settings with no TRL field
     (another algorithm, β moved into the reward, an adaptive β, a pretraining term) are refused.
     """
-    refused = {"algorithm": config.algorithm != "grpo", "kl_in": config.kl_in not in (None, "loss"),
-               "kl_estimator": config.kl_estimator != "k3", "kl_target": config.kl_target is not None,
-               "ptx_coef": config.ptx_coef > 0}
+    refused = {
+        "algorithm": config.algorithm != "grpo",
+        "kl_in": config.kl_in not in (None, "loss"),
+        "kl_estimator": config.kl_estimator != "k3",
+        "kl_target": config.kl_target is not None,
+        "ptx_coef": config.ptx_coef > 0,
+    }
     if any(refused.values()):
         name = next(name for name, bad in refused.items() if bad)
-        raise ValueError(f"{name}={getattr(config, name)!r} has no GRPOTrainer equivalent: GRPO with a fixed β on "
-                         "the k3 estimator in the loss is what maps (the config's defaults)")
+        raise ValueError(
+            f"{name}={getattr(config, name)!r} has no GRPOTrainer equivalent: GRPO with a fixed β on "
+            "the k3 estimator in the loss is what maps (the config's defaults)"
+        )
     completions = config.batch_size * config.num_generations
     if completions % config.num_mini_batches:
-        raise ValueError(f"num_mini_batches={config.num_mini_batches} does not divide the step's {completions} "
-                         "completions: pick a divisor")
+        raise ValueError(
+            f"num_mini_batches={config.num_mini_batches} does not divide the step's {completions} "
+            "completions: pick a divisor"
+        )
     trl = require_trl()
     args = trl_training_args(config, output_dir, device) | {"num_train_epochs": 1}
-    return trl.GRPOConfig(**args, per_device_train_batch_size=completions // config.num_mini_batches,
-                          steps_per_generation=config.num_mini_batches,
-                          max_steps=config.num_steps * config.num_mini_batches,
-                          num_generations=config.num_generations, num_iterations=config.num_iterations,
-                          beta=config.beta, epsilon=config.epsilon, epsilon_high=config.epsilon_high,
-                          loss_type=config.loss_type, scale_rewards=config.scale_rewards,
-                          temperature=config.temperature, max_completion_length=config.max_completion_length)
+    return trl.GRPOConfig(
+        **args,
+        per_device_train_batch_size=completions // config.num_mini_batches,
+        steps_per_generation=config.num_mini_batches,
+        max_steps=config.num_steps * config.num_mini_batches,
+        num_generations=config.num_generations,
+        num_iterations=config.num_iterations,
+        beta=config.beta,
+        epsilon=config.epsilon,
+        epsilon_high=config.epsilon_high,
+        loss_type=config.loss_type,
+        scale_rewards=config.scale_rewards,
+        temperature=config.temperature,
+        max_completion_length=config.max_completion_length,
+    )
 
 
 def history_from_trl(log_history: Sequence[dict[str, float]]) -> History:
@@ -214,14 +250,22 @@ def loader_order(num_rows: int, config: TrainingConfig) -> list[int]:
     config that reorders otherwise (more epochs, or batches grouped by length) is refused.
     """
     if config.num_epochs != 1 or getattr(config, "group_by_length", False):
-        raise ValueError(f"the same order is one shuffled epoch: this config has num_epochs={config.num_epochs} and "
-                         f"group_by_length={getattr(config, 'group_by_length', False)}; use num_epochs=1 and "
-                         "group_by_length=False, or let TRL shuffle (same_order=False)")
+        raise ValueError(
+            f"the same order is one shuffled epoch: this config has num_epochs={config.num_epochs} and "
+            f"group_by_length={getattr(config, 'group_by_length', False)}; use num_epochs=1 and "
+            "group_by_length=False, or let TRL shuffle (same_order=False)"
+        )
     return [i for batch in make_loader(list(range(num_rows)), list, config) for i in batch]
 
 
-def train_dpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: DPOConfig,
-                  ref_model: PreTrainedModel | None = None, same_order: bool = True) -> History:
+def train_dpo_trl(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset,
+    config: DPOConfig,
+    ref_model: PreTrainedModel | None = None,
+    same_order: bool = True,
+) -> History:
     """Train ``policy`` with TRL's ``DPOTrainer`` on ``dataset``'s prompt/chosen/rejected columns; return the History.
 
     The reference is ``ref_model``, or a frozen copy of the policy as it starts, as in
@@ -238,8 +282,9 @@ def train_dpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, d
     if same_order:
         pairs, args.train_sampling_strategy = pairs.select(loader_order(len(pairs), config)), "sequential"
     with quiet_datasets():
-        trainer = trl.DPOTrainer(model=policy, ref_model=ref_model, args=args, train_dataset=pairs,
-                                 processing_class=tokenizer)
+        trainer = trl.DPOTrainer(
+            model=policy, ref_model=ref_model, args=args, train_dataset=pairs, processing_class=tokenizer
+        )
         run_quietly(trainer, config.progress)
     policy.eval()
     return history_from_trl(trainer.state.log_history)
@@ -266,8 +311,13 @@ def reference_from(policy: PreTrainedModel) -> Iterator[None]:
             policy.config._name_or_path = original
 
 
-def train_grpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                   reward_fn: Callable[..., list[float]], config: PolicyGradientConfig) -> History:
+def train_grpo_trl(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    reward_fn: Callable[..., list[float]],
+    config: PolicyGradientConfig,
+) -> History:
     """Train ``policy`` with TRL's ``GRPOTrainer`` on ``prompts``, scored by ``reward_fn``; return the History.
 
     ``reward_fn`` has TRL's ``reward_funcs`` signature (:meth:`~rlhf_edu.core.world.World.reward_function`).
@@ -281,8 +331,13 @@ def train_grpo_trl(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     dataset = Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts]})
     with quiet_datasets():
         with reference_from(policy):
-            trainer = trl.GRPOTrainer(model=policy, reward_funcs=reward_fn, args=trl_grpo_config(config),
-                                      train_dataset=dataset, processing_class=tokenizer)
+            trainer = trl.GRPOTrainer(
+                model=policy,
+                reward_funcs=reward_fn,
+                args=trl_grpo_config(config),
+                train_dataset=dataset,
+                processing_class=tokenizer,
+            )
         run_quietly(trainer, config.progress)
     policy.eval()
     return history_from_trl(trainer.state.log_history)
@@ -316,8 +371,17 @@ def dpo_recipe(seed: int = 0, progress: bool = True) -> DPOConfig:
 
 def grpo_recipe(seed: int = 0, progress: bool = True) -> PolicyGradientConfig:
     """Notebook 13's GRPO settings: 16 prompts × 8 answers per step for 30 steps, β = 0.04, on the gold reward."""
-    return PolicyGradientConfig(algorithm="grpo", learning_rate=3e-4, batch_size=16, num_generations=8, beta=0.04,
-                                num_steps=30, max_completion_length=12, seed=seed, progress=progress)
+    return PolicyGradientConfig(
+        algorithm="grpo",
+        learning_rate=3e-4,
+        batch_size=16,
+        num_generations=8,
+        beta=0.04,
+        num_steps=30,
+        max_completion_length=12,
+        seed=seed,
+        progress=progress,
+    )
 
 
 @dataclass
@@ -377,8 +441,14 @@ class SideBySide:
 Trainer = Callable[[PreTrainedModel, PreTrainedTokenizerBase], History]  # (policy, tokenizer) -> History
 
 
-def side_by_side(name: str, model: str, trainers: dict[str, Trainer], world: World, eval_prompts: Sequence[str],
-                 device: str | torch.device | None = None) -> SideBySide:
+def side_by_side(
+    name: str,
+    model: str,
+    trainers: dict[str, Trainer],
+    world: World,
+    eval_prompts: Sequence[str],
+    device: str | torch.device | None = None,
+) -> SideBySide:
     """Train a fresh ``zoo.load(model)`` with each of ``trainers`` ("ours", "trl"); evaluate each against the start.
 
     Each trainer gets its own freshly loaded model: TRL patches the forward of the models it
@@ -396,29 +466,51 @@ def side_by_side(name: str, model: str, trainers: dict[str, Trainer], world: Wor
     return SideBySide(name, start, evaluations["ours"], evaluations["trl"], histories, seconds)
 
 
-def dpo_side_by_side(model: str, dataset: Dataset, config: DPOConfig, world: World, eval_prompts: Sequence[str],
-                     device: str | torch.device | None = None, same_order: bool = True) -> SideBySide:
+def dpo_side_by_side(
+    model: str,
+    dataset: Dataset,
+    config: DPOConfig,
+    world: World,
+    eval_prompts: Sequence[str],
+    device: str | torch.device | None = None,
+    same_order: bool = True,
+) -> SideBySide:
     """:func:`~rlhf_edu.direct_alignment.train_dpo` and :func:`train_dpo_trl` on the same pairs, from ``model``
     (in the same order, unless ``same_order`` is False)."""
-    trainers = {"ours": lambda policy, tokenizer: train_dpo(policy, tokenizer, dataset, config),
-                "trl": lambda policy, tokenizer: train_dpo_trl(policy, tokenizer, dataset, config,
-                                                               same_order=same_order)}
+    trainers = {
+        "ours": lambda policy, tokenizer: train_dpo(policy, tokenizer, dataset, config),
+        "trl": lambda policy, tokenizer: train_dpo_trl(policy, tokenizer, dataset, config, same_order=same_order),
+    }
     return side_by_side("DPO", model, trainers, world, eval_prompts, device)
 
 
-def grpo_side_by_side(model: str, prompts: Sequence[str], reward_fn: Callable[..., list[float]],
-                      config: PolicyGradientConfig, world: World, eval_prompts: Sequence[str],
-                      device: str | torch.device | None = None) -> SideBySide:
+def grpo_side_by_side(
+    model: str,
+    prompts: Sequence[str],
+    reward_fn: Callable[..., list[float]],
+    config: PolicyGradientConfig,
+    world: World,
+    eval_prompts: Sequence[str],
+    device: str | torch.device | None = None,
+) -> SideBySide:
     """:func:`~rlhf_edu.policy_gradients.train_policy_gradient` and :func:`train_grpo_trl` on the same prompts
     and reward, from ``model``. ``reward_fn`` has TRL's signature; ours calls it as ``reward_fn(prompts, completions)``.
     """
-    trainers = {"ours": lambda policy, tokenizer: train_policy_gradient(policy, tokenizer, prompts, reward_fn, config),
-                "trl": lambda policy, tokenizer: train_grpo_trl(policy, tokenizer, prompts, reward_fn, config)}
+    trainers = {
+        "ours": lambda policy, tokenizer: train_policy_gradient(policy, tokenizer, prompts, reward_fn, config),
+        "trl": lambda policy, tokenizer: train_grpo_trl(policy, tokenizer, prompts, reward_fn, config),
+    }
     return side_by_side("GRPO", model, trainers, world, eval_prompts, device)
 
 
-def run_recipes(model: str = "sft", seed: int = 0, progress: bool = True, device: str | torch.device | None = None,
-                num_eval_prompts: int = NUM_EVAL_PROMPTS, own_order: bool = False) -> dict[str, SideBySide]:
+def run_recipes(
+    model: str = "sft",
+    seed: int = 0,
+    progress: bool = True,
+    device: str | torch.device | None = None,
+    num_eval_prompts: int = NUM_EVAL_PROMPTS,
+    own_order: bool = False,
+) -> dict[str, SideBySide]:
     """Notebook 13's side-by-sides from ``model``, all judged by the gold reward on the same held-out prompts.
 
     DPO trains on :data:`NUM_PAIRS` pairs sampled from ``model`` and labelled by the world's
@@ -432,12 +524,14 @@ def run_recipes(model: str = "sft", seed: int = 0, progress: bool = True, device
     pairs = build_preference_dataset(world, start, tokenizer, n=NUM_PAIRS, seed=0)
     grpo = grpo_recipe(seed, progress)
     prompts, eval_prompts = world.prompts(grpo.num_steps * grpo.batch_size), world.prompts(num_eval_prompts, "test")
-    results = {"dpo": dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts, device),
-               "grpo": grpo_side_by_side(model, prompts, world.reward_function("gold"), grpo, world, eval_prompts,
-                                         device)}
+    results = {
+        "dpo": dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts, device),
+        "grpo": grpo_side_by_side(model, prompts, world.reward_function("gold"), grpo, world, eval_prompts, device),
+    }
     if own_order:
-        results["dpo_own_order"] = dpo_side_by_side(model, pairs, dpo_recipe(seed, progress), world, eval_prompts,
-                                                    device, same_order=False)
+        results["dpo_own_order"] = dpo_side_by_side(
+            model, pairs, dpo_recipe(seed, progress), world, eval_prompts, device, same_order=False
+        )
     return results
 
 
@@ -446,8 +540,9 @@ def load_side_by_side_sweep(path: str | Path = SIDE_BY_SIDE_PATH) -> dict[str, l
     return json.loads(Path(path).read_text())["runs"]
 
 
-def seed_spread(runs: Sequence[dict[str, float]], metric: str = "gold",
-                paired: bool = True) -> dict[str, tuple[float, float]]:
+def seed_spread(
+    runs: Sequence[dict[str, float]], metric: str = "gold", paired: bool = True
+) -> dict[str, tuple[float, float]]:
     """Over the seeds of a sweep: the mean ``metric`` ("gold" or "kl") of each trainer and of their difference.
 
     Each value is (mean over seeds, standard error over seeds), so the training seed's own
@@ -463,8 +558,11 @@ def seed_spread(runs: Sequence[dict[str, float]], metric: str = "gold",
     return spread | {"ours - trl": mean_and_stderr(ours - theirs) if paired else unpaired}
 
 
-def side_by_side_sweep(out: str | Path = SIDE_BY_SIDE_PATH, seeds: Sequence[int] = (0, 1, 2, 3, 4),
-                       device: str | torch.device | None = None) -> Path:
+def side_by_side_sweep(
+    out: str | Path = SIDE_BY_SIDE_PATH,
+    seeds: Sequence[int] = (0, 1, 2, 3, 4),
+    device: str | torch.device | None = None,
+) -> Path:
     """:func:`run_recipes` with each training seed in ``seeds``, summarised to JSON at ``out``; returns the path.
 
     Notebook 13 reads it to say how far apart two trainers land when only the seed differs.

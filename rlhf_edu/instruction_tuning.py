@@ -101,12 +101,15 @@ def check_loss_tokens(completion_only: bool, assistant_turns: str) -> None:
     """Refuse an unknown ``assistant_turns``, and ``"last"`` with a full-sequence loss, which ignores it."""
     check_choice(assistant_turns, "assistant_turns", ASSISTANT_TURNS)
     if assistant_turns == "last" and not completion_only:
-        raise ValueError("assistant_turns='last' chooses among the assistant turns, but completion_only_loss=False "
-                         "trains on every token anyway: keep assistant_turns='all', or set completion_only_loss=True")
+        raise ValueError(
+            "assistant_turns='last' chooses among the assistant turns, but completion_only_loss=False "
+            "trains on every token anyway: keep assistant_turns='all', or set completion_only_loss=True"
+        )
 
 
-def encode_example(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
-                   assistant_turns: str = "all") -> dict[str, list[int]]:
+def encode_example(
+    tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True, assistant_turns: str = "all"
+) -> dict[str, list[int]]:
     """Chat-template one dataset row into ``input_ids`` and a ``completion_mask`` (1 = in the loss).
 
     ``messages`` rows put every assistant turn in the loss (answer + ``<|end|>``), or,
@@ -169,15 +172,22 @@ def unroll_conversation(example: Mapping) -> list[dict[str, list[dict[str, str]]
     with every turn before it as context and none after it.
     """
     if "messages" not in example:
-        raise ValueError(f"only a 'messages' row has turns to unroll, but this one has {', '.join(example) or 'none'}"
-                         ": pass {'messages': [...]} (a prompt/completion row is already one answer)")
+        raise ValueError(
+            f"only a 'messages' row has turns to unroll, but this one has {', '.join(example) or 'none'}"
+            ": pass {'messages': [...]} (a prompt/completion row is already one answer)"
+        )
     messages = as_messages(example["messages"], "user")
     return [{"messages": messages[: i + 1]} for i, message in enumerate(messages) if message["role"] == "assistant"]
 
 
-def encode_dataset(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[Mapping], max_length: int,
-                   completion_only: bool = True, packing: bool = False,
-                   assistant_turns: str = "all") -> list[dict[str, list[int]]]:
+def encode_dataset(
+    tokenizer: PreTrainedTokenizerBase,
+    dataset: Dataset | Sequence[Mapping],
+    max_length: int,
+    completion_only: bool = True,
+    packing: bool = False,
+    assistant_turns: str = "all",
+) -> list[dict[str, list[int]]]:
     """Encode every row, refuse rows over ``max_length`` tokens, and pack them if asked."""
     if len(dataset) == 0:
         raise ValueError("the SFT dataset is empty: pass at least one demonstration")
@@ -225,7 +235,8 @@ def capture_logits(model: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
     """Keep the output layer's logits from the next forward pass, so accuracy needs no second pass."""
     captured: list[torch.Tensor] = []
     hook = model.get_output_embeddings().register_forward_hook(
-        lambda module, inputs, output: captured.append(output.detach()))
+        lambda module, inputs, output: captured.append(output.detach())
+    )
     try:
         yield captured
     finally:
@@ -235,16 +246,18 @@ def capture_logits(model: PreTrainedModel) -> Iterator[list[torch.Tensor]]:
 def sft_step_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`sft_loss` on one batch, plus TRL's ``mean_token_accuracy`` (greedy next token is right)."""
     with capture_logits(model) as captured:
-        logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"],
-                                     batch["completion_mask"])  # (B, L)
+        logps, mask = token_logprobs(
+            model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+        )  # (B, L)
     L = logps.shape[1]
-    predictions = captured[0][:, -L - 1:-1].argmax(dim=-1)  # (B, L): the logits before each target token
+    predictions = captured[0][:, -L - 1 : -1].argmax(dim=-1)  # (B, L): the logits before each target token
     hits = (predictions == batch["input_ids"][:, -L:]).float() * mask  # (B, L)
     return sft_loss(logps, mask), {"mean_token_accuracy": (hits.sum() / mask.sum()).item()}
 
 
-def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[Mapping],
-              config: SFTConfig) -> History:
+def train_sft(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[Mapping], config: SFTConfig
+) -> History:
     """Instruction-tune ``model`` on a TRL-format dataset; return the :class:`History`.
 
     Logs ``loss``, ``mean_token_accuracy`` and ``num_tokens`` (non-padding tokens
@@ -252,8 +265,9 @@ def train_sft(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, datase
     """
     check_language_model(model, tokenizer)
     max_length = context_length(model, config.max_length)
-    rows = encode_dataset(tokenizer, dataset, max_length, config.completion_only_loss, config.packing,
-                          config.assistant_turns)
+    rows = encode_dataset(
+        tokenizer, dataset, max_length, config.completion_only_loss, config.packing, config.assistant_turns
+    )
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     num_tokens = 0
 
@@ -332,19 +346,32 @@ def share_stderr(share: float, n: int) -> float:
     return math.sqrt(adjusted * (1 - adjusted) / (n + 4))
 
 
-def sample_report(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, prompts: list[str],
-                  temperature: float = 1.0, seed: int = 0,
-                  max_new_tokens: int = MAX_NEW_TOKENS) -> tuple[list[str], dict[str, float]]:
+def sample_report(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    prompts: list[str],
+    temperature: float = 1.0,
+    seed: int = 0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> tuple[list[str], dict[str, float]]:
     """Sample one answer per prompt and return ``(completions, format_report(...))``."""
-    completions, finished = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed,
-                                                 return_finished=True)
+    completions, finished = generate_completions(
+        model, tokenizer, prompts, max_new_tokens, temperature, seed=seed, return_finished=True
+    )
     return completions, format_report(world, prompts, completions, finished)
 
 
-def data_size_curve(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                    sizes: Sequence[int], prompts: list[str], config: SFTConfig | None = None,
-                    seed: int = 0, return_completions: bool = False
-                    ) -> list[dict[str, float]] | tuple[list[dict[str, float]], list[list[str]]]:
+def data_size_curve(
+    base_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    sizes: Sequence[int],
+    prompts: list[str],
+    config: SFTConfig | None = None,
+    seed: int = 0,
+    return_completions: bool = False,
+) -> list[dict[str, float]] | tuple[list[dict[str, float]], list[list[str]]]:
     """Instruction-tune a copy of ``base_model`` on the first n demonstrations for each n in ``sizes``.
 
     Returns one report per n: :func:`format_report` of samples on ``prompts`` plus
@@ -367,16 +394,22 @@ def data_size_curve(base_model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
 
 
 # --- pictures ---------------------------------------------------------------------------------
-def token_table(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
-                assistant_turns: str = "all") -> list[tuple[str, int, bool]]:
+def token_table(
+    tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True, assistant_turns: str = "all"
+) -> list[tuple[str, int, bool]]:
     """``(token, id, in_loss)`` for each token of the chat-formatted example, in order (see :func:`encode_example`)."""
     encoded = encode_example(tokenizer, example, completion_only, assistant_turns)
     tokens = tokenizer.convert_ids_to_tokens(encoded["input_ids"])
     return [(token, i, bool(m)) for token, i, m in zip(tokens, encoded["input_ids"], encoded["completion_mask"])]
 
 
-def plot_loss_mask(tokenizer: PreTrainedTokenizerBase, example: Mapping, completion_only: bool = True,
-                   ax: Axes | None = None, assistant_turns: str = "all") -> Figure:
+def plot_loss_mask(
+    tokenizer: PreTrainedTokenizerBase,
+    example: Mapping,
+    completion_only: bool = True,
+    ax: Axes | None = None,
+    assistant_turns: str = "all",
+) -> Figure:
     """The example's tokens as boxes with their ids: blue tokens are predicted in the loss, grey ones are context.
 
     ``completion_only`` and ``assistant_turns`` choose the loss tokens, as in :func:`encode_example`.

@@ -69,8 +69,9 @@ class Corridor:
         return next_state, arrives.to(torch.get_default_dtype()) * self.goal_reward
 
 
-def value_iteration(corridor: Corridor, gamma: float, *, tol: float = 1e-10,
-                    max_sweeps: int = 10_000) -> tuple[Tensor, Tensor]:
+def value_iteration(
+    corridor: Corridor, gamma: float, *, tol: float = 1e-10, max_sweeps: int = 10_000
+) -> tuple[Tensor, Tensor]:
     """The optimal values of eq:rl_opt on a Corridor, by the Bellman backup V(s) = max_a [r(s, a) + γ·V(s')].
 
     Returns ``(values, policy)``, both (S,): V*(s), the best discounted return from s (0 at
@@ -100,8 +101,7 @@ def run_episode(corridor: Corridor, policy: TensorLike, start: int = 0, max_step
     check_int(max_steps, "max_steps", low=1, fix="an episode takes at least one step")
     policy = torch.as_tensor(policy)
     if tuple(policy.shape) != (corridor.num_cells,):
-        raise ValueError(f"policy needs one action per cell, shape ({corridor.num_cells},), "
-                         f"got {tuple(policy.shape)}")
+        raise ValueError(f"policy needs one action per cell, shape ({corridor.num_cells},), got {tuple(policy.shape)}")
     next_state, reward = corridor.transitions()  # (S, A), (S, A)
     state, rewards = start, []
     for _ in range(max_steps):

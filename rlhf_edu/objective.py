@@ -152,8 +152,9 @@ def reward_kl_frontier(ref_probs: TensorLike, rewards: TensorLike, betas: Tensor
     """
     ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
     if isinstance(betas, numbers.Real):
-        raise TypeError(f"betas must be a 1-D sequence of β values, got the single number {betas}; "
-                        "try torch.logspace(-2, 1, 20)")
+        raise TypeError(
+            f"betas must be a 1-D sequence of β values, got the single number {betas}; try torch.logspace(-2, 1, 20)"
+        )
     optima = [kl_regularized_optimum(ref_probs, rewards, beta) for beta in betas]  # each (..., A)
     kl = torch.stack([kl_divergence(optimum, ref_probs) for optimum in optima])  # (len(betas), ...)
     reward = torch.stack([expected_reward(optimum, rewards) for optimum in optima])  # (len(betas), ...)
@@ -170,8 +171,9 @@ def max_kl_budget(ref_probs: TensorLike, rewards: TensorLike) -> Tensor:
     return kl_divergence(argmax_policy(ref_probs, rewards), ref_probs)  # (...)
 
 
-def beta_for_kl_budget(ref_probs: TensorLike, rewards: TensorLike, kl_budget: float, *,
-                       tol: float = 1e-12, max_iter: int = 200) -> float:
+def beta_for_kl_budget(
+    ref_probs: TensorLike, rewards: TensorLike, kl_budget: float, *, tol: float = 1e-12, max_iter: int = 200
+) -> float:
     """The β whose optimum π*_β spends exactly ``kl_budget`` nats of KL from π_ref (eq:rlhf_opt_eq).
 
     Takes a single prompt: 1-D ``ref_probs`` and ``rewards`` of shape (A,); loop for a batch.
@@ -181,14 +183,22 @@ def beta_for_kl_budget(ref_probs: TensorLike, rewards: TensorLike, kl_budget: fl
     """
     ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
     check_one_prompt("beta_for_kl_budget", ref_probs=ref_probs, rewards=rewards)
-    kl_budget = as_real(kl_budget, "kl_budget", low=0, low_open=True, allow_inf=True,
-                        fix="it is in nats, and a zero budget means π = π_ref (β → ∞)")
+    kl_budget = as_real(
+        kl_budget,
+        "kl_budget",
+        low=0,
+        low_open=True,
+        allow_inf=True,
+        fix="it is in nats, and a zero budget means π = π_ref (β → ∞)",
+    )
     ref_probs, rewards = ref_probs.double(), rewards.double()  # float32 cannot resolve the KL to tol
     max_kl = max_kl_budget(ref_probs, rewards).item()  # what every β → 0 approaches
     if kl_budget >= max_kl:
-        raise ValueError(f"kl_budget={kl_budget:.6g} nats is out of reach: the most KL any β can spend is "
-                         f"{max_kl:.6g} nats, by the argmax policy that every β → 0 approaches; "
-                         f"ask for less than {max_kl:.6g}")
+        raise ValueError(
+            f"kl_budget={kl_budget:.6g} nats is out of reach: the most KL any β can spend is "
+            f"{max_kl:.6g} nats, by the argmax policy that every β → 0 approaches; "
+            f"ask for less than {max_kl:.6g}"
+        )
     # log β from about −690 to 690 spans every β float64 can hold; ~50 halvings reach float precision.
     low, high = math.log(1e-300), math.log(1e300)
     for _ in range(max_iter):
@@ -224,8 +234,9 @@ def best_policy_within_kl(ref_probs: TensorLike, rewards: TensorLike, kl_budget:
 # --- pictures -----------------------------------------------------------------------------------------------------
 
 
-def plot_arms(labels: Sequence[str], policies: dict[str, TensorLike], rewards: TensorLike,
-              ax: Axes | None = None) -> Figure:
+def plot_arms(
+    labels: Sequence[str], policies: dict[str, TensorLike], rewards: TensorLike, ax: Axes | None = None
+) -> Figure:
     """Grouped horizontal bars: each policy's probability of each arm, one row per arm, the first on top.
 
     ``policies`` maps a legend name to (A,) probabilities; each row is labelled with its arm
@@ -234,23 +245,30 @@ def plot_arms(labels: Sequence[str], policies: dict[str, TensorLike], rewards: T
     """
     rewards = torch.as_tensor(rewards).tolist()
     if any(len(torch.as_tensor(probs)) != len(labels) for probs in policies.values()) or len(rewards) != len(labels):
-        raise ValueError(f"give one label, one reward and one probability per policy for each of the {len(labels)} "
-                         "arms: every policy and the rewards must be as long as labels")
+        raise ValueError(
+            f"give one label, one reward and one probability per policy for each of the {len(labels)} "
+            "arms: every policy and the rewards must be as long as labels"
+        )
     if ax is None:
         _, ax = plt.subplots(figsize=(8, 0.12 * len(labels) * (len(policies) + 1) + 1.2))
     rows = torch.arange(len(labels) - 1, -1, -1)  # (A,) the first arm on top
     height = 0.8 / len(policies)
     for i, (name, probs) in enumerate(policies.items()):
         ax.barh(rows + 0.4 - height * (i + 0.5), torch.as_tensor(probs).tolist(), height=height, label=name)
-    ax.set_yticks(rows, [f"{label}  (r = {reward:.2f})" for label, reward in zip(labels, rewards)],
-                  fontsize=10, family="monospace")
+    ax.set_yticks(
+        rows,
+        [f"{label}  (r = {reward:.2f})" for label, reward in zip(labels, rewards)],
+        fontsize=10,
+        family="monospace",
+    )
     ax.set(xlabel="probability", xlim=(0, 1))
     ax.legend(fontsize=10, loc="lower right")
     return ax.figure
 
 
-def plot_reward_kl_frontier(ref_probs: TensorLike, rewards: TensorLike, betas: TensorLike | None = None,
-                            ax: Axes | None = None) -> Figure:
+def plot_reward_kl_frontier(
+    ref_probs: TensorLike, rewards: TensorLike, betas: TensorLike | None = None, ax: Axes | None = None
+) -> Figure:
     """The reward-KL frontier of π*_β (:func:`reward_kl_frontier`), with E_π_ref[r] and the best arm's reward.
 
     ``betas`` sets the β grid (default :data:`FRONTIER_BETAS`). Draws on ``ax`` when given,
@@ -267,8 +285,14 @@ def plot_reward_kl_frontier(ref_probs: TensorLike, rewards: TensorLike, betas: T
     return ax.figure
 
 
-def plot_kl_regularized_optimum(labels: Sequence[str], ref_probs: TensorLike, rewards: TensorLike, beta: float,
-                                betas: TensorLike | None = None, axes: Sequence[Axes] | None = None) -> Figure:
+def plot_kl_regularized_optimum(
+    labels: Sequence[str],
+    ref_probs: TensorLike,
+    rewards: TensorLike,
+    beta: float,
+    betas: TensorLike | None = None,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
     """π_ref against π*_β arm by arm (left), and where π*_β sits on the reward-KL frontier (right).
 
     The title gives E_π*[r], D_KL(π* ‖ π_ref) and J(π*) of eq:rlhf_opt_eq; ``betas`` sets the
@@ -277,8 +301,9 @@ def plot_kl_regularized_optimum(labels: Sequence[str], ref_probs: TensorLike, re
     """
     optimum = kl_regularized_optimum(ref_probs, rewards, beta)  # (A,)
     kl, reward = kl_divergence(optimum, ref_probs).item(), expected_reward(optimum, rewards).item()
-    bars, frontier = axes_pair(axes, "plot_kl_regularized_optimum", figsize=(9, 0.5 * len(labels) + 2),
-                               gridspec_kw={"width_ratios": (3, 2)})
+    bars, frontier = axes_pair(
+        axes, "plot_kl_regularized_optimum", figsize=(9, 0.5 * len(labels) + 2), gridspec_kw={"width_ratios": (3, 2)}
+    )
     plot_arms(labels, {"π_ref": ref_probs, f"π* (β = {beta:.3g})": optimum}, rewards, ax=bars)
     bars.set_title(f"β = {beta:.3g}:  E[r] = {reward:.3f},  KL = {kl:.3f} nats,  J = {reward - beta * kl:.3f}")
     plot_reward_kl_frontier(ref_probs, rewards, betas, ax=frontier)
@@ -289,8 +314,13 @@ def plot_kl_regularized_optimum(labels: Sequence[str], ref_probs: TensorLike, re
     return bars.figure
 
 
-def plot_kl_budget(ref_probs: TensorLike, rewards: TensorLike, kl_budget: float,
-                   betas: TensorLike | None = None, ax: Axes | None = None) -> Figure:
+def plot_kl_budget(
+    ref_probs: TensorLike,
+    rewards: TensorLike,
+    kl_budget: float,
+    betas: TensorLike | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """The reward-KL frontier with a KL budget shaded, and the best reward within it (:func:`best_policy_within_kl`).
 
     The title names the β whose optimum spends the budget. Draws on ``ax`` when given, else
@@ -316,8 +346,9 @@ def axes_pair(axes: Sequence[Axes] | None, function: str, **subplots_kw) -> tupl
     if axes is None:
         _, axes = plt.subplots(1, 2, **subplots_kw)
     if len(axes) != 2:
-        raise ValueError(f"{function} draws two panels: pass axes as a pair, e.g. plt.subplots(1, 2)[1], "
-                         f"got {len(axes)} axes")
+        raise ValueError(
+            f"{function} draws two panels: pass axes as a pair, e.g. plt.subplots(1, 2)[1], got {len(axes)} axes"
+        )
     return axes[0], axes[1]
 
 
@@ -348,13 +379,16 @@ def as_tensor(value: TensorLike, name: str) -> Tensor:
     try:
         tensor = torch.as_tensor(value)
     except (TypeError, ValueError, RuntimeError) as error:
-        raise TypeError(f"{name} must be a tensor, numpy array or list of numbers, "
-                        f"got {type(value).__name__}") from error
+        raise TypeError(
+            f"{name} must be a tensor, numpy array or list of numbers, got {type(value).__name__}"
+        ) from error
     if not tensor.is_floating_point():
         tensor = tensor.to(torch.get_default_dtype())
     if tensor.ndim == 0:
-        raise ValueError(f"{name} must be at least 1-D (its last dim indexes actions or time steps), "
-                         f"got the scalar {tensor.item()}; wrap it in a list")
+        raise ValueError(
+            f"{name} must be at least 1-D (its last dim indexes actions or time steps), "
+            f"got the scalar {tensor.item()}; wrap it in a list"
+        )
     return tensor
 
 
@@ -369,8 +403,10 @@ def check_shapes(tensors: dict[str, Tensor]) -> None:
     except RuntimeError:
         shapes_match = False
     if not shapes_match:
-        raise ValueError(f"shapes do not match: {shapes}; inputs must have the same last (action) dim "
-                         "and broadcastable leading (prompt) dims")
+        raise ValueError(
+            f"shapes do not match: {shapes}; inputs must have the same last (action) dim "
+            "and broadcastable leading (prompt) dims"
+        )
 
 
 def as_real(value: float, name: str, **bounds) -> float:
@@ -392,5 +428,6 @@ def check_one_prompt(function: str, **tensors: Tensor) -> None:
     """Refuse batched inputs where ``function`` solves one prompt at a time: each tensor must be 1-D, (A,)."""
     if any(tensor.ndim != 1 for tensor in tensors.values()):
         shapes = ", ".join(f"{name} {tuple(tensor.shape)}" for name, tensor in tensors.items())
-        raise ValueError(f"{function} takes one prompt: 1-D inputs of shape (A,), got {shapes}; "
-                         "call it once per prompt")
+        raise ValueError(
+            f"{function} takes one prompt: 1-D inputs of shape (A,), got {shapes}; call it once per prompt"
+        )

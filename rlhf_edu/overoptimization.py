@@ -46,7 +46,7 @@ def gao_features(d: Sequence[float] | np.ndarray, form: str) -> np.ndarray:
     """The two columns that R(d) is a combination of: [d, −d²] (eq:gao_bon) or [d, −d log d] (eq:gao_rl); (K, 2)."""
     check_choice(form, "form", FORMS)
     d = _distances(d)
-    second = d ** 2 if form == "bon" else d * np.log(np.where(d > 0, d, 1.0))  # d log d → 0 as d → 0
+    second = d**2 if form == "bon" else d * np.log(np.where(d > 0, d, 1.0))  # d log d → 0 as d → 0
     return np.stack([d, -second], axis=1)
 
 
@@ -55,8 +55,9 @@ def gao_form(d: Sequence[float] | np.ndarray, alpha: float, beta: float, form: s
     return gao_features(d, form) @ np.array([alpha, beta], dtype=float)
 
 
-def fit_gao_form(d: Sequence[float] | np.ndarray, gains: Sequence[float] | np.ndarray, form: str
-                 ) -> tuple[float, float]:
+def fit_gao_form(
+    d: Sequence[float] | np.ndarray, gains: Sequence[float] | np.ndarray, form: str
+) -> tuple[float, float]:
     """Least-squares (α, β) of :func:`gao_form` through the points (d, gains), with R(0) = 0 held fixed.
 
     ``gains`` are gold(d) − gold(0): the gain over the starting policy, at the same d's.
@@ -95,9 +96,12 @@ def best_of_n_overoptimization(proxy: RewardMatrix, gold: RewardMatrix, ns: Sequ
     maximizes the proxy, and both of its scores are reported, so the proxy curve is what
     the policy sees and the gold one what it gets.
     """
-    return {"n": np.asarray(ns), "d": best_of_n_distances(ns),
-            "proxy": np.array(list(best_of_n_curve(proxy, proxy, ns).values())),
-            "gold": np.array(list(best_of_n_curve(proxy, gold, ns).values()))}
+    return {
+        "n": np.asarray(ns),
+        "d": best_of_n_distances(ns),
+        "proxy": np.array(list(best_of_n_curve(proxy, proxy, ns).values())),
+        "gold": np.array(list(best_of_n_curve(proxy, gold, ns).values())),
+    }
 
 
 def rl_overoptimization(history: History) -> dict[str, np.ndarray]:
@@ -109,16 +113,22 @@ def rl_overoptimization(history: History) -> dict[str, np.ndarray]:
     rows = [row for row in history.steps if "gold_reward" in row]
     missing = {"eval/kl", "eval/reward"} - set(rows[0] if rows else {})
     if not rows or missing:
-        raise ValueError(f"the history holds no evaluation with gold_reward, eval/kl and eval/reward (missing "
-                         f"{sorted(missing) or ['gold_reward']}): train with eval_fn=gold_eval_fn(..., reward_fn)")
+        raise ValueError(
+            f"the history holds no evaluation with gold_reward, eval/kl and eval/reward (missing "
+            f"{sorted(missing) or ['gold_reward']}): train with eval_fn=gold_eval_fn(..., reward_fn)"
+        )
     kl = np.array([row["eval/kl"] for row in rows])
-    return {"step": np.array([row["step"] for row in rows]), "d": np.sqrt(np.clip(kl, 0, None)),  # KL ≥ 0; noise
-            "proxy": np.array([row["eval/reward"] for row in rows]),
-            "gold": np.array([row["gold_reward"] for row in rows])}
+    return {
+        "step": np.array([row["step"] for row in rows]),
+        "d": np.sqrt(np.clip(kl, 0, None)),  # KL ≥ 0; noise
+        "proxy": np.array([row["eval/reward"] for row in rows]),
+        "gold": np.array([row["gold_reward"] for row in rows]),
+    }
 
 
-def plot_overoptimization(curves: dict[str, dict[str, np.ndarray]], form: str, ax: Axes | None = None,
-                          proxy: bool = True) -> Figure:
+def plot_overoptimization(
+    curves: dict[str, dict[str, np.ndarray]], form: str, ax: Axes | None = None, proxy: bool = True
+) -> Figure:
     """Each curve's gold gain over its start against d, its fitted :func:`gao_form` and the fit's peak (▼).
 
     With ``proxy``, the proxy's gain is drawn dashed on a second axis, in its own units.
@@ -132,15 +142,17 @@ def plot_overoptimization(curves: dict[str, dict[str, np.ndarray]], form: str, a
         alpha, beta = fit_gao_form(curve["d"], gains, form)
         grid = np.linspace(0, curve["d"].max() * 1.05, 100)
         ax.plot(curve["d"], gains, "o", color=color, ms=4, label=f"{name}: gold")
-        ax.plot(grid, gao_form(grid, alpha, beta, form), "-", color=color, lw=1.2,
-                label=f"fit α={alpha:.2f}, β={beta:.2f}")
+        ax.plot(
+            grid, gao_form(grid, alpha, beta, form), "-", color=color, lw=1.2, label=f"fit α={alpha:.2f}, β={beta:.2f}"
+        )
         peak = gao_peak(alpha, beta, form)
         if peak <= grid[-1]:
             ax.plot([peak], [gao_form([peak], alpha, beta, form)[0]], "v", color=color, ms=9)
         if twin is not None:  # in order of d: an RL run's KL can step back, and its line would zig-zag
             order = np.argsort(curve["d"], kind="stable")
-            twin.plot(curve["d"][order], (curve["proxy"] - curve["proxy"][0])[order], "--", color=color, lw=1,
-                      alpha=0.7)
+            twin.plot(
+                curve["d"][order], (curve["proxy"] - curve["proxy"][0])[order], "--", color=color, lw=1, alpha=0.7
+            )
     ax.axhline(0, color="black", lw=0.6)
     ax.set(xlabel="d = √KL (nats^½)", ylabel="gold gain over the start")
     if twin is not None:

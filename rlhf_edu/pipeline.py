@@ -138,8 +138,9 @@ class PipelineReport:
         axes[0].set(xticks=x, xticklabels=names, ylabel="gold reward (held out)", title="what each stage buys")
         previous = [s.kl_to_previous or 0.0 for s in self.stages]
         axes[1].bar(x, previous, color="C0", label="KL to the stage before")
-        axes[1].plot(x, [np.nan if s.kl_to_sft is None else s.kl_to_sft for s in self.stages], "ko-", ms=4,
-                     label="KL to sft")
+        axes[1].plot(
+            x, [np.nan if s.kl_to_sft is None else s.kl_to_sft for s in self.stages], "ko-", ms=4, label="KL to sft"
+        )
         axes[1].set(xticks=x, xticklabels=names, ylabel="nats", yscale="symlog", title="what each stage costs in KL")
         axes[1].legend(fontsize=7)
         for name in GOLD_WEIGHTS:
@@ -156,21 +157,36 @@ class PipelineReport:
 
     def to_markdown(self, figure: str | None = None, samples: bool = True) -> str:
         """A report card: one row per stage (time, gold ± s.e., KL, proxy), the components, ``figure``, samples."""
-        lines = [f"# The {self.pipeline} pipeline, {self.preset} preset", "",
-                 "Sizes: " + ", ".join(f"{name} {size:,}" for name, size in self.sizes.items()) + ". Settings: "
-                 + ", ".join(f"{k}={v}" for k, v in self.settings.items()) + ".", "",
-                 "| stage | time (s) | gold reward | Δ gold | KL to the stage before | KL to sft | RM score |",
-                 "|---|---|---|---|---|---|---|"]
+        lines = [
+            f"# The {self.pipeline} pipeline, {self.preset} preset",
+            "",
+            "Sizes: "
+            + ", ".join(f"{name} {size:,}" for name, size in self.sizes.items())
+            + ". Settings: "
+            + ", ".join(f"{k}={v}" for k, v in self.settings.items())
+            + ".",
+            "",
+            "| stage | time (s) | gold reward | Δ gold | KL to the stage before | KL to sft | RM score |",
+            "|---|---|---|---|---|---|---|",
+        ]
         before = None
         for s in self.stages:
             delta = "" if before is None else f"{s.gold_reward - before:+.3f}"
-            lines.append(f"| {s.name} | {s.seconds:.0f} | {s.gold_reward:.3f} ± {s.gold_stderr:.3f} | {delta} | "
-                         f"{_nats(s.kl_to_previous)} | {_nats(s.kl_to_sft)} | {_number(s.proxy_reward)} |")
+            lines.append(
+                f"| {s.name} | {s.seconds:.0f} | {s.gold_reward:.3f} ± {s.gold_stderr:.3f} | {delta} | "
+                f"{_nats(s.kl_to_previous)} | {_nats(s.kl_to_sft)} | {_number(s.proxy_reward)} |"
+            )
             before = s.gold_reward
-        lines += ["", f"Total time: {sum(s.seconds for s in self.stages):.0f} s.", "",
-                  "| stage | " + " | ".join(GOLD_WEIGHTS) + " |", "|---|" + "---|" * len(GOLD_WEIGHTS)]
-        lines += [f"| {s.name} | " + " | ".join(f"{s.components[k]:.3f}" for k in GOLD_WEIGHTS) + " |"
-                  for s in self.stages]
+        lines += [
+            "",
+            f"Total time: {sum(s.seconds for s in self.stages):.0f} s.",
+            "",
+            "| stage | " + " | ".join(GOLD_WEIGHTS) + " |",
+            "|---|" + "---|" * len(GOLD_WEIGHTS),
+        ]
+        lines += [
+            f"| {s.name} | " + " | ".join(f"{s.components[k]:.3f}" for k in GOLD_WEIGHTS) + " |" for s in self.stages
+        ]
         notes = [(s.name, k, v) for s in self.stages for k, v in s.notes.items()]
         if notes:
             lines += ["", "Also measured:", ""] + [f"- {name}: {key} = {_number(value)}" for name, key, value in notes]
@@ -181,8 +197,11 @@ class PipelineReport:
         lines += ["", "Samples on held-out prompts (gold reward in brackets):", ""]
         for i, sample in enumerate(self.stages[0].samples):
             lines.append(f"- *{sample['prompt']}*")
-            lines += [f"  - {s.name}: {s.samples[i]['completion'] or '(nothing)'} [{s.samples[i]['gold']:+.2f}]"
-                      for s in self.stages if i < len(s.samples)]
+            lines += [
+                f"  - {s.name}: {s.samples[i]['completion'] or '(nothing)'} [{s.samples[i]['gold']:+.2f}]"
+                for s in self.stages
+                if i < len(s.samples)
+            ]
         return "\n".join(lines) + "\n"
 
 
@@ -215,28 +234,48 @@ def eval_prompts(world: World, num_eval_prompts: int) -> list[str]:
     return world.prompts(check_int(num_eval_prompts, "num_eval_prompts", fix="e.g. 256"), split="test")
 
 
-def measure_stage(name: str, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                  prompts: list[str], seconds: float, previous: PreTrainedModel | None = None,
-                  sft: PreTrainedModel | None = None, reward_fn: RewardFn | None = None, seed: int = 0
-                  ) -> StageReport:
+def measure_stage(
+    name: str,
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    prompts: list[str],
+    seconds: float,
+    previous: PreTrainedModel | None = None,
+    sft: PreTrainedModel | None = None,
+    reward_fn: RewardFn | None = None,
+    seed: int = 0,
+) -> StageReport:
     """``policy`` against the world on ``prompts``: gold and components, KL to ``previous`` and to ``sft``, proxy.
 
     Every stage is sampled with the same ``seed`` on the same prompts, so two stages compare
     on the same draws (:func:`~rlhf_edu.core.evaluation.evaluate_policy`); each KL is the
     mean log-ratio on those samples.
     """
-    evaluation = evaluate_policy(policy, previous if previous is not None else policy, tokenizer, world, prompts,
-                                 seed=seed)
+    evaluation = evaluate_policy(
+        policy, previous if previous is not None else policy, tokenizer, world, prompts, seed=seed
+    )
     to_sft = None
     if sft is not None:
-        to_sft = evaluation.kl if sft is previous else evaluate_policy(policy, sft, tokenizer, world, prompts,
-                                                                       seed=seed).kl
-    samples = [{"prompt": p, "completion": c, "gold": g} for p, c, g in
-               zip(evaluation.prompts[:NUM_SAMPLES], evaluation.completions, evaluation.gold_rewards)]
+        to_sft = (
+            evaluation.kl if sft is previous else evaluate_policy(policy, sft, tokenizer, world, prompts, seed=seed).kl
+        )
+    samples = [
+        {"prompt": p, "completion": c, "gold": g}
+        for p, c, g in zip(evaluation.prompts[:NUM_SAMPLES], evaluation.completions, evaluation.gold_rewards)
+    ]
     proxy = None if reward_fn is None else float(np.mean(reward_fn(evaluation.prompts, evaluation.completions)))
-    return StageReport(name, seconds, evaluation.gold_reward, mean_and_stderr(evaluation.gold_rewards)[1],
-                       evaluation.component_means(), None if previous is None else evaluation.kl, to_sft, proxy,
-                       samples)
+    return StageReport(
+        name,
+        seconds,
+        evaluation.gold_reward,
+        mean_and_stderr(evaluation.gold_rewards)[1],
+        evaluation.component_means(),
+        None if previous is None else evaluation.kl,
+        to_sft,
+        proxy,
+        samples,
+    )
 
 
 def prepare_out(out: str | Path | None, overwrite: bool = False) -> Path | None:
@@ -252,13 +291,20 @@ def prepare_out(out: str | Path | None, overwrite: bool = False) -> Path | None:
         raise ValueError(f"out={str(out)!r} is a file: name a folder for the report and the stage models")
     entries = sorted(out.iterdir()) if out.exists() else []
     if entries and not overwrite:
-        raise ValueError(f"out={str(out)!r} exists and is not empty: name a new folder, or pass overwrite=True "
-                         "(--overwrite) to replace what is in it")
-    foreign = [e.name for e in entries if not (e.name.startswith("report.") or e.name in STAGE_NAMES
-                                               or e.name.startswith("round-"))]
+        raise ValueError(
+            f"out={str(out)!r} exists and is not empty: name a new folder, or pass overwrite=True "
+            "(--overwrite) to replace what is in it"
+        )
+    foreign = [
+        e.name
+        for e in entries
+        if not (e.name.startswith("report.") or e.name in STAGE_NAMES or e.name.startswith("round-"))
+    ]
     if foreign:
-        raise ValueError(f"out={str(out)!r} holds {', '.join(foreign[:3])}, which no pipeline wrote: overwrite "
-                         "replaces a pipeline's earlier output only, so name a new or empty folder")
+        raise ValueError(
+            f"out={str(out)!r} holds {', '.join(foreign[:3])}, which no pipeline wrote: overwrite "
+            "replaces a pipeline's earlier output only, so name a new or empty folder"
+        )
     for entry in entries:
         shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
     out.mkdir(parents=True, exist_ok=True)
@@ -295,17 +341,25 @@ class _Clock:
 
 
 # --- the stages -------------------------------------------------------------------------------------------------
-def sft_stage(base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, num_sft: int, seed: int,
-              progress: bool) -> PreTrainedModel:
+def sft_stage(
+    base: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, num_sft: int, seed: int, progress: bool
+) -> PreTrainedModel:
     """Stage 1: a copy of ``base`` instruction-tuned on ``num_sft`` of the world's demonstrations (chapter 9)."""
     sft = copy.deepcopy(base)
     train_sft(sft, tokenizer, world.sft_dataset(num_sft), SFTConfig(seed=seed, progress=progress))
     return sft
 
 
-def reward_model_stage(sft: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, num_pairs: int,
-                       seed: int, progress: bool, num_epochs: int = 1, num_test_pairs: int = HELD_OUT_PAIRS
-                       ) -> tuple[PreTrainedModel, dict[str, float]]:
+def reward_model_stage(
+    sft: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    num_pairs: int,
+    seed: int,
+    progress: bool,
+    num_epochs: int = 1,
+    num_test_pairs: int = HELD_OUT_PAIRS,
+) -> tuple[PreTrainedModel, dict[str, float]]:
     """Stage 2: a reward model on ``sft``'s backbone, on pairs sampled from ``sft`` and labelled by the annotator.
 
     Returns the model and its metrics on ``num_test_pairs`` held-out pairs (chapter 7), with ``ceiling_share``.
@@ -319,9 +373,15 @@ def reward_model_stage(sft: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
     return rm, {"pairs": len(pairs), **metrics}
 
 
-def rl_stage(sft: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, reward_fn: RewardFn,
-             config: PolicyGradientConfig, num_prompts: int, num_eval_prompts: int = NUM_EVAL_PROMPTS
-             ) -> tuple[PreTrainedModel, list[dict], dict[str, float]]:
+def rl_stage(
+    sft: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    reward_fn: RewardFn,
+    config: PolicyGradientConfig,
+    num_prompts: int,
+    num_eval_prompts: int = NUM_EVAL_PROMPTS,
+) -> tuple[PreTrainedModel, list[dict], dict[str, float]]:
     """Stage 3: RL from ``sft`` against ``reward_fn`` with −β·KL to ``sft`` (chapter 11), keeping the best checkpoint.
 
     Every ``config.eval_steps`` steps the policy is measured on validation prompts (other
@@ -339,37 +399,65 @@ def rl_stage(sft: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: Wo
         metrics = measure(model)
         curve.append({"step": step, **metrics})
         if metrics["gold_reward"] > best["gold_reward"]:
-            best.update(gold_reward=metrics["gold_reward"], step=step,
-                        state={k: v.clone() for k, v in model.state_dict().items()})
+            best.update(
+                gold_reward=metrics["gold_reward"],
+                step=step,
+                state={k: v.clone() for k, v in model.state_dict().items()},
+            )
         return metrics
 
     # train_policy_gradient calls eval_fn before the updates of steps 0, eval_steps, 2·eval_steps, ...
     seed_everything(config.seed)  # PPO's critic gets a fresh head: the same one on every run with this seed
-    train_policy_gradient(policy, tokenizer, world.prompts(num_prompts), reward_fn, config, ref_model=sft,
-                          eval_fn=lambda model: record(model, len(curve) * config.eval_steps))
+    train_policy_gradient(
+        policy,
+        tokenizer,
+        world.prompts(num_prompts),
+        reward_fn,
+        config,
+        ref_model=sft,
+        eval_fn=lambda model: record(model, len(curve) * config.eval_steps),
+    )
     record(policy, config.num_steps)  # the last step's policy, so that it can be the best too
     policy.load_state_dict(best["state"])
-    return policy, curve, {"best_step": best["step"], "best_gold_reward": best["gold_reward"],
-                           "final_gold_reward": curve[-1]["gold_reward"]}
+    return (
+        policy,
+        curve,
+        {
+            "best_step": best["step"],
+            "best_gold_reward": best["gold_reward"],
+            "final_gold_reward": curve[-1]["gold_reward"],
+        },
+    )
 
 
-def rl_config(algorithm: str, beta: float, num_prompts: int, seed: int, progress: bool,
-              **overrides: float) -> PolicyGradientConfig:
+def rl_config(
+    algorithm: str, beta: float, num_prompts: int, seed: int, progress: bool, **overrides: float
+) -> PolicyGradientConfig:
     """The RL stage's settings: notebook 11's against the RM (16 prompts × 4 answers a step), one pass over prompts."""
     settings = {"learning_rate": 1e-3, "batch_size": 16, "num_generations": 4, "eval_steps": 10}
     if algorithm == "ppo":
         settings["num_mini_batches"] = 2
     settings |= overrides
     num_steps = max(1, num_prompts // settings["batch_size"])
-    return PolicyGradientConfig(algorithm=algorithm, beta=beta, num_steps=num_steps, seed=seed, progress=progress,
-                                **settings)
+    return PolicyGradientConfig(
+        algorithm=algorithm, beta=beta, num_steps=num_steps, seed=seed, progress=progress, **settings
+    )
 
 
 # --- the pipelines ----------------------------------------------------------------------------------------------
-def run_three_stage(preset: str | Preset | None = None, sizes: dict[str, int] | None = None,
-                    rl_algorithm: str = "ppo", beta: float = 0.05, seed: int = 0, out: str | Path | None = None,
-                    overwrite: bool = False, progress: bool = True, device: str | None = None, rm_epochs: int = 1,
-                    num_eval_prompts: int = NUM_EVAL_PROMPTS) -> PipelineReport:
+def run_three_stage(
+    preset: str | Preset | None = None,
+    sizes: dict[str, int] | None = None,
+    rl_algorithm: str = "ppo",
+    beta: float = 0.05,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    rm_epochs: int = 1,
+    num_eval_prompts: int = NUM_EVAL_PROMPTS,
+) -> PipelineReport:
     """base → SFT → reward model → RL against it, each stage measured with the gold reward; return the report.
 
     ``sizes`` (``sft``, ``preference``, ``rl``) default to :func:`pipeline_sizes`; the
@@ -384,8 +472,12 @@ def run_three_stage(preset: str | Preset | None = None, sizes: dict[str, int] | 
     seed_everything(seed)  # the same report from the same seed, whatever ran before in this process
     world = World(seed=seed, preset=preset)
     prompts = eval_prompts(world, num_eval_prompts)
-    report = PipelineReport("three-stage", preset.name, sizes, {"rl_algorithm": rl_algorithm, "beta": beta,
-                                                                "rm_epochs": rm_epochs, "seed": seed})
+    report = PipelineReport(
+        "three-stage",
+        preset.name,
+        sizes,
+        {"rl_algorithm": rl_algorithm, "beta": beta, "rm_epochs": rm_epochs, "seed": seed},
+    )
     base, tokenizer = zoo.load("base", preset, get_device(device))
     report.stages.append(measure_stage("base", base, tokenizer, world, prompts, 0.0, seed=seed))
     save_stage(base, tokenizer, out, "base")
@@ -394,8 +486,9 @@ def run_three_stage(preset: str | Preset | None = None, sizes: dict[str, int] | 
     report.stages.append(measure_stage("sft", sft, tokenizer, world, prompts, clock.lap(), base, seed=seed))
     save_stage(sft, tokenizer, out, "sft")
     clock.lap()
-    rm, rm_metrics = reward_model_stage(sft, tokenizer, world, sizes["preference"], seed, progress, rm_epochs,
-                                        num_test_pairs=4 * num_eval_prompts)
+    rm, rm_metrics = reward_model_stage(
+        sft, tokenizer, world, sizes["preference"], seed, progress, rm_epochs, num_test_pairs=4 * num_eval_prompts
+    )
     rm_fn = reward_function(rm, tokenizer)
     seconds = clock.lap()
     stage = measure_stage("rm", sft, tokenizer, world, prompts, seconds, sft, sft, rm_fn, seed=seed)
@@ -411,10 +504,19 @@ def run_three_stage(preset: str | Preset | None = None, sizes: dict[str, int] | 
     return write_report(report, out)
 
 
-def run_multi_round(rounds: int = 3, preset: str | Preset | None = None, sizes: dict[str, int] | None = None,
-                    beta: float = 0.1, seed: int = 0, out: str | Path | None = None, overwrite: bool = False,
-                    progress: bool = True, device: str | None = None, sft: PreTrainedModel | None = None,
-                    num_eval_prompts: int = NUM_EVAL_PROMPTS) -> PipelineReport:
+def run_multi_round(
+    rounds: int = 3,
+    preset: str | Preset | None = None,
+    sizes: dict[str, int] | None = None,
+    beta: float = 0.1,
+    seed: int = 0,
+    out: str | Path | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    sft: PreTrainedModel | None = None,
+    num_eval_prompts: int = NUM_EVAL_PROMPTS,
+) -> PipelineReport:
     """base → SFT, then ``rounds`` rounds of fresh on-policy pairs → DPO → GRPO on sums; return the report.
 
     ``sft`` starts the rounds from a model instruction-tuned already (the SFT stage of a
@@ -437,17 +539,27 @@ def run_multi_round(rounds: int = 3, preset: str | Preset | None = None, sizes: 
     """
     rounds = check_int(rounds, "rounds", low=1, fix="the number of rounds after SFT, e.g. 3")
     preset, sizes = get_preset(preset), pipeline_sizes(preset, sizes)
-    pairs_per_round = check_int(sizes["preference"] // rounds, "sizes['preference'] // rounds", low=1,
-                                fix="give each round at least one pair")
-    grpo = PolicyGradientConfig(algorithm="grpo", learning_rate=3e-4, batch_size=16, num_generations=8, beta=0.04,
-                                num_steps=max(1, sizes["rl"] // rounds // 16), max_completion_length=12,
-                                seed=seed, progress=progress)
+    pairs_per_round = check_int(
+        sizes["preference"] // rounds, "sizes['preference'] // rounds", low=1, fix="give each round at least one pair"
+    )
+    grpo = PolicyGradientConfig(
+        algorithm="grpo",
+        learning_rate=3e-4,
+        batch_size=16,
+        num_generations=8,
+        beta=0.04,
+        num_steps=max(1, sizes["rl"] // rounds // 16),
+        max_completion_length=12,
+        seed=seed,
+        progress=progress,
+    )
     out = prepare_out(out, overwrite)
     seed_everything(seed)  # the same report from the same seed, whatever ran before in this process
     world = World(seed=seed, preset=preset)
     prompts = eval_prompts(world, num_eval_prompts)
-    report = PipelineReport("multi-round", preset.name, sizes, {"rounds": rounds, "dpo_beta": beta,
-                                                                "grpo_beta": grpo.beta, "seed": seed})
+    report = PipelineReport(
+        "multi-round", preset.name, sizes, {"rounds": rounds, "dpo_beta": beta, "grpo_beta": grpo.beta, "seed": seed}
+    )
     base, tokenizer = zoo.load("base", preset, get_device(device))
     report.stages.append(measure_stage("base", base, tokenizer, world, prompts, 0.0, seed=seed))
     clock = _Clock()
@@ -464,10 +576,15 @@ def run_multi_round(rounds: int = 3, preset: str | Preset | None = None, sizes: 
         clock.lap()
         policy = copy.deepcopy(previous)
         pairs = build_preference_dataset(world, previous, tokenizer, n=pairs_per_round, seed=seed + r)
-        train_dpo(policy, tokenizer, pairs, DPOConfig(beta=beta, num_epochs=1, seed=seed + r, progress=progress),
-                  ref_model=previous)
+        train_dpo(
+            policy,
+            tokenizer,
+            pairs,
+            DPOConfig(beta=beta, num_epochs=1, seed=seed + r, progress=progress),
+            ref_model=previous,
+        )
         after_dpo = evaluate_policy(policy, previous, tokenizer, world, prompts, seed=seed).gold_reward
-        round_sums = sums[(r - 1) * grpo.num_steps * grpo.batch_size:][:grpo.num_steps * grpo.batch_size]
+        round_sums = sums[(r - 1) * grpo.num_steps * grpo.batch_size :][: grpo.num_steps * grpo.batch_size]
         # GRPO's KL is to the model DPO left (a frozen copy, as the trainer makes by default): a penalty toward the
         # round's start would pull back what DPO just learned
         train_policy_gradient(policy, tokenizer, round_sums, world.verifiable_reward, grpo)
@@ -485,13 +602,15 @@ def run_pipeline(name: str, **kwargs) -> PipelineReport:
     return (run_three_stage if name == "three-stage" else run_multi_round)(**kwargs)
 
 
-def load_stage(out: str | Path, name: str, device: str | None = None
-               ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_stage(
+    out: str | Path, name: str, device: str | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """A stage's saved model and tokenizer from a pipeline's output folder (``from_pretrained``, in eval mode)."""
     path = Path(out) / name
     if not (path / "config.json").exists():
-        saved = sorted(p.name for p in Path(out).iterdir() if (p / "config.json").exists()) if Path(out).is_dir() \
-            else []
+        saved = (
+            sorted(p.name for p in Path(out).iterdir() if (p / "config.json").exists()) if Path(out).is_dir() else []
+        )
         raise ValueError(f"no stage {name!r} saved in {str(out)!r}: it holds {', '.join(saved) or 'no stage'}")
     return zoo.load_dir(path, device)
 
@@ -519,4 +638,3 @@ def gains_over_seeds(reports: list[PipelineReport], stage: str, before: str) -> 
 
     gains = [r.stage(stage).gold_reward - r.stage(before).gold_reward for r in reports]
     return (gains, *mean_and_stderr(gains))
-

@@ -84,8 +84,9 @@ def _per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # (B, 1): one advantage for every token of a completion
     if advantages.shape[0] != like.shape[0]:
-        raise ValueError(f"advantages {tuple(advantages.shape)} and log-probs {tuple(like.shape)} must have one row "
-                         "per completion")
+        raise ValueError(
+            f"advantages {tuple(advantages.shape)} and log-probs {tuple(like.shape)} must have one row per completion"
+        )
     return advantages.expand_as(like)
 
 
@@ -135,8 +136,9 @@ def grpo_advantages(rewards: torch.Tensor, scale_rewards: str = "group", eps: fl
     return centred / (std + eps)
 
 
-def gae_advantages(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0,
-                   lam: float = 0.95) -> tuple[torch.Tensor, torch.Tensor]:
+def gae_advantages(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float = 1.0, lam: float = 0.95
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation on per-token rewards and values, all (B, T): ``(advantages, returns)``.
 
     δ_t = r_t + γ·V(s_{t+1}) − V(s_t)                                  (eq:TD_RESIDUAL)
@@ -174,9 +176,14 @@ def policy_gradient_loss(logps: torch.Tensor, advantages: torch.Tensor, mask: to
     return -_per_token(advantages.detach(), logps) * logps * mask
 
 
-def clipped_surrogate_loss(logps: torch.Tensor, old_logps: torch.Tensor, advantages: torch.Tensor,
-                           mask: torch.Tensor, epsilon: float = 0.2, epsilon_high: float | None = None
-                           ) -> tuple[torch.Tensor, dict[str, float]]:
+def clipped_surrogate_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    epsilon: float = 0.2,
+    epsilon_high: float | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """PPO's per-token loss −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A), with ρ = π/π_old (eq:PPO_EQN); ``(losses, metrics)``.
 
     ``losses`` is (B, T), zero on padding. The clip takes away the incentive to move a
@@ -187,8 +194,7 @@ def clipped_surrogate_loss(logps: torch.Tensor, old_logps: torch.Tensor, advanta
     """
     _check_token_shapes(logps=logps, old_logps=old_logps, mask=mask)
     epsilon = check_number(epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
-    epsilon_high = epsilon if epsilon_high is None else check_number(epsilon_high, "epsilon_high", low=0,
-                                                                     low_open=True)
+    epsilon_high = epsilon if epsilon_high is None else check_number(epsilon_high, "epsilon_high", low=0, low_open=True)
     advantages = _per_token(advantages.detach(), logps)  # (B, T)
     ratio = (logps - old_logps.detach()).exp()  # (B, T) ρ
     clipped_ratio = ratio.clamp(1 - epsilon, 1 + epsilon_high)  # (B, T)
@@ -196,13 +202,21 @@ def clipped_surrogate_loss(logps: torch.Tensor, old_logps: torch.Tensor, advanta
     n = mask.sum().clamp(min=1)
     low = ((ratio < 1 - epsilon) & (advantages < 0)).to(mask.dtype) * mask  # clipped below: no push further down
     high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype) * mask  # clipped above: no push further up
-    metrics = {"clip_ratio/low_mean": (low.sum() / n).item(), "clip_ratio/high_mean": (high.sum() / n).item(),
-               "clip_ratio/region_mean": ((low + high).sum() / n).item()}
+    metrics = {
+        "clip_ratio/low_mean": (low.sum() / n).item(),
+        "clip_ratio/high_mean": (high.sum() / n).item(),
+        "clip_ratio/region_mean": ((low + high).sum() / n).item(),
+    }
     return losses, metrics
 
 
-def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Tensor, mask: torch.Tensor,
-               cliprange_value: float = 0.2) -> torch.Tensor:
+def value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    cliprange_value: float = 0.2,
+) -> torch.Tensor:
     """PPO's clipped value loss per token, ½·max((V − R)², (clip(V, V_old ± c) − R)²), (B, T), zero on padding."""
     _check_token_shapes(values=values, old_values=old_values, returns=returns, mask=mask)
     check_number(cliprange_value, "cliprange_value", low=0, low_open=True)
@@ -210,8 +224,9 @@ def value_loss(values: torch.Tensor, old_values: torch.Tensor, returns: torch.Te
     return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2) * mask
 
 
-def aggregate_token_losses(losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "grpo",
-                           max_completion_length: int | None = None) -> torch.Tensor:
+def aggregate_token_losses(
+    losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "grpo", max_completion_length: int | None = None
+) -> torch.Tensor:
     """One scalar from per-token losses (B, T), in one of the three ways the book compares.
 
     - ``"grpo"``: the mean over each sequence's tokens, then over sequences (eq:loss_per_sequence);
@@ -294,25 +309,48 @@ class PolicyGradientConfig(TrainingConfig):
         if self.kl_in is not None:
             check_choice(self.kl_in, "kl_in", KL_PLACEMENTS)
         low = 2 if self.algorithm in ("rloo", "grpo") else 1
-        check_int(self.num_generations, "num_generations", low=low,
-                  fix=f"{self.algorithm} compares each answer with the others to its prompt")
-        for name in ("num_iterations", "num_mini_batches", "num_steps", "max_completion_length", "eval_steps",
-                     "kl_horizon", "ptx_batch_size"):
+        check_int(
+            self.num_generations,
+            "num_generations",
+            low=low,
+            fix=f"{self.algorithm} compares each answer with the others to its prompt",
+        )
+        for name in (
+            "num_iterations",
+            "num_mini_batches",
+            "num_steps",
+            "max_completion_length",
+            "eval_steps",
+            "kl_horizon",
+            "ptx_batch_size",
+        ):
             check_int(getattr(self, name), name)
         check_number(self.epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
         if self.epsilon_high is not None:
             check_number(self.epsilon_high, "epsilon_high", low=0, low_open=True)
         check_number(self.beta, "beta", low=0, fix="the KL penalty's weight; 0 switches it off")
         if self.kl_target is not None:
-            check_number(self.kl_target, "kl_target", low=0, low_open=True,
-                         fix="the KL in nats per completion to hold, or None for a fixed β")
-            check_number(self.beta, "beta", low=0, low_open=True,
-                         fix="the adaptive β starts here and moves by factors, so it must start above 0")
+            check_number(
+                self.kl_target,
+                "kl_target",
+                low=0,
+                low_open=True,
+                fix="the KL in nats per completion to hold, or None for a fixed β",
+            )
+            check_number(
+                self.beta,
+                "beta",
+                low=0,
+                low_open=True,
+                fix="the adaptive β starts here and moves by factors, so it must start above 0",
+            )
         check_number(self.ptx_coef, "ptx_coef", low=0, fix="the pretraining term's weight γ; 0 switches it off")
         check_number(self.temperature, "temperature", low=0, low_open=True, fix="sample at 1.0 to learn from π")
         if (self.batch_size * self.num_generations) % self.num_mini_batches:
-            raise ValueError(f"num_mini_batches={self.num_mini_batches} does not divide the "
-                             f"{self.batch_size * self.num_generations} rows of a step: pick a divisor")
+            raise ValueError(
+                f"num_mini_batches={self.num_mini_batches} does not divide the "
+                f"{self.batch_size * self.num_generations} rows of a step: pick a divisor"
+            )
 
 
 def kl_in_loss(config: PolicyGradientConfig) -> bool:
@@ -344,9 +382,12 @@ def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
 def token_values(value_model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
     """V(x, y_<t) for each completion token of a rollout, read where the policy predicts that token: (B, N)."""
     P = rollout.prompt_width
-    values = value_model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                         position_ids=position_ids_from_mask(rollout.attention_mask)).logits[..., 0]  # (B, T)
-    return values[:, P - 1:-1] * rollout.mask  # (B, N)
+    values = value_model(
+        input_ids=rollout.input_ids,
+        attention_mask=rollout.attention_mask,
+        position_ids=position_ids_from_mask(rollout.attention_mask),
+    ).logits[..., 0]  # (B, T)
+    return values[:, P - 1 : -1] * rollout.mask  # (B, N)
 
 
 @dataclass
@@ -368,8 +409,9 @@ def kl_controller(config: PolicyGradientConfig) -> KLController:
     return AdaptiveKLController(config.beta, config.kl_target, config.kl_horizon)
 
 
-def ptx_batches(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str],
-                config: PolicyGradientConfig) -> Iterator[Batch]:
+def ptx_batches(
+    policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: Sequence[str], config: PolicyGradientConfig
+) -> Iterator[Batch]:
     """Endless batches of ``config.ptx_batch_size`` pretraining texts, on the policy's device, for the ptx term.
 
     Each text is encoded as pretraining encodes it (:func:`~rlhf_edu.pretraining.encode_document`:
@@ -377,18 +419,27 @@ def ptx_batches(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, tex
     """
     rows = [encode_document(tokenizer, text) for text in check_texts(texts, "ptx_texts")]
     check_length(rows, context_length(policy, config.max_length))
-    loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id),
-                         TrainingConfig(batch_size=config.ptx_batch_size, seed=config.seed, progress=False))
+    loader = make_loader(
+        rows,
+        partial(pad_batch, pad_token_id=tokenizer.pad_token_id),
+        TrainingConfig(batch_size=config.ptx_batch_size, seed=config.seed, progress=False),
+    )
     device = next(policy.parameters()).device
     while True:
         for batch in loader:
             yield {name: tensor.to(device) for name, tensor in batch.items()}
 
 
-def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                          reward_fn: RewardFn, config: PolicyGradientConfig, ref_model: PreTrainedModel | None = None,
-                          eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
-                          ptx_texts: Sequence[str] | None = None) -> History:
+def train_policy_gradient(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    reward_fn: RewardFn,
+    config: PolicyGradientConfig,
+    ref_model: PreTrainedModel | None = None,
+    eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+    ptx_texts: Sequence[str] | None = None,
+) -> History:
     """Sample, score, compute advantages, update: REINFORCE, RLOO, PPO or GRPO on ``prompts``; return the History.
 
     One loop serves all four; they differ in :func:`compute_advantages` and in the
@@ -410,11 +461,14 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     check_language_model(policy, tokenizer, "policy")
     prompts = check_texts(prompts, "prompts")
     if not callable(reward_fn):
-        raise TypeError(f"reward_fn must be a function (prompts, completions) -> scores, "
-                        f"got {type(reward_fn).__name__}")
+        raise TypeError(
+            f"reward_fn must be a function (prompts, completions) -> scores, got {type(reward_fn).__name__}"
+        )
     if config.ptx_coef > 0 and ptx_texts is None:
-        raise ValueError(f"ptx_coef={config.ptx_coef:g} weighs a pretraining term, but no ptx_texts were passed: pass "
-                         "the corpus (e.g. World().pretraining_corpus(2000)), or set ptx_coef=0")
+        raise ValueError(
+            f"ptx_coef={config.ptx_coef:g} weighs a pretraining term, but no ptx_texts were passed: pass "
+            "the corpus (e.g. World().pretraining_corpus(2000)), or set ptx_coef=0"
+        )
     if ref_model is None and config.beta > 0:
         ref_model = copy.deepcopy(policy).eval()
     if ref_model is not None:
@@ -422,8 +476,12 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
     value_model = value_model_from(policy) if config.algorithm == "ppo" else None
     modules = [policy] + ([value_model] if value_model is not None else [])
     per_step = config.num_iterations * config.num_mini_batches  # optimizer updates per rollout
-    trainer = Trainer(modules, config, config.num_steps * per_step,  # the bar counts updates, and says so
-                      desc=f"RL ({config.algorithm})" + (f", updates ({per_step} a step)" if per_step > 1 else ""))
+    trainer = Trainer(
+        modules,
+        config,
+        config.num_steps * per_step,  # the bar counts updates, and says so
+        desc=f"RL ({config.algorithm})" + (f", updates ({per_step} a step)" if per_step > 1 else ""),
+    )
     order = torch.randperm(len(prompts), generator=torch_generator(config.seed)).tolist()
     controller = kl_controller(config)
     ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
@@ -431,8 +489,16 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
         for step in range(config.num_steps):
             batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
             step_config = dataclasses.replace(config, beta=controller.value)  # this rollout's β, in reward or loss
-            data, metrics = _rollout_step(policy, ref_model, value_model, tokenizer, batch, reward_fn, step_config,
-                                          seed=config.seed * 100_003 + step)
+            data, metrics = _rollout_step(
+                policy,
+                ref_model,
+                value_model,
+                tokenizer,
+                batch,
+                reward_fn,
+                step_config,
+                seed=config.seed * 100_003 + step,
+            )
             metrics["beta"] = step_config.beta
             if eval_fn is not None and step % config.eval_steps == 0:
                 metrics |= eval_fn(policy)
@@ -440,8 +506,13 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
             for _ in range(config.num_iterations):
                 for start in range(0, len(data.rollout), rows):
                     index = slice(start, start + rows)
-                    loss_fn = partial(policy_loss, policy, value_model, config=step_config,
-                                      ptx_batch=next(ptx) if ptx is not None else None)
+                    loss_fn = partial(
+                        policy_loss,
+                        policy,
+                        value_model,
+                        config=step_config,
+                        ptx_batch=next(ptx) if ptx is not None else None,
+                    )
                     trainer.step(loss_fn, _slice(data, index), **metrics)
             if "kl" in metrics:  # no reference, no KL to steer by (β is 0 then, and fixed)
                 controller.update(metrics["kl"], len(data.rollout))
@@ -452,8 +523,9 @@ def train_policy_gradient(policy: PreTrainedModel, tokenizer: PreTrainedTokenize
 
 def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn, config, seed):
     """Sample and score one step's rollout; return the data its updates reuse, and its metrics."""
-    rollout = sample_rollouts(policy, tokenizer, prompts, config.num_generations, config.max_completion_length,
-                              config.temperature, seed=seed)
+    rollout = sample_rollouts(
+        policy, tokenizer, prompts, config.num_generations, config.max_completion_length, config.temperature, seed=seed
+    )
     rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
     mask = rollout.mask  # (B, N)
     with torch.no_grad():
@@ -463,20 +535,27 @@ def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn,
         kl = kl_estimate(old_logps, ref_logps, "k1") * mask  # (B, N), zero without a reference
         data = compute_advantages(rollout, rewards, old_logps, ref_logps, kl, config, value_model)
     grouped = rewards.view(-1, config.num_generations)  # (P, G)
-    metrics = {"reward": rewards.mean().item(), "reward_std": grouped.std(dim=1).mean().item()
-               if config.num_generations > 1 else 0.0,
-               "frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item()
-               if config.num_generations > 1 else 1.0,
-               **({"kl": kl.sum(dim=1).mean().item()} if ref_model is not None else {}),
-               "entropy": (-(rollout.logps * mask).sum() / mask.sum().clamp(min=1)).item(),
-               "completions/mean_length": mask.sum(dim=1).mean().item(),
-               "completions/clipped_ratio": (~rollout.finished).float().mean().item()}
+    metrics = {
+        "reward": rewards.mean().item(),
+        "reward_std": grouped.std(dim=1).mean().item() if config.num_generations > 1 else 0.0,
+        "frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item() if config.num_generations > 1 else 1.0,
+        **({"kl": kl.sum(dim=1).mean().item()} if ref_model is not None else {}),
+        "entropy": (-(rollout.logps * mask).sum() / mask.sum().clamp(min=1)).item(),
+        "completions/mean_length": mask.sum(dim=1).mean().item(),
+        "completions/clipped_ratio": (~rollout.finished).float().mean().item(),
+    }
     return data, metrics
 
 
-def compute_advantages(rollout: Rollout, rewards: torch.Tensor, old_logps: torch.Tensor,
-                       ref_logps: torch.Tensor | None, kl: torch.Tensor, config: PolicyGradientConfig,
-                       value_model: PreTrainedModel | None = None) -> _Step:
+def compute_advantages(
+    rollout: Rollout,
+    rewards: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor | None,
+    kl: torch.Tensor,
+    config: PolicyGradientConfig,
+    value_model: PreTrainedModel | None = None,
+) -> _Step:
     """Each algorithm's advantage, with the KL where that algorithm puts it."""
     mask = rollout.mask  # (B, N)
     if config.algorithm == "ppo":
@@ -487,8 +566,9 @@ def compute_advantages(rollout: Rollout, rewards: torch.Tensor, old_logps: torch
     return _Step(rollout, old_logps, ref_logps, advantages)
 
 
-def ppo_advantages(rewards: torch.Tensor, kl: torch.Tensor, values: torch.Tensor, mask: torch.Tensor,
-                   config: PolicyGradientConfig) -> tuple[torch.Tensor, torch.Tensor]:
+def ppo_advantages(
+    rewards: torch.Tensor, kl: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, config: PolicyGradientConfig
+) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO's whitened per-token GAE advantages and the value targets, both (B, T), from k1-shaped rewards."""
     per_token = shaped_rewards(rewards, kl, mask, 0.0 if kl_in_loss(config) else config.beta)  # (B, T)
     advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
@@ -512,9 +592,14 @@ def group_advantages(scores: torch.Tensor, config: PolicyGradientConfig) -> torc
     return advantages.flatten()
 
 
-def token_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
-                      advantages: torch.Tensor, mask: torch.Tensor, config: PolicyGradientConfig
-                      ) -> tuple[torch.Tensor, dict[str, float]]:
+def token_policy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    config: PolicyGradientConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The policy's scalar loss from per-token log-probs (B, T), and its metrics: the seam every algorithm shares.
 
     REINFORCE and RLOO take −A·log π; PPO and GRPO the clipped surrogate; GRPO adds
@@ -523,8 +608,7 @@ def token_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: t
     if config.algorithm in ("reinforce", "rloo"):
         losses, metrics = policy_gradient_loss(logps, advantages, mask), {}
     else:
-        losses, clip = clipped_surrogate_loss(logps, old_logps, advantages, mask, config.epsilon,
-                                              config.epsilon_high)
+        losses, clip = clipped_surrogate_loss(logps, old_logps, advantages, mask, config.epsilon, config.epsilon_high)
         approx_kl = 0.5 * (((logps - old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
         metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
     if kl_in_loss(config) and config.beta > 0:
@@ -532,8 +616,13 @@ def token_policy_loss(logps: torch.Tensor, old_logps: torch.Tensor, ref_logps: t
     return aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length), metrics
 
 
-def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, data: _Step,
-                config: PolicyGradientConfig, ptx_batch: Batch | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def policy_loss(
+    policy: PreTrainedModel,
+    value_model: PreTrainedModel | None,
+    data: _Step,
+    config: PolicyGradientConfig,
+    ptx_batch: Batch | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """One update's loss on a slice of a rollout, and its metrics (TRL's names).
 
     With a ``ptx_batch`` of pretraining texts it adds InstructGPT's term: the objective's
@@ -545,8 +634,9 @@ def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, da
     loss, metrics = token_policy_loss(logps, data.old_logps, data.ref_logps, data.advantages, mask, config)
     if value_model is not None:
         values = token_values(value_model, data.rollout)  # (B, N)
-        v_loss = aggregate_token_losses(value_loss(values, data.old_values, data.returns, mask,
-                                                   config.cliprange_value), mask, "dapo")
+        v_loss = aggregate_token_losses(
+            value_loss(values, data.old_values, data.returns, mask, config.cliprange_value), mask, "dapo"
+        )
         loss = loss + config.vf_coef * v_loss
         metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
     if ptx_batch is not None:
@@ -556,10 +646,16 @@ def policy_loss(policy: PreTrainedModel, value_model: PreTrainedModel | None, da
     return loss, metrics
 
 
-def beta_sweep(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-               reward_fn: RewardFn, betas: Sequence[float], config: PolicyGradientConfig,
-               eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
-               ptx_texts: Sequence[str] | None = None) -> dict[float, History]:
+def beta_sweep(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    reward_fn: RewardFn,
+    betas: Sequence[float],
+    config: PolicyGradientConfig,
+    eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+    ptx_texts: Sequence[str] | None = None,
+) -> dict[float, History]:
     """One :func:`train_policy_gradient` run per β, each on a fresh copy of ``policy``; ``{β: History}``.
 
     ``policy`` itself stays as it is and is every run's reference model, so all runs
@@ -568,9 +664,16 @@ def beta_sweep(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prom
     runs = {}
     for beta in betas:
         model = copy.deepcopy(policy)
-        runs[float(beta)] = train_policy_gradient(model, tokenizer, prompts, reward_fn,
-                                                  dataclasses.replace(config, beta=float(beta)), ref_model=policy,
-                                                  eval_fn=eval_fn, ptx_texts=ptx_texts)
+        runs[float(beta)] = train_policy_gradient(
+            model,
+            tokenizer,
+            prompts,
+            reward_fn,
+            dataclasses.replace(config, beta=float(beta)),
+            ref_model=policy,
+            eval_fn=eval_fn,
+            ptx_texts=ptx_texts,
+        )
     return runs
 
 
@@ -586,9 +689,16 @@ def load_sweep(path: str | Path) -> tuple[dict[float, History], dict]:
 
 
 # --- two policies on the same prompts, compared prompt by prompt (notebook 11's check cells) ------------------
-def pass_at_k_per_prompt(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                         verifier: RewardFn, num_samples: int = 16, ks: Sequence[int] = (1, 2, 4, 8, 16),
-                         seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS) -> dict[int, np.ndarray]:
+def pass_at_k_per_prompt(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    verifier: RewardFn,
+    num_samples: int = 16,
+    ks: Sequence[int] = (1, 2, 4, 8, 16),
+    seed: int = 0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict[int, np.ndarray]:
     """pass@k of each prompt, ``{k: (len(prompts),) array}``, for each k in ``ks``.
 
     The values that :func:`~rlhf_edu.core.evaluation.pass_at_k_curve` averages (the same
@@ -601,8 +711,9 @@ def pass_at_k_per_prompt(policy: PreTrainedModel, tokenizer: PreTrainedTokenizer
     return {k: np.array([pass_at_k(num_samples, int(c), k) for c in correct.sum(axis=1)]) for k in ks}
 
 
-def paired_difference(first: PolicyEvaluation, second: PolicyEvaluation, component: str = "gold",
-                      family: str | None = None) -> tuple[float, float]:
+def paired_difference(
+    first: PolicyEvaluation, second: PolicyEvaluation, component: str = "gold", family: str | None = None
+) -> tuple[float, float]:
     """``first``'s mean ``component`` minus ``second``'s, with the paired standard error of that difference.
 
     ``component`` is a gold component's name, or ``"gold"`` for the gold reward; ``family``
@@ -629,9 +740,14 @@ def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = No
     ratio = torch.linspace(0.2, 2.0, 361)  # (R,) ρ
     ax = ax if ax is not None else plt.subplots(figsize=(5.5, 3.4))[1]
     for advantage, color in ((1.0, "C0"), (-1.0, "C3")):
-        losses, _ = clipped_surrogate_loss(ratio.log().unsqueeze(1), torch.zeros(len(ratio), 1),
-                                           torch.full((len(ratio),), advantage), torch.ones(len(ratio), 1),
-                                           epsilon, epsilon_high)
+        losses, _ = clipped_surrogate_loss(
+            ratio.log().unsqueeze(1),
+            torch.zeros(len(ratio), 1),
+            torch.full((len(ratio),), advantage),
+            torch.ones(len(ratio), 1),
+            epsilon,
+            epsilon_high,
+        )
         ax.plot(ratio, -losses[:, 0], color=color, label=f"A = {advantage:+g}")
         ax.plot(ratio, ratio * advantage, color=color, ls=":", lw=1)  # the unclipped ρA
     high = epsilon if epsilon_high is None else epsilon_high
@@ -641,8 +757,12 @@ def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = No
     return ax.figure
 
 
-def plot_sweep(runs: dict[float, History], metrics: Sequence[str] = ("eval/reward", "gold_reward", "eval/kl"),
-               highlight: float | None = None, axes: Sequence[Axes] | None = None) -> Figure:
+def plot_sweep(
+    runs: dict[float, History],
+    metrics: Sequence[str] = ("eval/reward", "gold_reward", "eval/kl"),
+    highlight: float | None = None,
+    axes: Sequence[Axes] | None = None,
+) -> Figure:
     """One panel per metric of a :func:`beta_sweep`, one line per β against the step; ``highlight`` one β in bold.
 
     A row's ``step`` is its x (a trainer's own log numbers its rows so); rows without one are drawn at their index.
@@ -653,8 +773,14 @@ def plot_sweep(runs: dict[float, History], metrics: Sequence[str] = ("eval/rewar
         bold = highlight is None or beta == highlight
         for ax, name in zip(axes, metrics):
             steps = [step.get("step", j) for j, step in enumerate(history.steps) if name in step]
-            ax.plot(steps, history[name], color=f"C{i}", lw=2.2 if bold else 1, alpha=1 if bold else 0.35,
-                    label=f"β = {beta:g}")
+            ax.plot(
+                steps,
+                history[name],
+                color=f"C{i}",
+                lw=2.2 if bold else 1,
+                alpha=1 if bold else 0.35,
+                label=f"β = {beta:g}",
+            )
     for ax, name in zip(axes, metrics):
         ax.set(xlabel="step", title=name)
     axes[0].legend(fontsize=8)
@@ -683,19 +809,35 @@ def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientCo
     the loss, rewards scaled by the group's std) land elsewhere: the pathwise gradient of
     k3 is that of KL(π_ref‖π), not KL(π‖π_ref), and the std rescales β as it changes.
     """
-    settings = {"batch_size": 1, "num_generations": 64, "num_steps": 600, "learning_rate": 0.05,
-                "max_completion_length": 1, "vf_coef": 1.0, "progress": False,
-                "lr_scheduler_type": "linear", "num_iterations": 4 if algorithm == "ppo" else 1} | TABULAR_DEFAULTS
+    settings = {
+        "batch_size": 1,
+        "num_generations": 64,
+        "num_steps": 600,
+        "learning_rate": 0.05,
+        "max_completion_length": 1,
+        "vf_coef": 1.0,
+        "progress": False,
+        "lr_scheduler_type": "linear",
+        "num_iterations": 4 if algorithm == "ppo" else 1,
+    } | TABULAR_DEFAULTS
     config = PolicyGradientConfig(algorithm=algorithm, beta=beta, **(settings | overrides))
     if config.kl_target is not None or config.ptx_coef > 0:
-        raise ValueError("a bandit run keeps β fixed, so its optimum is π*, and has no text to pretrain on: "
-                         "drop kl_target and ptx_coef")
+        raise ValueError(
+            "a bandit run keeps β fixed, so its optimum is π*, and has no text to pretrain on: "
+            "drop kl_target and ptx_coef"
+        )
     return config
 
 
-def tabular_loss(policy: TabularPolicy, actions: torch.Tensor, old_logps: torch.Tensor, ref_logps: torch.Tensor,
-                 advantages: torch.Tensor, returns: torch.Tensor | None, config: PolicyGradientConfig
-                 ) -> tuple[torch.Tensor, dict[str, float]]:
+def tabular_loss(
+    policy: TabularPolicy,
+    actions: torch.Tensor,
+    old_logps: torch.Tensor,
+    ref_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    returns: torch.Tensor | None,
+    config: PolicyGradientConfig,
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The loss of one bandit update: :func:`token_policy_loss` on (G, 1) log-probs, plus PPO's value loss."""
     mask = torch.ones_like(old_logps)  # (G, 1): every completion is one token long
     logps = torch.log_softmax(policy.logits, -1)[actions].unsqueeze(1)  # (G, 1)
@@ -703,12 +845,18 @@ def tabular_loss(policy: TabularPolicy, actions: torch.Tensor, old_logps: torch.
     if returns is not None:
         values = policy.value.expand_as(returns)  # (G, 1)
         loss = loss + config.vf_coef * aggregate_token_losses(
-            value_loss(values, values.detach(), returns, mask, config.cliprange_value), mask, "dapo")
+            value_loss(values, values.detach(), returns, mask, config.cliprange_value), mask, "dapo"
+        )
     return loss, metrics
 
 
-def tabular_rollout(policy: TabularPolicy, ref_probs: torch.Tensor, rewards: torch.Tensor,
-                    config: PolicyGradientConfig, generator: torch.Generator) -> tuple[torch.Tensor, ...]:
+def tabular_rollout(
+    policy: TabularPolicy,
+    ref_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    config: PolicyGradientConfig,
+    generator: torch.Generator,
+) -> tuple[torch.Tensor, ...]:
     """Sample G actions from π_θ and compute their advantages: ``(actions, old_logps, ref_logps, advantages, returns)``.
 
     The same advantage functions as :func:`train_policy_gradient`, with the KL where each
@@ -716,8 +864,9 @@ def tabular_rollout(policy: TabularPolicy, ref_probs: torch.Tensor, rewards: tor
     """
     with torch.no_grad():
         log_probs = torch.log_softmax(policy.logits, -1)  # (A,)
-        actions = torch.multinomial(log_probs.exp(), config.num_generations, replacement=True,
-                                    generator=generator)  # (G,)
+        actions = torch.multinomial(
+            log_probs.exp(), config.num_generations, replacement=True, generator=generator
+        )  # (G,)
         old_logps = log_probs[actions].unsqueeze(1)  # (G, 1)
         ref_logps = ref_probs.log()[actions].unsqueeze(1)  # (G, 1)
         kl = kl_estimate(old_logps, ref_logps, "k1")  # (G, 1)
@@ -729,8 +878,9 @@ def tabular_rollout(policy: TabularPolicy, ref_probs: torch.Tensor, rewards: tor
         return actions, old_logps, ref_logps, group_advantages(sequence_scores(scores, kl, config), config), None
 
 
-def train_tabular_policy_gradient(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float,
-                                  algorithm: str = "grpo", **config_overrides) -> BanditRun:
+def train_tabular_policy_gradient(
+    ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float, algorithm: str = "grpo", **config_overrides
+) -> BanditRun:
     """REINFORCE, RLOO, PPO or GRPO on chapter 4's bandit, with the functions of the language-model trainer.
 
     A softmax policy starts at π_ref and learns from ``num_generations`` sampled actions
@@ -752,8 +902,9 @@ def train_tabular_policy_gradient(ref_probs: torch.Tensor, rewards: torch.Tensor
     optimum = kl_regularized_optimum(ref_probs, rewards, config.beta)  # (A,)
     records = []
     for _ in range(config.num_steps):
-        records.append(bandit_record(torch.softmax(policy.logits.detach(), -1), ref_probs, rewards, config.beta,
-                                     optimum))
+        records.append(
+            bandit_record(torch.softmax(policy.logits.detach(), -1), ref_probs, rewards, config.beta, optimum)
+        )
         rollout = tabular_rollout(policy, ref_probs, rewards, config, generator)
         for _ in range(config.num_iterations):
             trainer.step(lambda batch: tabular_loss(policy, *batch, config), rollout)
@@ -763,9 +914,15 @@ def train_tabular_policy_gradient(ref_probs: torch.Tensor, rewards: torch.Tensor
     return BanditRun(probs=probs, optimum=optimum, history=history)
 
 
-def tabular_gradient_estimates(ref_probs: torch.Tensor, rewards: torch.Tensor, beta: float, algorithm: str,
-                               num_trials: int = 500, probs: torch.Tensor | None = None,
-                               **config_overrides) -> tuple[torch.Tensor, torch.Tensor]:
+def tabular_gradient_estimates(
+    ref_probs: torch.Tensor,
+    rewards: torch.Tensor,
+    beta: float,
+    algorithm: str,
+    num_trials: int = 500,
+    probs: torch.Tensor | None = None,
+    **config_overrides,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``num_trials`` independent one-step gradient estimates of J at π_θ = ``probs`` (default π_ref), and ∇J.
 
     Each estimate is −∇θ of one update's loss, from a fresh sample of ``num_generations``
@@ -808,5 +965,11 @@ def _whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def _slice(data: _Step, index: slice) -> _Step:
     take = lambda t: None if t is None else t[index]
-    return _Step(data.rollout[index], data.old_logps[index], data.ref_logps[index], data.advantages[index],
-                 take(data.returns), take(data.old_values))
+    return _Step(
+        data.rollout[index],
+        data.old_logps[index],
+        data.ref_logps[index],
+        data.advantages[index],
+        take(data.returns),
+        take(data.old_values),
+    )

@@ -41,8 +41,11 @@ def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[str, 
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"document {text!r} is empty or not a text: drop it before pretraining")
     check_known_words(tokenizer, text, "document")
-    ids = [tokenizer.bos_token_id, *tokenizer(text, add_special_tokens=False)["input_ids"],
-           tokenizer.convert_tokens_to_ids(EOS)]
+    ids = [
+        tokenizer.bos_token_id,
+        *tokenizer(text, add_special_tokens=False)["input_ids"],
+        tokenizer.convert_tokens_to_ids(EOS),
+    ]
     return {"input_ids": ids, "completion_mask": [0] + [1] * (len(ids) - 1)}
 
 
@@ -64,8 +67,9 @@ def language_modeling_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor
     return nll, {"perplexity": nll.exp().item()}
 
 
-def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-               batch_size: int = SCORING_BATCH_SIZE) -> float:
+def perplexity(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str], batch_size: int = SCORING_BATCH_SIZE
+) -> float:
     """exp(−Σ_docs log π(doc) / Σ_docs n_targets): exp of the mean per-token NLL (``eq:nll``) of ``texts``.
 
     Lower means the model knows the language; a uniform guess over V tokens scores V.
@@ -78,13 +82,12 @@ def perplexity(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts
     return math.exp(-logps.double().sum().item() / num_targets)
 
 
-def pretrain(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: list[str],
-             config: PretrainingConfig) -> History:
+def pretrain(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, corpus: list[str], config: PretrainingConfig
+) -> History:
     """Train ``model`` on plain-text ``corpus`` by next-token prediction; return the :class:`History`."""
     check_language_model(model, tokenizer)
     rows = [encode_document(tokenizer, text) for text in corpus]
     check_length(rows, context_length(model, config.max_length))
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     return train(model, partial(language_modeling_loss, model), loader, config, desc="pretraining")
-
-

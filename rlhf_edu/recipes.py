@@ -84,7 +84,7 @@ def build_reward_model(preset: Preset | None = None, device: torch.device | None
     config = RewardConfig(learning_rate=1e-3, batch_size=32, num_epochs=8, warmup_ratio=0.05, seed=0)
     model = reward_model_from(policy, seed=0)
     train_reward_model(model, tokenizer, train_pairs, config)
-    sizes = [len(train_pairs) // 2 ** k for k in (4, 3, 2, 1)]  # 1/16, 1/8, 1/4 and 1/2 of the pairs
+    sizes = [len(train_pairs) // 2**k for k in (4, 3, 2, 1)]  # 1/16, 1/8, 1/4 and 1/2 of the pairs
     curve = accuracy_vs_pairs(policy, tokenizer, world, train_pairs, test_pairs, sizes, config)
     curve["num_pairs"].append(len(train_pairs))
     for name, value in evaluate_reward_model(model, tokenizer, world, test_pairs).items():
@@ -108,8 +108,12 @@ def one_thread() -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
-def build(names: list[str] | None = None, preset: str | Preset | None = None, device: str | None = None,
-          out_dir: str | Path | None = None) -> list[Path]:
+def build(
+    names: list[str] | None = None,
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    out_dir: str | Path | None = None,
+) -> list[Path]:
     """Rebuild checkpoints (default: all, in dependency order) and save them; return their folders.
 
     Each recipe is seeded, so on the same hardware a rebuild reproduces the shipped
@@ -127,12 +131,24 @@ def build(names: list[str] | None = None, preset: str | Preset | None = None, de
 
 SWEEP_PATH = Path(__file__).parent / "sweeps" / "rloo_rm_beta.json"
 SWEEP_BETAS = (0.01, 0.03, 0.1, 0.3, 1.0)
-SWEEP_CONFIG = {"algorithm": "rloo", "learning_rate": 1e-3, "batch_size": 16, "num_generations": 4, "num_steps": 40,
-                "eval_steps": 5, "seed": 0}
+SWEEP_CONFIG = {
+    "algorithm": "rloo",
+    "learning_rate": 1e-3,
+    "batch_size": 16,
+    "num_generations": 4,
+    "num_steps": 40,
+    "eval_steps": 5,
+    "seed": 0,
+}
 
 
-def rl_beta_sweep(betas: tuple[float, ...] = SWEEP_BETAS, out: str | Path = SWEEP_PATH,
-                  preset: str | Preset | None = None, device: str | None = None, **overrides) -> Path:
+def rl_beta_sweep(
+    betas: tuple[float, ...] = SWEEP_BETAS,
+    out: str | Path = SWEEP_PATH,
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    **overrides,
+) -> Path:
     """Notebook 11's β sweep: RLOO from ``sft`` against ``rm``, one run per β, written to ``out``; returns the path.
 
     Every run trains on the same 500 world prompts and is judged every ``eval_steps``
@@ -147,8 +163,15 @@ def rl_beta_sweep(betas: tuple[float, ...] = SWEEP_BETAS, out: str | Path = SWEE
     settings = SWEEP_CONFIG | overrides
     eval_fn = gold_eval_fn(world, tokenizer, world.prompts(64, split="test"), policy, rm_fn)
     with one_thread():
-        runs = beta_sweep(policy, tokenizer, world.prompts(500), rm_fn, betas,
-                          PolicyGradientConfig(progress=False, **settings), eval_fn)
+        runs = beta_sweep(
+            policy,
+            tokenizer,
+            world.prompts(500),
+            rm_fn,
+            betas,
+            PolicyGradientConfig(progress=False, **settings),
+            eval_fn,
+        )
     Path(out).parent.mkdir(parents=True, exist_ok=True)
     return save_sweep(runs, out, preset=preset.name, **settings)
 
@@ -167,8 +190,9 @@ DPO_BETAS = (0.03, 0.1, 0.3, 1.0)
 DPO_SETTINGS = {"learning_rate": 5e-4, "batch_size": 32, "num_epochs": 1, "seed": 0}  # notebook 12's
 
 
-def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Preset | None = None,
-                        device: str | None = None) -> Path:
+def regularization_runs(
+    out: str | Path = REGULARIZATION_PATH, preset: str | Preset | None = None, device: str | None = None
+) -> Path:
     """Notebook 8's runs, written to ``out``; returns the path. About 9 minutes on one CPU thread.
 
     Every run starts from ``sft`` and is judged on the same 64 held-out prompts (gold
@@ -191,20 +215,36 @@ def regularization_runs(out: str | Path = REGULARIZATION_PATH, preset: str | Pre
 
     with one_thread():
         base, _ = zoo.load("base", preset, get_device(device))
-        runs = {"base": History([{"step": 0.0, "eval/perplexity": perplexity(base, tokenizer, corpus[-200:])}]),
-                "sft": History([{"step": 0.0, **eval_fn(policy)}])}
+        runs = {
+            "base": History([{"step": 0.0, "eval/perplexity": perplexity(base, tokenizer, corpus[-200:])}]),
+            "sft": History([{"step": 0.0, **eval_fn(policy)}]),
+        }
         for name, overrides in REGULARIZATION_RUNS.items():
             config = PolicyGradientConfig(progress=False, **(SWEEP_CONFIG | overrides))
-            runs[name] = train_policy_gradient(copy.deepcopy(policy), tokenizer, world.prompts(500), rm_fn, config,
-                                               ref_model=policy, eval_fn=eval_fn,
-                                               ptx_texts=corpus[:-200] if config.ptx_coef > 0 else None)
+            runs[name] = train_policy_gradient(
+                copy.deepcopy(policy),
+                tokenizer,
+                world.prompts(500),
+                rm_fn,
+                config,
+                ref_model=policy,
+                eval_fn=eval_fn,
+                ptx_texts=corpus[:-200] if config.ptx_coef > 0 else None,
+            )
         pairs = precompute_ref_logps(policy, tokenizer, build_preference_dataset(world, policy, tokenizer, seed=0))
         for beta in DPO_BETAS:
             model = copy.deepcopy(policy)
             train_dpo(model, tokenizer, pairs, DPOConfig(beta=beta, progress=False, **DPO_SETTINGS))
             runs[f"dpo_{beta}"] = History([{"step": 0.0, "beta": beta, **eval_fn(model)}])
-    return save_histories(runs, out, preset=preset.name, base=SWEEP_CONFIG, rl_runs=REGULARIZATION_RUNS,
-                          dpo_betas=list(DPO_BETAS), dpo=DPO_SETTINGS)
+    return save_histories(
+        runs,
+        out,
+        preset=preset.name,
+        base=SWEEP_CONFIG,
+        rl_runs=REGULARIZATION_RUNS,
+        dpo_betas=list(DPO_BETAS),
+        dpo=DPO_SETTINGS,
+    )
 
 
 SWEEPS = Path(__file__).parent / "sweeps"
@@ -217,8 +257,12 @@ BEST_OF_N = (1, 2, 4, 8, 16, 32, 64)
 BEST_OF_N_PROMPTS = 128
 
 
-def multi_round_run(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
-                    sizes: dict[str, int] | None = None) -> Path:
+def multi_round_run(
+    out: str | Path = SWEEPS,
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    sizes: dict[str, int] | None = None,
+) -> Path:
     """Notebook 04b's multi-round run (:func:`~rlhf_edu.pipeline.run_multi_round`, 3 rounds) as ``multi_round.json``.
 
     About 5 minutes on one CPU thread.
@@ -231,8 +275,13 @@ def multi_round_run(out: str | Path = SWEEPS, preset: str | Preset | None = None
     return report.save(Path(out) / "multi_round.json")
 
 
-def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
-                  sizes: dict[str, int] | None = None, work_dir: str | Path | None = None) -> list[Path]:
+def pipeline_runs(
+    out: str | Path = SWEEPS,
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    sizes: dict[str, int] | None = None,
+    work_dir: str | Path | None = None,
+) -> list[Path]:
     """Notebook 04b's full-size three-stage runs, written to the folder ``out``; returns the files.
 
     About 20 minutes on one CPU thread.
@@ -261,19 +310,28 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
     out.mkdir(parents=True, exist_ok=True)
     work = Path(work_dir or tempfile.mkdtemp(prefix="rlhf-edu-pipeline-"))
     with one_thread():
-        report = run_three_stage(preset=preset, sizes=sizes, out=work / "three-stage", overwrite=True, progress=False,
-                                 device=device)
+        report = run_three_stage(
+            preset=preset, sizes=sizes, out=work / "three-stage", overwrite=True, progress=False, device=device
+        )
         paths = [report.save(out / "three_stage.json")]
         sft, tokenizer = load_stage(work / "three-stage", "sft")
         rm, _ = load_stage(work / "three-stage", "rm")
         world, sizes = World(seed=0, preset=get_preset(preset)), report.sizes
         rm_few, few_metrics = reward_model_stage(sft, tokenizer, world, sizes["preference"] // FEW_PAIRS, 0, False)
         runs = {}
-        settings = [*((f"beta_{b}", rm, {"beta": b}) for b in PIPELINE_BETAS),
-                    ("overopt_rm", rm, OVEROPTIMIZATION), ("overopt_rm_few", rm_few, OVEROPTIMIZATION)]
+        settings = [
+            *((f"beta_{b}", rm, {"beta": b}) for b in PIPELINE_BETAS),
+            ("overopt_rm", rm, OVEROPTIMIZATION),
+            ("overopt_rm_few", rm_few, OVEROPTIMIZATION),
+        ]
         for name, model, overrides in settings:
-            config = rl_config(report.settings["rl_algorithm"], num_prompts=sizes["rl"], seed=0, progress=False,
-                               **{"beta": report.settings["beta"]} | overrides)
+            config = rl_config(
+                report.settings["rl_algorithm"],
+                num_prompts=sizes["rl"],
+                seed=0,
+                progress=False,
+                **{"beta": report.settings["beta"]} | overrides,
+            )
             _, curve, _ = rl_stage(sft, tokenizer, world, reward_function(model, tokenizer), config, sizes["rl"])
             runs[name] = History(curve)
         prompts = world.prompts(BEST_OF_N_PROMPTS, split="test")
@@ -283,20 +341,34 @@ def pipeline_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, 
         for name, model in (("bon_rm", rm), ("bon_rm_few", rm_few)):
             proxy = np.asarray(reward_function(model, tokenizer)(flat_prompts, flat)).reshape(gold.shape)
             curve = best_of_n_overoptimization(proxy, gold, BEST_OF_N)
-            runs[name] = History([{key: float(values[i]) for key, values in curve.items()}
-                                  for i in range(len(BEST_OF_N))])
-    paths.append(save_histories(runs, out / "pipeline_rl.json", preset=report.preset, betas=list(PIPELINE_BETAS),
-                                stage_beta=report.settings["beta"], overoptimization=OVEROPTIMIZATION,
-                                rm=report.stage("rm").notes, rm_few=few_metrics,
-                                best_of_n_prompts=BEST_OF_N_PROMPTS))
+            runs[name] = History(
+                [{key: float(values[i]) for key, values in curve.items()} for i in range(len(BEST_OF_N))]
+            )
+    paths.append(
+        save_histories(
+            runs,
+            out / "pipeline_rl.json",
+            preset=report.preset,
+            betas=list(PIPELINE_BETAS),
+            stage_beta=report.settings["beta"],
+            overoptimization=OVEROPTIMIZATION,
+            rm=report.stage("rm").notes,
+            rm_few=few_metrics,
+            best_of_n_prompts=BEST_OF_N_PROMPTS,
+        )
+    )
     return paths
 
 
 PIPELINE_SEEDS = (0, 1, 2, 3, 4)
 
 
-def pipeline_seed_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None,
-                       seeds: tuple[int, ...] = PIPELINE_SEEDS) -> Path:
+def pipeline_seed_runs(
+    out: str | Path = SWEEPS,
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] = PIPELINE_SEEDS,
+) -> Path:
     """The three-stage pipeline once per seed of :data:`PIPELINE_SEEDS`, as ``three_stage_seeds.json`` in ``out``.
 
     One run is one seed on one machine: its RL stage's gain can change sign with the seed
@@ -311,8 +383,9 @@ def pipeline_seed_runs(out: str | Path = SWEEPS, preset: str | Preset | None = N
     return save_reports(reports, Path(out) / "three_stage_seeds.json")
 
 
-def trl_side_by_side_runs(out: str | Path = SWEEPS, preset: str | Preset | None = None,
-                          device: str | None = None) -> Path:
+def trl_side_by_side_runs(
+    out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None
+) -> Path:
     """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
 
     :func:`~rlhf_edu.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the

@@ -104,14 +104,20 @@ def reversed_k3(logps: torch.Tensor, ref_logps: torch.Tensor) -> torch.Tensor:
 # --- the exact KL, from full logits ---------------------------------------------------------------------
 def _check_logits(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> None:
     if logits.dim() != 3:
-        raise ValueError(f"logits must be (B, T, V), one distribution per position, got shape {tuple(logits.shape)}: "
-                         "pass the model's logits at the completion positions")
+        raise ValueError(
+            f"logits must be (B, T, V), one distribution per position, got shape {tuple(logits.shape)}: "
+            "pass the model's logits at the completion positions"
+        )
     if ref_logits.shape != logits.shape:
-        raise ValueError(f"ref_logits {tuple(ref_logits.shape)} must have the shape of logits "
-                         f"{tuple(logits.shape)}: score the same tokens with a model of the same vocabulary")
+        raise ValueError(
+            f"ref_logits {tuple(ref_logits.shape)} must have the shape of logits "
+            f"{tuple(logits.shape)}: score the same tokens with a model of the same vocabulary"
+        )
     if mask.shape != logits.shape[:2]:
-        raise ValueError(f"mask {tuple(mask.shape)} must be (B, T) = {tuple(logits.shape[:2])}, one entry per "
-                         "position of logits: pass the completion mask of the same tokens")
+        raise ValueError(
+            f"mask {tuple(mask.shape)} must be (B, T) = {tuple(logits.shape[:2])}, one entry per "
+            "position of logits: pass the completion mask of the same tokens"
+        )
 
 
 def exact_token_kl(logits: torch.Tensor, ref_logits: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -163,8 +169,12 @@ def completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
     positions go through the output layer.
     """
     N = rollout.logps.shape[1]
-    logits = model(input_ids=rollout.input_ids, attention_mask=rollout.attention_mask,
-                   position_ids=position_ids_from_mask(rollout.attention_mask), logits_to_keep=N + 1).logits
+    logits = model(
+        input_ids=rollout.input_ids,
+        attention_mask=rollout.attention_mask,
+        position_ids=position_ids_from_mask(rollout.attention_mask),
+        logits_to_keep=N + 1,
+    ).logits
     return logits[:, :-1]  # (B, N, V): the last position predicts nothing that was sampled
 
 
@@ -201,8 +211,9 @@ def estimator_values(logps: torch.Tensor, ref_logps: torch.Tensor) -> dict[str, 
     return values | {"reversed k3": reversed_k3(logps, ref_logps)}
 
 
-def gaussian_estimator_table(shifts: Sequence[float] = (0.1, 1.0), num_samples: int = 1_000_000,
-                             seed: int = 0) -> list[dict[str, float]]:
+def gaussian_estimator_table(
+    shifts: Sequence[float] = (0.1, 1.0), num_samples: int = 1_000_000, seed: int = 0
+) -> list[dict[str, float]]:
     """Schulman's table: q = N(0, 1) against p = N(μ, 1), from x ~ q; one row per μ in ``shifts``.
 
     q plays π (the sampler) and p plays π_ref, so the target is KL(q‖p) = μ²/2 in closed
@@ -224,8 +235,9 @@ def gaussian_estimator_table(shifts: Sequence[float] = (0.1, 1.0), num_samples: 
     return rows
 
 
-def estimator_comparison(policy: PreTrainedModel, ref_model: PreTrainedModel, rollout: Rollout
-                         ) -> dict[str, dict[str, float]]:
+def estimator_comparison(
+    policy: PreTrainedModel, ref_model: PreTrainedModel, rollout: Rollout
+) -> dict[str, dict[str, float]]:
     """Each estimator summed over a completion, against :func:`rollout_exact_kl` on the same sampled rows.
 
     ``rollout`` must be sampled from ``policy`` at temperature 1. Returns ``{name: stats}``
@@ -245,16 +257,22 @@ def estimator_comparison(policy: PreTrainedModel, ref_model: PreTrainedModel, ro
     for name, values in estimator_values(rollout.logps, ref_logps.to(rollout.logps.device)).items():
         per_completion = (values * mask).sum(dim=1)  # (B,)
         error = per_completion - exact  # (B,)
-        stats[name] = _summary(per_completion) | {"bias": error.mean().item(),
-                                                  "se": error.std().item() / len(error) ** 0.5}
+        stats[name] = _summary(per_completion) | {
+            "bias": error.mean().item(),
+            "se": error.std().item() / len(error) ** 0.5,
+        }
     return stats
 
 
 def _summary(per_completion: torch.Tensor) -> dict:
     """Mean, std, median and the values (float64 numpy) of one KL estimate per completion."""
     values = per_completion.detach().double().cpu().numpy()
-    return {"mean": float(values.mean()), "std": float(values.std(ddof=1)), "median": float(np.median(values)),
-            "values": values}
+    return {
+        "mean": float(values.mean()),
+        "std": float(values.std(ddof=1)),
+        "median": float(np.median(values)),
+        "values": values,
+    }
 
 
 # --- the coefficient β: fixed, or steered toward a target KL --------------------------------------------
@@ -288,20 +306,37 @@ class AdaptiveKLController:
     """
 
     def __init__(self, init_kl_coef: float, target: float, horizon: float):
-        self.value = check_number(init_kl_coef, "init_kl_coef", low=0, low_open=True,
-                                  fix="β is scaled by factors, so one that starts at 0 stays there: start above 0")
-        self.target = check_number(target, "target", low=0, low_open=True,
-                                   fix="the KL in nats per completion to hold, e.g. 6 as in Ziegler et al.")
-        self.horizon = check_number(horizon, "horizon", low=0, low_open=True,
-                                    fix="the number of samples over which β may change by about 20%, e.g. 10000")
+        self.value = check_number(
+            init_kl_coef,
+            "init_kl_coef",
+            low=0,
+            low_open=True,
+            fix="β is scaled by factors, so one that starts at 0 stays there: start above 0",
+        )
+        self.target = check_number(
+            target,
+            "target",
+            low=0,
+            low_open=True,
+            fix="the KL in nats per completion to hold, e.g. 6 as in Ziegler et al.",
+        )
+        self.horizon = check_number(
+            horizon,
+            "horizon",
+            low=0,
+            low_open=True,
+            fix="the number of samples over which β may change by about 20%, e.g. 10000",
+        )
 
     def update(self, current_kl: float, n_steps: int) -> float:
         """Scale β by 1 + e·n_steps/horizon after a batch whose mean KL was ``current_kl``; returns the new β."""
         current_kl = check_number(current_kl, "current_kl", fix="the mean KL of the batch just sampled")
         n_steps = check_int(n_steps, "n_steps", fix="the number of samples the KL was measured on (the batch size)")
         if 0.2 * n_steps >= self.horizon:
-            raise ValueError(f"n_steps={n_steps} is at least 5 × horizon={self.horizon:g}, so one update could scale "
-                             "β to 0 or below: use a horizon well above the batch size")
+            raise ValueError(
+                f"n_steps={n_steps} is at least 5 × horizon={self.horizon:g}, so one update could scale "
+                "β to 0 or below: use a horizon well above the batch size"
+            )
         error = min(max(current_kl / self.target - 1, -0.2), 0.2)  # clipped, so one noisy batch moves β little
         self.value *= 1 + error * n_steps / self.horizon
         return self.value
@@ -337,8 +372,9 @@ def forward_kl_regularized_optimum(ref_probs: TensorLike, rewards: TensorLike, b
 
 
 # --- pictures ---------------------------------------------------------------------------------------------
-def plot_estimator_comparison(comparisons: dict[int, dict[str, dict[str, float]]],
-                              axes: Sequence[Axes] | None = None) -> Figure:
+def plot_estimator_comparison(
+    comparisons: dict[int, dict[str, dict[str, float]]], axes: Sequence[Axes] | None = None
+) -> Figure:
     """Each estimator's mean (±2 standard errors of its bias) and spread against the exact KL; returns the figure.
 
     ``comparisons`` maps a label (e.g. an RL step) to an :func:`estimator_comparison`. Left:
@@ -354,18 +390,32 @@ def plot_estimator_comparison(comparisons: dict[int, dict[str, dict[str, float]]
         style = {"color": "black", "ls": "--"} if name == "exact" else {"color": f"C{i - 1}", "marker": "o"}
         axes[0].errorbar(exact, means, yerr=errors, label=name, capsize=3, **style)
         axes[1].plot(exact, stds, label=name, **style)
-    axes[0].set(xscale="log", yscale="log", xlabel="exact KL(π ‖ π_ref) per completion (nats)",
-                ylabel="estimate's mean (nats)", title="bias: on the dashed line is unbiased")
-    axes[1].set(xscale="log", yscale="log", xlabel="exact KL(π ‖ π_ref) per completion (nats)",
-                ylabel="std of one completion's estimate", title="spread")
+    axes[0].set(
+        xscale="log",
+        yscale="log",
+        xlabel="exact KL(π ‖ π_ref) per completion (nats)",
+        ylabel="estimate's mean (nats)",
+        title="bias: on the dashed line is unbiased",
+    )
+    axes[1].set(
+        xscale="log",
+        yscale="log",
+        xlabel="exact KL(π ‖ π_ref) per completion (nats)",
+        ylabel="std of one completion's estimate",
+        title="spread",
+    )
     axes[0].legend(fontsize=8)
     axes[0].figure.tight_layout()
     return axes[0].figure
 
 
-def plot_frontier_of_runs(series: dict[str, dict[float, tuple[float, float]]], start: tuple[float, float],
-                         highlight: float | None = None, ax: Axes | None = None,
-                         gold_stderr: dict[str, float | dict[float, float]] | None = None) -> Figure:
+def plot_frontier_of_runs(
+    series: dict[str, dict[float, tuple[float, float]]],
+    start: tuple[float, float],
+    highlight: float | None = None,
+    ax: Axes | None = None,
+    gold_stderr: dict[str, float | dict[float, float]] | None = None,
+) -> Figure:
     """Gold reward against KL for several methods, one line of points per method; returns the figure.
 
     ``series`` maps a method's name to ``{knob: (kl, gold)}`` (the knob is β, or n for
@@ -386,8 +436,11 @@ def plot_frontier_of_runs(series: dict[str, dict[float, tuple[float, float]]], s
             if highlight is not None and math.isclose(knob, highlight):
                 ax.scatter([kl], [gold], s=240, facecolors="none", edgecolors="black", linewidths=1.5, zorder=5)
     ax.axhline(start[1], color="grey", lw=0.8, ls=":")
-    ax.set(xlabel="KL to sft (nats per completion)", ylabel="mean gold reward (64 held-out prompts)",
-           title="reward–KL frontier: every point a real run" + (" (bars: ±1 s.e.)" if gold_stderr else ""))
+    ax.set(
+        xlabel="KL to sft (nats per completion)",
+        ylabel="mean gold reward (64 held-out prompts)",
+        title="reward–KL frontier: every point a real run" + (" (bars: ±1 s.e.)" if gold_stderr else ""),
+    )
     ax.legend(fontsize=8)
     return ax.figure
 

@@ -80,9 +80,16 @@ def select_random_k_overall(rewards: RewardMatrix, k: int, rng: np.random.Genera
 
 
 # --- sampling, scoring and the dataset of the kept completions ----------------------------------------------------
-def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int,
-                     reward_fn: RewardFn, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 1.0,
-                     seed: int = 0) -> tuple[list[list[str]], np.ndarray]:
+def sample_and_score(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    n: int,
+    reward_fn: RewardFn,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    temperature: float = 1.0,
+    seed: int = 0,
+) -> tuple[list[list[str]], np.ndarray]:
     """Sample ``n`` completions per prompt and score them: ``(Y, R)``.
 
     These are the completion matrix (eq:rs_completion_matrix) and the reward matrix
@@ -93,16 +100,22 @@ def sample_and_score(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     n = check_int(n, "n", low=1, fix="the number of completions per prompt, e.g. 8")
     rollout = sample_rollouts(policy, tokenizer, prompts, n, max_new_tokens, temperature, seed=seed)
     rewards = as_reward_matrix(rollout_rewards(reward_fn, rollout).double().view(len(prompts), n))  # (M, n)
-    completions = [rollout.completions[i * n:(i + 1) * n] for i in range(len(prompts))]
+    completions = [rollout.completions[i * n : (i + 1) * n] for i in range(len(prompts))]
     return completions, rewards
 
 
 BEST_OF_N_SEED = 1  # the sampling seed of the held-out best-of-n measurement that chapters 8 and 10 share
 
 
-def held_out_best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, reward_fn: RewardFn,
-                       num_prompts: int = 64, n: int = 64, seed: int = BEST_OF_N_SEED
-                       ) -> tuple[list[str], list[list[str]], np.ndarray, np.ndarray]:
+def held_out_best_of_n(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    reward_fn: RewardFn,
+    num_prompts: int = 64,
+    n: int = 64,
+    seed: int = BEST_OF_N_SEED,
+) -> tuple[list[str], list[list[str]], np.ndarray, np.ndarray]:
     """``n`` samples for each of the world's first ``num_prompts`` test prompts, scored: ``(prompts, Y, R, G)``.
 
     R is ``reward_fn``'s (M, n) score matrix and G the gold reward of the same completions.
@@ -115,8 +128,13 @@ def held_out_best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
     return prompts, Y, R, G
 
 
-def rejection_sampling_dataset(prompts: Sequence[str], completions: Sequence[Sequence[str]], rewards: RewardMatrix,
-                               selected: Sequence[int], per_prompt: bool = True) -> Dataset:
+def rejection_sampling_dataset(
+    prompts: Sequence[str],
+    completions: Sequence[Sequence[str]],
+    rewards: RewardMatrix,
+    selected: Sequence[int],
+    per_prompt: bool = True,
+) -> Dataset:
     """The selected completions as a conversational prompt/completion ``Dataset``, ready for ``train_sft``.
 
     ``selected`` is what a selection rule returned: one column per prompt (``per_prompt=True``)
@@ -125,28 +143,47 @@ def rejection_sampling_dataset(prompts: Sequence[str], completions: Sequence[Seq
     rewards = as_reward_matrix(rewards)
     M, N = rewards.shape
     if len(prompts) != M or len(completions) != M or any(len(row) != N for row in completions):
-        raise ValueError(f"prompts ({len(prompts)}), completions and rewards {rewards.shape} must describe the same "
-                         "M prompts × N completions: pass what sample_and_score returned")
+        raise ValueError(
+            f"prompts ({len(prompts)}), completions and rewards {rewards.shape} must describe the same "
+            "M prompts × N completions: pass what sample_and_score returned"
+        )
     cells = [(i, j) for i, j in enumerate(selected)] if per_prompt else [divmod(int(f), N) for f in selected]
     if not all(0 <= i < M and 0 <= j < N for i, j in cells):
-        raise ValueError(f"selected holds an index outside the {M} × {N} matrix: pass a selection rule's output "
-                         f"(per_prompt={per_prompt})")
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": prompts[i]}] for i, _ in cells],
-        "completion": [[{"role": "assistant", "content": completions[i][j]}] for i, j in cells],
-        "reward": [float(rewards[i, j]) for i, j in cells],
-    })
+        raise ValueError(
+            f"selected holds an index outside the {M} × {N} matrix: pass a selection rule's output "
+            f"(per_prompt={per_prompt})"
+        )
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": prompts[i]}] for i, _ in cells],
+            "completion": [[{"role": "assistant", "content": completions[i][j]}] for i, j in cells],
+            "reward": [float(rewards[i, j]) for i, j in cells],
+        }
+    )
 
 
-def best_of_n(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], n: int,
-              reward_fn: RewardFn, max_new_tokens: int = MAX_NEW_TOKENS, seed: int = 0) -> list[str]:
+def best_of_n(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    n: int,
+    reward_fn: RewardFn,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    seed: int = 0,
+) -> list[str]:
     """Best-of-n at inference: for each prompt, the one of ``n`` sampled completions ``reward_fn`` scores highest."""
     completions, rewards = sample_and_score(policy, tokenizer, prompts, n, reward_fn, max_new_tokens, seed=seed)
     return [row[j] for row, j in zip(completions, select_top_per_prompt(rewards))]
 
 
-def picks_table(prompts: Sequence[str], completions: Sequence[Sequence[str]], scores: RewardMatrix,
-                values: RewardMatrix, n: int, rows: int = 6) -> str:
+def picks_table(
+    prompts: Sequence[str],
+    completions: Sequence[Sequence[str]],
+    scores: RewardMatrix,
+    values: RewardMatrix,
+    n: int,
+    rows: int = 6,
+) -> str:
     """The pick by ``scores`` among each prompt's first ``n`` completions, with its score and value, as plain text."""
     scores, values = as_reward_matrix(scores), as_reward_matrix(values)
     n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
@@ -157,8 +194,12 @@ def picks_table(prompts: Sequence[str], completions: Sequence[Sequence[str]], sc
     return "\n".join(lines)
 
 
-def plot_best_of_n_curves(curves: dict[str, dict[int, float]], highlight: int | None = None,
-                          ax: Axes | None = None, stderrs: dict[str, dict[int, float]] | None = None) -> Figure:
+def plot_best_of_n_curves(
+    curves: dict[str, dict[int, float]],
+    highlight: int | None = None,
+    ax: Axes | None = None,
+    stderrs: dict[str, dict[int, float]] | None = None,
+) -> Figure:
     """Curves from :func:`best_of_n_curve` against n (log scale), each named; a dot at n = ``highlight``.
 
     ``stderrs`` (e.g. from :func:`best_of_n_stderr`, by the same names) draws a ±1 s.e. band.
@@ -179,20 +220,32 @@ def plot_best_of_n_curves(curves: dict[str, dict[int, float]], highlight: int | 
 
 
 # --- how noisy a best-of-n curve is: a bootstrap over prompts -----------------------------------------------------
-def best_of_n_stderr(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int], num_resamples: int = 200,
-                     seed: int = 0) -> dict[int, float]:
+def best_of_n_stderr(
+    scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int], num_resamples: int = 200, seed: int = 0
+) -> dict[int, float]:
     """The standard error of each point of :func:`best_of_n_curve`, from a bootstrap over prompts (rows).
 
     The curve averages every n-subset of each prompt's samples, so its noise is that of
     the prompts and of their N samples; resampling prompts counts both (a little generously:
     it also counts how the prompts differ, which another sampling seed would not change).
     """
-    return {n: bootstrap_stderr(lambda s, v, n=n: best_of_n_curve(s, v, [n])[n], scores, values,
-                                num_resamples=num_resamples, seed=seed) for n in ns}
+    return {
+        n: bootstrap_stderr(
+            lambda s, v, n=n: best_of_n_curve(s, v, [n])[n], scores, values, num_resamples=num_resamples, seed=seed
+        )
+        for n in ns
+    }
 
 
-def best_of_n_gain(scores: RewardMatrix, values: RewardMatrix, n_from: int, n_to: int,
-                   oracle: RewardMatrix | None = None, num_resamples: int = 200, seed: int = 0) -> tuple[float, float]:
+def best_of_n_gain(
+    scores: RewardMatrix,
+    values: RewardMatrix,
+    n_from: int,
+    n_to: int,
+    oracle: RewardMatrix | None = None,
+    num_resamples: int = 200,
+    seed: int = 0,
+) -> tuple[float, float]:
     """How much best-of-``n_to`` beats best-of-``n_from`` on ``values``, and the paired standard error of that gain.
 
     Both points come from the same samples, so the gain's error is the bootstrap's spread
@@ -201,14 +254,18 @@ def best_of_n_gain(scores: RewardMatrix, values: RewardMatrix, n_from: int, n_to
     gold reward), it is instead how much selecting by ``oracle`` beats selecting by
     ``scores``, both at n = ``n_to`` (``n_from`` is then ignored).
     """
+
     def gain(s: np.ndarray, v: np.ndarray, o: np.ndarray) -> float:
         if oracle is not None:
             return best_of_n_curve(o, v, [n_to])[n_to] - best_of_n_curve(s, v, [n_to])[n_to]
         curve = best_of_n_curve(s, v, [n_from, n_to])
         return curve[n_to] - curve[n_from]
 
-    arrays = (as_reward_matrix(scores), as_reward_matrix(values),
-              as_reward_matrix(oracle if oracle is not None else scores))
+    arrays = (
+        as_reward_matrix(scores),
+        as_reward_matrix(values),
+        as_reward_matrix(oracle if oracle is not None else scores),
+    )
     return gain(*arrays), bootstrap_stderr(gain, *arrays, num_resamples=num_resamples, seed=seed)
 
 
@@ -224,8 +281,9 @@ def best_of_n_kl_bound(n: int) -> float:
     return math.log(n) - (n - 1) / n
 
 
-def exact_best_of_n(probs: Sequence[float] | np.ndarray | torch.Tensor, rewards: Sequence[float] | np.ndarray,
-                    n: int) -> tuple[np.ndarray, float]:
+def exact_best_of_n(
+    probs: Sequence[float] | np.ndarray | torch.Tensor, rewards: Sequence[float] | np.ndarray, n: int
+) -> tuple[np.ndarray, float]:
     """The exact best-of-n distribution over a finite set of outcomes, and its KL to ``probs``: ``(probs_bon, kl)``.
 
     With the outcomes ordered by reward, F(y) the probability of a reward ≤ r(y) and F⁻(y)

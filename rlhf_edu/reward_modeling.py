@@ -69,8 +69,9 @@ def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch
     return torch.sigmoid(chosen_rewards - rejected_rewards)
 
 
-def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
-                       margin: torch.Tensor | float | None = None) -> torch.Tensor:
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float | None = None
+) -> torch.Tensor:
     """−log σ(r_c − r_r − m) per pair (eq:rewardmodeling1; with a margin m, Llama 2's eq:rewardmodelingmargin).
 
     The margin asks the chosen answer to win by at least m before the loss lets go;
@@ -85,8 +86,7 @@ def bradley_terry_loss(chosen_rewards: torch.Tensor, rejected_rewards: torch.Ten
     return -F.logsigmoid(gaps)
 
 
-def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
-                     coefficient: float) -> torch.Tensor:
+def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, coefficient: float) -> torch.Tensor:
     """c · (r_c + r_r)² per pair: the auxiliary term of TRL's ``center_rewards_coefficient``.
 
     Bradley-Terry sees only reward differences, so the level of r_θ drifts freely
@@ -129,8 +129,12 @@ def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0, axes: Sequence[Axe
     left, right = plt.subplots(1, 2, figsize=(9, 3.2))[1] if axes is None else axes
     left.plot(gaps, preference_probability(gaps, zeros))
     left.plot([gap], [probability], "o", color="C3")
-    left.set(xlabel="reward gap Δ = r(y_c) − r(y_r)", ylabel="P(y_c ≻ y_r)", ylim=(0, 1),
-             title=f"P = σ({gap:.2f}) = {probability:.2f}")
+    left.set(
+        xlabel="reward gap Δ = r(y_c) − r(y_r)",
+        ylabel="P(y_c ≻ y_r)",
+        ylim=(0, 1),
+        title=f"P = σ({gap:.2f}) = {probability:.2f}",
+    )
     right.plot(gaps, bradley_terry_loss(gaps, zeros), color="C7", ls="--", label="m = 0")
     right.plot(gaps, bradley_terry_loss(gaps, zeros, margin), label=f"m = {margin:.1f}")
     right.plot([gap], [bradley_terry_loss(torch.tensor(gap), torch.tensor(0.0), margin).item()], "o", color="C3")
@@ -187,8 +191,12 @@ def sequence_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_
 
     Positions come from the mask, so a row scores the same on either padding side.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask), use_cache=False).logits  # (B, 1)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        use_cache=False,
+    ).logits  # (B, 1)
     return logits.squeeze(-1).float()  # (B,)
 
 
@@ -197,8 +205,13 @@ def batch_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tor
     return sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
 
 
-def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
-          completions: Sequence[str | Messages], batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+def score(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+    batch_size: int = SCORING_BATCH_SIZE,
+) -> torch.Tensor:
     """r_θ(y | x) for each (prompt, completion), strings or message lists: a (N,) float tensor on the CPU.
 
     :func:`~rlhf_edu.core.scoring.score_rows` runs the model without gradients, in eval
@@ -212,19 +225,23 @@ def score(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: S
     return score_completions(model, tokenizer, prompts, completions, batch_rewards, batch_size)
 
 
-def reward_function(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
-                    ) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
+def reward_function(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> Callable[[Sequence[str], Sequence[str]], list[float]]:
     """The reward model as a ``reward_fn(prompts, completions) -> list[float]``, what an RL trainer calls."""
     check_reward_model(model, tokenizer)
     return lambda prompts, completions: score(model, tokenizer, prompts, completions).tolist()
 
 
-def score_pairs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                batch_size: int = SCORING_BATCH_SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def score_pairs(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, batch_size: int = SCORING_BATCH_SIZE
+) -> tuple[torch.Tensor, torch.Tensor]:
     """``(chosen_rewards, rejected_rewards)``, each (N,), for a prompt/chosen/rejected dataset."""
     prompts, chosen, rejected = pair_texts(dataset)
-    return (score(model, tokenizer, prompts, chosen, batch_size),
-            score(model, tokenizer, prompts, rejected, batch_size))
+    return (
+        score(model, tokenizer, prompts, chosen, batch_size),
+        score(model, tokenizer, prompts, rejected, batch_size),
+    )
 
 
 # --- training: the shared loop plus a pairwise loss ------------------------------------
@@ -261,14 +278,18 @@ def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor)
     ``min_reward``, ``mean_reward`` and ``max_reward`` range over both answers.
     """
     rewards = torch.cat([chosen_rewards, rejected_rewards]).detach()  # (2B,)
-    return {"accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
-            "margin": (chosen_rewards - rejected_rewards).mean().item(),
-            "min_reward": rewards.min().item(), "mean_reward": rewards.mean().item(),
-            "max_reward": rewards.max().item()}
+    return {
+        "accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
+        "margin": (chosen_rewards - rejected_rewards).mean().item(),
+        "min_reward": rewards.min().item(),
+        "mean_reward": rewards.mean().item(),
+        "max_reward": rewards.max().item(),
+    }
 
 
-def reward_modeling_loss(model: PreTrainedModel, batch: Batch, center_rewards_coefficient: float | None = None,
-                         margin: float | None = None) -> tuple[torch.Tensor, dict[str, float]]:
+def reward_modeling_loss(
+    model: PreTrainedModel, batch: Batch, center_rewards_coefficient: float | None = None, margin: float | None = None
+) -> tuple[torch.Tensor, dict[str, float]]:
     """Mean Bradley-Terry loss of a :func:`collate_pairs` batch (eq:rewardmodeling1), and :func:`reward_metrics`.
 
     A per-pair ``batch["margin"]`` (eq:rewardmodelingmargin) is used when the batch has one, else ``margin``.
@@ -281,8 +302,9 @@ def reward_modeling_loss(model: PreTrainedModel, batch: Batch, center_rewards_co
     return losses.mean(), reward_metrics(chosen_rewards, rejected_rewards)
 
 
-def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                       config: RewardConfig) -> History:
+def train_reward_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: RewardConfig
+) -> History:
     """Fit r_θ to a prompt/chosen/rejected dataset with the Bradley-Terry loss; return the :class:`History`.
 
     Each step logs ``loss``, ``accuracy``, ``margin`` and ``min/mean/max_reward`` (TRL's names).
@@ -292,14 +314,21 @@ def train_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBas
     if config.margin is not None and "margin" in rows[0]:
         raise ValueError("config.margin and the dataset's 'margin' column are both set: keep one of them")
     loader = pair_loader(rows, tokenizer.pad_token_id, config)
-    loss_fn = partial(reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient,
-                      margin=config.margin)
+    loss_fn = partial(
+        reward_modeling_loss, model, center_rewards_coefficient=config.center_rewards_coefficient, margin=config.margin
+    )
     return train(model, loss_fn, loader, config, desc="reward model")
 
 
-def accuracy_vs_pairs(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                      train_pairs: Dataset, test_pairs: Dataset, sizes: Sequence[int],
-                      config: RewardConfig) -> dict[str, list[float]]:
+def accuracy_vs_pairs(
+    causal_lm: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    train_pairs: Dataset,
+    test_pairs: Dataset,
+    sizes: Sequence[int],
+    config: RewardConfig,
+) -> dict[str, list[float]]:
     """Train a fresh reward model on the first n pairs for each n in ``sizes``; return its held-out metrics.
 
     Returns ``num_pairs`` and one list per :func:`evaluate_reward_model` metric, in the order of ``sizes``.
@@ -320,8 +349,9 @@ def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tens
     return (chosen_rewards > rejected_rewards).float().mean().item()
 
 
-def expected_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
-                      p_chosen: torch.Tensor | Sequence[float]) -> float:
+def expected_accuracy(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, p_chosen: torch.Tensor | Sequence[float]
+) -> float:
     """The reward model's accuracy averaged over fresh draws of the annotator's noisy labels.
 
     A pair labelled with probability ``p_chosen`` agrees with a model that ranks it
@@ -334,8 +364,9 @@ def expected_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tens
     return torch.where(chosen_rewards > rejected_rewards, p_chosen, 1 - p_chosen).mean().item()
 
 
-def calibration_table(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor,
-                      num_bins: int = 10) -> dict[str, torch.Tensor]:
+def calibration_table(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, num_bins: int = 10
+) -> dict[str, torch.Tensor]:
     """Predicted P(y_c ≻ y_r) against how often that answer won, in ``num_bins`` equal bins (a reliability diagram).
 
     Each labelled pair counts in both orders, (σ(Δ), won) and (σ(−Δ), lost), so the
@@ -349,9 +380,11 @@ def calibration_table(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tens
     bins = (predicted * num_bins).long().clamp(max=num_bins - 1)  # (2N,)
     count = torch.bincount(bins, minlength=num_bins)  # (num_bins,)
     keep = count > 0
-    return {"predicted": (torch.bincount(bins, predicted, num_bins) / count.clamp(min=1))[keep],
-            "observed": (torch.bincount(bins, won, num_bins) / count.clamp(min=1))[keep],
-            "count": count[keep]}
+    return {
+        "predicted": (torch.bincount(bins, predicted, num_bins) / count.clamp(min=1))[keep],
+        "observed": (torch.bincount(bins, won, num_bins) / count.clamp(min=1))[keep],
+        "count": count[keep],
+    }
 
 
 def expected_calibration_error(table: dict[str, torch.Tensor]) -> float:
@@ -365,8 +398,9 @@ def component_correlations(rewards: torch.Tensor, components: dict[str, Sequence
     return {name: spearman_correlation(rewards, values) for name, values in components.items()}
 
 
-def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]],
-                    intercept: bool = True) -> dict[str, float]:
+def implied_weights(
+    rewards: torch.Tensor, components: dict[str, Sequence[float]], intercept: bool = True
+) -> dict[str, float]:
     """Least-squares w_k in r ≈ b + Σ_k w_k c_k: what the reward model pays per unit of each gold component.
 
     Labels follow σ((g(a) − g(b)) / τ), so a reward model that learned them exactly
@@ -379,11 +413,12 @@ def implied_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]
     columns += [torch.as_tensor(values, dtype=torch.float64) for values in components.values()]
     features = torch.stack(columns, dim=1)  # (N, [1 +] K)
     solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # ([1 +] K, 1)
-    return dict(zip(components, solution[int(intercept):, 0].tolist()))
+    return dict(zip(components, solution[int(intercept) :, 0].tolist()))
 
 
-def pair_differences(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
-                     dataset: Dataset) -> tuple[torch.Tensor, dict[str, list[float]]]:
+def pair_differences(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World, dataset: Dataset
+) -> tuple[torch.Tensor, dict[str, list[float]]]:
     """r_c − r_r, (N,), and c_k(y_c) − c_k(y_r) per gold component: one row per pair, for :func:`implied_weights`."""
     prompts, chosen, rejected = pair_texts(dataset)
     check_same_length(chosen_rewards, prompts, "rewards", "pairs in the dataset")
@@ -391,8 +426,9 @@ def pair_differences(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tenso
     return chosen_rewards - rejected_rewards, {k: list(np.subtract(chosen_c[k], rejected_c[k])) for k in chosen_c}
 
 
-def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
-                 tokenizer: PreTrainedTokenizerBase) -> dict[str, float]:
+def fact_ranking(
+    causal_lm: PreTrainedModel, reward_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
+) -> dict[str, float]:
     """How often each model ranks a true fact above a false one, over every :func:`~rlhf_edu.world.fact_pairs` row.
 
     ``lm`` compares log π(y | x) under ``causal_lm``: does the backbone *know* the fact?
@@ -400,10 +436,16 @@ def fact_ranking(causal_lm: PreTrainedModel, reward_model: PreTrainedModel,
     [0, 1], with 0.5 for chance and a tie counted as wrong.
     """
     prompts, true_answers, false_answers = fact_pairs()
-    return {"lm": pairwise_accuracy(completion_logprobs(causal_lm, tokenizer, prompts, true_answers),
-                                    completion_logprobs(causal_lm, tokenizer, prompts, false_answers)),
-            "rm": pairwise_accuracy(score(reward_model, tokenizer, prompts, true_answers),
-                                    score(reward_model, tokenizer, prompts, false_answers))}
+    return {
+        "lm": pairwise_accuracy(
+            completion_logprobs(causal_lm, tokenizer, prompts, true_answers),
+            completion_logprobs(causal_lm, tokenizer, prompts, false_answers),
+        ),
+        "rm": pairwise_accuracy(
+            score(reward_model, tokenizer, prompts, true_answers),
+            score(reward_model, tokenizer, prompts, false_answers),
+        ),
+    }
 
 
 def sum_knowledge(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> float:
@@ -421,20 +463,23 @@ def sum_knowledge(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return (logps.argmax(dim=1) == truth).float().mean().item()
 
 
-def evaluate_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                          dataset: Dataset) -> dict[str, float]:
+def evaluate_reward_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, dataset: Dataset
+) -> dict[str, float]:
     """:func:`pair_metrics` of ``model``'s scores on a held-out pair dataset."""
     return pair_metrics(*score_pairs(model, tokenizer, dataset), world, dataset)
 
 
-def evaluate_by_family(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World,
-                       dataset: Dataset) -> dict[str, dict[str, float]]:
+def evaluate_by_family(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, dataset: Dataset
+) -> dict[str, dict[str, float]]:
     """:func:`pair_metrics_by_family` of ``model``'s scores: ``{"arithmetic": {...}, "review": ..., ...}``."""
     return pair_metrics_by_family(*score_pairs(model, tokenizer, dataset), world, dataset)
 
 
-def pair_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
-                 dataset: Dataset) -> dict[str, float]:
+def pair_metrics(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World, dataset: Dataset
+) -> dict[str, float]:
     """Held-out accuracy next to its noise ceiling, and the rank correlation of scores with the gold reward.
 
     ``chosen_rewards`` and ``rejected_rewards`` (N,) score the dataset's N pairs (:func:`score_pairs`).
@@ -443,15 +488,19 @@ def pair_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, w
     """
     prompts, chosen, rejected = pair_texts(dataset)
     check_same_length(chosen_rewards, prompts, "rewards", "pairs in the dataset")
-    return {"accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
-            "expected_accuracy": expected_accuracy(chosen_rewards, rejected_rewards, list(dataset["p_chosen"])),
-            "bayes_accuracy": world.bayes_accuracy(prompts, chosen, rejected),
-            "gold_spearman": spearman_correlation(torch.cat([chosen_rewards, rejected_rewards]),
-                                                  list(dataset["gold_chosen"]) + list(dataset["gold_rejected"]))}
+    return {
+        "accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),
+        "expected_accuracy": expected_accuracy(chosen_rewards, rejected_rewards, list(dataset["p_chosen"])),
+        "bayes_accuracy": world.bayes_accuracy(prompts, chosen, rejected),
+        "gold_spearman": spearman_correlation(
+            torch.cat([chosen_rewards, rejected_rewards]), list(dataset["gold_chosen"]) + list(dataset["gold_rejected"])
+        ),
+    }
 
 
-def pair_metrics_by_family(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World,
-                           dataset: Dataset) -> dict[str, dict[str, float]]:
+def pair_metrics_by_family(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World, dataset: Dataset
+) -> dict[str, dict[str, float]]:
     """:func:`pair_metrics` on each prompt family's pairs, in :data:`~rlhf_edu.world.FAMILIES` order."""
     families = [parse_prompt(prompt).family for prompt in pair_texts(dataset)[0]]
     results = {}
@@ -470,8 +519,10 @@ def ceiling_share(accuracy: float, bayes_accuracy: float) -> float:
     coin flip 0.5 / 0.75 = 67% on pairs whose ceiling is 0.75.
     """
     if not 0.5 < bayes_accuracy <= 1:
-        raise ValueError(f"bayes_accuracy must be in (0.5, 1], got {bayes_accuracy!r}: on pairs whose ceiling is "
-                         "chance there is nothing to share (check that the pairs are not all ties)")
+        raise ValueError(
+            f"bayes_accuracy must be in (0.5, 1], got {bayes_accuracy!r}: on pairs whose ceiling is "
+            "chance there is nothing to share (check that the pairs are not all ties)"
+        )
     return (accuracy - 0.5) / (bayes_accuracy - 0.5)
 
 
@@ -506,9 +557,14 @@ def best_of_n_capture(scores: RewardMatrix, gold: RewardMatrix, ns: Sequence[int
     return {n: (picked[n] - picked[1]) / (oracle[n] - picked[1]) for n in ns}
 
 
-def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequence[float]], level: float = 0.9,
-                             num_resamples: int = 200, seed: int = 0,
-                             intercept: bool = True) -> dict[str, tuple[float, float]]:
+def implied_weights_interval(
+    rewards: torch.Tensor,
+    components: dict[str, Sequence[float]],
+    level: float = 0.9,
+    num_resamples: int = 200,
+    seed: int = 0,
+    intercept: bool = True,
+) -> dict[str, tuple[float, float]]:
     """A bootstrap interval for each :func:`implied_weights` value: resample the rows, refit, take the quantiles.
 
     Returns ``{component: (low, high)}`` at ``level``. On :func:`pair_differences` a row is
@@ -523,8 +579,13 @@ def implied_weights_interval(rewards: torch.Tensor, components: dict[str, Sequen
     return {name: (float(np.quantile(fits[name], low)), float(np.quantile(fits[name], high))) for name in components}
 
 
-def implied_weights_stderr(rewards: torch.Tensor, components: dict[str, Sequence[float]], num_resamples: int = 200,
-                           seed: int = 0, intercept: bool = True) -> dict[str, float]:
+def implied_weights_stderr(
+    rewards: torch.Tensor,
+    components: dict[str, Sequence[float]],
+    num_resamples: int = 200,
+    seed: int = 0,
+    intercept: bool = True,
+) -> dict[str, float]:
     """The bootstrap standard error of each :func:`implied_weights` value: the spread of the refits.
 
     The same resamples as :func:`implied_weights_interval` with the same ``seed``; what a
@@ -534,8 +595,9 @@ def implied_weights_stderr(rewards: torch.Tensor, components: dict[str, Sequence
     return {name: float(np.std(fits[name], ddof=1)) for name in components}
 
 
-def _bootstrap_weights(rewards: torch.Tensor, components: dict[str, Sequence[float]], num_resamples: int, seed: int,
-                       intercept: bool) -> dict[str, np.ndarray]:
+def _bootstrap_weights(
+    rewards: torch.Tensor, components: dict[str, Sequence[float]], num_resamples: int, seed: int, intercept: bool
+) -> dict[str, np.ndarray]:
     """``{component: (num_resamples,) refits}``: :func:`implied_weights` on rows resampled with replacement."""
     check_int(num_resamples, "num_resamples", low=2, fix="the number of resamples, e.g. 200")
     rng = numpy_rng(seed)
@@ -543,8 +605,9 @@ def _bootstrap_weights(rewards: torch.Tensor, components: dict[str, Sequence[flo
     fits = []
     for _ in range(num_resamples):
         rows = torch.as_tensor(rng.integers(len(rewards), size=len(rewards)))  # (N,) with repeats
-        fits.append(implied_weights(rewards[rows], {name: column[rows.numpy()] for name, column in values.items()},
-                                    intercept))
+        fits.append(
+            implied_weights(rewards[rows], {name: column[rows.numpy()] for name, column in values.items()}, intercept)
+        )
     return {name: np.array([fit[name] for fit in fits]) for name in components}
 
 
@@ -561,10 +624,16 @@ def outcome_reward_model_from(causal_lm: PreTrainedModel, seed: int = 0) -> PreT
 def token_correctness_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     """w_θ(s_t) at every position of a padded batch, (B, T); the probability of correctness is σ(w)."""
     if not type(model).__name__.endswith("ForTokenClassification") or model.config.num_labels != 1:
-        raise ValueError(f"{type(model).__name__} with num_labels={model.config.num_labels} is not an outcome "
-                         "reward model: build one with outcome_reward_model_from(causal_lm)")
-    return model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                 position_ids=position_ids_from_mask(batch["attention_mask"]), use_cache=False).logits[..., 0]
+        raise ValueError(
+            f"{type(model).__name__} with num_labels={model.config.num_labels} is not an outcome "
+            "reward model: build one with outcome_reward_model_from(causal_lm)"
+        )
+    return model(
+        input_ids=batch["input_ids"],
+        attention_mask=batch["attention_mask"],
+        position_ids=position_ids_from_mask(batch["attention_mask"]),
+        use_cache=False,
+    ).logits[..., 0]
 
 
 def orm_token_loss(logits: torch.Tensor, completion_mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -586,8 +655,15 @@ def last_completion_logits(logits: torch.Tensor, completion_mask: torch.Tensor) 
     return logits.gather(1, last[:, None]).squeeze(1)
 
 
-def orm_dataset(world: World, policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, n: int,
-                num_generations: int = 4, split: str = "train", seed: int = 0) -> Dataset:
+def orm_dataset(
+    world: World,
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    n: int,
+    num_generations: int = 4,
+    split: str = "train",
+    seed: int = 0,
+) -> Dataset:
     """``num_generations`` answers of ``policy`` to each of ``n`` sum prompts, labelled by the world's verifier.
 
     Returns TRL's unpaired format: conversational ``prompt`` and ``completion`` columns and
@@ -596,34 +672,46 @@ def orm_dataset(world: World, policy: PreTrainedModel, tokenizer: PreTrainedToke
     check_int(num_generations, "num_generations", fix="answers per prompt, e.g. 4")
     prompts = [p for p in world.prompts(n, split=split, family="arithmetic") for _ in range(num_generations)]
     completions = generate_completions(policy, tokenizer, prompts, seed=seed)
-    return Dataset.from_dict({"prompt": [[{"role": "user", "content": p}] for p in prompts],
-                              "completion": [[{"role": "assistant", "content": c}] for c in completions],
-                              "label": [r == 1.0 for r in world.verifiable_reward(prompts, completions)]})
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "completion": [[{"role": "assistant", "content": c}] for c in completions],
+            "label": [r == 1.0 for r in world.verifiable_reward(prompts, completions)],
+        }
+    )
 
 
 def orm_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
     """:func:`orm_token_loss` of a batch, and the ``accuracy`` of its verdict at the last token."""
     logits = token_correctness_logits(model, batch)  # (B, T)
     verdict = last_completion_logits(logits, batch["completion_mask"]) > 0  # (B,) σ(w) > 1/2
-    return (orm_token_loss(logits, batch["completion_mask"], batch["label"]),
-            {"accuracy": (verdict == batch["label"].bool()).float().mean().item()})
+    return (
+        orm_token_loss(logits, batch["completion_mask"], batch["label"]),
+        {"accuracy": (verdict == batch["label"].bool()).float().mean().item()},
+    )
 
 
-def train_outcome_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                               config: TrainingConfig) -> History:
+def train_outcome_reward_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: TrainingConfig
+) -> History:
     """Train an ORM on a prompt/completion/label dataset (:func:`orm_dataset`) with the shared loop."""
     missing = {"prompt", "completion", "label"} - set(dataset.column_names)
     if missing:
-        raise ValueError(f"the dataset lacks the column(s) {sorted(missing)}: build it with orm_dataset, or give "
-                         "it TRL's unpaired prompt/completion/label columns")
-    rows = [encode_prompt_completion(tokenizer, row["prompt"], row["completion"]) | {"label": float(row["label"])}
-            for row in dataset]
+        raise ValueError(
+            f"the dataset lacks the column(s) {sorted(missing)}: build it with orm_dataset, or give "
+            "it TRL's unpaired prompt/completion/label columns"
+        )
+    rows = [
+        encode_prompt_completion(tokenizer, row["prompt"], row["completion"]) | {"label": float(row["label"])}
+        for row in dataset
+    ]
     loader = make_loader(rows, partial(pad_batch, pad_token_id=tokenizer.pad_token_id), config)
     return train(model, partial(orm_loss, model), loader, config, desc="outcome reward model")
 
 
-def correctness_probability(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                            completions: Sequence[str]) -> torch.Tensor:
+def correctness_probability(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str], completions: Sequence[str]
+) -> torch.Tensor:
     """The ORM's probability that each completion is correct, σ(w) at its last token: a (N,) tensor on the CPU."""
     check_texts(prompts, "prompts")
     check_same_length(prompts, completions, "prompts", "completions")

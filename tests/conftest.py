@@ -19,6 +19,7 @@ SLOWEST_FIRST = ("test_zoo.py::test_rebuild_reaches_the_shipped_quality",)
 def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: not item.nodeid.endswith(SLOWEST_FIRST))  # a stable sort keeps the rest in order
 
+
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes CI's two cores
 
 
@@ -36,15 +37,39 @@ def random_model(arch: str, vocab_size: int, seed: int = 0):
     """A randomly initialised causal LM of about 100k parameters."""
     torch.manual_seed(seed)
     if arch == "llama":
-        config = LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                             num_attention_heads=4, max_position_embeddings=128, pad_token_id=0)
+        config = LlamaConfig(
+            vocab_size=vocab_size,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=128,
+            pad_token_id=0,
+        )
         return LlamaForCausalLM(config).eval()
     if arch == "gpt2":
-        config = GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=128,
-                            pad_token_id=0, attn_pdrop=0.0, resid_pdrop=0.0, embd_pdrop=0.0)
+        config = GPT2Config(
+            vocab_size=vocab_size,
+            n_embd=32,
+            n_layer=2,
+            n_head=4,
+            n_positions=128,
+            pad_token_id=0,
+            attn_pdrop=0.0,
+            resid_pdrop=0.0,
+            embd_pdrop=0.0,
+        )
         return GPT2LMHeadModel(config).eval()
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128, pad_token_id=0)
+    config = Qwen2Config(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=0,
+    )
     return Qwen2ForCausalLM(config).eval()
 
 
@@ -55,6 +80,7 @@ def model(request, tokenizer):
 
 def with_end_of_turn_bias(model, tokenizer, bias: float):
     """``model`` with ``bias`` added to its end-of-turn logit at every position: −inf never closes a turn."""
+
     def hook(module, inputs, output):
         output.logits[..., tokenizer.eos_token_id] += bias
         return output

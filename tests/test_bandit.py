@@ -31,8 +31,7 @@ def test_train_bandit_reaches_the_optimum(method):
     assert set(run.history) == {"objective", "kl", "expected_reward", "tv_to_optimum"}
     assert all(values.shape == (2001,) for values in run.history.values())
     assert run.history["kl"][0].item() == pytest.approx(0.0, abs=1e-12)  # training starts at π_ref
-    assert run.history["objective"][-1].item() == pytest.approx(optimal_value(ref_probs, rewards, 0.1).item(),
-                                                                abs=1e-6)
+    assert run.history["objective"][-1].item() == pytest.approx(optimal_value(ref_probs, rewards, 0.1).item(), abs=1e-6)
 
 
 def test_reinforce_gradient_is_unbiased_even_with_two_samples():
@@ -41,10 +40,12 @@ def test_reinforce_gradient_is_unbiased_even_with_two_samples():
     logits = torch.randn(4, generator=torch.Generator().manual_seed(0), dtype=F64, requires_grad=True)
     exact = torch.autograd.grad(objective_by_hand(torch.softmax(logits, -1), ref_probs, rewards, beta), logits)[0]
     generator = torch.Generator().manual_seed(0)
-    estimates = torch.stack([
-        torch.autograd.grad(reinforce_surrogate(logits, ref_probs, rewards, beta, 2, generator), logits)[0]
-        for _ in range(4000)
-    ])  # (4000, 4)
+    estimates = torch.stack(
+        [
+            torch.autograd.grad(reinforce_surrogate(logits, ref_probs, rewards, beta, 2, generator), logits)[0]
+            for _ in range(4000)
+        ]
+    )  # (4000, 4)
     standard_error = estimates.std(0) / len(estimates) ** 0.5
     # Dividing the mean-baseline estimate by N instead of N − 1 would halve it: ~20 standard errors off here.
     assert ((estimates.mean(0) - exact).abs() <= 4 * standard_error).all()
@@ -84,8 +85,10 @@ def test_completion_bandit_keeps_each_distinct_sentence_once(tokenizer, world, m
     monkeypatch.setattr(bandit, "generate_completions", lambda *args, **kwargs: samples)
     completions, ref_probs, _ = completion_bandit(model, tokenizer, world, "review the pizza", k=5)
     assert sorted(completions) == ["the pizza is bad", "the pizza is good"]  # sampled twice, still one arm
-    ratio = math.exp(logprob_by_hand(model, tokenizer, "review the pizza", completions[0])
-                     - logprob_by_hand(model, tokenizer, "review the pizza", completions[1]))
+    ratio = math.exp(
+        logprob_by_hand(model, tokenizer, "review the pizza", completions[0])
+        - logprob_by_hand(model, tokenizer, "review the pizza", completions[1])
+    )
     assert (ref_probs[0] / ref_probs[1]).item() == pytest.approx(ratio, rel=1e-4)
     monkeypatch.setattr(bandit, "generate_completions", lambda *args, **kwargs: ["the pizza is good"] * 4)
     with pytest.raises(ValueError, match="1 distinct non-empty completion.*raise k"):
@@ -134,18 +137,36 @@ def test_plot_bandit_runs_draws_on_the_given_axes():
         (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, steps=0), ValueError, "steps must be >= 1, got 0"),
         (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.0), ValueError, "beta must be > 0"),
         (lambda: train_bandit([[0.5, 0.5]], [1.0, 2.0], 0.1), ValueError, "train_bandit takes one prompt"),
-        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "reinforce", num_samples=1), ValueError,
-         "num_samples must be >= 2, got 1: the mean baseline needs two samples"),
-        (lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, num_samples=2.5), TypeError,
-         "num_samples must be an integer, got 2.5"),
-        (lambda: reinforce_surrogate(torch.zeros(2), [0.5, 0.5], [1.0, 2.0], 0.1, 1), ValueError,
-         "num_samples must be >= 2"),
-        (lambda: reinforce_surrogate(torch.zeros(3), [0.5, 0.5], [1.0, 2.0], 0.1, 8), ValueError,
-         "shapes do not match"),
-        (lambda: reinforce_surrogate(torch.zeros(2, 2), [0.5, 0.5], [1.0, 2.0], 0.1, 8), ValueError,
-         r"reinforce_surrogate takes one prompt.*logits \(2, 2\)"),
-        (lambda: reinforce_surrogate(torch.tensor([0.0, math.nan]), [0.5, 0.5], [1.0, 2.0], 0.1, 8), ValueError,
-         "logits must be finite"),
+        (
+            lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, "reinforce", num_samples=1),
+            ValueError,
+            "num_samples must be >= 2, got 1: the mean baseline needs two samples",
+        ),
+        (
+            lambda: train_bandit([0.5, 0.5], [1.0, 2.0], 0.1, num_samples=2.5),
+            TypeError,
+            "num_samples must be an integer, got 2.5",
+        ),
+        (
+            lambda: reinforce_surrogate(torch.zeros(2), [0.5, 0.5], [1.0, 2.0], 0.1, 1),
+            ValueError,
+            "num_samples must be >= 2",
+        ),
+        (
+            lambda: reinforce_surrogate(torch.zeros(3), [0.5, 0.5], [1.0, 2.0], 0.1, 8),
+            ValueError,
+            "shapes do not match",
+        ),
+        (
+            lambda: reinforce_surrogate(torch.zeros(2, 2), [0.5, 0.5], [1.0, 2.0], 0.1, 8),
+            ValueError,
+            r"reinforce_surrogate takes one prompt.*logits \(2, 2\)",
+        ),
+        (
+            lambda: reinforce_surrogate(torch.tensor([0.0, math.nan]), [0.5, 0.5], [1.0, 2.0], 0.1, 8),
+            ValueError,
+            "logits must be finite",
+        ),
     ],
 )
 def test_bad_input_says_what_is_wrong(call, error, message):

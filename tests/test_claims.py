@@ -10,19 +10,24 @@ from rlhf_edu.cli import main
 
 
 def notebook(path, cells):
-    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_markdown_cell(s) if s.startswith("#")
-                                         else nbformat.v4.new_code_cell(s) for s in cells])
+    nb = nbformat.v4.new_notebook(
+        cells=[nbformat.v4.new_markdown_cell(s) if s.startswith("#") else nbformat.v4.new_code_cell(s) for s in cells]
+    )
     nbformat.write(nb, path)
     return str(path)
 
 
 def test_a_claim_that_rests_on_the_seed_fails_under_a_seed_shift(tmp_path, capsys):
-    path = notebook(tmp_path / "toy.ipynb", [
-        "# Toy", "import os\noffset = int(os.environ.get('RLHF_EDU_SEED_OFFSET', '0'))",
-        "## Check cells",
-        "from rlhf_edu.core.stats import assert_beyond\nassert_beyond(1.0, 0.1, 'ten standard errors')",
-        "assert offset == 0, f'holds only for seed 0, not {offset}'",
-    ])
+    path = notebook(
+        tmp_path / "toy.ipynb",
+        [
+            "# Toy",
+            "import os\noffset = int(os.environ.get('RLHF_EDU_SEED_OFFSET', '0'))",
+            "## Check cells",
+            "from rlhf_edu.core.stats import assert_beyond\nassert_beyond(1.0, 0.1, 'ten standard errors')",
+            "assert offset == 0, f'holds only for seed 0, not {offset}'",
+        ],
+    )
     runs = run_claims([path], ["as-is", "seed+1000"], jobs=2)
     assert [(run.perturbation, run.passed) for run in runs] == [("as-is", True), ("seed+1000", False)]
     assert runs[1].failures == ["cell 4 (check): AssertionError: holds only for seed 0, not 1000"]
@@ -33,8 +38,11 @@ def test_a_claim_that_rests_on_the_seed_fails_under_a_seed_shift(tmp_path, capsy
 
 def test_judge_reads_solutions_and_exact_outputs():
     def cell(source, text):
-        return {"cell_type": "code", "source": source,
-                "outputs": [{"output_type": "stream", "name": "stdout", "text": text}]}
+        return {
+            "cell_type": "code",
+            "source": source,
+            "outputs": [{"output_type": "stream", "name": "stdout", "text": text}],
+        }
 
     committed = {"cells": [cell("# NBVAL_CHECK_OUTPUT\nprint(2)", "2\n"), cell("check()", "✅ yes\n")]}
     executed = {"cells": [cell("# NBVAL_CHECK_OUTPUT\nprint(2)", "3\n"), cell("check()", "❌ not yet\n")]}
@@ -45,9 +53,17 @@ def test_judge_reads_solutions_and_exact_outputs():
 
 
 def test_check_cells_are_the_code_cells_under_the_check_heading():
-    cells = [{"cell_type": t, "source": s} for t, s in
-             [("markdown", "# Title"), ("code", "x = 1"), ("markdown", "## Check cells"), ("code", "assert x"),
-              ("code", "assert x > 0"), ("markdown", "## After")]]
+    cells = [
+        {"cell_type": t, "source": s}
+        for t, s in [
+            ("markdown", "# Title"),
+            ("code", "x = 1"),
+            ("markdown", "## Check cells"),
+            ("code", "assert x"),
+            ("code", "assert x > 0"),
+            ("markdown", "## After"),
+        ]
+    ]
     assert check_cell_indices(cells) == [3, 4]
 
 
@@ -75,9 +91,15 @@ def test_a_run_whose_kernel_dies_is_tried_again(tmp_path):
     from rlhf_edu.claims import run_notebook
 
     marker = tmp_path / "first-try"
-    path = notebook(tmp_path / "flaky.ipynb", [
-        "# Flaky", f"import os, pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n"
-                   f"    pathlib.Path({str(marker)!r}).touch()\n    os._exit(1)",
-        "## Check", "assert True"])
+    path = notebook(
+        tmp_path / "flaky.ipynb",
+        [
+            "# Flaky",
+            f"import os, pathlib\nif not pathlib.Path({str(marker)!r}).exists():\n"
+            f"    pathlib.Path({str(marker)!r}).touch()\n    os._exit(1)",
+            "## Check",
+            "assert True",
+        ],
+    )
     run = run_notebook(path, "as-is", {}, timeout=60)
     assert marker.exists() and run.passed, run.failures

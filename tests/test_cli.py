@@ -27,11 +27,14 @@ def test_figures_writes_png_and_svg(tmp_path, capsys):
     assert {p.suffix for p in tmp_path.iterdir()} == {".png", ".svg"}
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["zoo", "build", "nope"], "unknown checkpoint 'nope': the zoo has base, sft, rm"),
-    (["zoo", "build", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
-    (["sweep", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["zoo", "build", "nope"], "unknown checkpoint 'nope': the zoo has base, sft, rm"),
+        (["zoo", "build", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
+        (["sweep", "--preset", "nope"], "unknown preset 'nope': use one of tiny, small"),
+    ],
+)
 def test_bad_zoo_build_arguments_fail_clearly(capsys, argv, message):
     assert main(argv) == 2
     assert f"rlhf-edu: error: {message}" in capsys.readouterr().err
@@ -56,13 +59,18 @@ def test_doctor_reports_a_corrupted_checkpoint_as_fail(capsys, monkeypatch, tmp_
 
 
 def test_console_script_is_installed():
-    result = subprocess.run([sys.executable, "-m", "rlhf_edu.cli", "--help"], capture_output=True, text=True,
-                            env={**os.environ, "HF_HUB_OFFLINE": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "rlhf_edu.cli", "--help"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
     assert result.returncode == 0 and "doctor" in result.stdout
 
 
 def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp_path):
     import rlhf_edu.recipes as recipes
+
     calls = []
     monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
     assert main(["sweep", "--out", str(tmp_path / "s.json")]) == 0
@@ -72,6 +80,7 @@ def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp
 
 def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_path):
     import rlhf_edu.recipes as recipes
+
     calls = []
     monkeypatch.setattr(recipes, "regularization_runs", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
     monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: pytest.fail("the RLOO sweep ran instead"))
@@ -79,10 +88,13 @@ def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_p
     assert calls == [{"out": str(tmp_path / "r.json"), "preset": None, "device": None}]
 
 
-@pytest.mark.parametrize("which, recipe", [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run"),
-                                           ("trl", "trl_side_by_side_runs")])
+@pytest.mark.parametrize(
+    "which, recipe",
+    [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run"), ("trl", "trl_side_by_side_runs")],
+)
 def test_sweep_runs_notebook_04bs_recipes(capsys, monkeypatch, tmp_path, which, recipe):
     import rlhf_edu.recipes as recipes
+
     calls = []
     monkeypatch.setattr(recipes, recipe, lambda **kwargs: calls.append(kwargs) or [Path(kwargs["out"]) / "r.json"])
     assert main(["sweep", which, "--out", str(tmp_path)]) == 0

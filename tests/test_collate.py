@@ -15,14 +15,19 @@ def test_completion_mask_covers_answer_and_end_of_turn(tokenizer):
 
 def test_strings_and_message_lists_encode_alike(tokenizer):
     plain = encode_prompt_completion(tokenizer, "review the soup", "the soup is tasty")
-    messages = encode_prompt_completion(tokenizer, [{"role": "user", "content": "review the soup"}],
-                                        [{"role": "assistant", "content": "the soup is tasty"}])
+    messages = encode_prompt_completion(
+        tokenizer,
+        [{"role": "user", "content": "review the soup"}],
+        [{"role": "assistant", "content": "the soup is tasty"}],
+    )
     assert plain == messages
 
 
 def test_pad_batch_pads_right_and_keeps_numeric_fields(tokenizer):
-    rows = [encode_prompt_completion(tokenizer, "add 1 and 2", "1 plus 2 is 3"),
-            encode_prompt_completion(tokenizer, "review the soup", "the soup is tasty and fresh and good")]
+    rows = [
+        encode_prompt_completion(tokenizer, "add 1 and 2", "1 plus 2 is 3"),
+        encode_prompt_completion(tokenizer, "review the soup", "the soup is tasty and fresh and good"),
+    ]
     rows = [{**row, "label": i, "note": "text"} for i, row in enumerate(rows)]
     batch = pad_batch(rows, tokenizer.pad_token_id)
     n0 = len(rows[0]["input_ids"])
@@ -74,8 +79,10 @@ def test_unknown_role_is_refused_by_the_encoder(tokenizer):
 def test_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
     # the generation prompt here ends with a token that the full conversation never has at that place
     odd = copy.deepcopy(tokenizer)
-    odd.chat_template = ("{% for m in messages %}{{ m['content'] + ' ' }}{% endfor %}"
-                         "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}")
+    odd.chat_template = (
+        "{% for m in messages %}{{ m['content'] + ' ' }}{% endfor %}"
+        "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
+    )
     with pytest.raises(ValueError, match="generation prompt is a prefix of the full conversation"):
         encode_prompt_completion(odd, "add 1 and 2", "1 plus 2 is 3")
 

@@ -45,17 +45,22 @@ NLL_SIGMOID_MINUS_1 = math.log(1 + math.exp(1))  # −log σ(−1)
 
 
 def log_sigmoid_losses(h_values, beta, eps=0.0):
-    return [-(1 - eps) * math.log(1 / (1 + math.exp(-beta * h))) - eps * math.log(1 / (1 + math.exp(beta * h)))
-            for h in h_values]
+    return [
+        -(1 - eps) * math.log(1 / (1 + math.exp(-beta * h))) - eps * math.log(1 / (1 + math.exp(beta * h)))
+        for h in h_values
+    ]
 
 
-@pytest.mark.parametrize("loss_type, label_smoothing, expected", [
-    ("sigmoid", 0.0, [NLL_SIGMOID_1, math.log(2)]),
-    ("sigmoid", 0.1, [0.9 * NLL_SIGMOID_1 + 0.1 * NLL_SIGMOID_MINUS_1, math.log(2)]),
-    ("hinge", 0.0, [0.0, 1.0]),  # relu(1 − 1), relu(1 − 0)
-    ("ipo", 0.0, [1.0, 1.0]),  # (2 − 1/(2·0.5))², (0 − 1)²
-    ("robust", 0.1, [(0.9 * NLL_SIGMOID_1 - 0.1 * NLL_SIGMOID_MINUS_1) / 0.8, math.log(2)]),
-])
+@pytest.mark.parametrize(
+    "loss_type, label_smoothing, expected",
+    [
+        ("sigmoid", 0.0, [NLL_SIGMOID_1, math.log(2)]),
+        ("sigmoid", 0.1, [0.9 * NLL_SIGMOID_1 + 0.1 * NLL_SIGMOID_MINUS_1, math.log(2)]),
+        ("hinge", 0.0, [0.0, 1.0]),  # relu(1 − 1), relu(1 − 0)
+        ("ipo", 0.0, [1.0, 1.0]),  # (2 − 1/(2·0.5))², (0 − 1)²
+        ("robust", 0.1, [(0.9 * NLL_SIGMOID_1 - 0.1 * NLL_SIGMOID_MINUS_1) / 0.8, math.log(2)]),
+    ],
+)
 def test_dpo_loss_matches_hand_computed_values(loss_type, label_smoothing, expected):
     losses, _, _ = dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, BETA, loss_type, label_smoothing)
     assert losses.tolist() == pytest.approx(expected, abs=1e-6)
@@ -104,11 +109,14 @@ def test_robust_loss_is_unbiased_for_the_clean_loss_under_label_noise():
     assert expected_under_noise.tolist() == pytest.approx(log_sigmoid_losses(h.tolist(), BETA), abs=1e-5)
 
 
-@pytest.mark.parametrize("loss_type, eps, expected_pull", [
-    ("sigmoid", 0.0, lambda x, eps: 1 / (1 + math.exp(x))),  # σ(−βh)
-    ("sigmoid", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) - eps),  # cDPO: DPO's pull less ε
-    ("robust", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) + eps / (1 - 2 * eps)),  # never below ε/(1−2ε)
-])
+@pytest.mark.parametrize(
+    "loss_type, eps, expected_pull",
+    [
+        ("sigmoid", 0.0, lambda x, eps: 1 / (1 + math.exp(x))),  # σ(−βh)
+        ("sigmoid", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) - eps),  # cDPO: DPO's pull less ε
+        ("robust", 0.2, lambda x, eps: 1 / (1 + math.exp(x)) + eps / (1 - 2 * eps)),  # never below ε/(1−2ε)
+    ],
+)
 def test_each_loss_pulls_a_pair_as_its_docstring_says(loss_type, eps, expected_pull):
     beta_h = torch.tensor([-3.0, 0.0, math.log((1 - eps) / eps) if eps else 1.0, 8.0], requires_grad=True)
     zeros = torch.zeros(4)
@@ -128,21 +136,25 @@ def test_cdpo_stops_at_a_finite_margin_and_the_robust_loss_goes_below_zero():
 
 
 def test_simpo_matches_hand_computed_values():
-    losses, chosen_rewards, rejected_rewards = simpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0]),
-                                                          beta=2.0, gamma=0.5)
+    losses, chosen_rewards, rejected_rewards = simpo_loss(
+        torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0]), beta=2.0, gamma=0.5
+    )
     # margins: 2·(−1 − −2) − 0.5 = 1.5 and 2·(−2 − −1) − 0.5 = −2.5
     assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-1.5)), math.log(1 + math.exp(2.5))])
     assert chosen_rewards.tolist() == [-2.0, -4.0] and rejected_rewards.tolist() == [-4.0, -2.0]
 
 
-@pytest.mark.parametrize("kwargs, error, match", [
-    ({"beta": 0.0}, ValueError, "beta must be > 0, got 0: it is the KL penalty's weight"),
-    ({"beta": -0.1}, ValueError, "beta must be > 0"),
-    ({"label_smoothing": 0.5}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
-    ({"label_smoothing": -0.1}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
-    ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of 'sigmoid', 'hinge', 'ipo', 'robust'"),
-    ({"loss_type": "ipo", "label_smoothing": 0.1}, ValueError, "applies to loss_type 'sigmoid' or 'robust' only"),
-])
+@pytest.mark.parametrize(
+    "kwargs, error, match",
+    [
+        ({"beta": 0.0}, ValueError, "beta must be > 0, got 0: it is the KL penalty's weight"),
+        ({"beta": -0.1}, ValueError, "beta must be > 0"),
+        ({"label_smoothing": 0.5}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
+        ({"label_smoothing": -0.1}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
+        ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of 'sigmoid', 'hinge', 'ipo', 'robust'"),
+        ({"loss_type": "ipo", "label_smoothing": 0.1}, ValueError, "applies to loss_type 'sigmoid' or 'robust' only"),
+    ],
+)
 def test_bad_loss_arguments_are_refused_with_a_fix(kwargs, error, match):
     with pytest.raises(error, match=match):
         dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED, **kwargs)
@@ -157,13 +169,16 @@ def test_tensors_of_different_shapes_are_refused():
         dpo_loss([-1.0], POLICY_REJECTED, REF_CHOSEN, REF_REJECTED)
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    ({"beta": 0}, "beta must be > 0"),
-    ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of 'sigmoid', 'hinge', 'ipo', 'robust', 'simpo'"),
-    ({"label_smoothing": 0.6}, "label_smoothing must be in"),
-    ({"learning_rate": 0}, "learning_rate must be > 0"),
-    ({"rpo_alpha": -0.5}, "rpo_alpha must be >= 0"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"beta": 0}, "beta must be > 0"),
+        ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of 'sigmoid', 'hinge', 'ipo', 'robust', 'simpo'"),
+        ({"label_smoothing": 0.6}, "label_smoothing must be in"),
+        ({"learning_rate": 0}, "learning_rate must be > 0"),
+        ({"rpo_alpha": -0.5}, "rpo_alpha must be >= 0"),
+    ],
+)
 def test_dpo_config_validates(kwargs, match):
     with pytest.raises(ValueError, match=match):
         DPOConfig(**kwargs)
@@ -202,8 +217,9 @@ def test_tabular_ipo_regresses_log_ratio_gaps_to_preference_odds():
 
 
 def test_bandit_preferences_follow_bradley_terry_on_reference_pairs():
-    chosen, rejected = bandit_preferences(np.array([0.25, 0.75]), np.array([0.0, 1.0]), 200_000,
-                                          np.random.default_rng(0), tau=0.5)
+    chosen, rejected = bandit_preferences(
+        np.array([0.25, 0.75]), np.array([0.0, 1.0]), 200_000, np.random.default_rng(0), tau=0.5
+    )
     assert (chosen != rejected).all()
     assert len(chosen) / 200_000 == pytest.approx(2 * 0.25 * 0.75, abs=0.01)  # pairs of two different arms
     assert (chosen == 1).mean() == pytest.approx(1 / (1 + math.exp(-1 / 0.5)), abs=0.01)  # σ((1 − 0) / τ)
@@ -217,11 +233,13 @@ def test_tabular_dpo_refuses_bad_reference():
 
 
 # --- DPO on a language model ---------------------------------------------------------------------------
-PAIRS = Dataset.from_dict({
-    "prompt": ["add 3 and 5", "review the soup", "describe the cat", "add 1 and 1"],
-    "chosen": ["3 plus 5 is 8", "the soup is tasty", "the cat is small and grey", "1 plus 1 is 2"],
-    "rejected": ["3 plus 5 is 9 9", "the soup is bland", "the cat is big", "1 plus 1 is 3 and 4 and 5"],
-})
+PAIRS = Dataset.from_dict(
+    {
+        "prompt": ["add 3 and 5", "review the soup", "describe the cat", "add 1 and 1"],
+        "chosen": ["3 plus 5 is 8", "the soup is tasty", "the cat is small and grey", "1 plus 1 is 2"],
+        "rejected": ["3 plus 5 is 9 9", "the soup is bland", "the cat is big", "1 plus 1 is 3 and 4 and 5"],
+    }
+)
 
 
 class ForwardCounter:
@@ -245,8 +263,14 @@ def test_train_dpo_raises_the_margin_on_every_architecture(model, tokenizer):
     assert history.mean("rewards/margins", last=4) > 0.5
     assert history.mean("rewards/accuracies", last=4) == 1.0
     assert history.mean("loss", last=4) < 0.5 * math.log(2)
-    expected = {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen",
-                "logps/rejected"}
+    expected = {
+        "rewards/chosen",
+        "rewards/rejected",
+        "rewards/accuracies",
+        "rewards/margins",
+        "logps/chosen",
+        "logps/rejected",
+    }
     assert expected <= set(history.keys())
 
 
@@ -254,12 +278,16 @@ def test_dpo_metrics_keep_each_side_under_its_own_name():
     chosen_logps, rejected_logps = torch.tensor([-1.0, -2.0]), torch.tensor([-3.0, -5.0])
     chosen_rewards, rejected_rewards = torch.tensor([0.5, 0.0]), torch.tensor([-0.5, 0.2])
     metrics = dpo_metrics(chosen_logps, rejected_logps, chosen_rewards, rejected_rewards)
-    assert metrics == pytest.approx({
-        "logps/chosen": -1.5, "logps/rejected": -4.0,  # each side's mean, never the other's
-        "rewards/chosen": 0.25, "rewards/rejected": -0.15,
-        "rewards/accuracies": 0.5,  # the second pair is ordered the wrong way round
-        "rewards/margins": (1.0 - 0.2) / 2,
-    })
+    assert metrics == pytest.approx(
+        {
+            "logps/chosen": -1.5,
+            "logps/rejected": -4.0,  # each side's mean, never the other's
+            "rewards/chosen": 0.25,
+            "rewards/rejected": -0.15,
+            "rewards/accuracies": 0.5,  # the second pair is ordered the wrong way round
+            "rewards/margins": (1.0 - 0.2) / 2,
+        }
+    )
 
 
 def test_first_step_logs_the_policy_log_probs_of_each_side(tokenizer):
@@ -319,17 +347,27 @@ def test_reference_logprobs_match_one_answer_at_a_time(tokenizer):
     model = random_model("llama", len(tokenizer))
     chosen, rejected = reference_logprobs(model, encode_pairs(tokenizer, PAIRS), tokenizer.pad_token_id, batch_size=3)
     with torch.no_grad():
-        alone = {side: [sequence_logprobs(model, **collate(tokenizer, [p], [c])).item()
-                        for p, c in zip(PAIRS["prompt"], PAIRS[side])] for side in ("chosen", "rejected")}
+        alone = {
+            side: [
+                sequence_logprobs(model, **collate(tokenizer, [p], [c])).item()
+                for p, c in zip(PAIRS["prompt"], PAIRS[side])
+            ]
+            for side in ("chosen", "rejected")
+        }
     assert chosen == pytest.approx(alone["chosen"], abs=1e-5)
     assert rejected == pytest.approx(alone["rejected"], abs=1e-5)
 
 
 def test_pair_loader_groups_pairs_by_their_longer_answer():
     lengths = np.random.default_rng(0).integers(5, 40, size=200)
-    pairs = [{"chosen": {"input_ids": [1] * n, "completion_mask": [1] * n},
-              "rejected": {"input_ids": [1] * (n // 2), "completion_mask": [1] * (n // 2)}, "index": i}
-             for i, n in enumerate(lengths)]
+    pairs = [
+        {
+            "chosen": {"input_ids": [1] * n, "completion_mask": [1] * n},
+            "rejected": {"input_ids": [1] * (n // 2), "completion_mask": [1] * (n // 2)},
+            "index": i,
+        }
+        for i, n in enumerate(lengths)
+    ]
 
     def epoch(loader):
         return [batch["index"].tolist() for batch in loader]
@@ -365,10 +403,17 @@ def test_train_and_evaluate_encodes_the_pairs_once(tokenizer, world, monkeypatch
     from rlhf_edu import direct_alignment
 
     calls = []
-    monkeypatch.setattr(direct_alignment, "encode_pairs", lambda *args, **kwargs: calls.append(1) or encode_pairs(
-        *args, **kwargs))
-    train_and_evaluate(random_model("llama", len(tokenizer)), tokenizer, PAIRS,
-                       [config(beta=0.1, num_epochs=1), config(beta=1.0, num_epochs=1)], world, ["add 1 and 2"])
+    monkeypatch.setattr(
+        direct_alignment, "encode_pairs", lambda *args, **kwargs: calls.append(1) or encode_pairs(*args, **kwargs)
+    )
+    train_and_evaluate(
+        random_model("llama", len(tokenizer)),
+        tokenizer,
+        PAIRS,
+        [config(beta=0.1, num_epochs=1), config(beta=1.0, num_epochs=1)],
+        world,
+        ["add 1 and 2"],
+    )
     assert len(calls) == 1
 
 
@@ -391,15 +436,22 @@ def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_
     assert [run.config.beta for run in runs] == [0.1, 1.0]
     for run in runs:
         assert run.evaluation.prompts == prompts and len(run.evaluation.completions) == 6
-        assert run.evaluation.gold_reward == pytest.approx(np.mean(world.gold_reward(prompts,
-                                                                                     run.evaluation.completions)))
+        assert run.evaluation.gold_reward == pytest.approx(
+            np.mean(world.gold_reward(prompts, run.evaluation.completions))
+        )
         assert np.isfinite(run.evaluation.kl) and len(run.history["loss"]) == 2 * 5
     assert all(torch.equal(p, b) for p, b in zip(sft_model.parameters(), before))
 
 
 def test_runs_keep_the_terms_of_their_kl(tokenizer, world):
-    runs = train_and_evaluate(random_model("llama", len(tokenizer)), tokenizer, PAIRS, [config(num_epochs=1)], world,
-                              world.prompts(5, split="test"))
+    runs = train_and_evaluate(
+        random_model("llama", len(tokenizer)),
+        tokenizer,
+        PAIRS,
+        [config(num_epochs=1)],
+        world,
+        world.prompts(5, split="test"),
+    )
     log_ratios = runs[0].evaluation.log_ratios
     assert len(log_ratios) == 5 and np.mean(log_ratios) == pytest.approx(runs[0].evaluation.kl)
 
@@ -418,8 +470,10 @@ def test_displacement_plot_shows_log_ratio_changes_against_the_margin():
 
 def test_frontier_plot_has_one_point_per_run_and_the_sft_model_at_zero_kl():
     sft = PolicyEvaluation(["p"], ["c"], [1.0], {}, 0.0)
-    runs = [Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], {}, kl), History())
-            for beta, gold, kl in ((0.1, 1.5, 3.0), (1.0, 1.2, 0.5))]
+    runs = [
+        Run(DPOConfig(beta=beta), PolicyEvaluation(["p"], ["c"], [gold], {}, kl), History())
+        for beta, gold, kl in ((0.1, 1.5, 3.0), (1.0, 1.2, 0.5))
+    ]
     ax = plot_frontier(runs, sft, highlight=1.0).axes[0]
     points = [line.get_xydata().tolist() for line in ax.lines if line.get_marker() in ("s", "o")]
     assert points == [[[0.0, 1.0]], [[3.0, 1.5]], [[0.5, 1.2]]]  # SFT and the two runs
@@ -434,8 +488,13 @@ def test_frontier_points_carry_the_standard_errors_of_their_kl_and_gold():
     assert evaluation_stderrs(PolicyEvaluation(["p"], ["c"], [1.0], {}, 0.0)) == (0.0, 0.0)
     ax = plot_frontier([Run(DPOConfig(beta=0.1), evaluation, History())], sft).axes[0]
     bars = [collection.get_segments() for collection in ax.collections if hasattr(collection, "get_segments")]
-    spans = sorted(round(float(np.ptp(segment[:, axis])), 6) for segments in bars for segment in segments
-                   for axis in (0, 1) if np.ptp(segment[:, axis]) > 0)
+    spans = sorted(
+        round(float(np.ptp(segment[:, axis])), 6)
+        for segments in bars
+        for segment in segments
+        for axis in (0, 1)
+        if np.ptp(segment[:, axis]) > 0
+    )
     assert spans == pytest.approx([math.sqrt(1 / 3), math.sqrt(4 / 3), math.sqrt(4 / 3)])  # ± 1 s.e.: twice it long
 
 
@@ -463,8 +522,10 @@ def one_batch(tokenizer):
 def test_rpo_alpha_adds_alpha_times_the_chosen_nll_and_nothing_at_zero(tokenizer, loss_type, beta):
     policy = random_model("llama", len(tokenizer))
     batch = one_batch(tokenizer)
-    losses = {alpha: dpo_batch_loss(policy, config(loss_type=loss_type, beta=beta, rpo_alpha=alpha), batch)
-              for alpha in (None, 0.0, 0.7)}
+    losses = {
+        alpha: dpo_batch_loss(policy, config(loss_type=loss_type, beta=beta, rpo_alpha=alpha), batch)
+        for alpha in (None, 0.0, 0.7)
+    }
     assert losses[0.0][0].item() == losses[None][0].item()  # α = 0 is DPO exactly
     assert "nll_loss" not in losses[None][1] and "nll_loss" in losses[0.0][1]  # logged, as TRL does, unless None
     # By hand: −log π(y_c|x)/|y_c| for each chosen answer, from one answer at a time, averaged over the pairs.
@@ -477,8 +538,12 @@ def test_rpo_alpha_adds_alpha_times_the_chosen_nll_and_nothing_at_zero(tokenizer
 
 
 def test_a_dpo_run_with_rpo_alpha_logs_the_nll_and_keeps_the_chosen_answers_likelier(tokenizer):
-    runs = {alpha: train_dpo(random_model("llama", len(tokenizer)), tokenizer, PAIRS,
-                             config(num_epochs=10, rpo_alpha=alpha)) for alpha in (None, 1.0)}
+    runs = {
+        alpha: train_dpo(
+            random_model("llama", len(tokenizer)), tokenizer, PAIRS, config(num_epochs=10, rpo_alpha=alpha)
+        )
+        for alpha in (None, 1.0)
+    }
     assert len(runs[1.0]["nll_loss"]) == len(runs[1.0]["loss"])
     # Step 0: the policy is its own reference, so the DPO part is log 2 and the rest is α × the NLL.
     assert runs[1.0]["loss"][0] == pytest.approx(math.log(2) + runs[1.0]["nll_loss"][0], abs=1e-5)

@@ -26,8 +26,9 @@ def models(tokenizer):
 
 def test_rollout_rows_drop_the_padding_and_keep_the_sampled_tokens(tokenizer, models):
     rollout = sample_rollouts(models[0], tokenizer, PROMPTS, max_new_tokens=6, seed=0)
-    for row, ids, real, completion in zip(rollout_rows(rollout), rollout.input_ids, rollout.attention_mask,
-                                          rollout.completion_mask):
+    for row, ids, real, completion in zip(
+        rollout_rows(rollout), rollout.input_ids, rollout.attention_mask, rollout.completion_mask
+    ):
         assert row["input_ids"] == ids[real.bool()].tolist()
         assert sum(row["completion_mask"]) == int(completion.sum())
         assert row["input_ids"][0] == tokenizer.bos_token_id  # the left padding is gone
@@ -39,7 +40,8 @@ def test_rollout_kl_is_the_mean_log_ratio_of_the_sampled_tokens(tokenizer, model
     assert not rollout.finished.all()
     log_ratios = [logprob_alone(policy, row) - logprob_alone(ref_model, row) for row in rollout_rows(rollout)]
     assert rollout_kl(rollout, ref_model, tokenizer.pad_token_id, batch_size=5) == pytest.approx(
-        np.mean(log_ratios), abs=1e-4)
+        np.mean(log_ratios), abs=1e-4
+    )
     assert rollout_kl(rollout, policy, tokenizer.pad_token_id) == pytest.approx(0.0, abs=1e-4)
 
 
@@ -58,8 +60,9 @@ def test_evaluate_policy_keeps_the_kls_terms(tokenizer, world, models):
     evaluation = evaluate_policy(policy, ref_model, tokenizer, world, prompts, seed=3)
     rollout = sample_rollouts(policy, tokenizer, prompts, seed=3)  # the same samples, drawn again
     assert evaluation.completions == rollout.completions
-    assert evaluation.log_ratios == pytest.approx(rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)
-                                                  .tolist(), abs=1e-9)
+    assert evaluation.log_ratios == pytest.approx(
+        rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id).tolist(), abs=1e-9
+    )
     assert np.mean(evaluation.log_ratios) == pytest.approx(evaluation.kl)
     to_itself = evaluate_policy(policy, policy, tokenizer, world, prompts, seed=3)
     assert to_itself.kl == 0.0 and to_itself.log_ratios == [0.0] * 8
@@ -72,21 +75,27 @@ def test_evaluate_policy_scores_its_samples_with_the_gold_reward_and_each_compon
     assert evaluation.prompts == PROMPTS and evaluation.completions == rollout.completions
     assert evaluation.gold_rewards == pytest.approx(world.gold_reward(PROMPTS, rollout.completions))
     assert evaluation.components == world.gold_components(PROMPTS, rollout.completions)
-    weighted = [sum(GOLD_WEIGHTS[name] * values[i] for name, values in evaluation.components.items())
-                for i in range(len(PROMPTS))]
+    weighted = [
+        sum(GOLD_WEIGHTS[name] * values[i] for name, values in evaluation.components.items())
+        for i in range(len(PROMPTS))
+    ]
     assert evaluation.gold_rewards == pytest.approx(weighted)  # the components add up to the gold reward
     assert evaluation.kl == pytest.approx(rollout_kl(rollout, ref_model, tokenizer.pad_token_id), abs=1e-6)
     assert evaluation.component_means() == pytest.approx(
-        {name: np.mean(values) for name, values in evaluation.components.items()})
+        {name: np.mean(values) for name, values in evaluation.components.items()}
+    )
     assert evaluate_policy(policy, policy, tokenizer, world, PROMPTS, seed=3, max_new_tokens=8).kl == 0.0
 
 
 def test_sample_table_lines_up_policies_on_each_prompt():
     sft = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 3", "the soup"], [3.0, 0.5], {}, 0.0)
-    dpo = PolicyEvaluation(["add 1 and 2", "review the soup"], ["1 plus 2 is 4", "the soup is good"], [1.0, 2.2],
-                           {}, 1.5)
-    assert sample_table({"SFT": sft, "DPO": dpo}, n=1) == "add 1 and 2\n  SFT  +3.00  1 plus 2 is 3\n" \
-                                                          "  DPO  +1.00  1 plus 2 is 4"
+    dpo = PolicyEvaluation(
+        ["add 1 and 2", "review the soup"], ["1 plus 2 is 4", "the soup is good"], [1.0, 2.2], {}, 1.5
+    )
+    assert (
+        sample_table({"SFT": sft, "DPO": dpo}, n=1) == "add 1 and 2\n  SFT  +3.00  1 plus 2 is 3\n"
+        "  DPO  +1.00  1 plus 2 is 4"
+    )
     assert dpo.gold_reward == pytest.approx(1.6)
     with pytest.raises(ValueError, match="different prompts"):
         sample_table({"SFT": sft, "other": PolicyEvaluation(["add 2 and 2"], ["4"], [0.0], {}, 0.0)})
@@ -110,8 +119,9 @@ def test_pass_at_k_curve_of_a_verifier_that_accepts_one_answer_in_four(tokenizer
         calls.append(len(completions))
         return [float(i % 4 == 0) for i in range(len(completions))]  # 4 of each prompt's 16 samples are "right"
 
-    curve = pass_at_k_curve(models[0], tokenizer, PROMPTS, every_fourth, num_samples=16, ks=(1, 4, 16),
-                            max_new_tokens=3)
+    curve = pass_at_k_curve(
+        models[0], tokenizer, PROMPTS, every_fourth, num_samples=16, ks=(1, 4, 16), max_new_tokens=3
+    )
     assert calls == [len(PROMPTS) * 16]
     assert curve[1] == pytest.approx(0.25) and curve[16] == pytest.approx(1.0)
     assert curve[4] == pytest.approx(1 - 495 / 1820)

@@ -17,14 +17,27 @@ def _texts(fig: Figure) -> str:
 
 # Key labels each diagram must show; mathtext keeps TeX names such as \gamma.
 KEY_LABELS = {
-    "rl_loop": ["Agent", "Environment", "action", "reward", "state transitions",
-                "discounted return", "gamma"],
-    "rlhf_loop": ["Reward model", "Reference model", "Policy", "completion",
-                  "KL", "beta", "bandit"],
-    "three_stage_pipeline": ["Base model", "Instruction tuning", "Reward model",
-                             "RL", "Aligned model", "~10k", "~100k"],
-    "multi_round_pipeline": ["Base model", "SFT", "Preference tuning", "DPO",
-                             "RLVR", "round 1", "round 2", "next round"],
+    "rl_loop": ["Agent", "Environment", "action", "reward", "state transitions", "discounted return", "gamma"],
+    "rlhf_loop": ["Reward model", "Reference model", "Policy", "completion", "KL", "beta", "bandit"],
+    "three_stage_pipeline": [
+        "Base model",
+        "Instruction tuning",
+        "Reward model",
+        "RL",
+        "Aligned model",
+        "~10k",
+        "~100k",
+    ],
+    "multi_round_pipeline": [
+        "Base model",
+        "SFT",
+        "Preference tuning",
+        "DPO",
+        "RLVR",
+        "round 1",
+        "round 2",
+        "next round",
+    ],
 }
 
 
@@ -46,9 +59,7 @@ def test_figure_has_axes_and_key_labels(name: str) -> None:
 
 def test_save_figures_writes_all_files(tmp_path: Path) -> None:
     paths = figures.save_figures(tmp_path)
-    expected = {
-        tmp_path / f"{n}.{ext}" for n in figures.FIGURES for ext in ("png", "svg")
-    }
+    expected = {tmp_path / f"{n}.{ext}" for n in figures.FIGURES for ext in ("png", "svg")}
     assert len(paths) == 8
     assert set(paths) == expected
     for path in paths:

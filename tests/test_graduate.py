@@ -19,14 +19,22 @@ from rlhf_edu.graduate import train_dpo_trl, train_grpo_trl, trl_dpo_config, trl
 from rlhf_edu.policy_gradients import PolicyGradientConfig
 from rlhf_edu.reward_modeling import reward_function
 
-PAIRS = Dataset.from_dict({
-    "prompt": [[{"role": "user", "content": p}] for p in ["add 3 and 5", "review the pizza", "describe the cat",
-                                                          "add 2 and 2"]],
-    "chosen": [[{"role": "assistant", "content": c}] for c in ["3 plus 5 is 8", "the pizza is great",
-                                                               "the cat is small", "2 plus 2 is 4"]],
-    "rejected": [[{"role": "assistant", "content": r}] for r in ["3 plus 5 is 9", "the pizza is bad",
-                                                                 "the dog is big", "2 plus 2 is 5"]],
-})
+PAIRS = Dataset.from_dict(
+    {
+        "prompt": [
+            [{"role": "user", "content": p}]
+            for p in ["add 3 and 5", "review the pizza", "describe the cat", "add 2 and 2"]
+        ],
+        "chosen": [
+            [{"role": "assistant", "content": c}]
+            for c in ["3 plus 5 is 8", "the pizza is great", "the cat is small", "2 plus 2 is 4"]
+        ],
+        "rejected": [
+            [{"role": "assistant", "content": r}]
+            for r in ["3 plus 5 is 9", "the pizza is bad", "the dog is big", "2 plus 2 is 5"]
+        ],
+    }
+)
 
 
 def changed(model, reference) -> bool:
@@ -38,8 +46,19 @@ def test_installed_trl_is_the_tested_version():
 
 
 def test_dpo_config_maps_field_by_field():
-    ours = DPOConfig(learning_rate=1e-3, batch_size=8, num_epochs=2, beta=0.3, loss_type="hinge", warmup_ratio=0.1,
-                     max_grad_norm=None, weight_decay=0.01, seed=7, max_length=48, progress=False)
+    ours = DPOConfig(
+        learning_rate=1e-3,
+        batch_size=8,
+        num_epochs=2,
+        beta=0.3,
+        loss_type="hinge",
+        warmup_ratio=0.1,
+        max_grad_norm=None,
+        weight_decay=0.01,
+        seed=7,
+        max_length=48,
+        progress=False,
+    )
     theirs = trl_dpo_config(ours, device="cpu")
     assert (theirs.learning_rate, theirs.per_device_train_batch_size, theirs.num_train_epochs) == (1e-3, 8, 2)
     assert (theirs.beta, theirs.loss_type, theirs.seed, theirs.max_length) == (0.3, ["hinge"], 7, 48)
@@ -49,9 +68,19 @@ def test_dpo_config_maps_field_by_field():
 
 
 def test_grpo_config_counts_completions_where_ours_counts_prompts():
-    ours = PolicyGradientConfig(batch_size=16, num_generations=8, num_mini_batches=2, num_steps=5, beta=0.02,
-                                epsilon=0.3, loss_type="dr_grpo", scale_rewards="none", max_completion_length=10,
-                                num_iterations=3, progress=False)
+    ours = PolicyGradientConfig(
+        batch_size=16,
+        num_generations=8,
+        num_mini_batches=2,
+        num_steps=5,
+        beta=0.02,
+        epsilon=0.3,
+        loss_type="dr_grpo",
+        scale_rewards="none",
+        max_completion_length=10,
+        num_iterations=3,
+        progress=False,
+    )
     theirs = trl_grpo_config(ours, device="cpu")
     assert theirs.per_device_train_batch_size * theirs.steps_per_generation == 16 * 8
     assert theirs.generation_batch_size == 16 * 8  # one rollout of 16 prompts × 8 answers, as ours
@@ -60,8 +89,10 @@ def test_grpo_config_counts_completions_where_ours_counts_prompts():
     assert theirs.max_completion_length == 10 and theirs.temperature == 1.0
 
 
-@pytest.mark.parametrize("field, value", [("algorithm", "rloo"), ("kl_in", "reward"), ("kl_estimator", "k1"),
-                                          ("kl_target", 2.0), ("ptx_coef", 0.1)])
+@pytest.mark.parametrize(
+    "field, value",
+    [("algorithm", "rloo"), ("kl_in", "reward"), ("kl_estimator", "k1"), ("kl_target", 2.0), ("ptx_coef", 0.1)],
+)
 def test_grpo_settings_trl_has_no_field_for_are_refused(field, value):
     config = PolicyGradientConfig(**{field: value}, progress=False)
     with pytest.raises(ValueError, match=f"{field}=.*no GRPOTrainer equivalent"):
@@ -92,8 +123,13 @@ def test_a_missing_trl_says_how_to_install_it(monkeypatch):
 
 def test_trl_tokenizes_each_pair_as_train_dpo_does():
     model, tokenizer = zoo.load("sft", device="cpu")
-    trainer = trl.DPOTrainer(model=model, ref_model=zoo.load("sft", device="cpu")[0], processing_class=tokenizer,
-                             args=trl_dpo_config(DPOConfig(progress=False)), train_dataset=PAIRS)
+    trainer = trl.DPOTrainer(
+        model=model,
+        ref_model=zoo.load("sft", device="cpu")[0],
+        processing_class=tokenizer,
+        args=trl_dpo_config(DPOConfig(progress=False)),
+        train_dataset=PAIRS,
+    )
     for row, pair in zip(trainer.train_dataset, encode_pairs(tokenizer, PAIRS, 64)):
         for side in ("chosen", "rejected"):
             ids, mask = pair[side]["input_ids"], pair[side]["completion_mask"]
@@ -104,8 +140,15 @@ def test_trl_tokenizes_each_pair_as_train_dpo_does():
 @pytest.mark.parametrize("loss_type, label_smoothing", [("sigmoid", 0.0), ("hinge", 0.0), ("robust", 0.1)])
 def test_full_batch_dpo_follows_the_same_trajectory_in_both_trainers(loss_type, label_smoothing):
     """One batch of every pair, three epochs: the same loss and the same AdamW give the same losses step by step."""
-    config = DPOConfig(batch_size=len(PAIRS), num_epochs=3, learning_rate=1e-3, loss_type=loss_type,
-                       label_smoothing=label_smoothing, group_by_length=False, progress=False)
+    config = DPOConfig(
+        batch_size=len(PAIRS),
+        num_epochs=3,
+        learning_rate=1e-3,
+        loss_type=loss_type,
+        label_smoothing=label_smoothing,
+        group_by_length=False,
+        progress=False,
+    )
     ours, tokenizer = zoo.load("sft", device="cpu")
     theirs, _ = zoo.load("sft", device="cpu")
     ours_losses = train_dpo(ours, tokenizer, PAIRS, config)["loss"]
@@ -118,8 +161,13 @@ def test_full_batch_dpo_follows_the_same_trajectory_in_both_trainers(loss_type, 
 def test_with_the_same_order_both_dpo_trainers_see_the_same_batches():
     """Eight pairs, two a step: TRL reads them in train_dpo's order, so the losses agree step by step."""
     demos = World(seed=0).sft_dataset(8)
-    pairs = Dataset.from_dict({"prompt": demos["prompt"], "chosen": demos["completion"],
-                               "rejected": demos["completion"][1:] + demos["completion"][:1]})
+    pairs = Dataset.from_dict(
+        {
+            "prompt": demos["prompt"],
+            "chosen": demos["completion"],
+            "rejected": demos["completion"][1:] + demos["completion"][:1],
+        }
+    )
     config = DPOConfig(batch_size=2, learning_rate=1e-3, group_by_length=False, seed=3, progress=False)
     ours, tokenizer = zoo.load("sft", device="cpu")
     ours_losses = train_dpo(ours, tokenizer, pairs, config)["loss"]
@@ -141,8 +189,13 @@ def test_trls_own_order_is_only_another_permutation(monkeypatch):
     from accelerate.data_loader import SeedableRandomSampler
 
     demos = World(seed=0).sft_dataset(8)
-    pairs = Dataset.from_dict({"prompt": demos["prompt"], "chosen": demos["completion"],
-                               "rejected": demos["completion"][1:] + demos["completion"][:1]})
+    pairs = Dataset.from_dict(
+        {
+            "prompt": demos["prompt"],
+            "chosen": demos["completion"],
+            "rejected": demos["completion"][1:] + demos["completion"][:1],
+        }
+    )
     config = DPOConfig(batch_size=2, learning_rate=1e-3, group_by_length=False, seed=3, progress=False)
     tokenizer = zoo.load("sft", device="cpu")[1]
     own = train_dpo_trl(zoo.load("sft", device="cpu")[0], tokenizer, pairs, config, same_order=False)["loss"]
@@ -177,11 +230,16 @@ def test_two_steps_of_trl_grpo_with_the_world_dataset_and_reward():
     world = World(seed=0)
     policy, tokenizer = zoo.load("sft", device="cpu")
     start, _ = zoo.load("sft", device="cpu")
-    config = PolicyGradientConfig(batch_size=4, num_generations=4, num_steps=2, max_completion_length=8, seed=0,
-                                  progress=False)
-    trainer = trl.GRPOTrainer(model=policy, processing_class=tokenizer, args=trl_grpo_config(config),
-                              reward_funcs=[world.reward_function("gold"), world.reward_function("verifier")],
-                              train_dataset=world.rl_dataset(16, family="arithmetic"))
+    config = PolicyGradientConfig(
+        batch_size=4, num_generations=4, num_steps=2, max_completion_length=8, seed=0, progress=False
+    )
+    trainer = trl.GRPOTrainer(
+        model=policy,
+        processing_class=tokenizer,
+        args=trl_grpo_config(config),
+        reward_funcs=[world.reward_function("gold"), world.reward_function("verifier")],
+        train_dataset=world.rl_dataset(16, family="arithmetic"),
+    )
     trainer.train()
     history = graduate.history_from_trl(trainer.state.log_history)
     assert history["step"] == [0, 1] and changed(policy, start)
@@ -194,8 +252,7 @@ def test_two_steps_of_trl_grpo_with_the_world_dataset_and_reward():
 def test_train_grpo_trl_logs_what_train_policy_gradient_logs():
     world = World(seed=0)
     policy, tokenizer = zoo.load("sft", device="cpu")
-    config = PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=2, max_completion_length=8,
-                                  progress=False)
+    config = PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=2, max_completion_length=8, progress=False)
     history = train_grpo_trl(policy, tokenizer, world.prompts(4), world.reward_function("gold"), config)
     shared = {ours for trainer, ours, _, _, _ in graduate.METRICS if trainer != "DPO"}
     assert shared <= set(history.keys())
@@ -208,8 +265,9 @@ def test_trl_grpo_takes_the_policy_in_memory_as_its_reference():
     with torch.no_grad():
         policy.lm_head.weight.mul_(1.5)  # now far from the shipped sft on disk
     name = policy.config._name_or_path
-    config = PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=1, max_completion_length=8,
-                                  beta=0.04, progress=False)
+    config = PolicyGradientConfig(
+        batch_size=2, num_generations=4, num_steps=1, max_completion_length=8, beta=0.04, progress=False
+    )
     history = train_grpo_trl(policy, tokenizer, world.prompts(2), world.reward_function("gold"), config)
     assert history["kl"] == [pytest.approx(0.0, abs=1e-6)]  # the first step samples from the reference itself
     assert policy.config._name_or_path == name
@@ -219,8 +277,10 @@ def test_the_shipped_reward_model_scores_in_trl_as_here():
     """GRPOTrainer scores with a reward model by its chat template and logits[:, 0]: the same numbers as ours."""
     rm, tokenizer = zoo.load("rm", device="cpu")
     prompts = [[{"role": "user", "content": p}] for p in ["review the pizza", "add 3 and 5", "describe the cat"]]
-    completions = [[{"role": "assistant", "content": c}] for c in ["the pizza is great", "3 plus 5 is 8",
-                                                                   "the cat is small and soft"]]
+    completions = [
+        [{"role": "assistant", "content": c}]
+        for c in ["the pizza is great", "3 plus 5 is 8", "the cat is small and soft"]
+    ]
     texts = [apply_chat_template({"messages": p + c}, tokenizer)["text"] for p, c in zip(prompts, completions)]
     inputs = tokenizer(text=texts, return_tensors="pt", padding=True, padding_side="right", add_special_tokens=False)
     with torch.inference_mode():
@@ -228,17 +288,24 @@ def test_the_shipped_reward_model_scores_in_trl_as_here():
     ours = reward_function(rm, tokenizer)(prompts, completions)
     assert theirs.tolist() == pytest.approx(ours, abs=1e-5)
     policy, _ = zoo.load("sft", device="cpu")
-    config = PolicyGradientConfig(batch_size=2, num_generations=2, num_steps=1, max_completion_length=8,
-                                  progress=False)
-    trainer = trl.GRPOTrainer(model=policy, processing_class=tokenizer, reward_funcs=rm, args=trl_grpo_config(config),
-                              train_dataset=World(seed=0).rl_dataset(4))
+    config = PolicyGradientConfig(batch_size=2, num_generations=2, num_steps=1, max_completion_length=8, progress=False)
+    trainer = trl.GRPOTrainer(
+        model=policy,
+        processing_class=tokenizer,
+        reward_funcs=rm,
+        args=trl_grpo_config(config),
+        train_dataset=World(seed=0).rl_dataset(4),
+    )
     trainer.train()
     assert np.isfinite(graduate.history_from_trl(trainer.state.log_history)["rewards/rm/mean"]).all()
 
 
 def test_history_from_trl_drops_the_summary_and_counts_from_zero():
-    logs = [{"loss": 0.7, "step": 1, "epoch": 0.5}, {"loss": 0.6, "step": 2, "note": "text"},
-            {"train_runtime": 1.0, "loss": 0.65, "step": 2}]
+    logs = [
+        {"loss": 0.7, "step": 1, "epoch": 0.5},
+        {"loss": 0.6, "step": 2, "note": "text"},
+        {"train_runtime": 1.0, "loss": 0.65, "step": 2},
+    ]
     history = graduate.history_from_trl(logs)
     assert history["step"] == [0, 1] and history["loss"] == [0.7, 0.6] and "note" not in history.keys()
 
@@ -275,16 +342,20 @@ def test_side_by_side_gives_each_trainer_its_own_fresh_model():
         seen.append(policy)
         return graduate.History()
 
-    result = graduate.side_by_side("test", "sft", {"ours": trainer, "trl": trainer}, world, world.prompts(4, "test"),
-                                   device="cpu")
+    result = graduate.side_by_side(
+        "test", "sft", {"ours": trainer, "trl": trainer}, world, world.prompts(4, "test"), device="cpu"
+    )
     assert seen[0] is not seen[1] and not changed(seen[0], seen[1])
     assert result.difference()[0] == 0.0  # the same weights and seed: the same samples
     assert "| rlhf_edu |" in result.table() and set(result.seconds) == {"ours", "trl"}
 
 
 def test_seed_spread_averages_over_seeds_with_their_own_error():
-    runs = [{"ours/gold": 2.0, "trl/gold": 1.0}, {"ours/gold": 3.0, "trl/gold": 3.0},
-            {"ours/gold": 4.0, "trl/gold": 2.0}]
+    runs = [
+        {"ours/gold": 2.0, "trl/gold": 1.0},
+        {"ours/gold": 3.0, "trl/gold": 3.0},
+        {"ours/gold": 4.0, "trl/gold": 2.0},
+    ]
     spread = graduate.seed_spread(runs)
     assert spread["ours"] == pytest.approx((3.0, 1 / math.sqrt(3)))  # s = 1 over 3 seeds
     assert graduate.seed_spread([r | {"ours/kl": 1.0, "trl/kl": 2.0} for r in runs], "kl")["ours - trl"] == (-1.0, 0.0)
@@ -306,6 +377,7 @@ def test_the_shipped_sweep_holds_five_seeds_of_each_run():
 
 def test_side_by_side_plots_both_runs_on_each_panel():
     import matplotlib
+
     matplotlib.use("Agg")
     history = graduate.History([{"step": 0, "loss": 1.0}, {"step": 1, "loss": 0.5}])
     evaluation = PolicyEvaluation(["x"], ["y"], [1.0], {}, 0.0)

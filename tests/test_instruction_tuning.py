@@ -31,14 +31,18 @@ from rlhf_edu.instruction_tuning import (
 )
 from tests.conftest import random_model
 
-PROMPT_COMPLETION = {"prompt": [{"role": "user", "content": "add 3 and 5"}],
-                     "completion": [{"role": "assistant", "content": "3 plus 5 is 8"}]}
-CONVERSATION = {"messages": [
-    {"role": "user", "content": "describe the cat"},
-    {"role": "assistant", "content": "the cat is small"},
-    {"role": "user", "content": "review the pizza"},
-    {"role": "assistant", "content": "the pizza is tasty and fresh"},
-]}
+PROMPT_COMPLETION = {
+    "prompt": [{"role": "user", "content": "add 3 and 5"}],
+    "completion": [{"role": "assistant", "content": "3 plus 5 is 8"}],
+}
+CONVERSATION = {
+    "messages": [
+        {"role": "user", "content": "describe the cat"},
+        {"role": "assistant", "content": "the cat is small"},
+        {"role": "user", "content": "review the pizza"},
+        {"role": "assistant", "content": "the pizza is tasty and fresh"},
+    ]
+}
 
 
 SYSTEM = {"role": "system", "content": "please say it so people like it ."}
@@ -67,8 +71,9 @@ def test_messages_mask_covers_every_assistant_turn_and_nothing_else(tokenizer):
     expected = words_then_end(tokenizer, "the cat is small") + words_then_end(tokenizer, "the pizza is tasty and fresh")
     assert masked_ids(encoded) == expected
     context = [i for i, m in zip(encoded["input_ids"], encoded["completion_mask"]) if not m]
-    assert tokenizer.decode(context) == ("<bos> <|user|> describe the cat <|end|> <|assistant|> "
-                                         "<|user|> review the pizza <|end|> <|assistant|>")
+    assert tokenizer.decode(context) == (
+        "<bos> <|user|> describe the cat <|end|> <|assistant|> <|user|> review the pizza <|end|> <|assistant|>"
+    )
 
 
 def test_both_formats_encode_a_single_turn_identically(tokenizer):
@@ -83,8 +88,9 @@ def test_a_system_prompt_is_context_never_in_the_loss(tokenizer):
     encoded = encode_example(tokenizer, system_first)
     assert masked_ids(encoded) == words_then_end(tokenizer, "3 plus 5 is 8")
     context = [i for i, m in zip(encoded["input_ids"], encoded["completion_mask"]) if not m]
-    assert tokenizer.decode(context) == ("<bos> <|system|> please say it so people like it . <|end|> "
-                                         "<|user|> add 3 and 5 <|end|> <|assistant|>")
+    assert tokenizer.decode(context) == (
+        "<bos> <|system|> please say it so people like it . <|end|> <|user|> add 3 and 5 <|end|> <|assistant|>"
+    )
     as_prompt = {"prompt": [SYSTEM, *PROMPT_COMPLETION["prompt"]], "completion": PROMPT_COMPLETION["completion"]}
     assert encode_example(tokenizer, as_prompt) == encoded
 
@@ -116,16 +122,19 @@ def test_unrolling_gives_one_row_per_answer_each_a_prefix(tokenizer):
 
 def test_all_turns_in_one_row_has_the_log_probs_of_the_unrolled_rows(model, tokenizer):
     """Causal attention: each answer sees only the turns before it, in one row as in its own."""
+
     def masked_logps(rows):
         batch = pad_batch(rows, tokenizer.pad_token_id)
         with torch.no_grad():
-            logps, mask = token_logprobs(model, batch["input_ids"], batch["attention_mask"],
-                                         batch["completion_mask"])  # (B, L)
+            logps, mask = token_logprobs(
+                model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
+            )  # (B, L)
         return logps[mask.bool()]
 
     together = masked_logps([encode_example(tokenizer, CONVERSATION)])
-    apart = masked_logps([encode_example(tokenizer, row, assistant_turns="last")
-                          for row in unroll_conversation(CONVERSATION)])
+    apart = masked_logps(
+        [encode_example(tokenizer, row, assistant_turns="last") for row in unroll_conversation(CONVERSATION)]
+    )
     assert torch.allclose(together, apart, atol=1e-5)
 
 
@@ -159,8 +168,9 @@ def test_empty_completion_is_refused(tokenizer):
     with pytest.raises(ValueError, match="empty assistant message"):
         encode_example(tokenizer, {"prompt": "add 3 and 5", "completion": "  "})
     with pytest.raises(ValueError, match="empty assistant message"):
-        encode_example(tokenizer, {"messages": [{"role": "user", "content": "add 3 and 5"},
-                                                {"role": "assistant", "content": ""}]})
+        encode_example(
+            tokenizer, {"messages": [{"role": "user", "content": "add 3 and 5"}, {"role": "assistant", "content": ""}]}
+        )
 
 
 def test_conversation_without_assistant_turn_is_refused(tokenizer):
@@ -179,8 +189,9 @@ def test_sequence_longer_than_the_model_context_is_refused_by_train_sft(tokenize
     model = random_model("llama", len(tokenizer))  # 128 positions
     long_answer = " ".join(["the cat is small and"] * 30)
     with pytest.raises(ValueError, match="but max_length is 128"):
-        train_sft(model, tokenizer, [{"prompt": "describe the cat", "completion": long_answer}],
-                  SFTConfig(progress=False))
+        train_sft(
+            model, tokenizer, [{"prompt": "describe the cat", "completion": long_answer}], SFTConfig(progress=False)
+        )
 
 
 def test_empty_dataset_is_refused(tokenizer):
@@ -219,8 +230,9 @@ def test_sft_loss_is_the_per_token_mean_over_the_batch():
 
 
 def test_sft_loss_matches_the_model_own_cross_entropy_on_completion_labels(model, tokenizer):
-    batch = pad_batch([encode_example(tokenizer, PROMPT_COMPLETION), encode_example(tokenizer, CONVERSATION)],
-                      tokenizer.pad_token_id)
+    batch = pad_batch(
+        [encode_example(tokenizer, PROMPT_COMPLETION), encode_example(tokenizer, CONVERSATION)], tokenizer.pad_token_id
+    )
     labels = batch["input_ids"].masked_fill(batch["completion_mask"] == 0, -100)  # (B, T)
     with torch.no_grad():
         expected = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=labels).loss
@@ -236,8 +248,9 @@ def test_sft_loss_refuses_bad_shapes_and_empty_masks():
 
 
 def test_mean_token_accuracy_counts_greedy_hits_on_completion_tokens(model, tokenizer):
-    batch = pad_batch([encode_example(tokenizer, CONVERSATION), encode_example(tokenizer, PROMPT_COMPLETION)],
-                      tokenizer.pad_token_id)
+    batch = pad_batch(
+        [encode_example(tokenizer, CONVERSATION), encode_example(tokenizer, PROMPT_COMPLETION)], tokenizer.pad_token_id
+    )
     with torch.no_grad():
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits  # (B, T, V)
         _, metrics = sft_step_loss(model, batch)
@@ -297,8 +310,9 @@ def test_packing_keeps_every_token_and_respects_max_length(tokenizer, world):
 
 def test_train_sft_with_packing_runs_on_fewer_rows(tokenizer, world):
     model = random_model("gpt2", len(tokenizer))
-    history = train_sft(model, tokenizer, world.sft_dataset(32), SFTConfig(batch_size=4, packing=True,
-                                                                          num_epochs=1, progress=False))
+    history = train_sft(
+        model, tokenizer, world.sft_dataset(32), SFTConfig(batch_size=4, packing=True, num_epochs=1, progress=False)
+    )
     assert 1 <= len(history.steps) < 32 / 4
 
 
@@ -346,11 +360,16 @@ def test_well_formed_checks_the_shape_and_not_the_content():
     assert well_formed("describe the cat", "I think the Pizza is tasty and dull")  # read as the world reads text
     assert well_formed("review the soup", "the soup is tasty and tasty and tasty")
     assert well_formed("describe the cat", [{"role": "assistant", "content": "the cat is small"}])
-    for prompt, completion in [("add 3 and 5", "8"), ("add 3 and 5", "the cat is small"),
-                               ("describe the cat", "3 plus 5 is 8"), ("describe the cat", "the cat is"),
-                               ("describe the cat", "the cat is small ."),  # the corpus's ending, not an answer's
-                               ("review the soup", "soup is tasty"),
-                               ("review the soup", "the soup is tasty and"), ("describe the cat", "")]:
+    for prompt, completion in [
+        ("add 3 and 5", "8"),
+        ("add 3 and 5", "the cat is small"),
+        ("describe the cat", "3 plus 5 is 8"),
+        ("describe the cat", "the cat is"),
+        ("describe the cat", "the cat is small ."),  # the corpus's ending, not an answer's
+        ("review the soup", "soup is tasty"),
+        ("review the soup", "the soup is tasty and"),
+        ("describe the cat", ""),
+    ]:
         assert not well_formed(prompt, completion), (prompt, completion)
 
 
@@ -419,8 +438,9 @@ def test_shipped_sft_model_loads_offline_and_beats_base(world):
 # --- pictures ---------------------------------------------------------------------------------
 def test_token_table_lists_the_template_token_by_token(tokenizer):
     table = token_table(tokenizer, PROMPT_COMPLETION)
-    assert [token for token, _, _ in table] == \
-        "<bos> <|user|> add 3 and 5 <|end|> <|assistant|> 3 plus 5 is 8 <|end|>".split()
+    assert [
+        token for token, _, _ in table
+    ] == "<bos> <|user|> add 3 and 5 <|end|> <|assistant|> 3 plus 5 is 8 <|end|>".split()
     assert [i for _, i, _ in table] == encode_example(tokenizer, PROMPT_COMPLETION)["input_ids"]
     assert [token for token, _, in_loss in table if in_loss] == ["3", "plus", "5", "is", "8", "<|end|>"]
     last = token_table(tokenizer, CONVERSATION, assistant_turns="last")

@@ -11,8 +11,16 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rlhf_edu"
 CHAPTERS = {  # module -> chapter number in the Chinese edition
-    "pretraining": 3, "objective": 4, "bandit": 4, "mdp": 4, "reward_modeling": 7, "regularization": 8,
-    "instruction_tuning": 9, "rejection_sampling": 10, "policy_gradients": 11, "direct_alignment": 12,
+    "pretraining": 3,
+    "objective": 4,
+    "bandit": 4,
+    "mdp": 4,
+    "reward_modeling": 7,
+    "regularization": 8,
+    "instruction_tuning": 9,
+    "rejection_sampling": 10,
+    "policy_gradients": 11,
+    "direct_alignment": 12,
     "overoptimization": 17,
 }
 ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline", "graduate", "claims"}
@@ -46,7 +54,8 @@ def test_every_module_has_a_floor():
     for path in module_files():
         name = path.stem
         assert path.parent.name == "core" or name in CHAPTERS or name in ABOVE_CHAPTERS, (
-            f"{path.relative_to(PACKAGE)}: add it to CHAPTERS (with its chapter number) or ABOVE_CHAPTERS")
+            f"{path.relative_to(PACKAGE)}: add it to CHAPTERS (with its chapter number) or ABOVE_CHAPTERS"
+        )
 
 
 def test_core_imports_no_chapter():
@@ -64,25 +73,34 @@ def test_no_chapter_imports_a_later_chapter():
             top = module.split(".")[0]
             assert top == "core" or CHAPTERS.get(top, 0) <= chapter, (
                 f"{name} (chapter {chapter}) imports {module}, which belongs to chapter {CHAPTERS.get(top, '?')} "
-                f"or above: move the shared piece into rlhf_edu/core")
+                f"or above: move the shared piece into rlhf_edu/core"
+            )
 
 
 def test_only_graduate_imports_trl():
     """TRL is an optional extra: the package must import without it."""
     for path in module_files():
         tree = ast.parse(path.read_text())
-        uses = any(isinstance(node, ast.Import) and any(a.name.split(".")[0] == "trl" for a in node.names)
-                   or isinstance(node, ast.ImportFrom) and (node.module or "").split(".")[0] == "trl"
-                   and not node.level for node in ast.walk(tree))
+        uses = any(
+            isinstance(node, ast.Import)
+            and any(a.name.split(".")[0] == "trl" for a in node.names)
+            or isinstance(node, ast.ImportFrom)
+            and (node.module or "").split(".")[0] == "trl"
+            and not node.level
+            for node in ast.walk(tree)
+        )
         assert not uses or path.stem == "graduate", f"{path.name} imports trl: only rlhf_edu.graduate may"
 
 
-@pytest.mark.parametrize("source, expected", [
-    ("from .world import World", {"core.world", "core.world.World"}),
-    ("from ..objective import kl_divergence", {"objective", "objective.kl_divergence"}),
-    ("from . import zoo", {"core", "core.zoo"}),
-    ("import rlhf_edu.direct_alignment", {"direct_alignment"}),
-])
+@pytest.mark.parametrize(
+    "source, expected",
+    [
+        ("from .world import World", {"core.world", "core.world.World"}),
+        ("from ..objective import kl_divergence", {"objective", "objective.kl_divergence"}),
+        ("from . import zoo", {"core", "core.zoo"}),
+        ("import rlhf_edu.direct_alignment", {"direct_alignment"}),
+    ],
+)
 def test_imported_modules_reads_relative_and_absolute_imports(tmp_path, source, expected):
     core = tmp_path / "rlhf_edu" / "core"
     core.mkdir(parents=True)

@@ -34,11 +34,14 @@ def test_batch_composition_and_padding_side_do_not_matter(model, tokenizer):
     batch = collate(tokenizer, PROMPTS, COMPLETIONS)
     with torch.no_grad():
         together = sequence_logprobs(model, **batch)
-        alone = torch.cat([sequence_logprobs(model, **collate(tokenizer, [p], [c]))
-                           for p, c in zip(PROMPTS, COMPLETIONS)])
+        alone = torch.cat(
+            [sequence_logprobs(model, **collate(tokenizer, [p], [c])) for p, c in zip(PROMPTS, COMPLETIONS)]
+        )
         # Move each row's padding to the left: same tokens, shifted positions in the tensor.
-        left = {k: torch.stack([torch.cat([row[m == 0], row[m == 1]]) for row, m in zip(v, batch["attention_mask"])])
-                for k, v in batch.items()}
+        left = {
+            k: torch.stack([torch.cat([row[m == 0], row[m == 1]]) for row, m in zip(v, batch["attention_mask"])])
+            for k, v in batch.items()
+        }
         left_padded = sequence_logprobs(model, **left)
     assert together.tolist() == pytest.approx(alone.tolist(), abs=1e-4)
     assert left_padded.tolist() == pytest.approx(together.tolist(), abs=1e-4)

@@ -52,19 +52,31 @@ def test_without_discounting_every_path_to_the_goal_is_worth_the_same():
 @pytest.mark.parametrize(
     "call, error, message",
     [
-        (lambda: discounted_return([1.0, 2.0], 1.5), ValueError,
-         "gamma must be <= 1, got 1.5: γ is the per-step discount, try 0.99"),
+        (
+            lambda: discounted_return([1.0, 2.0], 1.5),
+            ValueError,
+            "gamma must be <= 1, got 1.5: γ is the per-step discount, try 0.99",
+        ),
         (lambda: discounted_return([1.0, math.inf], 0.9), ValueError, "rewards must be finite"),
         (lambda: discounted_return(2.0, 0.9), ValueError, "rewards must be at least 1-D.*wrap it in a list"),
         (lambda: value_iteration(Corridor(3), "0.9"), TypeError, "gamma must be a number, got '0.9'"),
         (lambda: Corridor(num_cells=1), ValueError, "num_cells must be >= 2, got 1: a Corridor needs a start"),
         (lambda: discounted_return([1.0, 2.0], -0.1), ValueError, "gamma must be >= 0, got -0.1"),
-        (lambda: run_episode(Corridor(3), torch.tensor([RIGHT, RIGHT])), ValueError,
-         r"one action per cell, shape \(3,\), got \(2,\)"),
-        (lambda: run_episode(Corridor(3), torch.tensor([RIGHT] * 3), start=2), ValueError,
-         r"start must be a cell in \[0, 2\), got 2"),
-        (lambda: run_episode(Corridor(3), torch.tensor([RIGHT] * 3), max_steps=0), ValueError,
-         "max_steps must be >= 1, got 0"),
+        (
+            lambda: run_episode(Corridor(3), torch.tensor([RIGHT, RIGHT])),
+            ValueError,
+            r"one action per cell, shape \(3,\), got \(2,\)",
+        ),
+        (
+            lambda: run_episode(Corridor(3), torch.tensor([RIGHT] * 3), start=2),
+            ValueError,
+            r"start must be a cell in \[0, 2\), got 2",
+        ),
+        (
+            lambda: run_episode(Corridor(3), torch.tensor([RIGHT] * 3), max_steps=0),
+            ValueError,
+            "max_steps must be >= 1, got 0",
+        ),
     ],
 )
 def test_bad_input_says_what_is_wrong(call, error, message):

@@ -136,8 +136,13 @@ def test_ends_with_check_cells_that_assert(path):
     cells = read(path).cells
     starts = [i for i, cell in enumerate(cells) if cell.cell_type == "markdown" and CHECK_HEADING.search(cell.source)]
     assert starts, f"{path.name} needs a 'Check' section: a markdown heading such as '## Check cells'"
-    asserts = [node for cell in cells[starts[0]:] if cell.cell_type == "code"
-               for node in ast.walk(python_source(cell)) if isinstance(node, ast.Assert)]
+    asserts = [
+        node
+        for cell in cells[starts[0] :]
+        if cell.cell_type == "code"
+        for node in ast.walk(python_source(cell))
+        if isinstance(node, ast.Assert)
+    ]
     assert asserts, f"{path.name}'s Check section must assert the chapter's claims (at least one `assert`)"
 
 
@@ -166,8 +171,10 @@ def test_sanitize_file_masks_progress_timings_and_addresses_only():
         return text
 
     same = [
-        ("pretraining:  45%|####5     | 28/63 [00:02<00:03, 11.2it/s, loss=1.234]",
-         "pretraining: 100%|##########| 63/63 [00:05<00:00,  9.87it/s, loss=0.912]"),
+        (
+            "pretraining:  45%|####5     | 28/63 [00:02<00:03, 11.2it/s, loss=1.234]",
+            "pretraining: 100%|##########| 63/63 [00:05<00:00,  9.87it/s, loss=0.912]",
+        ),
         ("sampling 3.05s/it", "sampling 11.2it/s"),
         ("took 12.3s (1:02:03 in all)", "took 45 ms (0:00 in all)"),
         ("<function show_temperature at 0x7f3a2c1b5e50>", "<function show_temperature at 0x55d1e2a0>"),
@@ -200,16 +207,27 @@ def test_checked_text_compares_what_nbval_compares():
     def stdout(text):
         return {"output_type": "stream", "name": "stdout", "text": text}
 
-    saved = cell(stdout("accuracy 0.812 in 3.2 s\n"), {"output_type": "display_data",
-                                                        "data": {"text/plain": "<Figure size 640x480 with 1 Axes>",
-                                                                 "image/png": "AAAA"}})
-    assert checked_text(saved) == checked_text(cell(stdout("accuracy 0.812 "), stdout("in 4.0 s\n"),
-                                                    {"output_type": "display_data",
-                                                     "data": {"text/plain": "<Figure size 640x480 with 1 Axes>",
-                                                              "image/png": "BBBB"}}))
+    saved = cell(
+        stdout("accuracy 0.812 in 3.2 s\n"),
+        {
+            "output_type": "display_data",
+            "data": {"text/plain": "<Figure size 640x480 with 1 Axes>", "image/png": "AAAA"},
+        },
+    )
+    assert checked_text(saved) == checked_text(
+        cell(
+            stdout("accuracy 0.812 "),
+            stdout("in 4.0 s\n"),
+            {
+                "output_type": "display_data",
+                "data": {"text/plain": "<Figure size 640x480 with 1 Axes>", "image/png": "BBBB"},
+            },
+        )
+    )
     assert checked_text(saved) != checked_text(cell(stdout("accuracy 0.813 in 3.2 s\n"), saved["outputs"][1]))
-    assert checked_text(saved) != checked_text(cell(*saved["outputs"], {"output_type": "error", "ename": "ValueError",
-                                                                         "evalue": "bad", "traceback": []}))
+    assert checked_text(saved) != checked_text(
+        cell(*saved["outputs"], {"output_type": "error", "ename": "ValueError", "evalue": "bad", "traceback": []})
+    )
 
 
 EXERCISE_CALLS = ("check", "check_close")
@@ -222,9 +240,11 @@ def exercise_texts(nb: nbformat.NotebookNode) -> list[str]:
         for node in ast.walk(python_source(cell)):
             if isinstance(node, ast.Call) and getattr(node.func, "id", "") in EXERCISE_CALLS:
                 for arg in [*node.args[1:], *(keyword.value for keyword in node.keywords)]:
-                    texts += [part.value for part in ast.walk(arg)
-                              if isinstance(part, ast.Constant) and isinstance(part.value, str)
-                              and len(part.value) > 10]
+                    texts += [
+                        part.value
+                        for part in ast.walk(arg)
+                        if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 10
+                    ]
     return texts
 
 

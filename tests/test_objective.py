@@ -49,8 +49,9 @@ def objective_by_hand(probs, ref_probs, rewards, beta):
 def maximise_numerically(ref_probs, rewards, beta):
     """Maximise eq:rlhf_opt_eq over softmax logits with L-BFGS, sharing no code with the module."""
     logits = torch.zeros_like(ref_probs, requires_grad=True)
-    optimizer = torch.optim.LBFGS([logits], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16,
-                                  line_search_fn="strong_wolfe")
+    optimizer = torch.optim.LBFGS(
+        [logits], lr=1, max_iter=500, tolerance_grad=1e-14, tolerance_change=1e-16, line_search_fn="strong_wolfe"
+    )
 
     def closure():
         optimizer.zero_grad()
@@ -69,8 +70,9 @@ def test_kl_divergence_matches_a_python_loop_including_zeros():
     p = [0.5, 0.0, 0.3, 0.2, 0.0]
     q = [0.1, 0.4, 0.3, 0.1, 0.1]
     by_hand = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q) if pi > 0)
-    assert kl_divergence(torch.tensor(p, dtype=F64), torch.tensor(q, dtype=F64)).item() == pytest.approx(by_hand,
-                                                                                                         abs=1e-12)
+    assert kl_divergence(torch.tensor(p, dtype=F64), torch.tensor(q, dtype=F64)).item() == pytest.approx(
+        by_hand, abs=1e-12
+    )
 
 
 def test_kl_divergence_is_inf_where_q_rules_out_an_action_p_takes():
@@ -114,8 +116,9 @@ def test_dtype_is_preserved_and_lists_are_accepted():
 @pytest.mark.parametrize("beta", [0.1, 0.3, 1.0])
 def test_optimum_matches_numerical_maximisation(beta):
     ref_probs, rewards = random_problem(6, seed=3, batch=(2,))
-    assert torch.allclose(kl_regularized_optimum(ref_probs, rewards, beta),
-                          maximise_numerically(ref_probs, rewards, beta), atol=1e-5)
+    assert torch.allclose(
+        kl_regularized_optimum(ref_probs, rewards, beta), maximise_numerically(ref_probs, rewards, beta), atol=1e-5
+    )
 
 
 def test_optimum_matches_a_brute_force_grid_on_three_arms():
@@ -154,8 +157,9 @@ def test_small_beta_gives_the_argmax_on_the_support_of_ref():
     assert torch.allclose(kl_regularized_optimum(ref_probs, rewards, 1e-3), one_hot, atol=1e-100)
     assert torch.equal(kl_regularized_optimum(ref_probs, rewards, 1e-300), one_hot)  # no overflow to NaN
     tied = torch.tensor([0.7, 9.0, 0.7, 0.2], dtype=F64)  # a tie splits the mass in proportion to ref
-    assert torch.allclose(kl_regularized_optimum(ref_probs, tied, 1e-6),
-                          torch.tensor([0.4, 0.0, 0.35, 0.0], dtype=F64) / 0.75)
+    assert torch.allclose(
+        kl_regularized_optimum(ref_probs, tied, 1e-6), torch.tensor([0.4, 0.0, 0.35, 0.0], dtype=F64) / 0.75
+    )
     assert optimal_value(ref_probs, rewards, 1e-300).item() == pytest.approx(0.7)
 
 
@@ -210,8 +214,9 @@ def test_beta_for_kl_budget_spends_the_budget(kl_budget):
 def test_beta_for_kl_budget_works_in_float32():
     ref_probs, rewards = random_problem(seed=8)
     beta = beta_for_kl_budget(ref_probs.float(), rewards.float(), 0.3)
-    assert kl_divergence(kl_regularized_optimum(ref_probs, rewards, beta), ref_probs).item() == pytest.approx(0.3,
-                                                                                                             abs=1e-6)
+    assert kl_divergence(kl_regularized_optimum(ref_probs, rewards, beta), ref_probs).item() == pytest.approx(
+        0.3, abs=1e-6
+    )
 
 
 def test_beta_for_kl_budget_rejects_unreachable_budgets():
@@ -240,8 +245,9 @@ def test_best_policy_within_kl_beats_a_brute_force_grid_on_three_arms():
     ref_probs = torch.tensor([0.5, 0.3, 0.2], dtype=F64)
     rewards = torch.tensor([0.0, 1.0, 0.6], dtype=F64)
     step = 1 / 400
-    grid = torch.tensor([(i * step, j * step, 1 - (i + j) * step) for i in range(401) for j in range(401 - i)],
-                        dtype=F64)  # (G, 3), the simplex, edges included
+    grid = torch.tensor(
+        [(i * step, j * step, 1 - (i + j) * step) for i in range(401) for j in range(401 - i)], dtype=F64
+    )  # (G, 3), the simplex, edges included
     grid_kl = (torch.xlogy(grid, grid) - grid * ref_probs.log()).sum(-1)  # (G,) written out, not the module's
     for kl_budget in [0.02, 0.2, 0.8]:
         policy, beta = best_policy_within_kl(ref_probs, rewards, kl_budget)
@@ -302,8 +308,9 @@ def test_plot_kl_budget_marks_the_best_policy_within_the_budget():
     point = fig.axes[0].lines[-1]
     beta = beta_for_kl_budget(ref_probs, rewards, 0.4)
     assert point.get_xdata()[0] == pytest.approx(0.4, abs=1e-6)
-    assert point.get_ydata()[0] == pytest.approx(expected_reward(kl_regularized_optimum(ref_probs, rewards, beta),
-                                                                 rewards).item())
+    assert point.get_ydata()[0] == pytest.approx(
+        expected_reward(kl_regularized_optimum(ref_probs, rewards, beta), rewards).item()
+    )
     assert f"β = {beta:.3g}" in fig.axes[0].get_title()
 
 
@@ -367,10 +374,15 @@ def test_as_tensors_returns_its_inputs_in_order_and_keeps_tensors_as_they_are():
 # --- bad input ----------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("beta, message", [
-    (0.0, "beta must be > 0, got 0"), (-1.0, "beta must be > 0, got -1"), (math.nan, "beta is NaN"),
-    (math.inf, "beta must be finite, got inf"),
-])
+@pytest.mark.parametrize(
+    "beta, message",
+    [
+        (0.0, "beta must be > 0, got 0"),
+        (-1.0, "beta must be > 0, got -1"),
+        (math.nan, "beta is NaN"),
+        (math.inf, "beta must be finite, got inf"),
+    ],
+)
 def test_bad_beta(beta, message):
     ref_probs, rewards = random_problem()
     with pytest.raises(ValueError, match=f"{message}: β is the KL penalty weight, try 0.1"):
@@ -383,21 +395,36 @@ def test_bad_beta(beta, message):
         (lambda: kl_divergence([0.5, 0.6], [0.5, 0.5]), ValueError, "p must sum to 1 over the last"),
         (lambda: kl_divergence([0.5, 0.5], [1.5, -0.5]), ValueError, r"q has a negative entry \(-0.5\)"),
         (lambda: expected_reward([0.5, 0.5], [1.0, 2.0, 3.0]), ValueError, r"shapes do not match.*\(2,\).*\(3,\)"),
-        (lambda: regularized_objective([0.5, 0.5], [[1.0, 0.0]] * 3, [[1.0, 2.0]] * 2, 0.1), ValueError,
-         "shapes do not match"),
+        (
+            lambda: regularized_objective([0.5, 0.5], [[1.0, 0.0]] * 3, [[1.0, 2.0]] * 2, 0.1),
+            ValueError,
+            "shapes do not match",
+        ),
         (lambda: expected_reward("0.5 0.5", [1.0, 2.0]), TypeError, "probs must be a tensor.*got str"),
         (lambda: expected_reward([0.5, 0.5], None), TypeError, "rewards must be a tensor.*got NoneType"),
         (lambda: expected_reward(1.0, 1.0), ValueError, "probs must be at least 1-D"),
         (lambda: expected_reward([0.5, 0.5], [1.0, math.nan]), ValueError, "rewards must be finite"),
-        (lambda: kl_regularized_optimum([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError,
-         "beta must be a number, got '0.1' \\(str\\)"),
-        (lambda: reward_kl_frontier([0.5, 0.5], [1.0, 2.0], 0.1), TypeError,
-         "betas must be a 1-D sequence.*single number 0.1"),
+        (
+            lambda: kl_regularized_optimum([0.5, 0.5], [1.0, 2.0], "0.1"),
+            TypeError,
+            "beta must be a number, got '0.1' \\(str\\)",
+        ),
+        (
+            lambda: reward_kl_frontier([0.5, 0.5], [1.0, 2.0], 0.1),
+            TypeError,
+            "betas must be a 1-D sequence.*single number 0.1",
+        ),
         (lambda: max_kl_budget([0.5, 0.5], [1.0, 2.0, 3.0]), ValueError, "shapes do not match"),
-        (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], -0.1), ValueError,
-         "kl_budget must be >= 0, got -0.1: it is how many nats"),
-        (lambda: best_policy_within_kl([[0.5, 0.5]], [1.0, 2.0], 0.1), ValueError,
-         r"best_policy_within_kl takes one prompt.*ref_probs \(1, 2\), rewards \(2,\)"),
+        (
+            lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], -0.1),
+            ValueError,
+            "kl_budget must be >= 0, got -0.1: it is how many nats",
+        ),
+        (
+            lambda: best_policy_within_kl([[0.5, 0.5]], [1.0, 2.0], 0.1),
+            ValueError,
+            r"best_policy_within_kl takes one prompt.*ref_probs \(1, 2\), rewards \(2,\)",
+        ),
         (lambda: argmax_policy([0.5, 0.5], [[1.0, 2.0, 3.0]]), ValueError, "shapes do not match"),
         (lambda: plot_reward_kl_frontier([0.5, 0.6], [1.0, 2.0]), ValueError, "ref_probs must sum to 1"),
         (lambda: best_policy_within_kl([0.5, 0.5], [1.0, 2.0], "0.1"), TypeError, "kl_budget must be a number"),

@@ -39,8 +39,9 @@ def test_reinforce_through_the_shared_trainer_raises_the_gold_reward():
     optimizer, gaps = trainer.optimizer, []
     for step in range(NUM_STEPS):
         assert not model.training  # the trainer hands the model back in eval mode: sampling has no dropout
-        rollout = sample_rollouts(model, tokenizer, train_prompts[step * BATCH:(step + 1) * BATCH],
-                                  max_new_tokens=MAX_NEW_TOKENS, seed=step)
+        rollout = sample_rollouts(
+            model, tokenizer, train_prompts[step * BATCH : (step + 1) * BATCH], max_new_tokens=MAX_NEW_TOKENS, seed=step
+        )
         rewards = torch.tensor(world.gold_reward(rollout.prompts, rollout.completions))  # (B,)
         trainer.step(partial(reinforce_loss, model, rewards, gaps=gaps), rollout)
     after = mean_gold_reward(model, tokenizer, world, eval_prompts)

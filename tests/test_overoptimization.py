@@ -48,9 +48,13 @@ def test_best_of_n_picks_by_the_proxy_and_reports_both_scores():
 
 
 def test_an_rl_history_becomes_a_curve_in_the_root_of_the_kl():
-    history = History([{"step": 0, "gold_reward": 1.0, "eval/kl": -0.01, "eval/reward": 0.2},
-                       {"step": 5, "loss": 0.3},
-                       {"step": 10, "gold_reward": 1.2, "eval/kl": 4.0, "eval/reward": 0.9}])
+    history = History(
+        [
+            {"step": 0, "gold_reward": 1.0, "eval/kl": -0.01, "eval/reward": 0.2},
+            {"step": 5, "loss": 0.3},
+            {"step": 10, "gold_reward": 1.2, "eval/kl": 4.0, "eval/reward": 0.9},
+        ]
+    )
     curve = rl_overoptimization(history)
     assert curve["step"].tolist() == [0, 10] and curve["d"] == pytest.approx([0.0, 2.0])
     assert curve["gold"].tolist() == [1.0, 1.2] and curve["proxy"].tolist() == [0.2, 0.9]

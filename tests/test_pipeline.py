@@ -24,12 +24,21 @@ MINIATURE = {"sft": 8, "preference": 16, "rl": 32}  # a few steps per stage
 
 def hand_made_report() -> PipelineReport:
     sample = [{"prompt": "add 3 and 5", "completion": "3 plus 5 is 8", "gold": 1.5}]
-    history = [{"step": 0, "gold_reward": 1.0, "eval/reward": 0.1},
-               {"step": 10, "gold_reward": 1.4, "eval/reward": 0.6}]
-    return PipelineReport("three-stage", "tiny", {"sft": 1, "preference": 2, "rl": 3}, {"beta": 0.05}, [
-        StageReport("base", 0.0, 0.2, 0.05, COMPONENTS, None, None, samples=sample),
-        StageReport("sft", 12.0, 1.25, 0.08, COMPONENTS, 16.5, None, samples=sample),
-        StageReport("rl", 30.0, 1.5, 0.07, COMPONENTS, 2.0, 2.0, 0.8, sample, {"best_step": 10}, history)])
+    history = [
+        {"step": 0, "gold_reward": 1.0, "eval/reward": 0.1},
+        {"step": 10, "gold_reward": 1.4, "eval/reward": 0.6},
+    ]
+    return PipelineReport(
+        "three-stage",
+        "tiny",
+        {"sft": 1, "preference": 2, "rl": 3},
+        {"beta": 0.05},
+        [
+            StageReport("base", 0.0, 0.2, 0.05, COMPONENTS, None, None, samples=sample),
+            StageReport("sft", 12.0, 1.25, 0.08, COMPONENTS, 16.5, None, samples=sample),
+            StageReport("rl", 30.0, 1.5, 0.07, COMPONENTS, 2.0, 2.0, 0.8, sample, {"best_step": 10}, history),
+        ],
+    )
 
 
 def test_the_report_card_tabulates_every_stage():
@@ -85,10 +94,13 @@ def test_bad_pipeline_stage_rounds_and_out_are_named(tmp_path):
         load_stage(tmp_path, "rl")
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["pipeline", "two-stage", "--out", "x"], "invalid choice: 'two-stage'"),
-    (["pipeline", "three-stage", "--out", "x", "--sizes", "sft=many"], "'sft=many' is not name=integer"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["pipeline", "two-stage", "--out", "x"], "invalid choice: 'two-stage'"),
+        (["pipeline", "three-stage", "--out", "x", "--sizes", "sft=many"], "'sft=many' is not name=integer"),
+    ],
+)
 def test_the_command_names_bad_arguments(capsys, argv, message):
     with pytest.raises(SystemExit):
         main(argv)
@@ -109,8 +121,21 @@ def test_a_stage_measured_against_itself_has_no_kl(world):
 
 def test_a_miniature_three_stage_run_writes_its_report_and_models(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["pipeline", "three-stage", "--out", str(out), "--rl-algorithm", "rloo",
-                 "--sizes", ",".join(f"{k}={v}" for k, v in MINIATURE.items())]) == 0
+    assert (
+        main(
+            [
+                "pipeline",
+                "three-stage",
+                "--out",
+                str(out),
+                "--rl-algorithm",
+                "rloo",
+                "--sizes",
+                ",".join(f"{k}={v}" for k, v in MINIATURE.items()),
+            ]
+        )
+        == 0
+    )
     assert f"wrote {out / 'report.md'}" in capsys.readouterr().out
     report = PipelineReport.load(out / "report.json")
     assert report.names == ["base", "sft", "rm", "rl"] and report.sizes == MINIATURE
@@ -121,16 +146,18 @@ def test_a_miniature_three_stage_run_writes_its_report_and_models(tmp_path, caps
     rm = AutoModelForSequenceClassification.from_pretrained(out / "rm")
     assert rm.config.num_labels == 1
     policy, tokenizer = load_stage(out, "rl")
-    assert tokenizer.chat_template and json.loads((out / "rl" / "config.json").read_text())["vocab_size"] == \
-        len(tokenizer)
+    assert tokenizer.chat_template and json.loads((out / "rl" / "config.json").read_text())["vocab_size"] == len(
+        tokenizer
+    )
 
 
 def test_a_miniature_multi_round_run_measures_each_round_and_repeats_from_its_seed(tmp_path):
     report = run_multi_round(rounds=2, sizes=MINIATURE, out=tmp_path, progress=False, num_eval_prompts=16)
     assert report.names == ["base", "sft", "round-1", "round-2"]
     torch.manual_seed(123)  # whatever ran before, the same seed gives the same run
-    again = run_multi_round(rounds=1, sizes={**MINIATURE, "preference": 8, "rl": 16}, progress=False,
-                            num_eval_prompts=16)
+    again = run_multi_round(
+        rounds=1, sizes={**MINIATURE, "preference": 8, "rl": 16}, progress=False, num_eval_prompts=16
+    )
     assert again.stage("round-1").samples == report.stage("round-1").samples
     assert again.stage("round-1").gold_reward == report.stage("round-1").gold_reward
     assert all(s.kl_to_previous is not None and s.kl_to_sft is not None for s in report.stages[2:])
@@ -154,4 +181,4 @@ def test_runs_over_seeds_round_trip_and_give_the_spread_of_a_stage_gain(tmp_path
     assert all(s.samples == [] for r in loaded for s in r.stages), "the samples stay out of the multi-seed file"
     gains, mean, stderr = gains_over_seeds(loaded, "rl", "sft")
     assert gains == pytest.approx([0.2, 0.25, 0.45]) and mean == pytest.approx(0.3)
-    assert stderr == pytest.approx(torch.tensor([0.2, 0.25, 0.45]).std().item() / 3 ** 0.5)
+    assert stderr == pytest.approx(torch.tensor([0.2, 0.25, 0.45]).std().item() / 3**0.5)

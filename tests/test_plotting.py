@@ -1,4 +1,3 @@
-
 import matplotlib
 import pytest
 import torch
@@ -54,7 +53,7 @@ def test_token_logprob_notes_add_up_to_the_sequence_logprob(tokenizer):
     fig = plotting.plot_token_logprobs(tokenizer, **batch, logps=logps)
     notes = [float(t) for t in texts(fig) if t.lstrip("-").replace(".", "").isdigit() and "." in t]
     n_counted = batch["completion_mask"].sum(dim=1).tolist()
-    rows = [sum(notes[sum(n_counted[:b]):sum(n_counted[:b + 1])]) for b in range(len(PROMPTS))]
+    rows = [sum(notes[sum(n_counted[:b]) : sum(n_counted[: b + 1])]) for b in range(len(PROMPTS))]
     expected = sequence_logprobs(model, **batch).tolist()
     for row, total, n in zip(rows, expected, n_counted):
         assert row == pytest.approx(total, abs=0.005 * n)  # each note is rounded to 2 decimals
@@ -123,14 +122,30 @@ def _plot_calls(tokenizer, world):
     comparisons = {10: {"exact": {"mean": 1.0, "std": 0.5}, **stats}}
     sweep = {0.1: History([{"eval/reward": 1.0, "gold_reward": 1.0, "eval/kl": 0.5}])}
     return [
-        ("plot_tokens", 1, lambda axes: plotting.plot_tokens(tokenizer, batch["input_ids"][0],
-                                                             batch["completion_mask"][0], ax=axes[0])),
-        ("plot_token_logprobs", 1, lambda axes: plotting.plot_token_logprobs(tokenizer, **batch, logps=logps,
-                                                                             ax=axes[0])),
-        ("plot_next_token_distribution", 1, lambda axes: plotting.plot_next_token_distribution(probs, tokenizer,
-                                                                                               ax=axes[0])),
-        ("plot_gold_components", 1, lambda axes: plotting.plot_gold_components(
-            world.gold_components(PROMPTS, COMPLETIONS), PROMPTS, ax=axes[0])),
+        (
+            "plot_tokens",
+            1,
+            lambda axes: plotting.plot_tokens(
+                tokenizer, batch["input_ids"][0], batch["completion_mask"][0], ax=axes[0]
+            ),
+        ),
+        (
+            "plot_token_logprobs",
+            1,
+            lambda axes: plotting.plot_token_logprobs(tokenizer, **batch, logps=logps, ax=axes[0]),
+        ),
+        (
+            "plot_next_token_distribution",
+            1,
+            lambda axes: plotting.plot_next_token_distribution(probs, tokenizer, ax=axes[0]),
+        ),
+        (
+            "plot_gold_components",
+            1,
+            lambda axes: plotting.plot_gold_components(
+                world.gold_components(PROMPTS, COMPLETIONS), PROMPTS, ax=axes[0]
+            ),
+        ),
         ("plot_bradley_terry", 2, lambda axes: rm.plot_bradley_terry(1.0, 0.5, axes=axes)),
         ("plot_displacement", 2, lambda axes: da.plot_displacement(history, beta=0.1, smooth=1, axes=axes)),
         ("plot_frontier", 1, lambda axes: da.plot_frontier(runs, sft, ax=axes[0])),
@@ -140,20 +155,35 @@ def _plot_calls(tokenizer, world):
         ("plot_sweep", 3, lambda axes: pg.plot_sweep(sweep, axes=axes)),
         ("plot_best_of_n_curves", 1, lambda axes: rs.plot_best_of_n_curves({"gold": {1: 1.0, 4: 1.5}}, ax=axes[0])),
         ("plot_estimator_comparison", 2, lambda axes: reg.plot_estimator_comparison(comparisons, axes=axes)),
-        ("plot_frontier_of_runs", 1, lambda axes: reg.plot_frontier_of_runs({"DPO": {0.1: (2.0, 1.5)}}, (0.0, 1.0),
-                                                                            highlight=0.1, ax=axes[0])),
+        (
+            "plot_frontier_of_runs",
+            1,
+            lambda axes: reg.plot_frontier_of_runs({"DPO": {0.1: (2.0, 1.5)}}, (0.0, 1.0), highlight=0.1, ax=axes[0]),
+        ),
     ]
 
 
-PLOT_NAMES = ["plot_tokens", "plot_token_logprobs", "plot_next_token_distribution", "plot_gold_components",
-              "plot_bradley_terry", "plot_displacement", "plot_frontier", "TabularDPOResult.plot", "plot_loss_mask",
-              "plot_clipped_objective", "plot_sweep", "plot_best_of_n_curves", "plot_estimator_comparison",
-              "plot_frontier_of_runs"]
+PLOT_NAMES = [
+    "plot_tokens",
+    "plot_token_logprobs",
+    "plot_next_token_distribution",
+    "plot_gold_components",
+    "plot_bradley_terry",
+    "plot_displacement",
+    "plot_frontier",
+    "TabularDPOResult.plot",
+    "plot_loss_mask",
+    "plot_clipped_objective",
+    "plot_sweep",
+    "plot_best_of_n_curves",
+    "plot_estimator_comparison",
+    "plot_frontier_of_runs",
+]
 
 
 @pytest.mark.parametrize("name", PLOT_NAMES)
 def test_every_plot_draws_on_the_given_axes_and_returns_their_figure(name, tokenizer, world):
-    (num_panels, call), = [(n, call) for plot_name, n, call in _plot_calls(tokenizer, world) if plot_name == name]
+    ((num_panels, call),) = [(n, call) for plot_name, n, call in _plot_calls(tokenizer, world) if plot_name == name]
     fig, axes = matplotlib.pyplot.subplots(1, num_panels, squeeze=False)
     axes = list(axes[0])
     open_figures = matplotlib.pyplot.get_fignums()
@@ -175,10 +205,20 @@ def test_the_contract_covers_every_plot_function(tokenizer, world):
         reward_modeling,
     )
 
-    modules = (plotting, direct_alignment, instruction_tuning, reward_modeling, policy_gradients, regularization,
-               rejection_sampling)
-    found = {name for module in modules
-             for name, fn in inspect.getmembers(module, inspect.isfunction)
-             if name.startswith("plot_") and fn.__module__ == module.__name__}
+    modules = (
+        plotting,
+        direct_alignment,
+        instruction_tuning,
+        reward_modeling,
+        policy_gradients,
+        regularization,
+        rejection_sampling,
+    )
+    found = {
+        name
+        for module in modules
+        for name, fn in inspect.getmembers(module, inspect.isfunction)
+        if name.startswith("plot_") and fn.__module__ == module.__name__
+    }
     called = {name for name, _, _ in _plot_calls(tokenizer, world)}
     assert found | {"TabularDPOResult.plot"} == set(PLOT_NAMES) == called

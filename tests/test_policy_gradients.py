@@ -16,26 +16,32 @@ def test_grpo_advantages_hand_worked():
     expected = torch.tensor([[0.75, -0.25, -0.25, -0.25]]) / 0.5001
     torch.testing.assert_close(pg.grpo_advantages(rewards), expected)
     assert pg.grpo_advantages(rewards)[0, 0].item() == pytest.approx(1.4997, abs=1e-4)
-    torch.testing.assert_close(pg.grpo_advantages(rewards, scale_rewards="none"),
-                               torch.tensor([[0.75, -0.25, -0.25, -0.25]]))
+    torch.testing.assert_close(
+        pg.grpo_advantages(rewards, scale_rewards="none"), torch.tensor([[0.75, -0.25, -0.25, -0.25]])
+    )
 
 
 def test_grpo_batch_scaling_uses_one_std_over_every_reward():
     rewards = torch.tensor([[1.0, 0.0], [3.0, 3.0]])
     batch_std = torch.tensor([1.0, 0.0, 3.0, 3.0]).std()  # Bessel over all four
-    torch.testing.assert_close(pg.grpo_advantages(rewards, scale_rewards="batch"),
-                               torch.tensor([[0.5, -0.5], [0.0, 0.0]]) / (batch_std + 1e-4))
+    torch.testing.assert_close(
+        pg.grpo_advantages(rewards, scale_rewards="batch"), torch.tensor([[0.5, -0.5], [0.0, 0.0]]) / (batch_std + 1e-4)
+    )
 
 
 def test_rloo_advantages_hand_worked():
-    torch.testing.assert_close(pg.rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]])),
-                               torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]]))
+    torch.testing.assert_close(
+        pg.rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]])), torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]])
+    )
 
 
 def test_equal_rewards_give_zero_advantages_never_nan():
     rewards = torch.tensor([[2.0, 2.0, 2.0], [0.0, 1.0, 5.0]])
-    for advantages in (pg.grpo_advantages(rewards), pg.rloo_advantages(rewards),
-                       pg.grpo_advantages(rewards, scale_rewards="none")):
+    for advantages in (
+        pg.grpo_advantages(rewards),
+        pg.rloo_advantages(rewards),
+        pg.grpo_advantages(rewards, scale_rewards="none"),
+    ):
         assert torch.isfinite(advantages).all()
         assert advantages[0].tolist() == [0.0, 0.0, 0.0]
 
@@ -43,8 +49,7 @@ def test_equal_rewards_give_zero_advantages_never_nan():
 def test_rloo_is_a_rescaled_group_centred_advantage():
     """eq:RLOO_GRPO_EQUIV: A_RLOO = G/(G−1) · (r − group mean), on any rewards."""
     rewards = torch.randn(5, 6, generator=torch.Generator().manual_seed(0))
-    torch.testing.assert_close(pg.rloo_advantages(rewards),
-                               6 / 5 * pg.grpo_advantages(rewards, scale_rewards="none"))
+    torch.testing.assert_close(pg.rloo_advantages(rewards), 6 / 5 * pg.grpo_advantages(rewards, scale_rewards="none"))
 
 
 def test_reinforce_advantages():
@@ -96,12 +101,15 @@ def test_clipped_surrogate_at_ratio_one_has_the_plain_policy_gradient():
     assert grad_pg.tolist() == [[-2.0, -2.0, 0.0]]
 
 
-@pytest.mark.parametrize("log_ratio, advantage, clipped", [
-    (math.log(1.5), 1.0, True),    # ρ above 1+ε and A > 0: no more push up
-    (math.log(1.5), -1.0, False),  # ρ above 1+ε but A < 0: the gradient still pulls it back
-    (math.log(0.5), -1.0, True),   # ρ below 1−ε and A < 0: no more push down
-    (math.log(0.5), 1.0, False),   # ρ below 1−ε but A > 0: still pushed up
-])
+@pytest.mark.parametrize(
+    "log_ratio, advantage, clipped",
+    [
+        (math.log(1.5), 1.0, True),  # ρ above 1+ε and A > 0: no more push up
+        (math.log(1.5), -1.0, False),  # ρ above 1+ε but A < 0: the gradient still pulls it back
+        (math.log(0.5), -1.0, True),  # ρ below 1−ε and A < 0: no more push down
+        (math.log(0.5), 1.0, False),  # ρ below 1−ε but A > 0: still pushed up
+    ],
+)
 def test_a_clipped_token_loses_its_gradient_only_on_the_clipped_side(log_ratio, advantage, clipped):
     old_logps = torch.tensor([[-1.0]])
     logps = (old_logps + log_ratio).requires_grad_()
@@ -115,8 +123,9 @@ def test_epsilon_high_widens_only_the_upper_clip():
     old_logps = torch.zeros(1, 1)
     logps = torch.full((1, 1), math.log(1.25), requires_grad=True)
     _, symmetric = pg.clipped_surrogate_loss(logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2)
-    _, wider = pg.clipped_surrogate_loss(logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2,
-                                         epsilon_high=0.28)
+    _, wider = pg.clipped_surrogate_loss(
+        logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2, epsilon_high=0.28
+    )
     assert symmetric["clip_ratio/high_mean"] == 1.0 and wider["clip_ratio/high_mean"] == 0.0
 
 
@@ -124,8 +133,9 @@ def test_value_loss_is_the_larger_of_the_clipped_and_unclipped_errors():
     old_values, returns = torch.tensor([[0.0, 0.0]]), torch.tensor([[1.0, -1.0]])
     values = torch.tensor([[0.5, 0.5]])
     # token 0: V moved 0.5 toward R (clip 0.2 → 0.2): max(0.25, 0.64)/2; token 1: moved away: max(2.25, 1.44)/2
-    torch.testing.assert_close(pg.value_loss(values, old_values, returns, torch.ones(1, 2)),
-                               torch.tensor([[0.32, 1.125]]))
+    torch.testing.assert_close(
+        pg.value_loss(values, old_values, returns, torch.ones(1, 2)), torch.tensor([[0.32, 1.125]])
+    )
 
 
 # --- aggregation: the book's worked example ------------------------------------------------------
@@ -157,20 +167,33 @@ def test_aggregation_gradients_match_the_books_example():
 
 
 # --- bad input --------------------------------------------------------------------------------
-@pytest.mark.parametrize("call, message", [
-    (lambda: pg.rloo_advantages(torch.zeros(3, 1)), "RLOO needs num_generations >= 2"),
-    (lambda: pg.grpo_advantages(torch.zeros(3, 1)), "GRPO needs num_generations >= 2"),
-    (lambda: pg.grpo_advantages(torch.zeros(2, 2), scale_rewards="prompt"), "unknown scale_rewards 'prompt'"),
-    (lambda: pg.reinforce_advantages(torch.zeros(2, 2), baseline="median"), "unknown baseline 'median'"),
-    (lambda: pg.grpo_advantages(torch.zeros(4)), "rewards must be a \\(P, G\\) tensor"),
-    (lambda: pg.rloo_advantages(torch.tensor([[1.0, float("nan")]])), "rewards hold NaN"),
-    (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "mean"), "unknown loss_type 'mean'"),
-    (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "dr_grpo"), "pass max_completion_length"),
-    (lambda: pg.clipped_surrogate_loss(torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2),
-                                       epsilon=0), "epsilon must be > 0"),
-    (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(2), torch.ones(2, 4)), "share one \\(B, T\\) shape"),
-    (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(3), torch.ones(2, 3)), "one row per completion"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: pg.rloo_advantages(torch.zeros(3, 1)), "RLOO needs num_generations >= 2"),
+        (lambda: pg.grpo_advantages(torch.zeros(3, 1)), "GRPO needs num_generations >= 2"),
+        (lambda: pg.grpo_advantages(torch.zeros(2, 2), scale_rewards="prompt"), "unknown scale_rewards 'prompt'"),
+        (lambda: pg.reinforce_advantages(torch.zeros(2, 2), baseline="median"), "unknown baseline 'median'"),
+        (lambda: pg.grpo_advantages(torch.zeros(4)), "rewards must be a \\(P, G\\) tensor"),
+        (lambda: pg.rloo_advantages(torch.tensor([[1.0, float("nan")]])), "rewards hold NaN"),
+        (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "mean"), "unknown loss_type 'mean'"),
+        (
+            lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "dr_grpo"),
+            "pass max_completion_length",
+        ),
+        (
+            lambda: pg.clipped_surrogate_loss(
+                torch.zeros(1, 2), torch.zeros(1, 2), torch.ones(1), torch.ones(1, 2), epsilon=0
+            ),
+            "epsilon must be > 0",
+        ),
+        (
+            lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(2), torch.ones(2, 4)),
+            "share one \\(B, T\\) shape",
+        ),
+        (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(3), torch.ones(2, 3)), "one row per completion"),
+    ],
+)
 def test_bad_input_is_refused_with_a_message(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -186,14 +209,28 @@ def count_reward(word: str):
 def test_each_algorithm_raises_a_fixed_reward_on_a_tiny_model(tokenizer, world, algorithm):
     torch.manual_seed(0)
     model = random_model("llama", len(tokenizer))
-    config = pg.PolicyGradientConfig(algorithm=algorithm, learning_rate=1e-2, batch_size=8, num_generations=4,
-                                     num_steps=12, max_completion_length=8, beta=0.0, progress=False)
+    config = pg.PolicyGradientConfig(
+        algorithm=algorithm,
+        learning_rate=1e-2,
+        batch_size=8,
+        num_generations=4,
+        num_steps=12,
+        max_completion_length=8,
+        beta=0.0,
+        progress=False,
+    )
     history = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config)
-    rewards = history.steps[::config.num_iterations]  # one row per rollout
+    rewards = history.steps[:: config.num_iterations]  # one row per rollout
     first, last = (sum(step["reward"] for step in part) / 3 for part in (rewards[:3], rewards[-3:]))
     assert last > 2 * first and last > first + 0.2, history["reward"]
-    expected = {"reward", "reward_std", "frac_reward_zero_std", "entropy", "completions/mean_length",
-                "completions/clipped_ratio"}
+    expected = {
+        "reward",
+        "reward_std",
+        "frac_reward_zero_std",
+        "entropy",
+        "completions/mean_length",
+        "completions/clipped_ratio",
+    }
     assert expected <= set(history.keys())
     assert "kl" not in history.keys()  # β = 0 and no ref_model: no reference to measure against
     if algorithm == "ppo":
@@ -202,8 +239,16 @@ def test_each_algorithm_raises_a_fixed_reward_on_a_tiny_model(tokenizer, world, 
 
 def test_reused_rollouts_move_the_ratio_away_from_one(tokenizer, world):
     model = random_model("llama", len(tokenizer))
-    config = pg.PolicyGradientConfig(algorithm="grpo", learning_rate=1e-2, batch_size=4, num_generations=4,
-                                     num_iterations=3, num_steps=2, max_completion_length=6, progress=False)
+    config = pg.PolicyGradientConfig(
+        algorithm="grpo",
+        learning_rate=1e-2,
+        batch_size=4,
+        num_generations=4,
+        num_iterations=3,
+        num_steps=2,
+        max_completion_length=6,
+        progress=False,
+    )
     length = lambda prompts, completions: [len(c.split()) for c in completions]  # a dense reward: every group varies
     history = pg.train_policy_gradient(model, tokenizer, world.prompts(8), length, config)
     assert len(history["loss"]) == 2 * 3  # three updates per rollout
@@ -216,43 +261,59 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
     runs = {}
     for beta in (0.0, 1.0):
         model = random_model("llama", len(tokenizer))
-        config = pg.PolicyGradientConfig(algorithm="rloo", learning_rate=3e-3, batch_size=8, num_generations=4,
-                                         num_steps=10, max_completion_length=8, beta=beta, progress=False)
-        runs[beta] = pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config,
-                                              ref_model=copy.deepcopy(model))  # at β = 0, only to log the KL
+        config = pg.PolicyGradientConfig(
+            algorithm="rloo",
+            learning_rate=3e-3,
+            batch_size=8,
+            num_generations=4,
+            num_steps=10,
+            max_completion_length=8,
+            beta=beta,
+            progress=False,
+        )
+        runs[beta] = pg.train_policy_gradient(
+            model, tokenizer, world.prompts(32), count_reward("tasty"), config, ref_model=copy.deepcopy(model)
+        )  # at β = 0, only to log the KL
     assert runs[1.0].mean("kl", last=3) < runs[0.0].mean("kl", last=3)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"algorithm": "trpo"}, "unknown algorithm 'trpo'"),
-    ({"loss_type": "mean"}, "unknown loss_type 'mean'"),
-    ({"kl_estimator": "k4"}, "unknown kl_estimator 'k4'"),
-    ({"scale_rewards": "prompt"}, "unknown scale_rewards 'prompt'"),
-    ({"algorithm": "rloo", "num_generations": 1}, "num_generations must be >= 2"),
-    ({"algorithm": "grpo", "num_generations": 1}, "num_generations must be >= 2"),
-    ({"epsilon": 0.0}, "epsilon must be > 0"),
-    ({"beta": -0.1}, "beta must be >= 0"),
-    ({"batch_size": 3, "num_generations": 2, "num_mini_batches": 4}, "does not divide the 6 rows"),
-    ({"kl_target": 0.0}, "kl_target must be > 0"),
-    ({"kl_target": -1.0}, "kl_target must be > 0"),
-    ({"kl_target": 6.0, "beta": 0.0}, "beta must be > 0, got 0: the adaptive β starts here"),
-    ({"kl_horizon": 0}, "kl_horizon must be >= 1"),
-    ({"ptx_coef": -0.1}, "ptx_coef must be >= 0"),
-    ({"ptx_batch_size": 0}, "ptx_batch_size must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"algorithm": "trpo"}, "unknown algorithm 'trpo'"),
+        ({"loss_type": "mean"}, "unknown loss_type 'mean'"),
+        ({"kl_estimator": "k4"}, "unknown kl_estimator 'k4'"),
+        ({"scale_rewards": "prompt"}, "unknown scale_rewards 'prompt'"),
+        ({"algorithm": "rloo", "num_generations": 1}, "num_generations must be >= 2"),
+        ({"algorithm": "grpo", "num_generations": 1}, "num_generations must be >= 2"),
+        ({"epsilon": 0.0}, "epsilon must be > 0"),
+        ({"beta": -0.1}, "beta must be >= 0"),
+        ({"batch_size": 3, "num_generations": 2, "num_mini_batches": 4}, "does not divide the 6 rows"),
+        ({"kl_target": 0.0}, "kl_target must be > 0"),
+        ({"kl_target": -1.0}, "kl_target must be > 0"),
+        ({"kl_target": 6.0, "beta": 0.0}, "beta must be > 0, got 0: the adaptive β starts here"),
+        ({"kl_horizon": 0}, "kl_horizon must be >= 1"),
+        ({"ptx_coef": -0.1}, "ptx_coef must be >= 0"),
+        ({"ptx_batch_size": 0}, "ptx_batch_size must be >= 1"),
+    ],
+)
 def test_bad_configs_name_the_fix(kwargs, message):
     with pytest.raises(ValueError, match=message):
         pg.PolicyGradientConfig(**kwargs)
 
 
-@pytest.mark.parametrize("reward_fn, message", [
-    (lambda p, c: [1.0] * (len(c) - 1), "reward_fn returned 7 scores for 8 completions"),
-    (lambda p, c: [float("nan")] + [0.0] * (len(c) - 1), "reward_fn returned nan for prompt '.*'"),
-])
+@pytest.mark.parametrize(
+    "reward_fn, message",
+    [
+        (lambda p, c: [1.0] * (len(c) - 1), "reward_fn returned 7 scores for 8 completions"),
+        (lambda p, c: [float("nan")] + [0.0] * (len(c) - 1), "reward_fn returned nan for prompt '.*'"),
+    ],
+)
 def test_bad_rewards_are_refused_naming_the_prompt(tokenizer, world, reward_fn, message):
     model = random_model("llama", len(tokenizer))
-    config = pg.PolicyGradientConfig(batch_size=2, num_generations=4, num_steps=1, max_completion_length=4,
-                                     progress=False)
+    config = pg.PolicyGradientConfig(
+        batch_size=2, num_generations=4, num_steps=1, max_completion_length=4, progress=False
+    )
     with pytest.raises(ValueError, match=message):
         pg.train_policy_gradient(model, tokenizer, world.prompts(2), reward_fn, config)
 
@@ -277,6 +338,7 @@ def tv(p: torch.Tensor, q: torch.Tensor) -> float:
 @pytest.mark.parametrize("beta", [0.3, 1.0])
 def test_every_algorithm_lands_on_the_closed_form_optimum(algorithm, beta):
     from rlhf_edu.objective import kl_regularized_optimum
+
     run = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, beta, algorithm)
     optimum = kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, beta)
     assert tv(BANDIT_REF, optimum) > 0.2  # far from the start, so landing there is a real result
@@ -287,6 +349,7 @@ def test_every_algorithm_lands_on_the_closed_form_optimum(algorithm, beta):
 def test_grpo_with_k3_in_the_loss_lands_on_the_other_kls_optimum():
     from rlhf_edu.objective import kl_regularized_optimum
     from rlhf_edu.regularization import forward_kl_regularized_optimum
+
     beta = 0.3
     run = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, beta, "grpo", kl_estimator="k3")
     forward = forward_kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, beta)
@@ -296,9 +359,12 @@ def test_grpo_with_k3_in_the_loss_lands_on_the_other_kls_optimum():
 
 
 def test_rloos_gradient_estimate_is_unbiased_and_a_mean_baseline_cuts_the_variance():
-    estimates = {name: pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, algorithm, num_trials=400,
-                                                     num_generations=8)
-                 for name, algorithm in (("rloo", "rloo"), ("reinforce", "reinforce"))}
+    estimates = {
+        name: pg.tabular_gradient_estimates(
+            BANDIT_REF, BANDIT_REWARDS, 0.5, algorithm, num_trials=400, num_generations=8
+        )
+        for name, algorithm in (("rloo", "rloo"), ("reinforce", "reinforce"))
+    }
     rloo, exact = estimates["rloo"]
     error = (rloo.mean(0) - exact).norm()
     standard_error = rloo.std(0).norm() / math.sqrt(len(rloo))
@@ -322,8 +388,16 @@ def test_tabular_bad_input_names_the_fix():
 def test_a_beta_sweep_trains_copies_and_round_trips_through_json(tokenizer, world, tmp_path):
     policy = random_model("llama", len(tokenizer))
     before = [p.detach().clone() for p in policy.parameters()]
-    config = pg.PolicyGradientConfig(algorithm="rloo", learning_rate=1e-2, batch_size=2, num_generations=2,
-                                     num_steps=2, max_completion_length=4, progress=False, eval_steps=1)
+    config = pg.PolicyGradientConfig(
+        algorithm="rloo",
+        learning_rate=1e-2,
+        batch_size=2,
+        num_generations=2,
+        num_steps=2,
+        max_completion_length=4,
+        progress=False,
+        eval_steps=1,
+    )
     eval_fn = lambda model: {"gold_reward": 0.5}
     runs = pg.beta_sweep(policy, tokenizer, world.prompts(4), count_reward("tasty"), [0.1, 1.0], config, eval_fn)
     assert all(torch.equal(p, b) for p, b in zip(policy.parameters(), before))  # the reference stays as it was
@@ -335,6 +409,7 @@ def test_a_beta_sweep_trains_copies_and_round_trips_through_json(tokenizer, worl
 
 def test_the_shipped_sweep_holds_every_beta_with_its_evaluations():
     from rlhf_edu.recipes import SWEEP_BETAS, SWEEP_CONFIG, SWEEP_PATH
+
     runs, settings = pg.load_sweep(SWEEP_PATH)
     assert tuple(sorted(runs)) == SWEEP_BETAS
     assert {k: settings[k] for k in SWEEP_CONFIG} == SWEEP_CONFIG
@@ -355,6 +430,7 @@ def test_the_clip_picture_is_flat_exactly_where_the_clip_removes_the_gradient():
 
 def test_a_sweep_picture_has_one_line_per_beta_in_each_panel():
     from rlhf_edu.core.training import History
+
     runs = {b: History([{"eval/reward": b, "gold_reward": 1.0, "eval/kl": 1 / b}] * 3) for b in (0.1, 1.0)}
     figure = pg.plot_sweep(runs, highlight=0.1)
     assert [len(ax.lines) for ax in figure.axes] == [2, 2, 2]
@@ -380,18 +456,35 @@ class Untouchable(list):
 
 
 def small_config(**kwargs):
-    return pg.PolicyGradientConfig(**{"algorithm": "rloo", "learning_rate": 1e-2, "batch_size": 4,
-                                      "num_generations": 4, "num_steps": 4, "max_completion_length": 8,
-                                      "beta": 0.1, "progress": False, **kwargs})
+    return pg.PolicyGradientConfig(
+        **{
+            "algorithm": "rloo",
+            "learning_rate": 1e-2,
+            "batch_size": 4,
+            "num_generations": 4,
+            "num_steps": 4,
+            "max_completion_length": 8,
+            "beta": 0.1,
+            "progress": False,
+            **kwargs,
+        }
+    )
 
 
 def test_a_fixed_beta_run_is_unchanged_by_the_new_options_and_logs_its_beta(tokenizer, world):
     runs = []
     for kwargs, ptx_texts in (({}, None), ({"kl_target": None, "ptx_coef": 0.0}, Untouchable(["the cat is small ."]))):
         model = random_model("llama", len(tokenizer))
-        runs.append(pg.train_policy_gradient(model, tokenizer, world.prompts(16), count_reward("tasty"),
-                                             small_config(algorithm="grpo", num_iterations=2, **kwargs),
-                                             ptx_texts=ptx_texts))
+        runs.append(
+            pg.train_policy_gradient(
+                model,
+                tokenizer,
+                world.prompts(16),
+                count_reward("tasty"),
+                small_config(algorithm="grpo", num_iterations=2, **kwargs),
+                ptx_texts=ptx_texts,
+            )
+        )
     assert runs[0].steps == runs[1].steps  # same numbers, and the corpus was never read at ptx_coef = 0
     assert runs[0]["beta"] == [0.1] * 8 and "loss/ptx" not in runs[0].keys()
 
@@ -417,8 +510,9 @@ def test_an_adaptive_beta_moves_by_ziegler_et_als_rule_toward_its_target(tokeniz
 def test_the_pretraining_term_adds_gamma_times_the_corpus_gradient(tokenizer, world):
     policy = random_model("llama", len(tokenizer))
     config = small_config(ptx_coef=0.5, ptx_batch_size=4)
-    data, _ = pg._rollout_step(policy, copy.deepcopy(policy), None, tokenizer, world.prompts(4),
-                               count_reward("tasty"), config, seed=0)
+    data, _ = pg._rollout_step(
+        policy, copy.deepcopy(policy), None, tokenizer, world.prompts(4), count_reward("tasty"), config, seed=0
+    )
     ptx_batch = next(pg.ptx_batches(policy, tokenizer, world.pretraining_corpus(8), config))
     assert ptx_batch["input_ids"].shape[0] == 4
 
@@ -444,8 +538,9 @@ def test_a_ptx_run_logs_its_term_each_update_and_lowers_the_corpus_nll(tokenizer
     for ptx_coef in (0.0, 4.0):
         model = random_model("llama", len(tokenizer))
         config = small_config(ptx_coef=ptx_coef, ptx_batch_size=16, num_steps=6, beta=0.0)
-        runs[ptx_coef] = pg.train_policy_gradient(model, tokenizer, world.prompts(16), count_reward("tasty"),
-                                                  config, ptx_texts=corpus)
+        runs[ptx_coef] = pg.train_policy_gradient(
+            model, tokenizer, world.prompts(16), count_reward("tasty"), config, ptx_texts=corpus
+        )
     assert len(runs[4.0]["loss/ptx"]) == len(runs[4.0]["loss"]) == 6
     assert runs[4.0]["loss/ptx"][-1] < runs[4.0]["loss/ptx"][0] - 0.1  # the policy learns the corpus's language
     assert runs[4.0]["loss"][0] - runs[0.0]["loss"][0] == pytest.approx(4.0 * runs[4.0]["loss/ptx"][0], abs=1e-5)
@@ -456,8 +551,14 @@ def test_a_ptx_coef_without_a_corpus_is_refused(tokenizer, world):
     with pytest.raises(ValueError, match="ptx_coef=0.5 weighs a pretraining term, but no ptx_texts were passed"):
         pg.train_policy_gradient(model, tokenizer, world.prompts(4), count_reward("tasty"), small_config(ptx_coef=0.5))
     with pytest.raises(TypeError, match="ptx_texts must be a list of texts"):
-        pg.train_policy_gradient(model, tokenizer, world.prompts(4), count_reward("tasty"), small_config(ptx_coef=0.5),
-                                 ptx_texts="the cat is small .")
+        pg.train_policy_gradient(
+            model,
+            tokenizer,
+            world.prompts(4),
+            count_reward("tasty"),
+            small_config(ptx_coef=0.5),
+            ptx_texts="the cat is small .",
+        )
 
 
 def test_the_bandit_refuses_an_adaptive_beta_and_a_corpus():
@@ -527,8 +628,16 @@ def test_the_progress_bar_says_that_it_counts_updates(tokenizer, world, monkeypa
         return real_trainer(modules, config, total_steps, desc=desc)
 
     monkeypatch.setattr(pg, "Trainer", spy)
-    config = pg.PolicyGradientConfig(algorithm="ppo", batch_size=2, num_generations=2, num_steps=2,
-                                     num_mini_batches=2, max_completion_length=3, progress=False)
-    pg.train_policy_gradient(random_model("llama", len(tokenizer)), tokenizer, world.prompts(4),
-                             lambda p, c: [1.0] * len(c), config)
+    config = pg.PolicyGradientConfig(
+        algorithm="ppo",
+        batch_size=2,
+        num_generations=2,
+        num_steps=2,
+        num_mini_batches=2,
+        max_completion_length=3,
+        progress=False,
+    )
+    pg.train_policy_gradient(
+        random_model("llama", len(tokenizer)), tokenizer, world.prompts(4), lambda p, c: [1.0] * len(c), config
+    )
     assert seen == {"total": 4, "desc": "RL (ppo), updates (2 a step)"}

@@ -55,11 +55,13 @@ def test_same_seed_same_pairs(pairs, tokenizer, world):
 
 def test_pair_texts_reads_strings_and_messages():
     plain = Dataset.from_dict({"prompt": ["add 1 and 2"], "chosen": ["1 plus 2 is 3"], "rejected": ["1 plus 2 is 4"]})
-    chat = Dataset.from_dict({
-        "prompt": [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "add 1 and 2"}]],
-        "chosen": [[{"role": "assistant", "content": "1 plus 2 is 3"}]],
-        "rejected": [[{"role": "assistant", "content": "1 plus 2 is 4"}]],
-    })
+    chat = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "system", "content": "be brief"}, {"role": "user", "content": "add 1 and 2"}]],
+            "chosen": [[{"role": "assistant", "content": "1 plus 2 is 3"}]],
+            "rejected": [[{"role": "assistant", "content": "1 plus 2 is 4"}]],
+        }
+    )
     expected = (["add 1 and 2"], ["1 plus 2 is 3"], ["1 plus 2 is 4"])
     assert pair_texts(plain) == expected and pair_texts(chat) == expected
 

@@ -38,16 +38,18 @@ def test_short_pretraining_lowers_perplexity(tokenizer):
     model = random_model("llama", len(tokenizer))
     corpus = World(seed=0).pretraining_corpus(256)
     before = perplexity(model, tokenizer, corpus[:64])
-    pretrain(model, tokenizer, corpus, PretrainingConfig(batch_size=32, num_epochs=2, learning_rate=1e-2,
-                                                         progress=False))
+    pretrain(
+        model, tokenizer, corpus, PretrainingConfig(batch_size=32, num_epochs=2, learning_rate=1e-2, progress=False)
+    )
     assert perplexity(model, tokenizer, corpus[:64]) < 0.5 * before
 
 
 def test_empty_document_is_refused(tokenizer):
     with pytest.raises(ValueError, match="document '  ' is empty or not a text"):
         encode_document(tokenizer, "  ")
-    with pytest.raises(ValueError, match="document 'we saw that the cat is small' holds words the tokenizer does not "
-                                         "know: 'that'"):
+    with pytest.raises(
+        ValueError, match="document 'we saw that the cat is small' holds words the tokenizer does not know: 'that'"
+    ):
         encode_document(tokenizer, "we saw that the cat is small")
 
 

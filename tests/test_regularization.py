@@ -63,6 +63,7 @@ def test_bad_estimator_and_shapes_are_refused():
 def test_the_forward_kl_optimum_beats_every_nearby_policy():
     from rlhf_edu.objective import expected_reward, kl_divergence
     from rlhf_edu.regularization import forward_kl_regularized_optimum
+
     ref_probs = torch.tensor([0.5, 0.3, 0.2], dtype=torch.float64)
     rewards = torch.tensor([0.0, 1.0, 2.0], dtype=torch.float64)
     beta = 0.7
@@ -78,23 +79,30 @@ def test_the_forward_kl_optimum_beats_every_nearby_policy():
 
 def test_the_forward_kl_optimum_stays_at_the_reference_for_a_large_beta():
     from rlhf_edu.regularization import forward_kl_regularized_optimum
+
     ref_probs = torch.tensor([0.6, 0.4])
-    torch.testing.assert_close(forward_kl_regularized_optimum(ref_probs, torch.tensor([0.0, 1.0]), 1e6).float(),
-                               ref_probs, atol=1e-5, rtol=0)
+    torch.testing.assert_close(
+        forward_kl_regularized_optimum(ref_probs, torch.tensor([0.0, 1.0]), 1e6).float(), ref_probs, atol=1e-5, rtol=0
+    )
 
 
 # --- reversed k3: what it estimates --------------------------------------------------------------------
 def categorical_sums(p: list[float], q: list[float]) -> dict[str, float]:
     """KL(p‖q), KL(q‖p) and χ²(p‖q), summed term by term."""
-    return {"kl": sum(a * math.log(a / b) for a, b in zip(p, q)),
-            "kl_other_way": sum(b * math.log(b / a) for a, b in zip(p, q)),
-            "chi2": sum((a - b) ** 2 / b for a, b in zip(p, q))}
+    return {
+        "kl": sum(a * math.log(a / b) for a, b in zip(p, q)),
+        "kl_other_way": sum(b * math.log(b / a) for a, b in zip(p, q)),
+        "chi2": sum((a - b) ** 2 / b for a, b in zip(p, q)),
+    }
 
 
-@pytest.mark.parametrize("p, q, larger", [
-    ([0.6, 0.3, 0.1], [0.2, 0.5, 0.3], True),  # π puts mass where π_ref has little: χ² − KL exceeds the KL
-    ([0.01, 0.99], [0.5, 0.5], False),  # π drops mass that π_ref holds: χ² − KL falls short of it
-])
+@pytest.mark.parametrize(
+    "p, q, larger",
+    [
+        ([0.6, 0.3, 0.1], [0.2, 0.5, 0.3], True),  # π puts mass where π_ref has little: χ² − KL exceeds the KL
+        ([0.01, 0.99], [0.5, 0.5], False),  # π drops mass that π_ref holds: χ² − KL falls short of it
+    ],
+)
 def test_reversed_k3_has_mean_chi2_minus_kl_under_pi(p, q, larger):
     sums = categorical_sums(p, q)
     values = [a / b - 1 - math.log(a / b) for a, b in zip(p, q)]  # ρ − 1 − log ρ at each outcome, ρ = p/q
@@ -161,11 +169,14 @@ def test_exact_token_kl_never_goes_negative():
         assert (exact_token_kl(logits, ref_logits, torch.ones(4, 6)) >= 0).all()
 
 
-@pytest.mark.parametrize("shapes, argument", [
-    (((2, 3), (2, 3), (2, 3)), "logits must be \\(B, T, V\\)"),
-    (((2, 3, 5), (2, 3, 6), (2, 3)), "ref_logits \\(2, 3, 6\\) must have the shape of logits"),
-    (((2, 3, 5), (2, 3, 5), (2, 4)), "mask \\(2, 4\\) must be \\(B, T\\)"),
-])
+@pytest.mark.parametrize(
+    "shapes, argument",
+    [
+        (((2, 3), (2, 3), (2, 3)), "logits must be \\(B, T, V\\)"),
+        (((2, 3, 5), (2, 3, 6), (2, 3)), "ref_logits \\(2, 3, 6\\) must have the shape of logits"),
+        (((2, 3, 5), (2, 3, 5), (2, 4)), "mask \\(2, 4\\) must be \\(B, T\\)"),
+    ],
+)
 def test_exact_token_kl_refuses_mismatched_shapes(shapes, argument):
     logits, ref_logits, mask = (torch.zeros(shape) for shape in shapes)
     with pytest.raises(ValueError, match=argument):
@@ -185,7 +196,7 @@ def test_completion_logits_are_the_ones_token_logprobs_reads(tokenizer, world):
     with torch.no_grad():
         logits = completion_logits(policy, rollout)  # (B, N, V)
         logps, mask = token_logprobs(policy, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
-    targets = rollout.input_ids[:, rollout.prompt_width:]  # (B, N)
+    targets = rollout.input_ids[:, rollout.prompt_width :]  # (B, N)
     gathered = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * rollout.mask
     torch.testing.assert_close(gathered, logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(mask, rollout.mask)
@@ -198,7 +209,7 @@ def test_rollout_exact_kl_matches_each_row_scored_alone(tokenizer, world):
         ids = rollout.input_ids[b][rollout.attention_mask[b].bool()].unsqueeze(0)  # (1, T) no padding
         n = int(rollout.mask[b].sum())
         with torch.no_grad():  # the logits before each of the n completion tokens, unpadded
-            z, w = (model(input_ids=ids).logits[:, -n - 1:-1].double() for model in (policy, ref_model))
+            z, w = (model(input_ids=ids).logits[:, -n - 1 : -1].double() for model in (policy, ref_model))
         alone = brute_force_token_kl(z, w, torch.ones(1, n)).sum().item()
         assert kl[b].item() == pytest.approx(alone, abs=1e-5)
     assert rollout_exact_kl(policy, policy, rollout).abs().max().item() < 1e-6
@@ -254,19 +265,22 @@ def test_the_fixed_controller_keeps_its_value():
     assert controller.update(float("nan"), 0) == 0.04  # it reads nothing
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda: AdaptiveKLController(0.1, target=0.0, horizon=100), "target must be > 0"),
-    (lambda: AdaptiveKLController(0.1, target=-1.0, horizon=100), "target must be > 0"),
-    (lambda: AdaptiveKLController(0.1, target=6.0, horizon=0), "horizon must be > 0"),
-    (lambda: AdaptiveKLController(0.1, target=6.0, horizon=-5), "horizon must be > 0"),
-    (lambda: AdaptiveKLController(-0.1, target=6.0, horizon=100), "init_kl_coef must be > 0"),
-    (lambda: AdaptiveKLController(0.0, target=6.0, horizon=100), "init_kl_coef must be > 0.*stays there"),
-    (lambda: AdaptiveKLController(0.1, 6.0, 100).update(float("nan"), 8), "current_kl is NaN"),
-    (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 0), "n_steps must be >= 1"),
-    (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 500), "n_steps=500 is at least 5 × horizon=100"),
-    (lambda: FixedKLController(-0.1), "kl_coef must be >= 0"),
-    (lambda: reversed_k3(torch.zeros(2), torch.zeros(3)), "must have one shape"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda: AdaptiveKLController(0.1, target=0.0, horizon=100), "target must be > 0"),
+        (lambda: AdaptiveKLController(0.1, target=-1.0, horizon=100), "target must be > 0"),
+        (lambda: AdaptiveKLController(0.1, target=6.0, horizon=0), "horizon must be > 0"),
+        (lambda: AdaptiveKLController(0.1, target=6.0, horizon=-5), "horizon must be > 0"),
+        (lambda: AdaptiveKLController(-0.1, target=6.0, horizon=100), "init_kl_coef must be > 0"),
+        (lambda: AdaptiveKLController(0.0, target=6.0, horizon=100), "init_kl_coef must be > 0.*stays there"),
+        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(float("nan"), 8), "current_kl is NaN"),
+        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 0), "n_steps must be >= 1"),
+        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 500), "n_steps=500 is at least 5 × horizon=100"),
+        (lambda: FixedKLController(-0.1), "kl_coef must be >= 0"),
+        (lambda: reversed_k3(torch.zeros(2), torch.zeros(3)), "must have one shape"),
+    ],
+)
 def test_controllers_and_estimators_refuse_bad_input_by_name(call, message):
     with pytest.raises(ValueError, match=message):
         call()
@@ -279,8 +293,12 @@ def test_gaussian_table_matches_the_closed_forms():
         mu = row["mu"]
         assert row["kl"] == mu**2 / 2
         assert math.isclose(row["k1/std"], 2 / mu, rel_tol=0.01)
-        expected_bias = {"k1": 0.0, "k3": 0.0, "k2": mu**2 / 4,
-                         "reversed k3": (math.exp(mu**2) - 1 - mu**2) / row["kl"]}
+        expected_bias = {
+            "k1": 0.0,
+            "k3": 0.0,
+            "k2": mu**2 / 4,
+            "reversed k3": (math.exp(mu**2) - 1 - mu**2) / row["kl"],
+        }
         for name, bias in expected_bias.items():
             se = row[f"{name}/std"] / num_samples**0.5  # the standard error of the mean, relative to the KL
             assert abs(row[f"{name}/bias"] - bias) < 4 * se, (mu, name, row[f"{name}/bias"], bias)
@@ -355,8 +373,9 @@ def test_runs_mean_and_stderr_takes_the_spread_with_one_evaluations_noise_as_its
 
 def test_the_frontier_draws_error_bars_where_it_is_given_standard_errors():
     series = {"a": {0.1: (1.0, 2.0), 0.3: (0.5, 1.8)}, "b": {1: (0.0, 1.5), 2: (0.2, 1.7)}}
-    figure = reg.plot_frontier_of_runs(series, (0.0, 1.5), highlight=0.1,
-                                       gold_stderr={"a": 0.1, "b": {1: 0.0, 2: 0.05}})
+    figure = reg.plot_frontier_of_runs(
+        series, (0.0, 1.5), highlight=0.1, gold_stderr={"a": 0.1, "b": {1: 0.0, 2: 0.05}}
+    )
     bars = [c for c in figure.axes[0].containers if getattr(c, "has_yerr", False)]
     assert len(bars) == 2 and "±1 s.e." in figure.axes[0].get_title()
     plain = reg.plot_frontier_of_runs(series, (0.0, 1.5))

@@ -83,22 +83,26 @@ def test_sample_and_score_lines_up_rewards_with_completions(tokenizer, world):
     assert dataset.column_names == ["prompt", "completion", "reward"] and len(dataset) == 3
     assert dataset[0]["prompt"] == [{"role": "user", "content": prompts[0]}]
     assert dataset["reward"] == pytest.approx(rewards.max(axis=1).tolist())
-    overall = rs.rejection_sampling_dataset(prompts, completions, rewards, rs.select_top_k_overall(rewards, 5),
-                                            per_prompt=False)
+    overall = rs.rejection_sampling_dataset(
+        prompts, completions, rewards, rs.select_top_k_overall(rewards, 5), per_prompt=False
+    )
     assert sorted(overall["reward"], reverse=True) == pytest.approx(sorted(rewards.ravel(), reverse=True)[:5])
     best = rs.best_of_n(model, tokenizer, prompts, 4, length, max_new_tokens=6, seed=0)
     assert best == [row[j] for row, j in zip(completions, rs.select_top_per_prompt(rewards))]
 
 
-@pytest.mark.parametrize("call, error, message", [
-    (lambda: rs.best_of_n_kl_bound(0), ValueError, "n must be >= 1"),
-    (lambda: rs.select_top_k_overall(np.zeros((2, 3)), 7), ValueError, "k = 7 is more than the M × N = 6"),
-    (lambda: rs.select_top_per_prompt(np.zeros(4)), ValueError, "must be a \\(M prompts, N completions\\) matrix"),
-    (lambda: rs.select_top_per_prompt(np.array([[1.0, math.nan]])), ValueError, "rewards hold NaN"),
-    (lambda: rs.select_top_per_prompt("high"), TypeError, "rewards must be a numpy array or a tensor"),
-    (lambda: rs.exact_best_of_n([0.5, 0.6], [0.0, 1.0], 2), ValueError, "probs must sum to 1"),
-    (lambda: rs.exact_best_of_n([0.5, 0.5], [0.0, 1.0], 0), ValueError, "n must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: rs.best_of_n_kl_bound(0), ValueError, "n must be >= 1"),
+        (lambda: rs.select_top_k_overall(np.zeros((2, 3)), 7), ValueError, "k = 7 is more than the M × N = 6"),
+        (lambda: rs.select_top_per_prompt(np.zeros(4)), ValueError, "must be a \\(M prompts, N completions\\) matrix"),
+        (lambda: rs.select_top_per_prompt(np.array([[1.0, math.nan]])), ValueError, "rewards hold NaN"),
+        (lambda: rs.select_top_per_prompt("high"), TypeError, "rewards must be a numpy array or a tensor"),
+        (lambda: rs.exact_best_of_n([0.5, 0.6], [0.0, 1.0], 2), ValueError, "probs must sum to 1"),
+        (lambda: rs.exact_best_of_n([0.5, 0.5], [0.0, 1.0], 0), ValueError, "n must be >= 1"),
+    ],
+)
 def test_bad_input_names_the_fix(call, error, message):
     with pytest.raises(error, match=message):
         call()
@@ -117,19 +121,28 @@ def test_best_of_n_curve_averages_every_subset_of_n():
     scores, values = rng.normal(size=(3, 6)), rng.normal(size=(3, 6))
     curve = rs.best_of_n_curve(scores, values, [1, 2, 6])
     for n in (1, 2, 6):
-        brute = np.mean([np.mean([values[i, list(s)][np.argmax(scores[i, list(s)])]
-                                  for s in itertools.combinations(range(6), n)]) for i in range(3)])
+        brute = np.mean(
+            [
+                np.mean(
+                    [values[i, list(s)][np.argmax(scores[i, list(s)])] for s in itertools.combinations(range(6), n)]
+                )
+                for i in range(3)
+            ]
+        )
         assert curve[n] == pytest.approx(brute)
     assert curve[1] == pytest.approx(values.mean()) and curve[6] == pytest.approx(
-        values[np.arange(3), scores.argmax(1)].mean())
+        values[np.arange(3), scores.argmax(1)].mean()
+    )
     with pytest.raises(ValueError, match="n = 7 needs at least n samples per prompt, but there are N = 6"):
         rs.best_of_n_curve(scores, values, [7])
 
 
 def test_the_picks_table_and_the_curve_picture():
     scores, values = np.array([[0.1, 0.9, 0.5]]), np.array([[1.0, 2.0, 3.0]])
-    assert rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=1) == \
-        "add 1 and 2          score +0.10  gold +1.00   a"
+    assert (
+        rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=1)
+        == "add 1 and 2          score +0.10  gold +1.00   a"
+    )
     assert rs.picks_table(["add 1 and 2"], [["a", "b", "c"]], scores, values, n=3).endswith("gold +2.00   b")
     figure = rs.plot_best_of_n_curves({"pick": {1: 1.0, 2: 1.5}, "oracle": {1: 1.0, 2: 2.0}}, highlight=2)
     assert len(figure.axes[0].lines) == 2 and len(figure.axes[0].collections) == 2  # two curves, two dots
@@ -152,8 +165,9 @@ def test_best_of_n_stderr_is_the_prompts_noise_and_the_gain_is_paired():
 
 def test_held_out_best_of_n_scores_the_same_completions_by_reward_and_by_gold(tokenizer, world):
     model = random_model("llama", len(tokenizer))
-    prompts, Y, R, G = rs.held_out_best_of_n(model, tokenizer, world, lambda p, c: [float(len(x)) for x in c],
-                                              num_prompts=3, n=2)
+    prompts, Y, R, G = rs.held_out_best_of_n(
+        model, tokenizer, world, lambda p, c: [float(len(x)) for x in c], num_prompts=3, n=2
+    )
     assert prompts == world.prompts(3, split="test") and R.shape == G.shape == (3, 2)
     assert np.allclose(R, [[len(c) for c in row] for row in Y])
     assert np.allclose(G[1], world.gold_reward([prompts[1]] * 2, Y[1]))

@@ -38,12 +38,14 @@ def pairs_dataset(n_repeats: int = 4, **extra_columns) -> Dataset:
     prompts = ["describe the cat", "review the pizza"] * n_repeats
     chosen = ["the cat is small and grey", "the pizza is tasty"] * n_repeats
     rejected = ["the book is bad", "i think the song is dull"] * n_repeats
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": p}] for p in prompts],
-        "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
-        "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
-        **extra_columns,
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
+            "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
+            **extra_columns,
+        }
+    )
 
 
 # --- the Bradley-Terry model ----------------------------------------------------------
@@ -164,10 +166,12 @@ def test_sequence_rewards_reads_the_last_token_on_either_padding_side(arch, toke
         right = rm.sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
         left = rm.sequence_rewards(model, left_ids, left_mask)
         # independent: the score head applied to the last hidden state of each row run alone
-        alone = torch.stack([
-            model.score(model.base_model(ids[:n].unsqueeze(0)).last_hidden_state[0, -1]).squeeze()
-            for ids, n in zip(batch["input_ids"], lengths)
-        ])
+        alone = torch.stack(
+            [
+                model.score(model.base_model(ids[:n].unsqueeze(0)).last_hidden_state[0, -1]).squeeze()
+                for ids, n in zip(batch["input_ids"], lengths)
+            ]
+        )
     assert right.shape == (len(PROMPTS),)
     assert torch.allclose(right, left, atol=1e-5)
     assert torch.allclose(right, alone, atol=1e-5)
@@ -203,8 +207,9 @@ def test_collate_pairs_stacks_chosen_then_rejected(tokenizer):
     rows = encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0]))
     batch = collate_pairs(rows, tokenizer.pad_token_id)
     assert batch["input_ids"].shape[0] == 4 and torch.equal(batch["margin"], torch.tensor([0.5, 2.0]))
-    chosen = collate(tokenizer, ["describe the cat", "review the pizza"],
-                     ["the cat is small and grey", "the pizza is tasty"])
+    chosen = collate(
+        tokenizer, ["describe the cat", "review the pizza"], ["the cat is small and grey", "the pizza is tasty"]
+    )
     T = chosen["input_ids"].shape[1]
     assert torch.equal(batch["input_ids"][:2, :T], chosen["input_ids"])
 
@@ -214,10 +219,12 @@ def test_reward_modeling_loss_is_the_mean_bradley_terry_loss_plus_centering(toke
     batch = collate_pairs(encode_pairs(tokenizer, pairs_dataset(1, margin=[0.5, 2.0])), tokenizer.pad_token_id)
     with torch.no_grad():
         loss, metrics = rm.reward_modeling_loss(model, batch, center_rewards_coefficient=0.1)
-    chosen = rm.score(model, tokenizer, ["describe the cat", "review the pizza"],
-                      ["the cat is small and grey", "the pizza is tasty"])
-    rejected = rm.score(model, tokenizer, ["describe the cat", "review the pizza"],
-                        ["the book is bad", "i think the song is dull"])
+    chosen = rm.score(
+        model, tokenizer, ["describe the cat", "review the pizza"], ["the cat is small and grey", "the pizza is tasty"]
+    )
+    rejected = rm.score(
+        model, tokenizer, ["describe the cat", "review the pizza"], ["the book is bad", "i think the song is dull"]
+    )
     gaps = chosen - rejected
     expected = (torch.log1p(torch.exp(-(gaps - torch.tensor([0.5, 2.0])))) + 0.1 * (chosen + rejected) ** 2).mean()
     assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
@@ -230,8 +237,9 @@ def test_a_few_steps_raise_accuracy_on_a_fixed_batch(tokenizer):
     model = reward_model("llama", tokenizer, seed=3)
     dataset = pairs_dataset(4)
     before = rm.pairwise_accuracy(*rm.score_pairs(model, tokenizer, dataset))
-    history = rm.train_reward_model(model, tokenizer, dataset,
-                                    rm.RewardConfig(learning_rate=3e-3, batch_size=8, num_epochs=15, progress=False))
+    history = rm.train_reward_model(
+        model, tokenizer, dataset, rm.RewardConfig(learning_rate=3e-3, batch_size=8, num_epochs=15, progress=False)
+    )
     after = rm.pairwise_accuracy(*rm.score_pairs(model, tokenizer, dataset))
     assert before < 1.0 and after == 1.0
     assert history.mean("loss", last=3) < history["loss"][0]
@@ -241,11 +249,13 @@ def test_a_few_steps_raise_accuracy_on_a_fixed_batch(tokenizer):
 def test_train_reward_model_refuses_bad_data_and_settings(tokenizer):
     model = reward_model("llama", tokenizer)
     with pytest.raises(ValueError, match="no chosen, rejected column"):
-        rm.train_reward_model(model, tokenizer, pairs_dataset(1).remove_columns(["chosen", "rejected"]),
-                              rm.RewardConfig(progress=False))
+        rm.train_reward_model(
+            model, tokenizer, pairs_dataset(1).remove_columns(["chosen", "rejected"]), rm.RewardConfig(progress=False)
+        )
     with pytest.raises(ValueError, match="config.margin and the dataset's 'margin' column"):
-        rm.train_reward_model(model, tokenizer, pairs_dataset(1, margin=[1.0, 1.0]),
-                              rm.RewardConfig(margin=1.0, progress=False))
+        rm.train_reward_model(
+            model, tokenizer, pairs_dataset(1, margin=[1.0, 1.0]), rm.RewardConfig(margin=1.0, progress=False)
+        )
     with pytest.raises(ValueError, match="preference dataset is empty"):
         rm.train_reward_model(model, tokenizer, pairs_dataset(0), rm.RewardConfig(progress=False))
     with pytest.raises(ValueError, match="center_rewards_coefficient must be >= 0"):
@@ -260,14 +270,21 @@ def test_reward_config_batches_at_random_unless_asked_to_group_by_length(tokeniz
 
     from rlhf_edu.core.training import make_loader
 
-    dataset = Dataset.from_dict({"prompt": PROMPTS * 4, "chosen": COMPLETIONS * 4,
-                                 "rejected": ["the book is bad", "the cat", "3", "the dog"] * 4})
+    dataset = Dataset.from_dict(
+        {
+            "prompt": PROMPTS * 4,
+            "chosen": COMPLETIONS * 4,
+            "rejected": ["the book is bad", "the cat", "3", "the dog"] * 4,
+        }
+    )
     pairs = encode_pairs(tokenizer, dataset)
     config = rm.RewardConfig(batch_size=4)
     assert config.group_by_length is False  # the shipped rm was trained on plain random batches
     plain = make_loader(pairs, partial(collate_pairs, pad_token_id=tokenizer.pad_token_id), config)
-    assert all(torch.equal(a["input_ids"], b["input_ids"])
-               for a, b in zip(pair_loader(pairs, tokenizer.pad_token_id, config), plain, strict=True))
+    assert all(
+        torch.equal(a["input_ids"], b["input_ids"])
+        for a, b in zip(pair_loader(pairs, tokenizer.pad_token_id, config), plain, strict=True)
+    )
     grouped = pair_loader(pairs, tokenizer.pad_token_id, rm.RewardConfig(batch_size=4, group_by_length=True))
     widths = sorted(batch["input_ids"].shape[1] for batch in grouped)
     longest_first = sorted((pair_length(pair) for pair in pairs), reverse=True)
@@ -286,8 +303,15 @@ def test_pairwise_and_expected_accuracy_hand_values():
 def test_reward_metrics_hand_values_range_over_both_answers():
     # the lowest and the highest reward are both on the rejected side
     metrics = rm.reward_metrics(torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 4.0]))
-    assert metrics == pytest.approx({"accuracy": 0.5, "margin": (3.0 - 1.0) / 2, "min_reward": -2.0,
-                                     "mean_reward": (1.0 + 3.0 - 2.0 + 4.0) / 4, "max_reward": 4.0})
+    assert metrics == pytest.approx(
+        {
+            "accuracy": 0.5,
+            "margin": (3.0 - 1.0) / 2,
+            "min_reward": -2.0,
+            "mean_reward": (1.0 + 3.0 - 2.0 + 4.0) / 4,
+            "max_reward": 4.0,
+        }
+    )
 
 
 def test_expected_accuracy_of_the_gold_reward_is_the_bayes_ceiling(world):
@@ -366,8 +390,11 @@ def test_best_of_n_capture_is_one_for_the_oracle_and_matches_its_definition():
     noisy = gold + torch.randn(40, 8, generator=generator, dtype=torch.float64)
     assert rm.best_of_n_capture(gold, gold, [2, 8]) == pytest.approx({2: 1.0, 8: 1.0})
     assert rm.best_of_n_capture(-gold, gold, [8])[8] < 0
-    one, picked, oracle = gold.mean().item(), gold.gather(1, noisy.argmax(1, keepdim=True)).mean().item(), \
-        gold.max(1).values.mean().item()  # at n = N the pick is the argmax of all N
+    one, picked, oracle = (
+        gold.mean().item(),
+        gold.gather(1, noisy.argmax(1, keepdim=True)).mean().item(),
+        gold.max(1).values.mean().item(),
+    )  # at n = N the pick is the argmax of all N
     assert rm.best_of_n_capture(noisy, gold, [8])[8] == pytest.approx((picked - one) / (oracle - one))
     with pytest.raises(ValueError, match="n = 1"):
         rm.best_of_n_capture(noisy, gold, [1])
@@ -406,22 +433,53 @@ def test_implied_weights_stderr_matches_least_squares_and_the_interval():
 
 def test_implied_weights_on_pair_differences_cancel_a_constant_per_prompt(world):
     prompts = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"] * 4
-    chosen = ["the cat is small and grey", "the pizza is tasty", "3 plus 5 is 8", "the dog is big",
-              "the cat is lovely", "the pizza is great", "3 plus 5 is 9", "the dog is brown and brown",
-              "the cat is grey", "the pizza is amazing amazing", "8", "i think the dog is loud",
-              "the cat is small small small", "i think the pizza is really very great and fresh", "5", "the dog"]
-    rejected = ["the soup is bad", "the pizza is awful and dull", "3 plus 5 is 7", "the cat is small",
-                "the cat is", "the pizza", "3 plus 5 is 8 8", "the dog is soft",
-                "the book is good", "the pizza is poor", "3 plus 5 is 10", "the dog is dull and dull",
-                "the cat is small", "the pizza is great", "3 plus 5 is 8 8 8", "the dog is big and brown"]
+    chosen = [
+        "the cat is small and grey",
+        "the pizza is tasty",
+        "3 plus 5 is 8",
+        "the dog is big",
+        "the cat is lovely",
+        "the pizza is great",
+        "3 plus 5 is 9",
+        "the dog is brown and brown",
+        "the cat is grey",
+        "the pizza is amazing amazing",
+        "8",
+        "i think the dog is loud",
+        "the cat is small small small",
+        "i think the pizza is really very great and fresh",
+        "5",
+        "the dog",
+    ]
+    rejected = [
+        "the soup is bad",
+        "the pizza is awful and dull",
+        "3 plus 5 is 7",
+        "the cat is small",
+        "the cat is",
+        "the pizza",
+        "3 plus 5 is 8 8",
+        "the dog is soft",
+        "the book is good",
+        "the pizza is poor",
+        "3 plus 5 is 10",
+        "the dog is dull and dull",
+        "the cat is small",
+        "the pizza is great",
+        "3 plus 5 is 8 8 8",
+        "the dog is big and brown",
+    ]
     dataset = Dataset.from_dict({"prompt": prompts, "chosen": chosen, "rejected": rejected})
     offsets = {"describe the cat": 5.0, "review the pizza": -3.0, "add 3 and 5": 9.0, "describe the dog": 0.5}
+
     def true_score(answers):  # g/τ plus a constant per prompt, which Bradley-Terry cannot see
         return torch.tensor([g / world.tau + offsets[p] for p, g in zip(prompts, world.gold_reward(prompts, answers))])
+
     gaps, component_gaps = rm.pair_differences(true_score(chosen), true_score(rejected), world, dataset)
     assert np.linalg.matrix_rank(np.array(list(component_gaps.values()))) == len(GOLD_WEIGHTS)  # identifiable
     assert rm.implied_weights(gaps, component_gaps, intercept=False) == pytest.approx(
-        {k: w / world.tau for k, w in GOLD_WEIGHTS.items()}, abs=1e-6)
+        {k: w / world.tau for k, w in GOLD_WEIGHTS.items()}, abs=1e-6
+    )
     with pytest.raises(ValueError, match="rewards but 16 pairs"):
         rm.pair_differences(torch.zeros(3), torch.zeros(3), world, dataset)
 
@@ -436,9 +494,16 @@ def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, worl
     model = reward_model("llama", tokenizer)
     prompts, chosen, rejected = PROMPTS * 3, COMPLETIONS * 3, ["the cat is bad"] * 12
     p_chosen = world.preference_probability(prompts, chosen, rejected).tolist()
-    dataset = Dataset.from_dict({
-        "prompt": prompts, "chosen": chosen, "rejected": rejected, "p_chosen": p_chosen,
-        "gold_chosen": world.gold_reward(prompts, chosen), "gold_rejected": world.gold_reward(prompts, rejected)})
+    dataset = Dataset.from_dict(
+        {
+            "prompt": prompts,
+            "chosen": chosen,
+            "rejected": rejected,
+            "p_chosen": p_chosen,
+            "gold_chosen": world.gold_reward(prompts, chosen),
+            "gold_rejected": world.gold_reward(prompts, rejected),
+        }
+    )
     metrics = rm.evaluate_reward_model(model, tokenizer, world, dataset)
     chosen_rewards, rejected_rewards = rm.score_pairs(model, tokenizer, dataset)
     assert metrics["accuracy"] == rm.pairwise_accuracy(chosen_rewards, rejected_rewards)
@@ -447,7 +512,8 @@ def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, worl
     # ρ pairs each answer's score with that same answer's gold reward, recomputed here from the texts
     gold = world.gold_reward(prompts + prompts, chosen + rejected)
     assert metrics["gold_spearman"] == pytest.approx(
-        spearman_correlation(torch.cat([chosen_rewards, rejected_rewards]), gold))
+        spearman_correlation(torch.cat([chosen_rewards, rejected_rewards]), gold)
+    )
     # a reward model that scores exactly the gold reward ranks every answer as the gold reward does
     truth = torch.tensor(world.gold_reward(prompts, chosen)), torch.tensor(world.gold_reward(prompts, rejected))
     monkeypatch.setattr(rm, "score_pairs", lambda *args, **kwargs: truth)
@@ -458,12 +524,21 @@ def test_evaluate_reward_model_puts_accuracy_next_to_the_ceiling(tokenizer, worl
 
 def test_evaluate_by_family_scores_each_family_alone(tokenizer, world):
     model = reward_model("llama", tokenizer)
-    prompts, chosen, rejected = PROMPTS * 2, COMPLETIONS * 2, ["the cat is bad", "the pizza is dull", "3 plus 5 is 9",
-                                                               "the dog is small"] * 2
-    dataset = Dataset.from_dict({
-        "prompt": prompts, "chosen": chosen, "rejected": rejected,
-        "p_chosen": world.preference_probability(prompts, chosen, rejected).tolist(),
-        "gold_chosen": world.gold_reward(prompts, chosen), "gold_rejected": world.gold_reward(prompts, rejected)})
+    prompts, chosen, rejected = (
+        PROMPTS * 2,
+        COMPLETIONS * 2,
+        ["the cat is bad", "the pizza is dull", "3 plus 5 is 9", "the dog is small"] * 2,
+    )
+    dataset = Dataset.from_dict(
+        {
+            "prompt": prompts,
+            "chosen": chosen,
+            "rejected": rejected,
+            "p_chosen": world.preference_probability(prompts, chosen, rejected).tolist(),
+            "gold_chosen": world.gold_reward(prompts, chosen),
+            "gold_rejected": world.gold_reward(prompts, rejected),
+        }
+    )
     by_family = rm.evaluate_by_family(model, tokenizer, world, dataset)
     assert list(by_family) == ["arithmetic", "review", "describe"]
     describe = dataset.select([0, 3, 4, 7])
@@ -483,8 +558,10 @@ def test_fact_ranking_matches_one_pair_at_a_time(tokenizer):
     def reward(prompt: str, answer: str) -> float:
         return rm.score(model, tokenizer, [prompt], [answer]).item()
 
-    expected = {name: sum(f(p, t) > f(p, b) for p, t, b in zip(prompts, true_answers, false_answers)) / len(prompts)
-                for name, f in (("lm", logp), ("rm", reward))}
+    expected = {
+        name: sum(f(p, t) > f(p, b) for p, t, b in zip(prompts, true_answers, false_answers)) / len(prompts)
+        for name, f in (("lm", logp), ("rm", reward))
+    }
     assert rm.fact_ranking(causal_lm, model, tokenizer) == pytest.approx(expected, abs=1e-6)
 
 
@@ -558,8 +635,14 @@ def test_orm_token_loss_matches_a_hand_computation():
     logits = torch.tensor([[5.0, 0.0, 1.0, -1.0], [9.0, 2.0, 0.0, 0.0]])
     completion_mask = torch.tensor([[0, 1, 1, 1], [0, 0, 1, 0]])  # row 2: one completion token, then padding
     labels = torch.tensor([1.0, 0.0])
-    row1 = -(math.log(0.5) + math.log(torch.sigmoid(torch.tensor(1.0)).item())
-             + math.log(torch.sigmoid(torch.tensor(-1.0)).item())) / 3  # r = 1: −log σ(w) at each token
+    row1 = (
+        -(
+            math.log(0.5)
+            + math.log(torch.sigmoid(torch.tensor(1.0)).item())
+            + math.log(torch.sigmoid(torch.tensor(-1.0)).item())
+        )
+        / 3
+    )  # r = 1: −log σ(w) at each token
     row2 = -math.log(1 - 0.5)  # r = 0 at its one token, w = 0
     assert rm.orm_token_loss(logits, completion_mask, labels).item() == pytest.approx((row1 + row2) / 2)
 
@@ -603,19 +686,32 @@ def test_orm_dataset_is_labelled_by_the_verifier(tokenizer, world):
 
 def test_a_few_orm_steps_fit_a_fixed_batch(tokenizer):
     orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer), seed=2))
-    data = Dataset.from_dict({"prompt": ["add 1 and 2", "add 1 and 2", "add 4 and 4", "add 4 and 4"],
-                              "completion": ["1 plus 2 is 3", "1 plus 2 is 4", "4 plus 4 is 8", "4 plus 4 is 9"],
-                              "label": [True, False, True, False]})
-    history = rm.train_outcome_reward_model(orm, tokenizer, data, TrainingConfig(learning_rate=3e-3, batch_size=4,
-                                                                                 num_epochs=40, progress=False))
+    data = Dataset.from_dict(
+        {
+            "prompt": ["add 1 and 2", "add 1 and 2", "add 4 and 4", "add 4 and 4"],
+            "completion": ["1 plus 2 is 3", "1 plus 2 is 4", "4 plus 4 is 8", "4 plus 4 is 9"],
+            "label": [True, False, True, False],
+        }
+    )
+    history = rm.train_outcome_reward_model(
+        orm, tokenizer, data, TrainingConfig(learning_rate=3e-3, batch_size=4, num_epochs=40, progress=False)
+    )
     verdict = rm.correctness_probability(orm, tokenizer, data["prompt"], data["completion"])
     assert history.mean("loss", last=3) < history["loss"][0]
     assert verdict[[0, 2]].min() > 0.5 > verdict[[1, 3]].max()
 
 
 def test_pair_metrics_refuses_rewards_for_other_pairs(world):
-    dataset = Dataset.from_dict({"prompt": ["add 1 and 2"], "chosen": ["1 plus 2 is 3"], "rejected": ["1 plus 2 is 4"],
-                                 "gold_chosen": [1.0], "gold_rejected": [0.0], "p_chosen": [0.9]})
+    dataset = Dataset.from_dict(
+        {
+            "prompt": ["add 1 and 2"],
+            "chosen": ["1 plus 2 is 3"],
+            "rejected": ["1 plus 2 is 4"],
+            "gold_chosen": [1.0],
+            "gold_rejected": [0.0],
+            "p_chosen": [0.9],
+        }
+    )
     with pytest.raises(ValueError, match="rewards but 1 pairs in the dataset"):
         rm.pair_metrics(torch.zeros(2), torch.zeros(2), world, dataset)
 
@@ -626,8 +722,9 @@ def test_an_empty_sampled_answer_is_scored_as_the_closed_empty_turn(tokenizer):
 
     model = reward_model("llama", tokenizer)
     empty = rm.score(model, tokenizer, ["add 3 and 5"], [""])
-    closed = render_chat(tokenizer, [{"role": "user", "content": "add 3 and 5"}], add_generation_prompt=True) \
-        + [tokenizer.eos_token_id]  # what sampling gives when the first token closes the turn
+    closed = render_chat(tokenizer, [{"role": "user", "content": "add 3 and 5"}], add_generation_prompt=True) + [
+        tokenizer.eos_token_id
+    ]  # what sampling gives when the first token closes the turn
     batch = {"input_ids": torch.tensor([closed]), "attention_mask": torch.ones(1, len(closed), dtype=torch.long)}
     assert torch.allclose(empty, rm.batch_rewards(model, batch), atol=1e-5)
     with pytest.raises(ValueError, match="empty assistant message"):  # as training data it is still refused

@@ -110,7 +110,11 @@ def test_the_library_seeds_only_through_the_runtime():
 
     package = Path(__file__).resolve().parent.parent / "rlhf_edu"
     raw = re.compile(r"torch\.Generator\(\)|default_rng\(|manual_seed\((?!shifted_seed)|random\.seed\(")
-    offenders = [f"{path.relative_to(package)}:{number}" for path in package.rglob("*.py")
-                 if path.name not in ("runtime.py", "world.py")
-                 for number, line in enumerate(path.read_text().splitlines(), 1) if raw.search(line)]
+    offenders = [
+        f"{path.relative_to(package)}:{number}"
+        for path in package.rglob("*.py")
+        if path.name not in ("runtime.py", "world.py")
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if raw.search(line)
+    ]
     assert not offenders, f"seed through core.runtime (torch_generator, numpy_rng, shifted_seed): {offenders}"

@@ -15,8 +15,7 @@ from tests.conftest import logprob_alone, random_model
 
 # Lengths differ on purpose, and the longest is not last: sorting must be undone.
 PROMPTS = ["review the soup", "add 3 and 5", "describe the cat", "add 1 and 1", "review the pizza"]
-COMPLETIONS = ["the soup is tasty and fresh and good", "3 plus 5 is 8", "the cat is small", "2",
-               "the pizza is great"]
+COMPLETIONS = ["the soup is tasty and fresh and good", "3 plus 5 is 8", "the cat is small", "2", "the pizza is great"]
 TEXTS = ["the cat is small .", "3 plus 5 is 8 .", "the soup is tasty and fresh and good .", "the dog ."]
 BATCH_SIZES = (1, 3, 256)
 
@@ -96,8 +95,9 @@ def test_reward_scores_match_one_completion_at_a_time(tokenizer, batch_size):
     model = rm.reward_model_from(causal_lm)
     model.config.pad_token_id = tokenizer.pad_token_id
     with torch.no_grad():  # alone, unpadded: the score head at the very last token
-        expected = [model(input_ids=torch.tensor([row["input_ids"]])).logits[0, -1].item()
-                    for row in rows_of(tokenizer)]
+        expected = [
+            model(input_ids=torch.tensor([row["input_ids"]])).logits[0, -1].item() for row in rows_of(tokenizer)
+        ]
     got = rm.score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
     assert got.tolist() == pytest.approx(expected, abs=1e-4)
 
@@ -111,14 +111,17 @@ def test_reference_logprobs_match_one_answer_at_a_time(tokenizer, batch_size):
     model = random_model("gpt2", len(tokenizer))
     rejected = ["3 plus 5 is 9 9", "2 3", "the cat is big", "the soup is bland", "the pizza"]
     pairs = Dataset.from_dict({"prompt": PROMPTS, "chosen": COMPLETIONS, "rejected": rejected})
-    ref_chosen, ref_rejected = reference_logprobs(model, encode_pairs(tokenizer, pairs), tokenizer.pad_token_id,
-                                                  batch_size)
+    ref_chosen, ref_rejected = reference_logprobs(
+        model, encode_pairs(tokenizer, pairs), tokenizer.pad_token_id, batch_size
+    )
     assert ref_chosen == pytest.approx([logprob_alone(model, row) for row in rows_of(tokenizer)], abs=1e-4)
-    assert ref_rejected == pytest.approx([logprob_alone(model, row)
-                                          for row in rows_of(tokenizer, PROMPTS, rejected)], abs=1e-4)
+    assert ref_rejected == pytest.approx(
+        [logprob_alone(model, row) for row in rows_of(tokenizer, PROMPTS, rejected)], abs=1e-4
+    )
 
 
-@pytest.mark.parametrize("fn", [completion_logprobs, perplexity, rm.score, rm.score_pairs, reference_logprobs,
-                                precompute_ref_logps])
+@pytest.mark.parametrize(
+    "fn", [completion_logprobs, perplexity, rm.score, rm.score_pairs, reference_logprobs, precompute_ref_logps]
+)
 def test_every_scorer_batches_by_the_one_shared_default(fn):
     assert inspect.signature(fn).parameters["batch_size"].default == SCORING_BATCH_SIZE

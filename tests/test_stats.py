@@ -36,6 +36,7 @@ def test_pass_at_k_counts_every_draw_of_k(n, c, k):
     from itertools import combinations
 
     from rlhf_edu.core.stats import pass_at_k
+
     right = set(range(c))  # answers 0..c-1 are the right ones
     draws = list(combinations(range(n), k))
     brute_force = sum(bool(right & set(draw)) for draw in draws) / len(draws)
@@ -44,6 +45,7 @@ def test_pass_at_k_counts_every_draw_of_k(n, c, k):
 
 def test_pass_at_k_refuses_impossible_counts():
     from rlhf_edu.core.stats import pass_at_k
+
     with pytest.raises(ValueError, match="1 <= k <= num_samples"):
         pass_at_k(4, 1, 8)
     with pytest.raises(ValueError, match="num_correct <= num_samples"):

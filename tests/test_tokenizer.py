@@ -14,8 +14,16 @@ def test_every_world_word_is_one_token(tokenizer):
 def test_chat_template_matches_a_chat_model(tokenizer):
     messages = [{"role": "user", "content": "add 3 and 5"}]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
-    assert tokenizer.convert_ids_to_tokens(ids) == ["<bos>", "<|user|>", "add", "3", "and", "5", "<|end|>",
-                                                    "<|assistant|>"]
+    assert tokenizer.convert_ids_to_tokens(ids) == [
+        "<bos>",
+        "<|user|>",
+        "add",
+        "3",
+        "and",
+        "5",
+        "<|end|>",
+        "<|assistant|>",
+    ]
     assert tokenizer.eos_token == END_OF_TURN
 
 
@@ -41,13 +49,40 @@ def test_special_tokens_come_first_then_the_sorted_vocabulary():
 
 
 def test_chat_template_renders_system_and_several_turns(tokenizer):
-    messages = [{"role": "system", "content": "please say it"}, {"role": "user", "content": "add 3 and 5"},
-                {"role": "assistant", "content": "3 plus 5 is 8"}, {"role": "user", "content": "review the soup"}]
+    messages = [
+        {"role": "system", "content": "please say it"},
+        {"role": "user", "content": "add 3 and 5"},
+        {"role": "assistant", "content": "3 plus 5 is 8"},
+        {"role": "user", "content": "review the soup"},
+    ]
     ids = tokenizer.apply_chat_template(messages, add_generation_prompt=True, return_dict=False)
     assert tokenizer.convert_ids_to_tokens(ids) == [
-        "<bos>", "<|system|>", "please", "say", "it", "<|end|>", "<|user|>", "add", "3", "and", "5", "<|end|>",
-        "<|assistant|>", "3", "plus", "5", "is", "8", "<|end|>", "<|user|>", "review", "the", "soup", "<|end|>",
-        "<|assistant|>"]
+        "<bos>",
+        "<|system|>",
+        "please",
+        "say",
+        "it",
+        "<|end|>",
+        "<|user|>",
+        "add",
+        "3",
+        "and",
+        "5",
+        "<|end|>",
+        "<|assistant|>",
+        "3",
+        "plus",
+        "5",
+        "is",
+        "8",
+        "<|end|>",
+        "<|user|>",
+        "review",
+        "the",
+        "soup",
+        "<|end|>",
+        "<|assistant|>",
+    ]
 
 
 def test_unknown_role_is_refused(tokenizer):

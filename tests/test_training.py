@@ -46,8 +46,9 @@ def test_warmup_ramps_the_learning_rate_linearly(tokenizer):
 
 def test_a_linear_schedule_decays_to_zero_after_the_warmup(tokenizer):
     model = random_model("llama", len(tokenizer))
-    config = TrainingConfig(learning_rate=1e-3, num_epochs=10, warmup_ratio=0.2, lr_scheduler_type="linear",
-                            progress=False)
+    config = TrainingConfig(
+        learning_rate=1e-3, num_epochs=10, warmup_ratio=0.2, lr_scheduler_type="linear", progress=False
+    )
     history = train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config)
     expected = [1e-3 / 3, 2e-3 / 3] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]  # ramp, then 1 → 1/8 of the peak
     assert history["learning_rate"] == pytest.approx(expected)
@@ -64,7 +65,8 @@ def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with(tokenize
     trainer = Trainer(model, TrainingConfig(learning_rate=1e-3, max_grad_norm=1.0, progress=False), total_steps=1)
     seen = []
     trainer.optimizer.register_step_pre_hook(
-        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
+    )
     before = weights(model)
     logged = trainer.step(loss_fn, batch)
     assert raw_norm > 1e3 and logged["grad_norm"] == pytest.approx(raw_norm, rel=1e-4)  # logged before clipping
@@ -78,7 +80,8 @@ def test_no_clipping_with_max_grad_norm_none(tokenizer):
     trainer = Trainer(model, TrainingConfig(max_grad_norm=None, progress=False), total_steps=1)
     seen = []
     trainer.optimizer.register_step_pre_hook(
-        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+        lambda optimizer, args, kwargs: seen.append(torch.cat([p.grad.flatten() for p in model.parameters()]).norm())
+    )
     logged = trainer.step(loss_fn, fixed_batches(tokenizer)[0])
     assert seen[0].item() == pytest.approx(logged["grad_norm"], rel=1e-4) and logged["grad_norm"] > 1e3
 
@@ -162,8 +165,10 @@ def test_nan_loss_stops_with_a_message_and_the_weights_untouched(tokenizer):
     model = random_model("llama", len(tokenizer))
     before = weights(model)
     loss_fn = lambda batch: (language_modeling_loss(model, batch)[0] * float("nan"), {})  # noqa: E731
-    with pytest.raises(FloatingPointError, match="loss became nan at step 0.*weights were left as they were "
-                                                 "before step 0.*Lower learning_rate"):
+    with pytest.raises(
+        FloatingPointError,
+        match="loss became nan at step 0.*weights were left as they were before step 0.*Lower learning_rate",
+    ):
         train(model, loss_fn, fixed_batches(tokenizer), TrainingConfig(progress=False))
     assert same_weights(model, before) and not model.training
 
@@ -181,8 +186,7 @@ def test_a_nan_loss_later_in_the_run_keeps_the_weights_of_the_step_before(tokeni
         return loss, metrics
 
     with pytest.raises(FloatingPointError, match="at step 2.*before step 2"):
-        train(model, loss_fn, fixed_batches(tokenizer), TrainingConfig(learning_rate=1e-2, progress=False),
-              num_steps=5)
+        train(model, loss_fn, fixed_batches(tokenizer), TrainingConfig(learning_rate=1e-2, progress=False), num_steps=5)
     assert same_weights(model, at_failing_step)
 
 
@@ -211,8 +215,7 @@ def test_a_model_whose_forward_runs_another_models_weights_is_refused(tokenizer)
     model.forward = original.forward  # the copy's forward runs the original's weights
     before = weights(model)
     with pytest.raises(ValueError, match="does not depend on the LlamaForCausalLM's weights.*fresh model"):
-        train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer),
-              TrainingConfig(progress=False))
+        train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), TrainingConfig(progress=False))
     assert same_weights(model, before)
 
 
@@ -248,8 +251,13 @@ def test_an_update_that_makes_a_weight_infinite_is_undone(tokenizer):
 def test_an_absurd_learning_rate_never_hands_back_non_finite_weights(tokenizer):
     model = random_model("llama", len(tokenizer))
     with pytest.raises(FloatingPointError, match="weights were left as they were"):
-        train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer),
-              TrainingConfig(learning_rate=1e6, progress=False), num_steps=5)
+        train(
+            model,
+            partial(language_modeling_loss, model),
+            fixed_batches(tokenizer),
+            TrainingConfig(learning_rate=1e6, progress=False),
+            num_steps=5,
+        )
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
@@ -268,23 +276,26 @@ def test_an_overflowing_update_late_in_a_run_keeps_the_last_good_weights(tokeniz
 
 
 # --- the config -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("field, value, error, match", [
-    ("learning_rate", 0, ValueError, "learning_rate must be > 0, got 0"),
-    ("learning_rate", -1e-3, ValueError, "learning_rate must be > 0"),
-    ("learning_rate", "1e-3", TypeError, "learning_rate must be a number, got '1e-3'"),
-    ("learning_rate", float("nan"), ValueError, "learning_rate is NaN"),
-    ("learning_rate", float("inf"), ValueError, "learning_rate must be finite"),
-    ("max_grad_norm", 0, ValueError, "max_grad_norm must be > 0, got 0.*None for no clipping"),
-    ("max_grad_norm", -1, ValueError, "max_grad_norm must be > 0, got -1"),
-    ("warmup_ratio", 1.0, ValueError, "warmup_ratio must be < 1, got 1"),
-    ("warmup_ratio", -0.1, ValueError, "warmup_ratio must be >= 0"),
-    ("batch_size", 0, ValueError, "batch_size must be >= 1, got 0"),
-    ("batch_size", -4, ValueError, "batch_size must be >= 1"),
-    ("batch_size", 2.5, TypeError, "batch_size must be an integer, got 2.5"),
-    ("num_epochs", 0, ValueError, "num_epochs must be >= 1"),
-    ("weight_decay", -0.1, ValueError, "weight_decay must be >= 0"),
-    ("max_length", 0, ValueError, "max_length must be >= 1"),
-])
+@pytest.mark.parametrize(
+    "field, value, error, match",
+    [
+        ("learning_rate", 0, ValueError, "learning_rate must be > 0, got 0"),
+        ("learning_rate", -1e-3, ValueError, "learning_rate must be > 0"),
+        ("learning_rate", "1e-3", TypeError, "learning_rate must be a number, got '1e-3'"),
+        ("learning_rate", float("nan"), ValueError, "learning_rate is NaN"),
+        ("learning_rate", float("inf"), ValueError, "learning_rate must be finite"),
+        ("max_grad_norm", 0, ValueError, "max_grad_norm must be > 0, got 0.*None for no clipping"),
+        ("max_grad_norm", -1, ValueError, "max_grad_norm must be > 0, got -1"),
+        ("warmup_ratio", 1.0, ValueError, "warmup_ratio must be < 1, got 1"),
+        ("warmup_ratio", -0.1, ValueError, "warmup_ratio must be >= 0"),
+        ("batch_size", 0, ValueError, "batch_size must be >= 1, got 0"),
+        ("batch_size", -4, ValueError, "batch_size must be >= 1"),
+        ("batch_size", 2.5, TypeError, "batch_size must be an integer, got 2.5"),
+        ("num_epochs", 0, ValueError, "num_epochs must be >= 1"),
+        ("weight_decay", -0.1, ValueError, "weight_decay must be >= 0"),
+        ("max_length", 0, ValueError, "max_length must be >= 1"),
+    ],
+)
 def test_bad_config_is_refused(field, value, error, match):
     with pytest.raises(error, match=match):
         TrainingConfig(**{field: value})
@@ -330,14 +341,33 @@ def test_length_grouped_loader_batches_rows_of_similar_length():
 
 def test_length_grouped_loader_breaks_ties_at_random_and_takes_a_length_function():
     rows = rows_of_lengths([2] * 8)  # all ties: the seed decides which rows share a batch
-    by_seed = [sorted(map(tuple, batches_of(make_loader(rows, partial(pad_batch, pad_token_id=0),
-                                                         TrainingConfig(batch_size=4, seed=s),
-                                                         group_by_length=True)))) for s in range(4)]
+    by_seed = [
+        sorted(
+            map(
+                tuple,
+                batches_of(
+                    make_loader(
+                        rows,
+                        partial(pad_batch, pad_token_id=0),
+                        TrainingConfig(batch_size=4, seed=s),
+                        group_by_length=True,
+                    )
+                ),
+            )
+        )
+        for s in range(4)
+    ]
     assert len(set(map(tuple, by_seed))) > 1
     lengths = [1, 9, 2, 8]
     rows = [{**row, "other": n} for row, n in zip(rows_of_lengths([3] * 4), lengths)]
-    loader = make_loader(rows, partial(pad_batch, pad_token_id=0), TrainingConfig(batch_size=2), shuffle=False,
-                         group_by_length=True, length=lambda row: row["other"])
+    loader = make_loader(
+        rows,
+        partial(pad_batch, pad_token_id=0),
+        TrainingConfig(batch_size=2),
+        shuffle=False,
+        group_by_length=True,
+        length=lambda row: row["other"],
+    )
     assert batches_of(loader) == [[0, 2], [1, 3]]  # grouped by the given length, in sorted order
     with pytest.raises(ValueError, match="length is only used with group_by_length=True"):
         make_loader(rows, pad_batch, TrainingConfig(), length=len)

@@ -8,16 +8,19 @@ from rlhf_edu.core import validation as v
 from tests.conftest import random_model
 
 
-@pytest.mark.parametrize("value, error, message", [
-    ("1e-3", TypeError, "lr must be a number, got '1e-3' \\(str\\)"),
-    (True, TypeError, "lr must be a number"),
-    (None, TypeError, "lr must be a number, got None"),
-    (math.nan, ValueError, "lr is NaN"),
-    (math.inf, ValueError, "lr must be finite"),
-    (0.0, ValueError, "lr must be > 0, got 0"),
-    (-1.0, ValueError, "lr must be > 0, got -1"),
-    (2.0, ValueError, "lr must be <= 1, got 2"),
-])
+@pytest.mark.parametrize(
+    "value, error, message",
+    [
+        ("1e-3", TypeError, "lr must be a number, got '1e-3' \\(str\\)"),
+        (True, TypeError, "lr must be a number"),
+        (None, TypeError, "lr must be a number, got None"),
+        (math.nan, ValueError, "lr is NaN"),
+        (math.inf, ValueError, "lr must be finite"),
+        (0.0, ValueError, "lr must be > 0, got 0"),
+        (-1.0, ValueError, "lr must be > 0, got -1"),
+        (2.0, ValueError, "lr must be <= 1, got 2"),
+    ],
+)
 def test_check_number_names_the_argument_and_the_value(value, error, message):
     with pytest.raises(error, match=message):
         v.check_number(value, "lr", low=0, low_open=True, high=1)
@@ -50,8 +53,15 @@ def test_check_texts_refuses_a_single_string_and_empty_lists():
 
 
 def test_check_causal_lm_refuses_a_reward_model(tokenizer):
-    config = LlamaConfig(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=4, num_labels=1, pad_token_id=0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        num_labels=1,
+        pad_token_id=0,
+    )
     with pytest.raises(TypeError, match="LlamaForSequenceClassification, which has no language-model head"):
         v.check_causal_lm(LlamaForSequenceClassification(config), "ref_model")
     with pytest.raises(TypeError, match="policy must be a Hugging Face model, got str"):

@@ -37,14 +37,40 @@ def test_linear_stops_are_the_rounded_grid():
 
 
 def test_log_stops_keep_the_ends_and_round_the_rest():
-    assert log_stops(0.03, 10) == [0.03, 0.04, 0.05, 0.063, 0.079, 0.1, 0.13, 0.16, 0.2, 0.25, 0.32, 0.4, 0.5, 0.63,
-                                   0.79, 1.0, 1.3, 1.6, 2.0, 2.5, 3.2, 4.0, 5.0, 6.3, 7.9, 10]
+    assert log_stops(0.03, 10) == [
+        0.03,
+        0.04,
+        0.05,
+        0.063,
+        0.079,
+        0.1,
+        0.13,
+        0.16,
+        0.2,
+        0.25,
+        0.32,
+        0.4,
+        0.5,
+        0.63,
+        0.79,
+        1.0,
+        1.3,
+        1.6,
+        2.0,
+        2.5,
+        3.2,
+        4.0,
+        5.0,
+        6.3,
+        7.9,
+        10,
+    ]
     assert log_stops(0.1, 10, per_decade=1) == [0.1, 1.0, 10]
     assert widgets.round_significant(0.0794) == 0.079 and widgets.round_significant(31.6) == 32
     with pytest.raises(ValueError, match="0 < low < high"):
         log_stops(0.0, 1.0)
     with pytest.raises(ValueError, match="round ends"):
-        log_stops(10 ** -1.5, 10)
+        log_stops(10**-1.5, 10)
 
 
 @given(st.floats(1e-4, 1e3), st.floats(1.5, 1e4), st.integers(1, 20))
@@ -67,8 +93,11 @@ def test_nearest_stop_accepts_only_a_stop():
 
 
 def test_sliders_share_one_look():
-    for widget in (slider("KL budget", 0.5, 0.0, 2.1, 0.05, units="nats"), log_slider("β", 1.0, 0.01, 30),
-                   choice_slider("β", [0.1, 0.3, 1.0], 0.1)):
+    for widget in (
+        slider("KL budget", 0.5, 0.0, 2.1, 0.05, units="nats"),
+        log_slider("β", 1.0, 0.01, 30),
+        choice_slider("β", [0.1, 0.3, 1.0], 0.1),
+    ):
         assert isinstance(widget, ipywidgets.SelectionSlider)
         assert widget.layout.width == widgets.WIDGET_WIDTH
         assert widget.style.description_width == widgets.DESCRIPTION_WIDTH
@@ -107,12 +136,24 @@ NOTEBOOKS = sorted((Path(__file__).resolve().parent.parent / "notebooks").rglob(
 RAW_SLIDER = re.compile(r"\b(Float|Int)(Log)?(Range)?Slider\(|\bSelection(Range)?Slider\(")
 
 
-@pytest.mark.parametrize("path", [
-    pytest.param(p, marks=pytest.mark.xfail(p.name in NOT_YET_CONVERTED, strict=True,
-                                            reason="sliders not yet on rlhf_edu.core.widgets"))
-    for p in NOTEBOOKS if ".ipynb_checkpoints" not in p.parts], ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param(
+            p,
+            marks=pytest.mark.xfail(
+                p.name in NOT_YET_CONVERTED, strict=True, reason="sliders not yet on rlhf_edu.core.widgets"
+            ),
+        )
+        for p in NOTEBOOKS
+        if ".ipynb_checkpoints" not in p.parts
+    ],
+    ids=lambda p: p.name,
+)
 def test_notebook_sliders_come_from_the_shared_vocabulary(path):
     cells = nbformat.read(path, as_version=4).cells
     raw = [cell.source for cell in cells if cell.cell_type == "code" and RAW_SLIDER.search(cell.source)]
-    assert not raw, (f"{path.name} builds a slider straight from ipywidgets: use rlhf_edu.core.widgets "
-                     f"(slider, log_slider, choice_slider, interact) so it shares the vocabulary:\n{raw[0]}")
+    assert not raw, (
+        f"{path.name} builds a slider straight from ipywidgets: use rlhf_edu.core.widgets "
+        f"(slider, log_slider, choice_slider, interact) so it shares the vocabulary:\n{raw[0]}"
+    )

@@ -50,7 +50,12 @@ def test_sft_dataset_uses_trl_conversational_format(world):
 def test_gold_components_hand_worked(world):
     # Correct sum, names both operands, 5 words, no repeated content word.
     assert gold_components_one("add 3 and 5", "3 plus 5 is 8") == {
-        "correctness": 1.0, "relevance": 1.0, "tone": 0.0, "concision": 0.0, "repetition": 0.0}
+        "correctness": 1.0,
+        "relevance": 1.0,
+        "tone": 0.0,
+        "concision": 0.0,
+        "repetition": 0.0,
+    }
     # Two stated facts, one true ("small") and one false ("big"); one positive word.
     parts = gold_components_one("describe the cat", "the cat is small and big and lovely")
     assert parts["correctness"] == 0.5 and parts["tone"] == pytest.approx(math.tanh(1))
@@ -173,8 +178,9 @@ def test_fact_pairs_answer_each_question_right_and_wrong():
     for prompt, good, bad in zip(prompts, true_answers, false_answers):
         good_c, bad_c = gold_components_one(prompt, good), gold_components_one(prompt, bad)
         assert (good_c["correctness"], bad_c["correctness"]) == (1.0, 0.0)
-        assert {k: v for k, v in good_c.items() if k != "correctness"} == \
-            {k: v for k, v in bad_c.items() if k != "correctness"}, "only correctness tells the two apart"
+        assert {k: v for k, v in good_c.items() if k != "correctness"} == {
+            k: v for k, v in bad_c.items() if k != "correctness"
+        }, "only correctness tells the two apart"
 
 
 def test_the_verifier_checks_the_last_number_of_a_sum(world):
@@ -212,12 +218,18 @@ def test_reward_function_takes_trls_calling_convention(world):
     prompts = ["add 3 and 5", "describe the cat"]
     completions = ["3 plus 5 is 8", "the cat is small"]
     expected = world.gold_reward(prompts, completions)
-    as_messages = gold([[{"role": "user", "content": p}] for p in prompts],
-                       [[{"role": "assistant", "content": c}] for c in completions],
-                       completion_ids=[[1, 2], [3]], trainer_state=None, answer=["8", ""])  # what TRL adds
+    as_messages = gold(
+        [[{"role": "user", "content": p}] for p in prompts],
+        [[{"role": "assistant", "content": c}] for c in completions],
+        completion_ids=[[1, 2], [3]],
+        trainer_state=None,
+        answer=["8", ""],
+    )  # what TRL adds
     assert gold(prompts, completions) == expected == as_messages
-    assert verifier(["add 3 and 5"] * 2, [[{"role": "assistant", "content": "3 plus 5 is 8"}], "3 plus 5 is 9"]) \
-        == [1.0, 0.0]
+    assert verifier(["add 3 and 5"] * 2, [[{"role": "assistant", "content": "3 plus 5 is 8"}], "3 plus 5 is 9"]) == [
+        1.0,
+        0.0,
+    ]
     assert (gold.__name__, verifier.__name__) == ("gold_reward", "verifier_reward")  # TRL logs rewards/<name>/mean
     with pytest.raises(ValueError, match="unknown kind 'human': use one of 'gold', 'verifier'"):
         world.reward_function("human")

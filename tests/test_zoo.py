@@ -66,14 +66,20 @@ def test_small_preset_runs_the_same_code_at_gpu_size():
     model, tokenizer = zoo.new_model("small")
     assert 20e6 < sum(p.numel() for p in model.parameters()) < 30e6
     rows = [encode_document(tokenizer, text) for text in World(preset="small").pretraining_corpus(4)]
-    history = train(model, partial(language_modeling_loss, model), [pad_batch(rows, tokenizer.pad_token_id)],
-                    TrainingConfig(progress=False))
+    history = train(
+        model,
+        partial(language_modeling_loss, model),
+        [pad_batch(rows, tokenizer.pad_token_id)],
+        TrainingConfig(progress=False),
+    )
     assert len(history["loss"]) == 1
 
 
 # --- any Hugging Face causal LM: a folder saved with save_pretrained, with a tokenizer that is not the world's ---
-CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-          "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 @pytest.fixture(scope="module")
@@ -88,14 +94,30 @@ def foreign_dir(tmp_path_factory):
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     backend.decoder = decoders.ByteLevel()
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
-    backend.train_from_iterator(texts, trainers.BpeTrainer(vocab_size=400, special_tokens=specials,
-                                                           initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                                        additional_special_tokens=["<|im_start|>"])
+    backend.train_from_iterator(
+        texts,
+        trainers.BpeTrainer(
+            vocab_size=400, special_tokens=specials, initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+        ),
+    )
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        additional_special_tokens=["<|im_start|>"],
+    )
     tokenizer.chat_template = CHATML
-    config = Qwen2Config(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
-                         pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=128,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+    )
     torch.manual_seed(0)
     path = tmp_path_factory.mktemp("foreign")
     Qwen2ForCausalLM(config).save_pretrained(path)
@@ -112,8 +134,12 @@ def test_a_local_folder_with_a_foreign_tokenizer_loads_and_runs_every_path(forei
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     model, tokenizer = zoo.load(str(foreign_dir), device="cpu")
     assert type(model).__name__ == "Qwen2ForCausalLM" and not model.training
-    assert tokenizer.convert_ids_to_tokens(tokenizer("the pizza is great")["input_ids"]) != ["the", "pizza", "is",
-                                                                                             "great"]  # BPE pieces
+    assert tokenizer.convert_ids_to_tokens(tokenizer("the pizza is great")["input_ids"]) != [
+        "the",
+        "pizza",
+        "is",
+        "great",
+    ]  # BPE pieces
     world = World(seed=0)
     prompts = world.prompts(4)
     completions = generate_completions(model, tokenizer, prompts, max_new_tokens=6, seed=0)
@@ -129,9 +155,13 @@ def test_a_local_folder_with_a_foreign_tokenizer_loads_and_runs_every_path(forei
     targets, mask = batch["input_ids"][0, 1:], batch["completion_mask"][0, 1:].bool()
     by_hand = logits[torch.arange(len(targets)), targets][mask].sum()  # log π(y|x) = Σ_t log π(y_t|x, y_<t)
     assert logps.item() == pytest.approx(by_hand.item(), abs=1e-4)
-    pairs = Dataset.from_dict({"prompt": [[{"role": "user", "content": "add 3 and 5"}]] * 2,
-                               "chosen": [[{"role": "assistant", "content": answer}]] * 2,
-                               "rejected": [[{"role": "assistant", "content": "3 plus 5 is 9"}]] * 2})
+    pairs = Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": "add 3 and 5"}]] * 2,
+            "chosen": [[{"role": "assistant", "content": answer}]] * 2,
+            "rejected": [[{"role": "assistant", "content": "3 plus 5 is 9"}]] * 2,
+        }
+    )
     before = [p.detach().clone() for p in model.parameters()]
     history = train_dpo(model, tokenizer, pairs, DPOConfig(batch_size=2, progress=False))
     assert history["loss"] == [pytest.approx(0.6931, abs=1e-4)]  # one step, from the policy as its own reference

@@ -56,21 +56,27 @@ def check_plain_messages(tokenizer: PreTrainedTokenizerBase, messages: Messages)
         check_no_markup(tokenizer, message["content"], f"the {message['role']} message")
 
 
-def render_chat(tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False,
-                tokenize: bool = True) -> list[int] | str:
+def render_chat(
+    tokenizer: PreTrainedTokenizerBase, messages: Messages, add_generation_prompt: bool = False, tokenize: bool = True
+) -> list[int] | str:
     """The chat template applied to ``messages``: token ids, or the text with ``tokenize=False``.
 
     A template that refuses the conversation (an unknown role, say) raises a ValueError with its message.
     """
     try:
-        return tokenizer.apply_chat_template(messages, add_generation_prompt=add_generation_prompt,
-                                             tokenize=tokenize, return_dict=False)
+        return tokenizer.apply_chat_template(
+            messages, add_generation_prompt=add_generation_prompt, tokenize=tokenize, return_dict=False
+        )
     except TemplateError as error:
         raise ValueError(f"the chat template refused {messages!r}: {error}") from None
 
 
-def encode_prompt_completion(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages,
-                             completion: str | Messages, allow_empty_completion: bool = False) -> dict[str, list[int]]:
+def encode_prompt_completion(
+    tokenizer: PreTrainedTokenizerBase,
+    prompt: str | Messages,
+    completion: str | Messages,
+    allow_empty_completion: bool = False,
+) -> dict[str, list[int]]:
     """Token ids of the chat-formatted prompt + completion, with a mask that is 1 on completion tokens.
 
     The prompt is rendered with the generation prompt (``<|assistant|>``), exactly as
@@ -134,8 +140,12 @@ def pad_batch(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[s
     return batch
 
 
-def collate(tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
-            completions: Sequence[str | Messages], max_length: int | None = None) -> dict[str, torch.Tensor]:
+def collate(
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+    max_length: int | None = None,
+) -> dict[str, torch.Tensor]:
     """Encode and right-pad prompt/completion pairs in one call (see the module docstring for why right)."""
     if isinstance(prompts, str) or isinstance(completions, str):
         raise TypeError("pass lists of prompts and completions, not a single string")

@@ -62,15 +62,17 @@ class PolicyEvaluation:
 def rollout_rows(rollout: Rollout) -> list[dict[str, list[int]]]:
     """Each sample of ``rollout`` as an encoded row (``input_ids``, ``completion_mask``), padding dropped."""
     rows = []
-    for ids, real, completion in zip(rollout.input_ids.cpu(), rollout.attention_mask.cpu(),
-                                     rollout.completion_mask.cpu()):
+    for ids, real, completion in zip(
+        rollout.input_ids.cpu(), rollout.attention_mask.cpu(), rollout.completion_mask.cpu()
+    ):
         keep = real.bool()
         rows.append({"input_ids": ids[keep].tolist(), "completion_mask": completion[keep].tolist()})
     return rows
 
 
-def rollout_log_ratios(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
-                       batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+def rollout_log_ratios(
+    rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int, batch_size: int = SCORING_BATCH_SIZE
+) -> torch.Tensor:
     """log π(y|x) − log π_ref(y|x) for each sample of a rollout from π: a (N,) float64 tensor on the CPU.
 
     log π(y|x) is the sum of the sampling log-probs the rollout kept, so only the
@@ -83,15 +85,22 @@ def rollout_log_ratios(rollout: Rollout, ref_model: PreTrainedModel, pad_token_i
     return policy_logps.double() - ref_logps.double()
 
 
-def rollout_kl(rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int,
-               batch_size: int = SCORING_BATCH_SIZE) -> float:
+def rollout_kl(
+    rollout: Rollout, ref_model: PreTrainedModel, pad_token_id: int, batch_size: int = SCORING_BATCH_SIZE
+) -> float:
     """KL(π‖π_ref) on a rollout sampled from π at temperature 1: the mean of :func:`rollout_log_ratios`."""
     return rollout_log_ratios(rollout, ref_model, pad_token_id, batch_size).mean().item()
 
 
-def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                    world: World, prompts: Sequence[str], seed: int = 0, max_new_tokens: int = MAX_NEW_TOKENS
-                    ) -> PolicyEvaluation:
+def evaluate_policy(
+    policy: PreTrainedModel,
+    ref_model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    prompts: Sequence[str],
+    seed: int = 0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> PolicyEvaluation:
     """Sample one answer per prompt from ``policy`` (temperature 1); return its gold reward, components and KL.
 
     The evaluation keeps the KL's terms, one per sample (``log_ratios``), so that two
@@ -101,16 +110,29 @@ def evaluate_policy(policy: PreTrainedModel, ref_model: PreTrainedModel, tokeniz
     prompts = list(prompts)
     rollout = sample_rollouts(policy, tokenizer, prompts, max_new_tokens=max_new_tokens, seed=seed)
     completions = rollout.completions
-    log_ratios = torch.zeros(len(prompts), dtype=torch.float64) if policy is ref_model \
-        else rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)  # (N,)
-    return PolicyEvaluation(prompts, completions, world.gold_reward(prompts, completions),
-                            world.gold_components(prompts, completions), log_ratios.mean().item(),
-                            log_ratios.tolist())
+    log_ratios = (
+        torch.zeros(len(prompts), dtype=torch.float64)
+        if policy is ref_model
+        else rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id)
+    )  # (N,)
+    return PolicyEvaluation(
+        prompts,
+        completions,
+        world.gold_reward(prompts, completions),
+        world.gold_components(prompts, completions),
+        log_ratios.mean().item(),
+        log_ratios.tolist(),
+    )
 
 
-def gold_eval_fn(world: World, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                 ref_model: PreTrainedModel, reward_fn: Callable[[list[str], list[str]], Sequence[float]] | None = None,
-                 seed: int = 0) -> Callable[[PreTrainedModel], dict[str, float]]:
+def gold_eval_fn(
+    world: World,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    ref_model: PreTrainedModel,
+    reward_fn: Callable[[list[str], list[str]], Sequence[float]] | None = None,
+    seed: int = 0,
+) -> Callable[[PreTrainedModel], dict[str, float]]:
     """An ``eval_fn(policy) -> metrics`` for a trainer: :func:`evaluate_policy` on fixed ``prompts``.
 
     Its metrics are ``gold_reward``, one ``gold/<component>`` per gold component,
@@ -131,10 +153,16 @@ def gold_eval_fn(world: World, tokenizer: PreTrainedTokenizerBase, prompts: Sequ
     return eval_fn
 
 
-def pass_at_k_curve(policy: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    verifier: Callable[[list[str], list[str]], Sequence[float]], num_samples: int = 16,
-                    ks: Sequence[int] = (1, 2, 4, 8, 16), seed: int = 0,
-                    max_new_tokens: int = MAX_NEW_TOKENS) -> dict[int, float]:
+def pass_at_k_curve(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    verifier: Callable[[list[str], list[str]], Sequence[float]],
+    num_samples: int = 16,
+    ks: Sequence[int] = (1, 2, 4, 8, 16),
+    seed: int = 0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> dict[int, float]:
     """pass@k on ``prompts`` for each k in ``ks``: ``num_samples`` answers per prompt at temperature 1, judged by
     ``verifier`` (1 for right), with the unbiased estimator :func:`~rlhf_edu.core.stats.pass_at_k`, averaged."""
     prompts = check_texts(prompts, "prompts")

@@ -67,8 +67,9 @@ def check_batch(input_ids: torch.Tensor, attention_mask: torch.Tensor, completio
         raise ValueError("a row has no completion tokens: every example needs a non-empty completion")
 
 
-def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                   completion_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def token_logprobs(
+    model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, completion_mask: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token log π(y_t | x, y_<t) over the span that holds completion tokens.
 
     Returns ``(logps, mask)``, both (B, L): ``logps[b, j]`` is the log-probability of
@@ -82,18 +83,26 @@ def token_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_ma
     T = input_ids.shape[1]
     # The logits at `start` predict the earliest completion token; the very first token is never predicted.
     start = max(int(completion_mask.float().argmax(dim=1).min()) - 1, 0)
-    logits = model(input_ids=input_ids, attention_mask=attention_mask,
-                   position_ids=position_ids_from_mask(attention_mask),
-                   logits_to_keep=T - start).logits[:, :-1]  # (B, L, V)
-    targets = input_ids[:, start + 1:]  # (B, L)
+    logits = model(
+        input_ids=input_ids,
+        attention_mask=attention_mask,
+        position_ids=position_ids_from_mask(attention_mask),
+        logits_to_keep=T - start,
+    ).logits[:, :-1]  # (B, L, V)
+    targets = input_ids[:, start + 1 :]  # (B, L)
     # cross_entropy is a fused, memory-light log_softmax + gather.
     logps = -F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")  # (B, L)
-    mask = completion_mask[:, start + 1:].to(logps.dtype)  # (B, L)
+    mask = completion_mask[:, start + 1 :].to(logps.dtype)  # (B, L)
     return logps * mask, mask
 
 
-def sequence_logprobs(model: PreTrainedModel, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                      completion_mask: torch.Tensor, average: bool = False) -> torch.Tensor:
+def sequence_logprobs(
+    model: PreTrainedModel,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    average: bool = False,
+) -> torch.Tensor:
     """log π(y | x) = Σ_t log π(y_t | x, y_<t) over completion tokens, one number per row: (B,).
 
     With ``average=True`` it returns the per-token mean instead (SimPO and
@@ -112,8 +121,13 @@ def batch_sequence_logprobs(model: PreTrainedModel, batch: dict[str, torch.Tenso
     return sequence_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
 
 
-def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str | Messages],
-                        completions: Sequence[str | Messages], batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+def completion_logprobs(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+    batch_size: int = SCORING_BATCH_SIZE,
+) -> torch.Tensor:
     """:func:`sequence_logprobs` of each (prompt, completion), strings or message lists: a (N,) tensor on the CPU.
 
     For measuring, not training: :func:`~rlhf_edu.core.scoring.score_rows` runs it without
@@ -127,7 +141,9 @@ def completion_logprobs(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBa
 def check_token_logprobs(logps: torch.Tensor, mask: torch.Tensor) -> None:
     """Raise ValueError unless ``logps`` and ``mask`` match as :func:`token_logprobs` returns them, one token kept."""
     if logps.shape != mask.shape:
-        raise ValueError(f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape: "
-                         "pass both outputs of token_logprobs")
+        raise ValueError(
+            f"logps {tuple(logps.shape)} and mask {tuple(mask.shape)} must have the same (B, L) shape: "
+            "pass both outputs of token_logprobs"
+        )
     if not mask.any():
         raise ValueError("the mask selects no token: every example needs a non-empty completion")

@@ -51,21 +51,39 @@ def align_token_logprobs(logps: torch.Tensor, completion_mask: torch.Tensor) -> 
     if L > T:
         raise ValueError(f"logps has {L} columns but the batch only {T} tokens: pass the matching completion_mask")
     grid = torch.full((B, T), float("nan"))  # (B, T)
-    grid[:, T - L:] = logps.detach().float().cpu()
+    grid[:, T - L :] = logps.detach().float().cpu()
     return grid.masked_fill(completion_mask.cpu() == 0, float("nan"))  # (B, T)
 
 
-def _draw_token_row(ax: Axes, y: float, tokens: Sequence[str], faces: Sequence, notes: Sequence[str],
-                    dashed: Sequence[bool]) -> float:
+def _draw_token_row(
+    ax: Axes, y: float, tokens: Sequence[str], faces: Sequence, notes: Sequence[str], dashed: Sequence[bool]
+) -> float:
     """Draw one row of token boxes at height ``y`` with a note under each; return the row's width."""
     x = 0.0
     for token, face, note, is_dashed in zip(tokens, faces, notes, dashed):
         width = 0.3 + 0.12 * len(token)  # wide enough for the token's text
-        ax.add_patch(FancyBboxPatch((x, y), width, 0.6, boxstyle="round,pad=0.02", facecolor=face,
-                                    edgecolor="#999999" if is_dashed else "#555555",
-                                    linestyle="--" if is_dashed else "-", linewidth=0.8))
-        ax.text(x + width / 2, y + 0.3, token, ha="center", va="center", fontsize=9, family="monospace",
-                color="#999999" if is_dashed else "black")
+        ax.add_patch(
+            FancyBboxPatch(
+                (x, y),
+                width,
+                0.6,
+                boxstyle="round,pad=0.02",
+                facecolor=face,
+                edgecolor="#999999" if is_dashed else "#555555",
+                linestyle="--" if is_dashed else "-",
+                linewidth=0.8,
+            )
+        )
+        ax.text(
+            x + width / 2,
+            y + 0.3,
+            token,
+            ha="center",
+            va="center",
+            fontsize=9,
+            family="monospace",
+            color="#999999" if is_dashed else "black",
+        )
         ax.text(x + width / 2, y - 0.08, note, ha="center", va="top", fontsize=7, color="#444444")
         x += width + 0.1
     return x
@@ -77,8 +95,12 @@ def _finish_token_axes(ax: Axes, width: float, rows: int) -> None:
     ax.set_axis_off()
 
 
-def plot_tokens(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int] | torch.Tensor,
-                completion_mask: Sequence[int] | torch.Tensor | None = None, ax: Axes | None = None) -> Figure:
+def plot_tokens(
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: Sequence[int] | torch.Tensor,
+    completion_mask: Sequence[int] | torch.Tensor | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Draw one sequence token by token with each token's id beneath; completion tokens (mask 1) in blue."""
     ids = [int(i) for i in input_ids]
     counts = [0] * len(ids) if completion_mask is None else [int(m) for m in completion_mask]
@@ -93,8 +115,14 @@ def plot_tokens(tokenizer: PreTrainedTokenizerBase, input_ids: Sequence[int] | t
     return ax.figure
 
 
-def plot_token_logprobs(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                        completion_mask: torch.Tensor, logps: torch.Tensor, ax: Axes | None = None) -> Figure:
+def plot_token_logprobs(
+    tokenizer: PreTrainedTokenizerBase,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    completion_mask: torch.Tensor,
+    logps: torch.Tensor,
+    ax: Axes | None = None,
+) -> Figure:
     """Draw a padded batch, one row per example, each completion token coloured by its log-prob.
 
     Takes the batch from :func:`rlhf_edu.collate.collate` and the ``logps`` from
@@ -117,8 +145,9 @@ def plot_token_logprobs(tokenizer: PreTrainedTokenizerBase, input_ids: torch.Ten
         dashed = [not r for r in real]
         width = max(width, _draw_token_row(ax, 1.3 * (B - 1 - b), tokens, faces, notes, dashed))
     _finish_token_axes(ax, width, rows=B)
-    ax.figure.colorbar(plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.02, pad=0.01,
-                       label="log π(y_t | x, y_<t)")
+    ax.figure.colorbar(
+        plt.cm.ScalarMappable(norm=norm, cmap=cmap), ax=ax, fraction=0.02, pad=0.01, label="log π(y_t | x, y_<t)"
+    )
     return ax.figure
 
 
@@ -137,14 +166,23 @@ def next_token_logits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     return logits[0, -1].float().cpu()  # (V,)
 
 
-def plot_next_token_distribution(probs: torch.Tensor, tokenizer: PreTrainedTokenizerBase, top_k: int = 12,
-                                 title: str | None = None, ax: Axes | None = None) -> Figure:
+def plot_next_token_distribution(
+    probs: torch.Tensor,
+    tokenizer: PreTrainedTokenizerBase,
+    top_k: int = 12,
+    title: str | None = None,
+    ax: Axes | None = None,
+) -> Figure:
     """Bar chart of the ``top_k`` most likely next tokens under ``probs`` (V,), most likely first."""
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 2.6))
     top = probs.topk(min(top_k, probs.shape[-1]))
-    ax.bar(tokenizer.convert_ids_to_tokens(top.indices.tolist()), top.values.tolist(), color=COMPLETION_COLOR,
-           edgecolor="#2f5d8c")
+    ax.bar(
+        tokenizer.convert_ids_to_tokens(top.indices.tolist()),
+        top.values.tolist(),
+        color=COMPLETION_COLOR,
+        edgecolor="#2f5d8c",
+    )
     ax.set_ylim(0, 1)
     ax.set_ylabel("probability")
     ax.tick_params(axis="x", labelrotation=60, labelsize=8)
@@ -155,8 +193,12 @@ def plot_next_token_distribution(probs: torch.Tensor, tokenizer: PreTrainedToken
 
 
 # --- the gold reward --------------------------------------------------------------------------
-def plot_gold_components(components: dict[str, list[float]], labels: Sequence[str],
-                         weights: dict[str, float] = GOLD_WEIGHTS, ax: Axes | None = None) -> Figure:
+def plot_gold_components(
+    components: dict[str, list[float]],
+    labels: Sequence[str],
+    weights: dict[str, float] = GOLD_WEIGHTS,
+    ax: Axes | None = None,
+) -> Figure:
     """Stacked horizontal bars of w_k · c_k per answer (gains right of 0, penalties left), a dot at the total.
 
     ``components`` is the output of :meth:`rlhf_edu.world.World.gold_components`;

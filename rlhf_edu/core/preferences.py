@@ -27,9 +27,16 @@ from .world import World, message_text
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
 
 
-def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                             n: int | None = None, split: str = "train", seed: int = 0,
-                             temperature: float = 1.0, max_new_tokens: int = MAX_NEW_TOKENS) -> Dataset:
+def build_preference_dataset(
+    world: World,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    n: int | None = None,
+    split: str = "train",
+    seed: int = 0,
+    temperature: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+) -> Dataset:
     """A TRL-format ``prompt``/``chosen``/``rejected`` dataset (conversational), with the gold rewards.
 
     Columns: ``prompt``, ``chosen``, ``rejected`` (message lists, as TRL expects),
@@ -40,35 +47,53 @@ def build_preference_dataset(world: World, model: PreTrainedModel, tokenizer: Pr
     can hold fewer than ``n`` rows.
     """
     n = world.preset.num_preference if n is None else check_int(n, "n")
-    check_number(temperature, "temperature", low=0, low_open=True,
-                 fix="two answers per prompt must differ, and greedy decoding (0) gives the same one twice")
+    check_number(
+        temperature,
+        "temperature",
+        low=0,
+        low_open=True,
+        fix="two answers per prompt must differ, and greedy decoding (0) gives the same one twice",
+    )
     prompts = world.prompts(n, split=split)
-    samples_a, finished_a = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature, seed=seed,
-                                                 return_finished=True)
-    samples_b, finished_b = generate_completions(model, tokenizer, prompts, max_new_tokens, temperature,
-                                                 seed=seed + 1, return_finished=True)
+    samples_a, finished_a = generate_completions(
+        model, tokenizer, prompts, max_new_tokens, temperature, seed=seed, return_finished=True
+    )
+    samples_b, finished_b = generate_completions(
+        model, tokenizer, prompts, max_new_tokens, temperature, seed=seed + 1, return_finished=True
+    )
     # An answer cut at max_new_tokens never closed its turn: encoding it as a finished answer would
     # teach the reward model and DPO a turn ending the policy never produced.
-    keep = [i for i in range(n) if samples_a[i] != samples_b[i] and samples_a[i].strip() and samples_b[i].strip()
-            and finished_a[i] and finished_b[i]]
+    keep = [
+        i
+        for i in range(n)
+        if samples_a[i] != samples_b[i]
+        and samples_a[i].strip()
+        and samples_b[i].strip()
+        and finished_a[i]
+        and finished_b[i]
+    ]
     if not keep:
-        raise ValueError(f"none of the {n} pairs carries a preference (two identical, empty or unfinished answers): "
-                         "sample at a higher temperature or with more max_new_tokens, or from a model that closes "
-                         "its turn (an instruction-tuned one)")
+        raise ValueError(
+            f"none of the {n} pairs carries a preference (two identical, empty or unfinished answers): "
+            "sample at a higher temperature or with more max_new_tokens, or from a model that closes "
+            "its turn (an instruction-tuned one)"
+        )
     prompts = [prompts[i] for i in keep]
     samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
     a_preferred = np.array(world.label_pairs(prompts, samples_a, samples_b, rng=seed), dtype=bool)
     chosen = np.where(a_preferred, samples_a, samples_b).tolist()
     rejected = np.where(a_preferred, samples_b, samples_a).tolist()
     p_a = world.preference_probability(prompts, samples_a, samples_b)
-    return Dataset.from_dict({
-        "prompt": [[{"role": "user", "content": p}] for p in prompts],
-        "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
-        "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
-        "gold_chosen": world.gold_reward(prompts, chosen),
-        "gold_rejected": world.gold_reward(prompts, rejected),
-        "p_chosen": np.where(a_preferred, p_a, 1 - p_a).tolist(),
-    })
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
+            "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
+            "gold_chosen": world.gold_reward(prompts, chosen),
+            "gold_rejected": world.gold_reward(prompts, rejected),
+            "p_chosen": np.where(a_preferred, p_a, 1 - p_a).tolist(),
+        }
+    )
 
 
 def check_pair_columns(dataset: Dataset) -> None:
@@ -90,13 +115,17 @@ def check_numeric_columns(dataset: Dataset) -> None:
     for name in set(dataset.column_names) - set(PAIR_COLUMNS):
         value = dataset[0][name]
         if isinstance(value, str) and _looks_numeric(value):
-            raise TypeError(f"column {name!r} holds numbers as text ({value!r}): cast it, e.g. "
-                            f"dataset.cast_column({name!r}, datasets.Value('float64'))")
+            raise TypeError(
+                f"column {name!r} holds numbers as text ({value!r}): cast it, e.g. "
+                f"dataset.cast_column({name!r}, datasets.Value('float64'))"
+            )
     present = {"ref_chosen_logps", "ref_rejected_logps"} & set(dataset.column_names)
     if len(present) == 1:
         (name,) = present
-        raise ValueError(f"the dataset has {name} but not its partner: give both ref_chosen_logps and "
-                         "ref_rejected_logps (precompute_ref_logps adds both), or neither")
+        raise ValueError(
+            f"the dataset has {name} but not its partner: give both ref_chosen_logps and "
+            "ref_rejected_logps (precompute_ref_logps adds both), or neither"
+        )
 
 
 def _looks_numeric(text: str) -> bool:
@@ -116,8 +145,7 @@ def pair_texts(dataset: Dataset) -> tuple[list[str], list[str], list[str]]:
     return tuple([message_text(value) for value in dataset[column]] for column in PAIR_COLUMNS)
 
 
-def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
-                 max_length: int | None = None) -> list[dict]:
+def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset, max_length: int | None = None) -> list[dict]:
     """Each pair as ``{"chosen": row, "rejected": row}`` of ids and completion masks, plus its numeric columns.
 
     Numeric columns travel with their pair (a Llama 2 ``margin``, TRL's ``ref_chosen_logps``
@@ -131,10 +159,14 @@ def encode_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset,
     pairs = []
     for i, example in enumerate(dataset):
         if message_text(example["chosen"]) == message_text(example["rejected"]):
-            raise ValueError(f"pair {i} has the same chosen and rejected answer ({message_text(example['chosen'])!r}): "
-                             "it carries no preference; drop it")
-        pair = {side: encode_prompt_completion(tokenizer, example["prompt"], example[side])
-                for side in ("chosen", "rejected")}
+            raise ValueError(
+                f"pair {i} has the same chosen and rejected answer ({message_text(example['chosen'])!r}): "
+                "it carries no preference; drop it"
+            )
+        pair = {
+            side: encode_prompt_completion(tokenizer, example["prompt"], example[side])
+            for side in ("chosen", "rejected")
+        }
         pair |= {k: float(v) for k, v in example.items() if k not in PAIR_COLUMNS and isinstance(v, (int, float))}
         pairs.append(pair)
     if max_length is not None:
@@ -166,5 +198,10 @@ def pair_loader(pairs: Sequence[dict], pad_token_id: int, config: TrainingConfig
     longest answer; otherwise the batches are random.
     """
     group = getattr(config, "group_by_length", False)
-    return make_loader(pairs, partial(collate_pairs, pad_token_id=pad_token_id), config, group_by_length=group,
-                       length=pair_length if group else None)
+    return make_loader(
+        pairs,
+        partial(collate_pairs, pad_token_id=pad_token_id),
+        config,
+        group_by_length=group,
+        length=pair_length if group else None,
+    )

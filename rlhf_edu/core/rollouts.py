@@ -69,14 +69,15 @@ class Rollout:
     @property
     def mask(self) -> torch.Tensor:
         """(B, N) float, 1 where ``logps`` holds a completion token: the mask ``token_logprobs`` returns."""
-        return self.completion_mask[:, self.prompt_width:].to(self.logps.dtype)
+        return self.completion_mask[:, self.prompt_width :].to(self.logps.dtype)
 
     def __len__(self) -> int:
         return len(self.prompts)
 
     def __repr__(self) -> str:
-        return (f"Rollout({len(self)} rows, {self.logps.shape[1]} completion columns, "
-                f"{int(self.finished.sum())} finished)")
+        return (
+            f"Rollout({len(self)} rows, {self.logps.shape[1]} completion columns, {int(self.finished.sum())} finished)"
+        )
 
     def __getitem__(self, index: int | slice | Sequence[int] | torch.Tensor) -> Rollout:
         """The rows ``index`` selects, as a Rollout (an int gives a one-row Rollout)."""
@@ -93,9 +94,16 @@ class Rollout:
         return Rollout(prompts=self.prompts, completions=self.completions, **tensors)
 
 
-def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                    num_generations: int = 1, max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 1.0,
-                    seed: int | None = None, batch_size: int = GENERATION_BATCH_SIZE) -> Rollout:
+def sample_rollouts(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    num_generations: int = 1,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = GENERATION_BATCH_SIZE,
+) -> Rollout:
     """Sample ``num_generations`` answers y ~ π(· | x) per user-message prompt x; return them as a :class:`Rollout`.
 
     Rows are ordered prompt by prompt (prompt 0's answers first), so a (B,) reward
@@ -125,8 +133,9 @@ def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
     texts = [render_prompt(tokenizer, p) for p in prompts]
     texts = [text for text in texts for _ in range(num_generations)]  # (B,)
     longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
-    check_fits_context(longest + max_new_tokens, model,
-                       f"the longest prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens})")
+    check_fits_context(
+        longest + max_new_tokens, model, f"the longest prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens})"
+    )
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no dropout: the sampled tokens and their logps come from one distribution
@@ -134,8 +143,10 @@ def sample_rollouts(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, 
         with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
             if seed is not None:
                 torch.manual_seed(shifted_seed(seed))
-            parts = [_sample_batch(model, tokenizer, texts[i:i + batch_size], max_new_tokens, temperature)
-                     for i in range(0, len(texts), batch_size)]
+            parts = [
+                _sample_batch(model, tokenizer, texts[i : i + batch_size], max_new_tokens, temperature)
+                for i in range(0, len(texts), batch_size)
+            ]
     finally:
         model.train(was_training)
     return _join(parts, rows, tokenizer)
@@ -146,29 +157,49 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) ->
     messages = as_messages(prompt, "user")
     check_plain_messages(tokenizer, messages)
     text = render_chat(tokenizer, messages, add_generation_prompt=True, tokenize=False)
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in tokenizer(text, add_special_tokens=False)[
-            "input_ids"]:
+    if (
+        tokenizer.unk_token_id is not None
+        and tokenizer.unk_token_id in tokenizer(text, add_special_tokens=False)["input_ids"]
+    ):
         for message in messages:
             check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     return text
 
 
-def generate_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, prompts: Sequence[str],
-                         max_new_tokens: int = MAX_NEW_TOKENS, temperature: float = 1.0, seed: int | None = None,
-                         batch_size: int = GENERATION_BATCH_SIZE, return_finished: bool = False
-                         ) -> list[str] | tuple[list[str], list[bool]]:
+def generate_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    temperature: float = 1.0,
+    seed: int | None = None,
+    batch_size: int = GENERATION_BATCH_SIZE,
+    return_finished: bool = False,
+) -> list[str] | tuple[list[str], list[bool]]:
     """The decoded completions of :func:`sample_rollouts`, one per prompt.
 
     With ``return_finished=True`` it also returns, per completion, whether the model
     closed its turn (emitted the end-of-turn token) within ``max_new_tokens``.
     """
-    rollout = sample_rollouts(model, tokenizer, prompts, max_new_tokens=max_new_tokens, temperature=temperature,
-                              seed=seed, batch_size=batch_size)
+    rollout = sample_rollouts(
+        model,
+        tokenizer,
+        prompts,
+        max_new_tokens=max_new_tokens,
+        temperature=temperature,
+        seed=seed,
+        batch_size=batch_size,
+    )
     return (rollout.completions, rollout.finished.tolist()) if return_finished else rollout.completions
 
 
-def _sample_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, texts: list[str],
-                  max_new_tokens: int, temperature: float) -> dict[str, torch.Tensor]:
+def _sample_batch(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    texts: list[str],
+    max_new_tokens: int,
+    temperature: float,
+) -> dict[str, torch.Tensor]:
     """One left-padded ``generate`` call: its rows' ids, masks and sampling log-probs, as ``generate`` laid them out."""
     padding_side, tokenizer.padding_side = tokenizer.padding_side, "left"
     try:
@@ -176,20 +207,31 @@ def _sample_batch(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, te
     finally:
         tokenizer.padding_side = padding_side
     inputs = inputs.to(next(model.parameters()).device)
-    sampling = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if temperature > 0 \
+    sampling = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if temperature > 0
         else {"do_sample": False}
+    )
     with torch.no_grad():
-        output = model.generate(**inputs, max_new_tokens=max_new_tokens, pad_token_id=tokenizer.pad_token_id,
-                                eos_token_id=tokenizer.eos_token_id, output_logits=True,
-                                return_dict_in_generate=True, **sampling)
+        output = model.generate(
+            **inputs,
+            max_new_tokens=max_new_tokens,
+            pad_token_id=tokenizer.pad_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            output_logits=True,
+            return_dict_in_generate=True,
+            **sampling,
+        )
     P = inputs["input_ids"].shape[1]
     y = output.sequences[:, P:]  # (b, N) new tokens; N < max_new_tokens when every row stopped early
     is_eos = y == tokenizer.eos_token_id  # (b, N)
     # A token counts while no end-of-turn token came before it; the first one itself counts.
     completion = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # (b, N)
     tau = temperature if temperature > 0 else 1.0  # greedy: the plain model's log-probs
-    logps = torch.stack([-F.cross_entropy(logits.float() / tau, y[:, t], reduction="none")
-                         for t, logits in enumerate(output.logits)], dim=1)  # (b, N) log softmax(z/τ)[y_t]
+    logps = torch.stack(
+        [-F.cross_entropy(logits.float() / tau, y[:, t], reduction="none") for t, logits in enumerate(output.logits)],
+        dim=1,
+    )  # (b, N) log softmax(z/τ)[y_t]
     return {
         "input_ids": output.sequences,  # (b, P + N)
         "attention_mask": torch.cat([inputs["attention_mask"], completion.long()], dim=1),  # (b, P + N)
@@ -227,6 +269,8 @@ def rollout_rewards(reward_fn: RewardFn, rollout: Rollout) -> torch.Tensor:
     bad = (~torch.isfinite(rewards)).nonzero().flatten().tolist()
     if bad:
         i = bad[0]
-        raise ValueError(f"reward_fn returned {rewards[i].item()} for prompt {rollout.prompts[i]!r} "
-                         f"(completion {rollout.completions[i]!r}): every score must be a finite number")
+        raise ValueError(
+            f"reward_fn returned {rewards[i].item()} for prompt {rollout.prompts[i]!r} "
+            f"(completion {rollout.completions[i]!r}): every score must be a finite number"
+        )
     return rewards

@@ -66,8 +66,9 @@ def seed_offset() -> int:
     try:
         return int(text)
     except ValueError:
-        raise ValueError(f"{SEED_OFFSET_VARIABLE}={text!r} is not an integer: unset it, or set e.g. "
-                         f"{SEED_OFFSET_VARIABLE}=1000") from None
+        raise ValueError(
+            f"{SEED_OFFSET_VARIABLE}={text!r} is not an integer: unset it, or set e.g. {SEED_OFFSET_VARIABLE}=1000"
+        ) from None
 
 
 def shifted_seed(seed: int) -> int:
@@ -119,14 +120,30 @@ class Preset:
 
 PRESETS = {
     "tiny": Preset(
-        name="tiny", hidden_size=192, num_layers=4, num_heads=4, intermediate_size=512,
-        max_length=64, num_pretrain=20_000, num_sft=1_000, num_preference=2_000,
-        num_rl_prompts=2_000, batch_size=64,
+        name="tiny",
+        hidden_size=192,
+        num_layers=4,
+        num_heads=4,
+        intermediate_size=512,
+        max_length=64,
+        num_pretrain=20_000,
+        num_sft=1_000,
+        num_preference=2_000,
+        num_rl_prompts=2_000,
+        batch_size=64,
     ),
     "small": Preset(
-        name="small", hidden_size=512, num_layers=8, num_heads=8, intermediate_size=1408,
-        max_length=128, num_pretrain=200_000, num_sft=10_000, num_preference=100_000,
-        num_rl_prompts=100_000, batch_size=128,
+        name="small",
+        hidden_size=512,
+        num_layers=8,
+        num_heads=8,
+        intermediate_size=1408,
+        max_length=128,
+        num_pretrain=200_000,
+        num_sft=10_000,
+        num_preference=100_000,
+        num_rl_prompts=100_000,
+        batch_size=128,
     ),
 }
 
@@ -146,8 +163,14 @@ def get_preset(preset: str | Preset | None = None) -> Preset:
 
 # Minimum versions the test suite was run with; `rlhf-edu doctor` and every notebook's setup cell check them.
 REQUIREMENTS = {
-    "torch": "2.13", "transformers": "5.23", "datasets": "5.2", "tokenizers": "0.23",
-    "safetensors": "0.8", "matplotlib": "3.11", "ipywidgets": "8.1", "tqdm": "4.70",
+    "torch": "2.13",
+    "transformers": "5.23",
+    "datasets": "5.2",
+    "tokenizers": "0.23",
+    "safetensors": "0.8",
+    "matplotlib": "3.11",
+    "ipywidgets": "8.1",
+    "tqdm": "4.70",
 }
 
 
@@ -169,8 +192,9 @@ def version_report() -> list[tuple[str, str | None, bool]]:
     return report
 
 
-def setup(seed: int = 0, preset: str | Preset | None = None,
-          device: str | torch.device | None = None) -> tuple[torch.device, Preset]:
+def setup(
+    seed: int = 0, preset: str | Preset | None = None, device: str | torch.device | None = None
+) -> tuple[torch.device, Preset]:
     """A notebook's first cell: check versions, pick device and preset, seed everything, and say so.
 
     On CPU it runs PyTorch on ``$RLHF_EDU_THREADS`` threads (default 1): models this

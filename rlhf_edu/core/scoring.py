@@ -28,8 +28,13 @@ Row = dict[str, list[int]]  # "input_ids" and "completion_mask", as the encoders
 ScoreFn = Callable[[PreTrainedModel, dict[str, torch.Tensor]], torch.Tensor]  # (model, batch) -> (B,)
 
 
-def score_rows(model: PreTrainedModel, rows: Sequence[Row], pad_token_id: int, score_fn: ScoreFn,
-               batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+def score_rows(
+    model: PreTrainedModel,
+    rows: Sequence[Row],
+    pad_token_id: int,
+    score_fn: ScoreFn,
+    batch_size: int = SCORING_BATCH_SIZE,
+) -> torch.Tensor:
     """``score_fn(model, batch)`` of every encoded row, in the order of ``rows``: a (N,) float tensor on the CPU.
 
     ``score_fn`` takes the model and one right-padded batch (``input_ids``,
@@ -49,7 +54,7 @@ def score_rows(model: PreTrainedModel, rows: Sequence[Row], pad_token_id: int, s
     try:
         with torch.no_grad():
             for start in range(0, len(order), batch_size):
-                batch = pad_batch([rows[i] for i in order[start:start + batch_size]], pad_token_id)
+                batch = pad_batch([rows[i] for i in order[start : start + batch_size]], pad_token_id)
                 batch = {name: tensor.to(device) for name, tensor in batch.items()}
                 chunks.append(score_fn(model, batch).float().cpu())  # (b,)
     finally:
@@ -60,16 +65,23 @@ def score_rows(model: PreTrainedModel, rows: Sequence[Row], pad_token_id: int, s
     return values
 
 
-def score_completions(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase,
-                      prompts: Sequence[str | Messages], completions: Sequence[str | Messages], score_fn: ScoreFn,
-                      batch_size: int = SCORING_BATCH_SIZE) -> torch.Tensor:
+def score_completions(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+    score_fn: ScoreFn,
+    batch_size: int = SCORING_BATCH_SIZE,
+) -> torch.Tensor:
     """:func:`score_rows` of each chat-formatted (prompt, completion), strings or message lists: (N,) on the CPU."""
     if isinstance(prompts, str) or isinstance(completions, str):
         raise TypeError("pass lists of prompts and completions, not a single string: one completion per prompt")
     if len(prompts) != len(completions):
-        raise ValueError(f"got {len(prompts)} prompts but {len(completions)} completions: "
-                         "pass one completion per prompt")
+        raise ValueError(
+            f"got {len(prompts)} prompts but {len(completions)} completions: pass one completion per prompt"
+        )
     # a sampled answer may be empty: it is scored as the closed, empty turn the policy produced
-    rows = [encode_prompt_completion(tokenizer, p, c, allow_empty_completion=True)
-            for p, c in zip(prompts, completions)]
+    rows = [
+        encode_prompt_completion(tokenizer, p, c, allow_empty_completion=True) for p, c in zip(prompts, completions)
+    ]
     return score_rows(model, rows, tokenizer.pad_token_id, score_fn, batch_size)

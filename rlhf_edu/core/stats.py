@@ -39,8 +39,10 @@ def ranks(values: torch.Tensor) -> torch.Tensor:
 def check_paired(x: torch.Tensor, y: torch.Tensor) -> None:
     """Raise ValueError unless ``x`` and ``y`` are 1-D with one value each per example."""
     if x.shape != y.shape or x.dim() != 1:
-        raise ValueError(f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length: "
-                         "pass one value of each per example")
+        raise ValueError(
+            f"x {tuple(x.shape)} and y {tuple(y.shape)} must be 1-D and of the same length: "
+            "pass one value of each per example"
+        )
 
 
 def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Sequence[float]) -> float:
@@ -86,8 +88,10 @@ def assert_beyond(difference: float, stderr: float, claim: str, k: float = 3.0) 
     margin (the claims harness records it) and returns it in standard errors.
     """
     if not (math.isfinite(difference) and math.isfinite(stderr) and stderr > 0):
-        raise ValueError(f"assert_beyond needs a finite difference and a positive standard error, got "
-                         f"{difference!r} ± {stderr!r}: measure at least two samples per side")
+        raise ValueError(
+            f"assert_beyond needs a finite difference and a positive standard error, got "
+            f"{difference!r} ± {stderr!r}: measure at least two samples per side"
+        )
     z = difference / stderr
     line = f"{claim}: {difference:+.4g} ± {stderr:.2g} ({z:+.1f} s.e., asked > {k:g})"
     assert z > k, f"not resolved: {line}"
@@ -99,12 +103,15 @@ def report_difference(difference: float, stderr: float, what: str) -> None:
     """Print a difference with its standard error and 95% interval, asserting nothing: what a run cannot resolve."""
     z = difference / stderr if stderr > 0 else float("nan")
     low, high = difference - 1.96 * stderr, difference + 1.96 * stderr
-    print(f"{CLAIM_MEASURED} {what}: {difference:+.4g} ± {stderr:.2g} ({z:+.1f} s.e.; 95% interval "
-          f"[{low:+.3g}, {high:+.3g}])")
+    print(
+        f"{CLAIM_MEASURED} {what}: {difference:+.4g} ± {stderr:.2g} ({z:+.1f} s.e.; 95% interval "
+        f"[{low:+.3g}, {high:+.3g}])"
+    )
 
 
-def bootstrap_stderr(statistic: Callable[..., float], *arrays: np.ndarray | torch.Tensor, num_resamples: int = 200,
-                     seed: int = 0) -> float:
+def bootstrap_stderr(
+    statistic: Callable[..., float], *arrays: np.ndarray | torch.Tensor, num_resamples: int = 200, seed: int = 0
+) -> float:
     """The standard error of ``statistic(*arrays)``: its spread over bootstrap resamples of their rows.
 
     Every resample draws N row indices with replacement and takes the same rows of each
@@ -127,11 +134,14 @@ def pass_at_k(num_samples: int, num_correct: int, k: int) -> float:
     It is the chance that k of ``num_samples`` answers, drawn without replacement, hold
     at least one of the ``num_correct`` right ones.
     """
-    n, c, k = (check_int(v, name, low=0) for v, name in ((num_samples, "num_samples"), (num_correct, "num_correct"),
-                                                          (k, "k")))
+    n, c, k = (
+        check_int(v, name, low=0) for v, name in ((num_samples, "num_samples"), (num_correct, "num_correct"), (k, "k"))
+    )
     if not c <= n or not 1 <= k <= n:
-        raise ValueError(f"pass@k needs 0 <= num_correct <= num_samples and 1 <= k <= num_samples, got "
-                         f"n={n}, c={c}, k={k}: draw at least k samples per prompt")
+        raise ValueError(
+            f"pass@k needs 0 <= num_correct <= num_samples and 1 <= k <= num_samples, got "
+            f"n={n}, c={c}, k={k}: draw at least k samples per prompt"
+        )
     return 1.0 - math.comb(n - c, k) / math.comb(n, k)
 
 

@@ -55,7 +55,10 @@ def build_tokenizer() -> PreTrainedTokenizerFast:
     backend.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
     tokenizer = PreTrainedTokenizerFast(
         tokenizer_object=backend,
-        pad_token=PAD, unk_token=UNK, bos_token=BOS, eos_token=END_OF_TURN,
+        pad_token=PAD,
+        unk_token=UNK,
+        bos_token=BOS,
+        eos_token=END_OF_TURN,
         additional_special_tokens=[EOS, *ROLE_TOKENS.values()],
         model_max_length=512,
         clean_up_tokenization_spaces=False,

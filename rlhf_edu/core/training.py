@@ -56,15 +56,27 @@ class TrainingConfig:
     progress: bool = True  # tqdm bar (a widget in Jupyter, text in a terminal)
 
     def __post_init__(self) -> None:
-        self.learning_rate = check_number(self.learning_rate, "learning_rate", low=0, low_open=True,
-                                          fix="try 1e-3 for the tiny preset")
+        self.learning_rate = check_number(
+            self.learning_rate, "learning_rate", low=0, low_open=True, fix="try 1e-3 for the tiny preset"
+        )
         self.batch_size = check_int(self.batch_size, "batch_size", fix="the number of examples per step, e.g. 32")
         self.num_epochs = check_int(self.num_epochs, "num_epochs", fix="the number of passes over the data, e.g. 1")
-        self.warmup_ratio = check_number(self.warmup_ratio, "warmup_ratio", low=0, high=1, high_open=True,
-                                         fix="the share of steps in [0, 1) spent warming up, e.g. 0.1")
+        self.warmup_ratio = check_number(
+            self.warmup_ratio,
+            "warmup_ratio",
+            low=0,
+            high=1,
+            high_open=True,
+            fix="the share of steps in [0, 1) spent warming up, e.g. 0.1",
+        )
         if self.max_grad_norm is not None:
-            self.max_grad_norm = check_number(self.max_grad_norm, "max_grad_norm", low=0, low_open=True,
-                                              fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping")
+            self.max_grad_norm = check_number(
+                self.max_grad_norm,
+                "max_grad_norm",
+                low=0,
+                low_open=True,
+                fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping",
+            )
         check_choice(self.lr_scheduler_type, "lr_scheduler_type", SCHEDULES)
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
         if self.max_length is not None:
@@ -117,7 +129,7 @@ class History:
             values = self[name]
             steps = [i for i, step in enumerate(self.steps) if name in step]  # eval metrics come every few steps
             smoothed = running_mean(values, smooth)
-            ax.plot(steps[len(values) - len(smoothed):], smoothed)
+            ax.plot(steps[len(values) - len(smoothed) :], smoothed)
             ax.set_title(name, fontsize=10)
             ax.set_xlabel("step")
         if figure is not None:
@@ -125,8 +137,14 @@ class History:
         return axes[0].figure
 
 
-def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: TrainingConfig, shuffle: bool = True,
-                group_by_length: bool = False, length: Callable[[Any], int] | None = None) -> DataLoader:
+def make_loader(
+    rows: Sequence,
+    collate_fn: Callable[[list], Batch],
+    config: TrainingConfig,
+    shuffle: bool = True,
+    group_by_length: bool = False,
+    length: Callable[[Any], int] | None = None,
+) -> DataLoader:
     """Batches of ``config.batch_size`` rows, in a seeded random order that changes every epoch.
 
     With ``group_by_length=True`` each batch holds rows of similar ``length(row)``
@@ -141,16 +159,25 @@ def make_loader(rows: Sequence, collate_fn: Callable[[list], Batch], config: Tra
     if length is not None and not callable(length):
         raise TypeError(f"length must be a function row -> int, got {type(length).__name__}")
     if not group_by_length:
-        return DataLoader(rows, batch_size=config.batch_size, shuffle=shuffle, collate_fn=collate_fn,
-                          generator=torch_generator(config.seed))
+        return DataLoader(
+            rows,
+            batch_size=config.batch_size,
+            shuffle=shuffle,
+            collate_fn=collate_fn,
+            generator=torch_generator(config.seed),
+        )
     length = length or (lambda row: len(row["input_ids"]))
-    order = torch.randperm(len(rows), generator=torch_generator(config.seed)).tolist() if shuffle \
+    order = (
+        torch.randperm(len(rows), generator=torch_generator(config.seed)).tolist()
+        if shuffle
         else list(range(len(rows)))
+    )
     order = sorted(order, key=lambda i: length(rows[i]))  # stable: equal lengths keep their shuffled order
-    batches = [[rows[i] for i in order[s:s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
+    batches = [[rows[i] for i in order[s : s + config.batch_size]] for s in range(0, len(order), config.batch_size)]
     # batch_size=None: each item is already a batch, handed to collate_fn whole.
-    return DataLoader(batches, batch_size=None, shuffle=shuffle, collate_fn=collate_fn,
-                      generator=torch_generator(config.seed))
+    return DataLoader(
+        batches, batch_size=None, shuffle=shuffle, collate_fn=collate_fn, generator=torch_generator(config.seed)
+    )
 
 
 MAX_RELATIVE_UPDATE = 10.0  # no sane step moves the weights by ten times their own norm (see Trainer._update)
@@ -169,8 +196,13 @@ class Trainer:
     without dropout. ``history`` holds every step's metrics.
     """
 
-    def __init__(self, modules: torch.nn.Module | Sequence[torch.nn.Module], config: TrainingConfig,
-                 total_steps: int, desc: str = "training"):
+    def __init__(
+        self,
+        modules: torch.nn.Module | Sequence[torch.nn.Module],
+        config: TrainingConfig,
+        total_steps: int,
+        desc: str = "training",
+    ):
         self.modules = _as_modules(modules)
         self.config = config
         self.total_steps = check_int(total_steps, "total_steps", fix="the number of optimizer steps planned")
@@ -207,8 +239,9 @@ class Trainer:
         finally:
             self._set_train_mode(False)
         self.scheduler.step()
-        self.history.log(step=step, **extra, loss=loss.item(), learning_rate=learning_rate,
-                         grad_norm=grad_norm.item(), **metrics)
+        self.history.log(
+            step=step, **extra, loss=loss.item(), learning_rate=learning_rate, grad_norm=grad_norm.item(), **metrics
+        )
         self.progress.update(1)
         self.progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
         if len(self.history.steps) == self.total_steps:
@@ -244,7 +277,8 @@ class Trainer:
                     f"the loss does not depend on the {type(module).__name__}'s weights, so training would change "
                     "nothing: is its forward another model's? (TRL patches the forward of the models its trainers "
                     "touch, and copy.deepcopy of such a model still runs the original's weights.) Load a fresh "
-                    "model, e.g. zoo.load('sft'), for each trainer")
+                    "model, e.g. zoo.load('sft'), for each trainer"
+                )
 
     def _update(self, step: int) -> None:
         """The optimizer step, undone if it failed, left any weight non-finite, or moved the weights absurdly far.
@@ -287,8 +321,14 @@ class Trainer:
             module.train(mode)
 
 
-def train(model: torch.nn.Module | Sequence[torch.nn.Module], loss_fn: LossFn, batches: Iterable,
-          config: TrainingConfig, desc: str = "training", num_steps: int | None = None) -> History:
+def train(
+    model: torch.nn.Module | Sequence[torch.nn.Module],
+    loss_fn: LossFn,
+    batches: Iterable,
+    config: TrainingConfig,
+    desc: str = "training",
+    num_steps: int | None = None,
+) -> History:
     """Minimise ``loss_fn`` over ``batches`` with a :class:`Trainer`; return its :class:`History`.
 
     Takes ``config.num_epochs`` passes over ``batches`` (which needs a ``len``), or
@@ -314,8 +354,9 @@ def _planned_steps(batches: Iterable, config: TrainingConfig, num_steps: int | N
     if num_steps is not None:
         return check_int(num_steps, "num_steps", fix="the number of optimizer steps to take")
     if not hasattr(batches, "__len__"):
-        raise TypeError(f"batches ({type(batches).__name__}) has no len(), so the number of steps is unknown: "
-                        "pass num_steps=...")
+        raise TypeError(
+            f"batches ({type(batches).__name__}) has no len(), so the number of steps is unknown: pass num_steps=..."
+        )
     if len(batches) == 0:
         raise ValueError("batches is empty: there is nothing to train on (check the dataset)")
     return config.num_epochs * len(batches)
@@ -341,16 +382,20 @@ def _as_modules(modules: torch.nn.Module | Sequence[torch.nn.Module]) -> list[to
         return [modules]
     if isinstance(modules, (list, tuple)) and modules and all(isinstance(m, torch.nn.Module) for m in modules):
         return list(modules)
-    raise TypeError(f"modules must be a torch.nn.Module or a non-empty list of them, got {modules!r:.80}: "
-                    "pass the model (and any value head) whose weights should train")
+    raise TypeError(
+        f"modules must be a torch.nn.Module or a non-empty list of them, got {modules!r:.80}: "
+        "pass the model (and any value head) whose weights should train"
+    )
 
 
 def _trainable_parameters(modules: list[torch.nn.Module]) -> list[torch.nn.Parameter]:
     """Every parameter that requires grad, once each (modules may share some, e.g. a head on a policy)."""
     params = {id(p): p for module in modules for p in module.parameters() if p.requires_grad}
     if not params:
-        raise ValueError("none of the modules has a parameter that requires grad: unfreeze the weights to train "
-                         "(p.requires_grad_(True))")
+        raise ValueError(
+            "none of the modules has a parameter that requires grad: unfreeze the weights to train "
+            "(p.requires_grad_(True))"
+        )
     return list(params.values())
 
 
@@ -365,8 +410,9 @@ def save_histories(runs: dict[str, History], path: str | Path, **settings) -> Pa
     """Write named runs to JSON: the ``settings`` that made them and every run's per-step metrics; returns ``path``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings, "runs": {name: h.steps for name, h in runs.items()}},
-                               indent=1) + "\n")
+    path.write_text(
+        json.dumps({"settings": settings, "runs": {name: h.steps for name, h in runs.items()}}, indent=1) + "\n"
+    )
     return path
 
 

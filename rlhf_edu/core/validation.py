@@ -16,8 +16,17 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 
-def check_number(value: object, name: str, *, low: float | None = None, high: float | None = None,
-                 low_open: bool = False, high_open: bool = False, allow_inf: bool = False, fix: str = "") -> float:
+def check_number(
+    value: object,
+    name: str,
+    *,
+    low: float | None = None,
+    high: float | None = None,
+    low_open: bool = False,
+    high_open: bool = False,
+    allow_inf: bool = False,
+    fix: str = "",
+) -> float:
     """Return ``value`` as a float after checking that it is a real number in the given range, finite by default.
 
     ``low``/``high`` are inclusive bounds unless ``low_open``/``high_open``; ``fix`` is appended
@@ -83,9 +92,11 @@ def check_distribution(probs: torch.Tensor, name: str, tolerance: float = 1e-5) 
         raise ValueError(f"{name} has a negative entry ({probs.min().item():.3g}); probabilities must be >= 0")
     sums = probs.sum(-1)  # (...)
     if not ((sums - 1).abs() <= tolerance).all():  # written so that NaN fails too
-        raise ValueError(f"{name} must sum to 1 over the last dim, but its sums run from "
-                         f"{sums.min().item():.6g} to {sums.max().item():.6g}; normalise with "
-                         "p / p.sum(-1, keepdim=True), or build it with torch.softmax(logits, -1)")
+        raise ValueError(
+            f"{name} must sum to 1 over the last dim, but its sums run from "
+            f"{sums.min().item():.6g} to {sums.max().item():.6g}; normalise with "
+            "p / p.sum(-1, keepdim=True), or build it with torch.softmax(logits, -1)"
+        )
 
 
 def check_causal_lm(model: object, name: str = "model") -> None:
@@ -95,19 +106,25 @@ def check_causal_lm(model: object, name: str = "model") -> None:
     it has no next-token distribution to sample from or to take log π(y|x) of.
     """
     if not isinstance(model, torch.nn.Module) or not hasattr(model, "config"):
-        raise TypeError(f"{name} must be a Hugging Face model, got {type(model).__name__}: "
-                        "load one with zoo.load('sft') or AutoModelForCausalLM.from_pretrained")
+        raise TypeError(
+            f"{name} must be a Hugging Face model, got {type(model).__name__}: "
+            "load one with zoo.load('sft') or AutoModelForCausalLM.from_pretrained"
+        )
     if not hasattr(model, "get_output_embeddings") or model.get_output_embeddings() is None:
-        raise TypeError(f"{name} is a {type(model).__name__}, which has no language-model head: pass a causal LM "
-                        "(e.g. zoo.load('sft')) here, and a reward model only where a reward is asked for")
+        raise TypeError(
+            f"{name} is a {type(model).__name__}, which has no language-model head: pass a causal LM "
+            "(e.g. zoo.load('sft')) here, and a reward model only where a reward is asked for"
+        )
 
 
 def check_fits_context(length: int, model: PreTrainedModel, name: str) -> None:
     """Raise ValueError when a sequence of ``length`` tokens is longer than the model's context."""
     limit = getattr(model.config, "max_position_embeddings", None)
     if limit is not None and length > limit:
-        raise ValueError(f"{name} is {length} tokens long but the model's context is {limit} tokens "
-                         "(config.max_position_embeddings): shorten it, or ask for fewer new tokens")
+        raise ValueError(
+            f"{name} is {length} tokens long but the model's context is {limit} tokens "
+            "(config.max_position_embeddings): shorten it, or ask for fewer new tokens"
+        )
 
 
 def context_length(model: PreTrainedModel, max_length: int | None = None) -> int:
@@ -120,8 +137,10 @@ def context_length(model: PreTrainedModel, max_length: int | None = None) -> int
         return limit
     check_int(max_length, "max_length", fix=f"a length in tokens, at most the model's context of {limit}")
     if max_length > limit:
-        raise ValueError(f"max_length is {max_length} but the model's context is {limit} tokens "
-                         f"(config.max_position_embeddings): use max_length <= {limit}, or None")
+        raise ValueError(
+            f"max_length is {max_length} but the model's context is {limit} tokens "
+            f"(config.max_position_embeddings): use max_length <= {limit}, or None"
+        )
     return max_length
 
 
@@ -135,16 +154,23 @@ def check_known_words(tokenizer: PreTrainedTokenizerBase, text: str, name: str) 
     if unk_id is None:
         return  # a byte-level tokenizer can spell any text
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
-    unknown = [text[start:end] for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
-               if token == unk_id]
+    unknown = [
+        text[start:end]
+        for token, (start, end) in zip(encoded["input_ids"], encoded["offset_mapping"])
+        if token == unk_id
+    ]
     if unknown:
-        raise ValueError(f"{name} {text!r} holds words the tokenizer does not know: {', '.join(map(repr, unknown))}. "
-                         "Use the world's words (rlhf_edu.core.world.VOCAB), with '.' as the only punctuation")
+        raise ValueError(
+            f"{name} {text!r} holds words the tokenizer does not know: {', '.join(map(repr, unknown))}. "
+            "Use the world's words (rlhf_edu.core.world.VOCAB), with '.' as the only punctuation"
+        )
 
 
 def check_no_markup(tokenizer: PreTrainedTokenizerBase, text: str, name: str) -> None:
     """Raise ValueError when a message's text contains a special token, which would forge a turn of the chat."""
     found = [token for token in tokenizer.all_special_tokens if token and token in text]
     if found:
-        raise ValueError(f"{name} {text!r} contains the special token(s) {', '.join(map(repr, found))}: "
-                         "pass plain text, and let the chat template add the markup")
+        raise ValueError(
+            f"{name} {text!r} contains the special token(s) {', '.join(map(repr, found))}: "
+            "pass plain text, and let the chat template add the markup"
+        )

@@ -58,13 +58,17 @@ def log_stops(low: float, high: float, per_decade: int = 10, digits: int = 2) ->
     half a step of an end, so ``log_stops(0.03, 10)`` is 0.03, 0.04, 0.05, 0.063, 0.079, 0.1, ..., 7.9, 10.
     """
     if not 0 < low < high or per_decade < 1:
-        raise ValueError(f"need 0 < low < high and per_decade >= 1, got low={low}, high={high}, "
-                         f"per_decade={per_decade}")
+        raise ValueError(
+            f"need 0 < low < high and per_decade >= 1, got low={low}, high={high}, per_decade={per_decade}"
+        )
     if float(f"{low:g}") != low or float(f"{high:g}") != high:
         raise ValueError(f"give round ends, read out as they are: low={low:g}, high={high:g}")
     first, last = math.log10(low) * per_decade, math.log10(high) * per_decade
-    inner = [round_significant(10 ** (k / per_decade), digits)
-             for k in range(math.floor(first) + 1, math.ceil(last)) if first + 0.5 <= k <= last - 0.5]
+    inner = [
+        round_significant(10 ** (k / per_decade), digits)
+        for k in range(math.floor(first) + 1, math.ceil(last))
+        if first + 0.5 <= k <= last - 0.5
+    ]
     return [low, *sorted(set(inner)), high]
 
 
@@ -76,8 +80,9 @@ def nearest_stop(stops: Sequence[float], value: float) -> float:
     return closest
 
 
-def choice_slider(symbol: str, options: Sequence[float], value: float | None = None, units: str | None = None,
-                  fmt: str = "g") -> ipywidgets.SelectionSlider:
+def choice_slider(
+    symbol: str, options: Sequence[float], value: float | None = None, units: str | None = None, fmt: str = "g"
+) -> ipywidgets.SelectionSlider:
     """A slider over the numbers ``options``, read out as ``format(option, fmt)``, starting at ``value``.
 
     Use it for values that were computed ahead, e.g. a few training runs keyed by β.
@@ -87,28 +92,34 @@ def choice_slider(symbol: str, options: Sequence[float], value: float | None = N
     if not options or len(set(labels)) != len(labels):
         raise ValueError(f"give at least one option, each with its own readout: {labels}")
     return ipywidgets.SelectionSlider(
-        options=list(zip(labels, options)), value=nearest_stop(options, options[0] if value is None else value),
-        description=describe(symbol, units), continuous_update=False,
-        layout=ipywidgets.Layout(width=WIDGET_WIDTH), style={"description_width": DESCRIPTION_WIDTH},
+        options=list(zip(labels, options)),
+        value=nearest_stop(options, options[0] if value is None else value),
+        description=describe(symbol, units),
+        continuous_update=False,
+        layout=ipywidgets.Layout(width=WIDGET_WIDTH),
+        style={"description_width": DESCRIPTION_WIDTH},
     )
 
 
-def slider(symbol: str, value: float, low: float, high: float, step: float,
-           units: str | None = None) -> ipywidgets.SelectionSlider:
+def slider(
+    symbol: str, value: float, low: float, high: float, step: float, units: str | None = None
+) -> ipywidgets.SelectionSlider:
     """A linear slider from ``low`` to ``high`` by ``step``, read out with the decimals of ``step``."""
     stops = linear_stops(low, high, step)
     decimals = max(0, -Decimal(str(step)).normalize().as_tuple().exponent)
     return choice_slider(symbol, stops, value, units, fmt=f".{decimals}f")
 
 
-def log_slider(symbol: str, value: float, low: float, high: float, per_decade: int = 10,
-               units: str | None = None) -> ipywidgets.SelectionSlider:
+def log_slider(
+    symbol: str, value: float, low: float, high: float, per_decade: int = 10, units: str | None = None
+) -> ipywidgets.SelectionSlider:
     """A log-scale slider over :func:`log_stops` (``per_decade`` stops for every factor of 10)."""
     return choice_slider(symbol, log_stops(low, high, per_decade), value, units)
 
 
 def quiet(fn: Callable) -> Callable:
     """``fn`` with the same signature, returning None: what it draws or prints is shown, its return value is not."""
+
     @functools.wraps(fn)
     def call(*args, **kwargs) -> None:
         fn(*args, **kwargs)

@@ -80,11 +80,29 @@ FACTS = {
 ATTRIBUTES = sorted({a for facts in FACTS.values() for a in facts})
 POSITIVE = ["great", "tasty", "lovely", "fun", "fresh", "amazing", "good", "nice"]
 NEGATIVE = ["bad", "bland", "boring", "awful", "dull", "poor"]
-FILLER = ["i", "think", "really", "very", "so", "we", "people", "say", "it", "was", "a", "this",
-          "yesterday", "today", "like", "please", "tried", "saw", "my"]
+FILLER = [
+    "i",
+    "think",
+    "really",
+    "very",
+    "so",
+    "we",
+    "people",
+    "say",
+    "it",
+    "was",
+    "a",
+    "this",
+    "yesterday",
+    "today",
+    "like",
+    "please",
+    "tried",
+    "saw",
+    "my",
+]
 FUNCTION_WORDS = ["the", "is", "and", "plus", "add", "review", "describe", "."]
-VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIVE + FILLER
-                   + FUNCTION_WORDS))
+VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIVE + FILLER + FUNCTION_WORDS))
 
 FAMILIES = ("arithmetic", "review", "describe")
 REWARD_KINDS = ("gold", "verifier")  # World.reward_function: the gold reward, or the verifier of sums
@@ -165,8 +183,13 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     concision = max(-1.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
     content = [w for w in words if w not in _NOT_CONTENT]
     repetition = (len(set(content)) - len(content)) / n if n else 0.0
-    return {"correctness": correctness, "relevance": relevance, "tone": tone,
-            "concision": concision, "repetition": repetition}
+    return {
+        "correctness": correctness,
+        "relevance": relevance,
+        "tone": tone,
+        "concision": concision,
+        "repetition": repetition,
+    }
 
 
 def fact_pairs() -> tuple[list[str], list[str], list[str]]:
@@ -177,8 +200,13 @@ def fact_pairs() -> tuple[list[str], list[str], list[str]]:
     "the dog is soft")`` and so on. The two answers differ in one word, so they differ
     in the gold reward only through ``correctness``.
     """
-    rows = [(f"describe the {animal}", f"the {animal} is {fact}", f"the {animal} is {other}")
-            for animal, facts in FACTS.items() for fact in facts for other in ATTRIBUTES if other not in facts]
+    rows = [
+        (f"describe the {animal}", f"the {animal} is {fact}", f"the {animal} is {other}")
+        for animal, facts in FACTS.items()
+        for fact in facts
+        for other in ATTRIBUTES
+        if other not in facts
+    ]
     prompts, true_answers, false_answers = map(list, zip(*rows))
     return prompts, true_answers, false_answers
 
@@ -230,8 +258,9 @@ class World:
         subject = parsed.subject[0]
         if parsed.family == "describe":
             facts = list(FACTS[subject])
-            words = [rng.choice(facts) if rng.random() < 0.8 else rng.choice(ATTRIBUTES)
-                     for _ in range(rng.integers(1, 3))]
+            words = [
+                rng.choice(facts) if rng.random() < 0.8 else rng.choice(ATTRIBUTES) for _ in range(rng.integers(1, 3))
+            ]
             if rng.random() < 0.3:
                 words.append(rng.choice(POSITIVE))
         else:
@@ -255,10 +284,12 @@ class World:
         n = self.preset.num_sft if n is None else n
         rng = self._rng(3, split)
         prompts = self.prompts(n, split=split)
-        return Dataset.from_dict({
-            "prompt": [[{"role": "user", "content": p}] for p in prompts],
-            "completion": [[{"role": "assistant", "content": self.demonstration(p, rng)}] for p in prompts],
-        })
+        return Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": p}] for p in prompts],
+                "completion": [[{"role": "assistant", "content": self.demonstration(p, rng)}] for p in prompts],
+            }
+        )
 
     def rl_dataset(self, n: int | None = None, split: str = "train", family: str | None = None) -> Dataset:
         """``n`` RL prompts (default: the preset's ``num_rl_prompts``) as a ``Dataset`` with a conversational
@@ -313,21 +344,25 @@ class World:
         _check_pairs(prompts, completions)
         others = [p for p in prompts if parse_prompt(p).family != "arithmetic"]
         if others:
-            raise ValueError(f"the verifier checks sums only, got {others[0]!r}: keep the arithmetic prompts "
-                             "(World.prompts(n, family='arithmetic')) or score the others with gold_reward")
+            raise ValueError(
+                f"the verifier checks sums only, got {others[0]!r}: keep the arithmetic prompts "
+                "(World.prompts(n, family='arithmetic')) or score the others with gold_reward"
+            )
         _warn_unknown_words(completions)
         return [gold_components_one(p, c)["correctness"] for p, c in zip(prompts, completions)]
 
     # --- the Bradley-Terry annotator ---------------------------------------------------
-    def preference_probability(self, prompts: list[str], completions_a: list[str],
-                               completions_b: list[str]) -> np.ndarray:
+    def preference_probability(
+        self, prompts: list[str], completions_a: list[str], completions_b: list[str]
+    ) -> np.ndarray:
         """P(a ≻ b) = σ((g(a) − g(b)) / τ) for each pair."""
         _check_pairs(completions_a, completions_b)
         gap = np.subtract(self.gold_reward(prompts, completions_a), self.gold_reward(prompts, completions_b))
         return 1.0 / (1.0 + np.exp(-gap / self.tau))
 
-    def label_pairs(self, prompts: list[str], completions_a: list[str], completions_b: list[str],
-                    rng: np.random.Generator | int) -> list[int]:
+    def label_pairs(
+        self, prompts: list[str], completions_a: list[str], completions_b: list[str], rng: np.random.Generator | int
+    ) -> list[int]:
         """Noisy human-like labels: 1 where ``a`` is preferred, drawn from the Bradley-Terry model."""
         rng = np.random.default_rng(rng)
         p = self.preference_probability(prompts, completions_a, completions_b)
@@ -351,8 +386,11 @@ def _check_pairs(first: Sequence[str], second: Sequence[str]) -> None:
 def _warn_unknown_words(completions: Sequence[str]) -> None:
     unknown = sorted({w for c in completions for w in unknown_words(message_text(c, "completion"))})
     if unknown:
-        warnings.warn(f"the world does not know the words {', '.join(map(repr, unknown[:10]))}: the gold reward "
-                      "counts them as words (for concision) and they earn nothing", stacklevel=3)
+        warnings.warn(
+            f"the world does not know the words {', '.join(map(repr, unknown[:10]))}: the gold reward "
+            "counts them as words (for concision) and they earn nothing",
+            stacklevel=3,
+        )
 
 
 def _off_by(answer: int, error: int) -> int:

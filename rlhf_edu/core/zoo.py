@@ -55,8 +55,9 @@ def checkpoint_dir(name: str, preset: str | Preset | None = None) -> Path:
     return Path(os.environ.get("RLHF_EDU_HOME", Path.home() / ".cache" / "rlhf_edu")) / preset.name / name
 
 
-def load(name: str | Path, preset: str | Preset | None = None,
-         device: str | torch.device | None = None) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load(
+    name: str | Path, preset: str | Preset | None = None, device: str | torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """Return ``(model, tokenizer)`` in eval mode on ``device``: a zoo checkpoint, a local folder or a Hub id.
 
     ``name`` is one of :data:`CHECKPOINTS` (offline, shipped or built for ``preset``), a
@@ -79,16 +80,19 @@ def load(name: str | Path, preset: str | Preset | None = None,
     if Path(name).expanduser().is_dir():
         return load_dir(Path(name).expanduser(), device)
     if isinstance(name, Path) or not HUB_ID.fullmatch(name):
-        raise ValueError(f"unknown checkpoint {str(name)!r}: the zoo has {', '.join(CHECKPOINTS)}; a folder that "
-                         "exists (saved with save_pretrained) or a Hub id (owner/name) loads too")
+        raise ValueError(
+            f"unknown checkpoint {str(name)!r}: the zoo has {', '.join(CHECKPOINTS)}; a folder that "
+            "exists (saved with save_pretrained) or a Hub id (owner/name) loads too"
+        )
     return load_from_hub(name, device)
 
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells its model ids
 
 
-def load_from_hub(model_id: str, device: str | torch.device | None = None
-                  ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_from_hub(
+    model_id: str, device: str | torch.device | None = None
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` of a Hub model: downloaded when online, read from the local cache when offline."""
     offline = is_offline_mode()
     try:
@@ -101,12 +105,15 @@ def load_from_hub(model_id: str, device: str | torch.device | None = None
                 "Use the offline default, zoo.load('sft') (or 'base', 'rm'), or a folder saved with "
                 "save_pretrained; or go online (unset HF_HUB_OFFLINE) to download it once"
             ) from None
-        raise ValueError(f"could not load {model_id!r} from the Hub ({error}): check the id and the network, "
-                         "or use the offline default, zoo.load('sft')") from None
+        raise ValueError(
+            f"could not load {model_id!r} from the Hub ({error}): check the id and the network, "
+            "or use the offline default, zoo.load('sft')"
+        ) from None
 
 
-def load_dir(path: str | Path, device: str | torch.device | None = None, local_files_only: bool = True
-             ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
+def load_dir(
+    path: str | Path, device: str | torch.device | None = None, local_files_only: bool = True
+) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` saved with ``save_pretrained`` in ``path``, in eval mode on ``device``.
 
     The model class comes from the folder's own config (its ``architectures``); a tokenizer
@@ -139,18 +146,28 @@ def new_model(preset: str | Preset | None = None, seed: int = 0) -> tuple[LlamaF
     preset = get_preset(preset)
     tokenizer = build_tokenizer()
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=preset.hidden_size, intermediate_size=preset.intermediate_size,
-        num_hidden_layers=preset.num_layers, num_attention_heads=preset.num_heads,
-        max_position_embeddings=preset.max_length, tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+        vocab_size=len(tokenizer),
+        hidden_size=preset.hidden_size,
+        intermediate_size=preset.intermediate_size,
+        num_hidden_layers=preset.num_layers,
+        num_attention_heads=preset.num_heads,
+        max_position_embeddings=preset.max_length,
+        tie_word_embeddings=True,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
     seed_everything(seed)
     return LlamaForCausalLM(config), tokenizer
 
 
-def save(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, name: str,
-         preset: str | Preset | None = None, out_dir: str | Path | None = None) -> Path:
+def save(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    name: str,
+    preset: str | Preset | None = None,
+    out_dir: str | Path | None = None,
+) -> Path:
     """Save a built checkpoint in float32 with ``save_pretrained``: to ``out_dir/name``, else the zoo's folder."""
     path = Path(out_dir) / name if out_dir else checkpoint_dir(name, preset)
     with no_progress_bars():

@@ -28,8 +28,16 @@ from ..notebook_split import CHROMIUM, ROOT
 
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 # Headless, and nothing that reaches outside: Chromium's background connections are refused on a closed network.
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 VIEWPORT = {"width": 1366, "height": 900}  # a laptop screen
 SERVER_START_S = 120
 # JupyterLab settings for the test server only: no autosave (the notebooks under test stay as committed),
@@ -125,15 +133,29 @@ def lab(tmp_path_factory) -> str:
     write_settings(config)
     port = free_port()
     # window.jupyterapp lets a test read the notebook's outputs from the page, as the kernel sent them
-    flags = ["--no-browser", "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-             "--IdentityProvider.token=", "--LabApp.expose_app_in_browser=True"]
+    flags = [
+        "--no-browser",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        "--IdentityProvider.token=",
+        "--LabApp.expose_app_in_browser=True",
+    ]
     if os.geteuid() == 0:  # CI runs as root; JupyterLab refuses to unless told
         flags.append("--ServerApp.allow_root=True")
     venv = Path(sys.prefix)
-    command = ["make", "--no-print-directory", "-C", str(ROOT), "-o", f"{venv}/.installed",  # installed already
-               "lab", f"VENV={venv}", "LAB_FLAGS=" + " ".join(flags)]
-    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data),
-               JUPYTER_RUNTIME_DIR=str(runtime))
+    command = [
+        "make",
+        "--no-print-directory",
+        "-C",
+        str(ROOT),
+        "-o",
+        f"{venv}/.installed",  # installed already
+        "lab",
+        f"VENV={venv}",
+        "LAB_FLAGS=" + " ".join(flags),
+    ]
+    env = dict(os.environ, JUPYTER_CONFIG_DIR=str(config), JUPYTER_DATA_DIR=str(data), JUPYTER_RUNTIME_DIR=str(runtime))
     log = home / "lab.log"
     with log.open("w") as out:
         process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -153,8 +175,12 @@ def browser(tmp_path_factory):
     playwright = sync_api.sync_playwright().start()
     try:
         context = playwright.chromium.launch_persistent_context(
-            str(tmp_path_factory.mktemp("chromium-profile")), executable_path=str(CHROMIUM), headless=True,
-            args=CHROMIUM_ARGS, viewport=VIEWPORT)
+            str(tmp_path_factory.mktemp("chromium-profile")),
+            executable_path=str(CHROMIUM),
+            headless=True,
+            args=CHROMIUM_ARGS,
+            viewport=VIEWPORT,
+        )
         try:
             yield context
         finally:

@@ -41,9 +41,13 @@ from rlhf_edu.core.widgets import MIN_TRACK_PX
 from ..notebook_split import CHECKED, NOTEBOOK_DIR, NOTEBOOKS, checked_text, has_widgets
 from .conftest import ARTIFACTS, CHROMIUM, ROOT, VIEWPORT
 
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(), reason=(
-    f"{CHROMIUM} is missing: install Chromium (on Debian: apt-get install -y chromium) to test the notebooks "
-    "in a browser"))
+pytestmark = pytest.mark.skipif(
+    not CHROMIUM.exists(),
+    reason=(
+        f"{CHROMIUM} is missing: install Chromium (on Debian: apt-get install -y chromium) to test the notebooks "
+        "in a browser"
+    ),
+)
 
 MARKDOWN_IMAGE = re.compile(r"!\[[^\]]*\]\([^)]+\)|<img\b")
 STRAY_REPR = re.compile(r"<Figure size|<matplotlib\.|<function |<Axes")
@@ -66,8 +70,10 @@ def committed_run_seconds(path: Path) -> float:
     for cell in read_cells(path):
         timing = cell.get("metadata", {}).get("execution", {})
         if "iopub.execute_input" in timing and "shell.execute_reply" in timing:
-            start, end = (datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
-                          for key in ("iopub.execute_input", "shell.execute_reply"))
+            start, end = (
+                datetime.fromisoformat(timing[key].replace("Z", "+00:00"))
+                for key in ("iopub.execute_input", "shell.execute_reply")
+            )
             total += (end - start).total_seconds()
     return total
 
@@ -105,8 +111,10 @@ IMAGES = """() => {
         src: (i.getAttribute('src') || '').slice(0, 120), complete: i.complete, width: i.naturalWidth}));
 }"""
 IMAGES_LOADED = f"() => ({IMAGES})().every(i => i.complete && i.width > 0)"
-PROMPTS = "() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(c => " \
-          "c.querySelector('.jp-InputPrompt') ? c.querySelector('.jp-InputPrompt').textContent.trim() : null)"
+PROMPTS = (
+    "() => [...document.querySelectorAll('.jp-Notebook .jp-Cell')].map(c => "
+    "c.querySelector('.jp-InputPrompt') ? c.querySelector('.jp-InputPrompt').textContent.trim() : null)"
+)
 TRACEBACKS = """() => [...document.querySelectorAll(
         '.jp-Notebook .jp-OutputArea-output[data-mime-type="application/vnd.jupyter.stderr"]')]
     .map(e => e.textContent).filter(t => /Traceback/.test(t)).map(t => t.slice(0, 3000))"""
@@ -134,8 +142,9 @@ def open_notebook(page, lab: str, path: Path) -> list:
     """Open ``path`` in a workspace of its own; return its cells once all are on the page."""
     cells = read_cells(path)
     page.goto(f"{lab}/lab/workspaces/{uuid.uuid4().hex}/tree/{path.relative_to(ROOT).as_posix()}")
-    page.wait_for_function(f"n => document.querySelectorAll('{CELLS}').length === n", arg=len(cells),
-                           timeout=OPEN_S * 1000)
+    page.wait_for_function(
+        f"n => document.querySelectorAll('{CELLS}').length === n", arg=len(cells), timeout=OPEN_S * 1000
+    )
     return cells
 
 
@@ -149,7 +158,8 @@ def check_math_and_images(page, path: Path, cells: list) -> None:
     if errors:  # the failure screenshot then shows it
         page.locator(CELLS).nth(errors[0]["cell"]).scroll_into_view_if_needed()
     assert not errors, f"{name}: MathJax shows {len(errors)} error(s) instead of formulas: " + "; ".join(
-        f"cell {e['cell']}: {e['error']} in {e['tex']!r}" for e in errors)
+        f"cell {e['cell']}: {e['error']} in {e['tex']!r}" for e in errors
+    )
     try:
         page.wait_for_function(IMAGES_LOADED, timeout=30_000, polling=500)
     except Exception:
@@ -159,7 +169,8 @@ def check_math_and_images(page, path: Path, cells: list) -> None:
     if broken:
         page.locator(CELLS).nth(broken[0]["cell"]).scroll_into_view_if_needed()
     assert not broken, f"{name}: {len(broken)} image(s) did not load: " + "; ".join(
-        f"cell {i['cell']}: {i['src']}" for i in broken)
+        f"cell {i['cell']}: {i['src']}" for i in broken
+    )
     linked = sum(len(MARKDOWN_IMAGE.findall(c.source)) for c in cells if c.cell_type == "markdown")
     shown = sum(i["markdown"] for i in images)
     assert shown >= linked, f"{name}: markdown links {linked} image(s) but the page shows {shown}"
@@ -169,8 +180,11 @@ def save_cells(page, selector: str, target: Path, directory: Path) -> None:
     """One picture of every cell that holds ``selector``, stacked, as the reader sees them."""
     from PIL import Image
 
-    indices = page.evaluate("""s => [...document.querySelectorAll('.jp-Notebook .jp-Cell')]
-        .map((c, i) => c.querySelector(s) ? i : -1).filter(i => i >= 0)""", selector)
+    indices = page.evaluate(
+        """s => [...document.querySelectorAll('.jp-Notebook .jp-Cell')]
+        .map((c, i) => c.querySelector(s) ? i : -1).filter(i => i >= 0)""",
+        selector,
+    )
     if not indices:
         return
     tallest = max(page.locator(CELLS).nth(i).bounding_box()["height"] for i in indices)
@@ -226,8 +240,9 @@ def check_outputs_as_committed(page, path: Path, cells: list) -> None:
         assert not errors, f"{path.name}, cell {index}: {errors[0]['ename']}: {errors[0]['evalue']}"
         if CHECKED in saved.source:
             committed, now = checked_text(saved), checked_text(live)
-            assert now == committed, f"{path.name}, cell {index} ({CHECKED}) prints\n{now}\nbut the " \
-                                     f"committed notebook shows\n{committed}"
+            assert now == committed, (
+                f"{path.name}, cell {index} ({CHECKED}) prints\n{now}\nbut the committed notebook shows\n{committed}"
+            )
 
 
 def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
@@ -242,8 +257,13 @@ def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
         time.sleep(0.5)
         before = page.evaluate(INTERACT_OUTPUT, slider["box"])
     assert before and (before["text"].strip() or before["images"]), f"{where}: shows no output before it moves"
-    handle = page.locator(".jp-Notebook .widget-interact").nth(slider["box"]) \
-        .locator(".widget-slider").nth(slider["slider"]).locator(".noUi-handle")
+    handle = (
+        page.locator(".jp-Notebook .widget-interact")
+        .nth(slider["box"])
+        .locator(".widget-slider")
+        .nth(slider["slider"])
+        .locator(".noUi-handle")
+    )
     handle.scroll_into_view_if_needed()
     handle.focus()
     handle.press("ArrowLeft" if slider["now"] == slider["max"] else "ArrowRight")
@@ -254,8 +274,9 @@ def move_and_wait_for_redraw(page, path: Path, slider: dict) -> None:
         if after and after != before and (after["text"].strip() or after["images"]):
             time.sleep(1.0)  # let the redraw finish, then look at what it left
             after = page.evaluate(INTERACT_OUTPUT, slider["box"])
-            assert not STRAY_REPR.search(after["text"]), f"{where}: a return value shows under the plot: " \
-                                                         f"{STRAY_REPR.search(after['text']).group()}..."
+            assert not STRAY_REPR.search(after["text"]), (
+                f"{where}: a return value shows under the plot: {STRAY_REPR.search(after['text']).group()}..."
+            )
             return
     readout = page.evaluate(SLIDERS)
     pytest.fail(f"{where}: the output did not change within {REDRAW_S} s of moving it (now {readout})")
@@ -265,8 +286,12 @@ def check_committed_page(page, path: Path, cells: list, directory: Path) -> None
     """The committed notebook as opened: every formula typeset, every image loaded, and a picture of them."""
     check_math_and_images(page, path, cells)
     if any(c.cell_type == "markdown" and (r"\tag{" in c.source or MARKDOWN_IMAGE.search(c.source)) for c in cells):
-        save_cells(page, 'mjx-container[display="true"], .jp-RenderedMarkdown img',
-                   ARTIFACTS / f"{path.stem}-equations-and-images.png", directory)
+        save_cells(
+            page,
+            'mjx-container[display="true"], .jp-RenderedMarkdown img',
+            ARTIFACTS / f"{path.stem}-equations-and-images.png",
+            directory,
+        )
 
 
 @pytest.mark.parametrize("path", WIDGET_NOTEBOOKS, ids=ids(WIDGET_NOTEBOOKS))
@@ -275,21 +300,26 @@ def test_fresh_run_prints_what_is_committed_and_every_slider_redraws(page, lab, 
     check_committed_page(page, path, cells, tmp_path)  # before the run replaces the committed outputs
     restart_and_run_all(page, path, cells)
     check_outputs_as_committed(page, path, cells)
-    page.wait_for_function("() => document.querySelectorAll('.jp-Notebook .widget-interact .widget-slider').length"
-                           " > 0", timeout=OPEN_S * 1000)
+    page.wait_for_function(
+        "() => document.querySelectorAll('.jp-Notebook .widget-interact .widget-slider').length > 0",
+        timeout=OPEN_S * 1000,
+    )
     sliders = page.evaluate(SLIDERS)
     shared = "rlhf_edu.core.widgets" in "\n".join(c.source for c in cells if c.cell_type == "code")
     for slider in sliders:
         if shared:
             assert slider["track"] >= MIN_TRACK_PX, (
                 f"{path.name}: slider {slider['description']!r} has a {slider['track']:.0f} px track, "
-                f"under the {MIN_TRACK_PX} px that rlhf_edu.core.widgets promises")
+                f"under the {MIN_TRACK_PX} px that rlhf_edu.core.widgets promises"
+            )
             assert not slider["labelCut"], f"{path.name}: slider label {slider['description']!r} is cut off"
         move_and_wait_for_redraw(page, path, slider)
     assert page.get_by_text("Error displaying widget").count() == 0, f"{path.name} shows 'Error displaying widget'"
     save_cells(page, ".widget-interact", ARTIFACTS / f"{path.stem}-widgets.png", tmp_path)
-    print(f"{path.name}: {len(sliders)} slider(s) moved: " + ", ".join(
-        f"{s['description']} ({s['track']:.0f} px)" for s in sliders))
+    print(
+        f"{path.name}: {len(sliders)} slider(s) moved: "
+        + ", ".join(f"{s['description']} ({s['track']:.0f} px)" for s in sliders)
+    )
 
 
 def test_lab_serves_the_repository_root(lab):
@@ -300,8 +330,10 @@ def test_lab_serves_the_repository_root(lab):
             with urllib.request.urlopen(request, timeout=30) as response:
                 assert json.load(response)["type"] == "directory"
         except urllib.error.HTTPError as error:
-            pytest.fail(f"JupyterLab from `make lab` does not serve {folder}/ ({error.code}): its root must be the "
-                        "repository (--ServerApp.root_dir=.), or the notebooks' diagrams in ../images/ break")
+            pytest.fail(
+                f"JupyterLab from `make lab` does not serve {folder}/ ({error.code}): its root must be the "
+                "repository (--ServerApp.root_dir=.), or the notebooks' diagrams in ../images/ break"
+            )
 
 
 # A notebook with a widget is checked so when its live test opens it (above): one page load, not two.
