@@ -4,13 +4,22 @@ Start with ``rlhf_edu.World`` (the toy world and its hidden gold reward),
 ``rlhf_edu.zoo.load`` (shipped tiny checkpoints) and
 ``rlhf_edu.sample_rollouts`` (the one sampler).
 
-The package has two floors. ``rlhf_edu.core`` holds what every chapter stands on
-(runtime, validation, world, tokenizer, collate, logprobs, scoring, rollouts, training,
-preferences, evaluation, distributions, stats, plotting, widgets, zoo); the chapter
-modules sit on top of it, one per concept (``pretraining``, ``mdp``, ``objective``,
-``bandit``, ``reward_modeling``, ``regularization``, ``instruction_tuning``,
-``policy_gradients``, ``direct_alignment``), and ``recipes`` says which chapter trainer
-builds which zoo checkpoint.
+The package has three floors, visible in its folders, and ``tests/test_layers.py`` keeps them apart:
+
+- ``rlhf_edu.core``, what every chapter stands on, imports only the core: ``runtime``,
+  ``validation``, ``world``, ``tokenizer``, ``collate``, ``logprobs``, ``scoring``, ``rollouts``,
+  ``training``, ``preferences``, ``evaluation``, ``distributions``, ``stats``, ``plotting``,
+  ``widgets``, ``exercises`` (the notebooks' self-checks) and ``zoo`` (with the shipped
+  ``checkpoints/``).
+- The chapter modules sit at the top of the package, one per concept, each importing the core
+  and earlier chapters only: ``pretraining`` (chapter 3), ``mdp``, ``objective`` and ``bandit``
+  (chapter 4), ``reward_modeling`` (7), ``regularization`` (8), ``instruction_tuning`` (9),
+  ``rejection_sampling`` (10), ``policy_gradients`` (11), ``direct_alignment`` (12) and
+  ``overoptimization`` (17).
+- ``rlhf_edu.experiments`` uses every chapter, and nothing below imports it: ``recipes`` (which
+  chapter trainer builds which zoo checkpoint, and the shipped ``sweeps/``), ``pipeline``,
+  ``graduate`` (the TRL bridge), ``figures``, ``claims`` and ``cli`` (the ``rlhf-edu`` command).
+
 The names below are re-exported so that a notebook's imports stay short.
 """
 

@@ -1,4 +1,4 @@
-"""RLHF as a bandit you can sample and learn (Chapter 4, "Training Overview").
+"""RLHF as a bandit you can sample and learn, from "Training Overview" (chapter 4).
 
 :mod:`rlhf_edu.objective` solves the KL-regularised bandit of eq:rlhf_opt_eq exactly. This
 module makes it concrete and then learns it, as RLHF must with a language model:

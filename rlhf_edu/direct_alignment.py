@@ -127,7 +127,7 @@ def dpo_loss(
 
     Every tensor holds one value per pair, (B,). The function uses whatever log-probs
     it is given: the DPO paper sums token log-probs (the true log π(y|x), what
-    :func:`~rlhf_edu.logprobs.sequence_logprobs` returns by default), while IPO as TRL
+    :func:`~rlhf_edu.core.logprobs.sequence_logprobs` returns by default), while IPO as TRL
     implements it and SimPO use the per-token mean (``average=True``).
     """
     logps = (policy_chosen_logps, policy_rejected_logps, ref_chosen_logps, ref_rejected_logps)
@@ -317,7 +317,7 @@ class DPOConfig(TrainingConfig):
 def reference_logprobs(
     model: PreTrainedModel, pairs: Sequence[dict], pad_token_id: int, batch_size: int = SCORING_BATCH_SIZE
 ) -> tuple[list[float], list[float]]:
-    """log π_ref(y_c|x) and log π_ref(y_r|x) of every pair from :func:`~rlhf_edu.preferences.encode_pairs`.
+    """log π_ref(y_c|x) and log π_ref(y_r|x) of every pair from :func:`~rlhf_edu.core.preferences.encode_pairs`.
 
     One no-grad pass over all answers (:func:`~rlhf_edu.core.scoring.score_rows`), batched
     by length so little is padding; on a GPU a bigger ``batch_size`` pays.
@@ -416,7 +416,7 @@ def dpo_batch_loss(policy: PreTrainedModel, config: DPOConfig, batch: Batch) -> 
 
 
 def as_pairs(tokenizer: PreTrainedTokenizerBase, dataset: Dataset | Sequence[dict], max_length: int) -> list[dict]:
-    """``dataset`` encoded by :func:`~rlhf_edu.preferences.encode_pairs`, or as it is if it is encoded already.
+    """``dataset`` encoded by :func:`~rlhf_edu.core.preferences.encode_pairs`, or as it is if it is encoded already.
 
     Either way, pairs with an answer longer than ``max_length`` tokens are refused.
     """

@@ -220,7 +220,7 @@ def pack_rows(rows: Sequence[dict[str, list[int]]], max_length: int) -> list[dic
 def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """L_SFT: pretraining's :func:`~rlhf_edu.pretraining.mean_token_nll` (``eq:nll``), over completion tokens only.
 
-    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.logprobs.token_logprobs` returns them;
+    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.core.logprobs.token_logprobs` returns them;
     the mask holds only the answer tokens (and their ``<|end|>``). The mean is taken per
     token across the whole batch, not per example and then over examples: every answer
     token weighs the same, so a long answer is not down-weighted against a short one

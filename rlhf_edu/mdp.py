@@ -1,4 +1,4 @@
-"""The full RL objective on the smallest MDP with transitions and discounting (Chapter 4, "Training Overview").
+"""The full RL objective on the smallest MDP with transitions and discounting, from "Training Overview" (chapter 4).
 
 Chapter 4 starts from the standard RL objective, a discounted sum of rewards along a
 trajectory whose states evolve with the agent's actions,

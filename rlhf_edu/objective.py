@@ -1,4 +1,4 @@
-"""The KL-regularised objective of RLHF, solved exactly on a bandit (Chapter 4, "Training Overview").
+"""The KL-regularised objective of RLHF, solved exactly on a bandit, from "Training Overview" (chapter 4).
 
 RLHF strips the RL objective of :mod:`rlhf_edu.mdp` down to one step: the state (prompt)
 comes from a dataset, the action is the whole completion, and a reward model scores that

@@ -1,4 +1,4 @@
-r"""Chapter 17 · Over-optimization: the proxy keeps rising while the gold reward turns, measured as Gao et al. do.
+r"""Over-optimization: the proxy keeps rising while the gold reward turns, measured as Gao et al. do (chapter 17).
 
 Gao, Schulman and Hilton (2022, "Scaling Laws for Reward Model Overoptimization") measure
 how far a policy moved from its start by d = √KL(π ‖ π_init), and fit the gold reward's

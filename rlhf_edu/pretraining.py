@@ -6,7 +6,7 @@ Pretraining maximises the log-likelihood of plain text,
 
 averaged over every token after ``<bos>``. It is the same log-probability that the
 later chapters compute for completions, with every token counting as "completion":
-so it is :func:`rlhf_edu.logprobs.token_logprobs` plus a mean, trained with the
+so it is :func:`rlhf_edu.core.logprobs.token_logprobs` plus a mean, trained with the
 shared loop.
 """
 
@@ -52,7 +52,7 @@ def encode_document(tokenizer: PreTrainedTokenizerBase, text: str) -> dict[str, 
 def mean_token_nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """−Σ_t m_t log π(w_t | w_<t) / Σ_t m_t (``eq:nll``): the mean negative log-likelihood per target token; a scalar.
 
-    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.logprobs.token_logprobs` returns them.
+    ``logps`` and ``mask`` are (B, L), as :func:`rlhf_edu.core.logprobs.token_logprobs` returns them.
     The mean is over every target token of the batch, not per example: each token
     weighs the same, so a long text is not down-weighted against a short one.
     """

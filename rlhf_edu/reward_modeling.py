@@ -429,7 +429,7 @@ def pair_differences(
 def fact_ranking(
     causal_lm: PreTrainedModel, reward_model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
 ) -> dict[str, float]:
-    """How often each model ranks a true fact above a false one, over every :func:`~rlhf_edu.world.fact_pairs` row.
+    """How often each model ranks a true fact above a false one, over every :func:`~rlhf_edu.core.world.fact_pairs` row.
 
     ``lm`` compares log π(y | x) under ``causal_lm``: does the backbone *know* the fact?
     ``rm`` compares r_θ(y | x): does the reward model *pay* for it? Each is a share in
@@ -452,7 +452,7 @@ def sum_knowledge(causal_lm: PreTrainedModel, tokenizer: PreTrainedTokenizerBase
     """Share of the world's sum prompts whose likeliest answer under ``causal_lm`` is right.
 
     For each ``add a and b`` it compares log π("a plus b is s" | x) over every s in
-    :data:`~rlhf_edu.world.NUMBERS` and checks the argmax against a + b: does the backbone
+    :data:`~rlhf_edu.core.world.NUMBERS` and checks the argmax against a + b: does the backbone
     know the sums a reward model would have to check? 1.0 is all of them.
     """
     pairs = [(a, b) for a in OPERANDS for b in OPERANDS]
@@ -501,7 +501,7 @@ def pair_metrics(
 def pair_metrics_by_family(
     chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, world: World, dataset: Dataset
 ) -> dict[str, dict[str, float]]:
-    """:func:`pair_metrics` on each prompt family's pairs, in :data:`~rlhf_edu.world.FAMILIES` order."""
+    """:func:`pair_metrics` on each prompt family's pairs, in :data:`~rlhf_edu.core.world.FAMILIES` order."""
     families = [parse_prompt(prompt).family for prompt in pair_texts(dataset)[0]]
     results = {}
     for family in FAMILIES:

@@ -5,8 +5,8 @@ import json
 import nbformat
 import pytest
 
-from rlhf_edu.claims import available_perturbations, check_cell_indices, judge, run_claims, to_markdown
-from rlhf_edu.cli import main
+from rlhf_edu.experiments.claims import available_perturbations, check_cell_indices, judge, run_claims, to_markdown
+from rlhf_edu.experiments.cli import main
 
 
 def notebook(path, cells):
@@ -88,7 +88,7 @@ def test_the_command_writes_the_table_and_refuses_unknown_names(tmp_path, capsys
 
 def test_a_run_whose_kernel_dies_is_tried_again(tmp_path):
     """A dead kernel is the machinery failing, not a claim: the harness tries the run once more."""
-    from rlhf_edu.claims import run_notebook
+    from rlhf_edu.experiments.claims import run_notebook
 
     marker = tmp_path / "first-try"
     path = notebook(

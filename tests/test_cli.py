@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_edu.cli import main
+from rlhf_edu.experiments.cli import main
 
 
 def test_doctor_prints_ok_lines(capsys):
@@ -60,7 +60,7 @@ def test_doctor_reports_a_corrupted_checkpoint_as_fail(capsys, monkeypatch, tmp_
 
 def test_console_script_is_installed():
     result = subprocess.run(
-        [sys.executable, "-m", "rlhf_edu.cli", "--help"],
+        [sys.executable, "-m", "rlhf_edu.experiments.cli", "--help"],
         capture_output=True,
         text=True,
         env={**os.environ, "HF_HUB_OFFLINE": "1"},
@@ -69,7 +69,7 @@ def test_console_script_is_installed():
 
 
 def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp_path):
-    import rlhf_edu.recipes as recipes
+    import rlhf_edu.experiments.recipes as recipes
 
     calls = []
     monkeypatch.setattr(recipes, "rl_beta_sweep", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
@@ -79,7 +79,7 @@ def test_sweep_writes_the_recipes_file_where_it_is_told(capsys, monkeypatch, tmp
 
 
 def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_path):
-    import rlhf_edu.recipes as recipes
+    import rlhf_edu.experiments.recipes as recipes
 
     calls = []
     monkeypatch.setattr(recipes, "regularization_runs", lambda **kwargs: calls.append(kwargs) or kwargs["out"])
@@ -93,7 +93,7 @@ def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_p
     [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run"), ("trl", "trl_side_by_side_runs")],
 )
 def test_sweep_runs_notebook_04bs_recipes(capsys, monkeypatch, tmp_path, which, recipe):
-    import rlhf_edu.recipes as recipes
+    import rlhf_edu.experiments.recipes as recipes
 
     calls = []
     monkeypatch.setattr(recipes, recipe, lambda **kwargs: calls.append(kwargs) or [Path(kwargs["out"]) / "r.json"])

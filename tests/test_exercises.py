@@ -1,5 +1,5 @@
 import rlhf_edu
-from rlhf_edu.exercises import check, check_close, hint
+from rlhf_edu.core.exercises import check, check_close, hint
 
 
 def test_check_prints_verdict_and_returns_it(capsys):

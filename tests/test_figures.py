@@ -1,4 +1,4 @@
-"""Tests for the chapter-4 diagrams in ``rlhf_edu.figures``."""
+"""Tests for the chapter-4 diagrams in ``rlhf_edu.experiments.figures``."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pytest
 from matplotlib.figure import Figure
 from matplotlib.text import Text
 
-from rlhf_edu import figures
+from rlhf_edu.experiments import figures
 
 
 def _texts(fig: Figure) -> str:

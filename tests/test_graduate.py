@@ -9,13 +9,14 @@ import trl
 from datasets import Dataset
 from trl.data_utils import apply_chat_template
 
-from rlhf_edu import graduate, zoo
+from rlhf_edu import zoo
 from rlhf_edu.core.evaluation import PolicyEvaluation
 from rlhf_edu.core.preferences import encode_pairs
 from rlhf_edu.core.runtime import shifted_seed
 from rlhf_edu.core.world import World
 from rlhf_edu.direct_alignment import DPOConfig, train_dpo
-from rlhf_edu.graduate import train_dpo_trl, train_grpo_trl, trl_dpo_config, trl_grpo_config
+from rlhf_edu.experiments import graduate
+from rlhf_edu.experiments.graduate import train_dpo_trl, train_grpo_trl, trl_dpo_config, trl_grpo_config
 from rlhf_edu.policy_gradients import PolicyGradientConfig
 from rlhf_edu.reward_modeling import reward_function
 
@@ -387,7 +388,7 @@ def test_side_by_side_plots_both_runs_on_each_panel():
 
 
 def test_the_sweep_recipe_refuses_another_preset():
-    from rlhf_edu import recipes
+    from rlhf_edu.experiments import recipes
 
     with pytest.raises(ValueError, match="tiny zoo, not preset 'small'"):
         recipes.trl_side_by_side_runs(preset="small")

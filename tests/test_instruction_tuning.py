@@ -5,11 +5,12 @@ import pytest
 import torch
 from matplotlib.colors import to_rgba
 
-from rlhf_edu import recipes, zoo
+from rlhf_edu import zoo
 from rlhf_edu.core.collate import encode_prompt_completion, pad_batch
 from rlhf_edu.core.logprobs import token_logprobs
 from rlhf_edu.core.plotting import COMPLETION_COLOR
 from rlhf_edu.core.runtime import get_preset
+from rlhf_edu.experiments import recipes
 from rlhf_edu.instruction_tuning import (
     SFTConfig,
     capture_logits,

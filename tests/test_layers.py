@@ -1,29 +1,22 @@
-"""The package's floors, read from its imports: the core imports no chapter, and no chapter imports a later one.
+"""The package's floors, read from its folders and imports.
 
-Chapters are ordered as the book's Chinese edition numbers them. Modules above the
-chapters (recipes, the CLI, figures, exercises) may import anything.
+- ``rlhf_edu/core/`` is the ground floor: it imports only the core.
+- A module at the top of ``rlhf_edu/`` is a chapter: its docstring's first line names its chapter, as the
+  book's Chinese edition numbers them ("... (chapter 11)"), and it imports only the core and chapters of no
+  later number.
+- ``rlhf_edu/experiments/`` is the third floor (pipelines, recipes and sweeps, the TRL bridge, figures, the
+  CLI): it may import anything, and nothing outside it imports it.
 """
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rlhf_edu"
-CHAPTERS = {  # module -> chapter number in the Chinese edition
-    "pretraining": 3,
-    "objective": 4,
-    "bandit": 4,
-    "mdp": 4,
-    "reward_modeling": 7,
-    "regularization": 8,
-    "instruction_tuning": 9,
-    "rejection_sampling": 10,
-    "policy_gradients": 11,
-    "direct_alignment": 12,
-    "overoptimization": 17,
-}
-ABOVE_CHAPTERS = {"__init__", "recipes", "cli", "figures", "exercises", "pipeline", "graduate", "claims"}
+FLOORS = ("core", "experiments")  # the folders of rlhf_edu; the chapters sit between them, at the top
+CHAPTER_LINE = re.compile(r"\(chapter (\d+)\)")  # "... (chapter 11)" in a chapter module's first docstring line
 
 
 def imported_modules(path: Path, root: Path = PACKAGE) -> set[str]:
@@ -50,35 +43,76 @@ def module_files() -> list[Path]:
     return sorted(p for p in PACKAGE.rglob("*.py"))
 
 
+def floor(path: Path) -> str:
+    """``"core"``, ``"experiments"``, or ``"chapters"`` for a module at the top of the package."""
+    parts = path.relative_to(PACKAGE).parts
+    return parts[0] if len(parts) > 1 else "chapters"
+
+
+def chapter_modules() -> list[Path]:
+    return [p for p in PACKAGE.glob("*.py") if p.name != "__init__.py"]
+
+
+def chapter_number(path: Path) -> int | None:
+    """The chapter that a top-level module's docstring names in its first line, "(chapter N)"; None if none."""
+    docstring = ast.get_docstring(ast.parse(path.read_text())) or ""
+    match = CHAPTER_LINE.search(docstring.split("\n", 1)[0])
+    return int(match.group(1)) if match else None
+
+
 def test_every_module_has_a_floor():
     for path in module_files():
-        name = path.stem
-        assert path.parent.name == "core" or name in CHAPTERS or name in ABOVE_CHAPTERS, (
-            f"{path.relative_to(PACKAGE)}: add it to CHAPTERS (with its chapter number) or ABOVE_CHAPTERS"
+        parts = path.relative_to(PACKAGE).parts
+        assert len(parts) == 1 or parts[0] in FLOORS, (
+            f"{path.relative_to(PACKAGE)}: rlhf_edu holds core/, experiments/ and one module per chapter, nothing else"
         )
 
 
-def test_core_imports_no_chapter():
-    for path in (PACKAGE / "core").glob("*.py"):
-        outside = {m for m in imported_modules(path) if not m.startswith("core")}
+def test_every_top_level_module_names_its_chapter():
+    for path in chapter_modules():
+        assert chapter_number(path) is not None, (
+            f"rlhf_edu/{path.name} sits at the top of the package, where only chapters live, but its docstring's "
+            f'first line names no chapter: end that line with "(chapter N)", or move the module into core/ '
+            f"(if the chapters stand on it) or experiments/ (if it uses every chapter)"
+        )
+
+
+def test_core_imports_only_the_core():
+    for path in (PACKAGE / "core").rglob("*.py"):
+        outside = {m for m in imported_modules(path) if m.split(".")[0] != "core"}
         assert not outside, f"core/{path.name} imports {sorted(outside)}: the core must not depend on a chapter"
 
 
 def test_no_chapter_imports_a_later_chapter():
-    for name, chapter in CHAPTERS.items():
-        path = PACKAGE / f"{name}.py"
-        if not path.exists():
-            continue
+    chapters = {path.stem: chapter_number(path) for path in chapter_modules()}
+    for path in chapter_modules():
+        chapter = chapters[path.stem]
         for module in imported_modules(path):
             top = module.split(".")[0]
-            assert top == "core" or CHAPTERS.get(top, 0) <= chapter, (
-                f"{name} (chapter {chapter}) imports {module}, which belongs to chapter {CHAPTERS.get(top, '?')} "
-                f"or above: move the shared piece into rlhf_edu/core"
+            if top == "core":
+                continue
+            assert top in chapters, (
+                f"{path.name} (chapter {chapter}) imports {module}: a chapter imports only core/ and earlier chapters"
             )
+            assert chapters[top] is not None and chapter is not None and chapters[top] <= chapter, (
+                f"{path.name} (chapter {chapter}) imports {module}, which belongs to chapter {chapters[top]}: "
+                f"move the shared piece into rlhf_edu/core"
+            )
+
+
+def test_nothing_below_the_third_floor_imports_it():
+    for path in module_files():
+        if floor(path) == "experiments":
+            continue
+        above = {m for m in imported_modules(path) if m.split(".")[0] == "experiments"}
+        assert not above, (
+            f"{path.relative_to(PACKAGE)} imports {sorted(above)}: only rlhf_edu/experiments/ may import experiments"
+        )
 
 
 def test_only_graduate_imports_trl():
     """TRL is an optional extra: the package must import without it."""
+    graduate = PACKAGE / "experiments" / "graduate.py"
     for path in module_files():
         tree = ast.parse(path.read_text())
         uses = any(
@@ -89,7 +123,9 @@ def test_only_graduate_imports_trl():
             and not node.level
             for node in ast.walk(tree)
         )
-        assert not uses or path.stem == "graduate", f"{path.name} imports trl: only rlhf_edu.graduate may"
+        assert not uses or path == graduate, (
+            f"{path.relative_to(PACKAGE)} imports trl: only rlhf_edu/experiments/graduate.py may"
+        )
 
 
 @pytest.mark.parametrize(
@@ -99,6 +135,7 @@ def test_only_graduate_imports_trl():
         ("from ..objective import kl_divergence", {"objective", "objective.kl_divergence"}),
         ("from . import zoo", {"core", "core.zoo"}),
         ("import rlhf_edu.direct_alignment", {"direct_alignment"}),
+        ("from ..experiments import recipes", {"experiments", "experiments.recipes"}),
     ],
 )
 def test_imported_modules_reads_relative_and_absolute_imports(tmp_path, source, expected):

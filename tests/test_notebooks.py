@@ -127,7 +127,7 @@ def test_chapter_notebook_has_worked_solutions(path):
 @each(SOLUTIONS)
 def test_solutions_pass_their_self_checks(path):
     text = "\n".join(output_text(o) for cell in read(path).cells for o in cell.get("outputs", []))
-    assert "✅" in text, f"{path.name} shows no passing self-check (rlhf_edu.exercises prints ✅)"
+    assert "✅" in text, f"{path.name} shows no passing self-check (rlhf_edu.core.exercises prints ✅)"
     assert "❌" not in text, f"{path.name} has a worked solution that fails its self-check"
 
 
@@ -254,6 +254,6 @@ def test_no_committed_output_gives_an_exercise_away(path):
     nb = read(path)
     shown = "\n".join(output_text(output) for cell in code_cells(nb) for output in cell.get("outputs", []))
     texts = exercise_texts(nb)
-    assert texts, f"{path.name} has no self-checked exercise (rlhf_edu.exercises.check)"
+    assert texts, f"{path.name} has no self-checked exercise (rlhf_edu.core.exercises.check)"
     leaked = [text for text in texts if text in shown]
     assert not leaked, f"{path.name} prints what its exercises should keep back: {leaked[:3]}"

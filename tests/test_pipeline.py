@@ -4,9 +4,9 @@ import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
 
-from rlhf_edu.cli import main
 from rlhf_edu.core import zoo
-from rlhf_edu.pipeline import (
+from rlhf_edu.experiments.cli import main
+from rlhf_edu.experiments.pipeline import (
     PipelineReport,
     StageReport,
     load_stage,
@@ -169,7 +169,7 @@ def test_a_miniature_multi_round_run_measures_each_round_and_repeats_from_its_se
 def test_runs_over_seeds_round_trip_and_give_the_spread_of_a_stage_gain(tmp_path):
     from dataclasses import replace
 
-    from rlhf_edu.pipeline import gains_over_seeds, load_reports, save_reports
+    from rlhf_edu.experiments.pipeline import gains_over_seeds, load_reports, save_reports
 
     reports = []
     for rl_gold in (1.45, 1.5, 1.7):  # sft is 1.25 in every run: gains 0.2, 0.25, 0.45

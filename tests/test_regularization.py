@@ -332,9 +332,15 @@ def test_estimator_comparison_finds_the_bias_of_k2_and_reversed_k3_only(tokenize
 
 
 def test_the_shipped_regularization_runs_are_the_recipes():
-    """rlhf_edu/sweeps/regularization.json holds what recipes.regularization_runs writes, with the same settings."""
+    """experiments/sweeps/regularization.json holds what recipes.regularization_runs writes, with the same settings."""
     from rlhf_edu.core.training import load_histories
-    from rlhf_edu.recipes import DPO_BETAS, DPO_SETTINGS, REGULARIZATION_PATH, REGULARIZATION_RUNS, SWEEP_CONFIG
+    from rlhf_edu.experiments.recipes import (
+        DPO_BETAS,
+        DPO_SETTINGS,
+        REGULARIZATION_PATH,
+        REGULARIZATION_RUNS,
+        SWEEP_CONFIG,
+    )
 
     runs, settings = load_histories(REGULARIZATION_PATH)
     assert settings["base"] == SWEEP_CONFIG and settings["rl_runs"] == REGULARIZATION_RUNS

@@ -7,8 +7,8 @@ import pytest
 import torch
 from datasets import Dataset
 
-from rlhf_edu import recipes, zoo
 from rlhf_edu import reward_modeling as rm
+from rlhf_edu import zoo
 from rlhf_edu.core.collate import collate
 from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.preferences import (
@@ -23,6 +23,7 @@ from rlhf_edu.core.runtime import get_preset
 from rlhf_edu.core.stats import spearman_correlation
 from rlhf_edu.core.training import TrainingConfig
 from rlhf_edu.core.world import GOLD_WEIGHTS, fact_pairs
+from rlhf_edu.experiments import recipes
 from tests.conftest import random_model, with_end_of_turn_bias
 
 PROMPTS = ["describe the cat", "review the pizza", "add 3 and 5", "describe the dog"]

@@ -3,8 +3,9 @@ import torch
 from datasets import Dataset
 from transformers import LlamaForCausalLM
 
-from rlhf_edu import recipes, zoo
+from rlhf_edu import zoo
 from rlhf_edu.core.world import World
+from rlhf_edu.experiments import recipes
 from rlhf_edu.pretraining import perplexity
 
 

@@ -35,7 +35,7 @@ LOGP_RANGE = (-8.0, 0.0)  # colour scale of per-token log-probs
 
 # --- tokens ---------------------------------------------------------------------------
 def align_token_logprobs(logps: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:
-    """Put the (B, L) output of :func:`rlhf_edu.logprobs.token_logprobs` back on the (B, T) token grid.
+    """Put the (B, L) output of :func:`rlhf_edu.core.logprobs.token_logprobs` back on the (B, T) token grid.
 
     ``token_logprobs`` scores the last L tokens of each row, so its columns line up
     with the right end of ``input_ids``. Returns (B, T): the log-prob of each
@@ -125,8 +125,8 @@ def plot_token_logprobs(
 ) -> Figure:
     """Draw a padded batch, one row per example, each completion token coloured by its log-prob.
 
-    Takes the batch from :func:`rlhf_edu.collate.collate` and the ``logps`` from
-    :func:`rlhf_edu.logprobs.token_logprobs`. Prompt tokens are grey (they are given,
+    Takes the batch from :func:`rlhf_edu.core.collate.collate` and the ``logps`` from
+    :func:`rlhf_edu.core.logprobs.token_logprobs`. Prompt tokens are grey (they are given,
     so they do not count), padding is dashed (it is masked out of attention), and
     the number under each completion token is its log π(y_t | x, y_<t): a row's
     numbers add up to its sequence log-probability.
@@ -201,7 +201,7 @@ def plot_gold_components(
 ) -> Figure:
     """Stacked horizontal bars of w_k · c_k per answer (gains right of 0, penalties left), a dot at the total.
 
-    ``components`` is the output of :meth:`rlhf_edu.world.World.gold_components`;
+    ``components`` is the output of :meth:`rlhf_edu.core.world.World.gold_components`;
     ``labels`` names each answer.
     """
     if any(len(values) != len(labels) for values in components.values()):

@@ -2,14 +2,14 @@
 
     model, tokenizer = zoo.load("base")     # pretrained on the world corpus
 
-Checkpoints for the ``tiny`` preset live in ``rlhf_edu/checkpoints/<name>/`` and are
+Checkpoints for the ``tiny`` preset live in ``rlhf_edu/core/checkpoints/<name>/`` and are
 saved with ``save_pretrained`` (safetensors), so they are ordinary Hugging Face
 models. ``rlhf-edu zoo build`` rebuilds them deterministically from the world.
 Other presets are built on demand into ``$RLHF_EDU_HOME`` (default
 ``~/.cache/rlhf_edu``): ``rlhf-edu zoo build --preset small``.
 
-Which chapter trainer builds each checkpoint is written in :mod:`rlhf_edu.recipes`,
-above the chapters: the core loads and saves, and imports no chapter.
+Which chapter trainer builds each checkpoint is written in :mod:`rlhf_edu.experiments.recipes`,
+on the floor above the chapters: the core loads and saves, and imports no chapter.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from transformers.utils import logging as hf_logging
 from .runtime import Preset, get_device, get_preset, seed_everything
 from .tokenizer import build_tokenizer
 
-SHIPPED_DIR = Path(__file__).parent.parent / "checkpoints"
+SHIPPED_DIR = Path(__file__).parent / "checkpoints"
 CHECKPOINTS = ("base", "sft", "rm")  # in build order: each recipe starts from the one before
 
 

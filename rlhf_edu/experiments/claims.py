@@ -30,7 +30,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .core.stats import CLAIM_HOLDS, CLAIM_MEASURED
+from ..core.stats import CLAIM_HOLDS, CLAIM_MEASURED
 
 # name -> environment variables for the kernel. ``as-is`` takes the environment unchanged (the Makefile pins avx2).
 PERTURBATIONS: dict[str, dict[str, str]] = {

@@ -36,18 +36,18 @@ from matplotlib.figure import Figure
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
-from .core import zoo
-from .core.evaluation import PolicyEvaluation, evaluate_policy
-from .core.logprobs import check_language_model
-from .core.preferences import build_preference_dataset
-from .core.runtime import get_device, shifted_seed
-from .core.stats import difference_stderr, mean_and_stderr
-from .core.training import History, TrainingConfig, make_loader
-from .core.validation import check_texts
-from .core.world import World
-from .core.zoo import no_progress_bars
-from .direct_alignment import DPOConfig, train_dpo
-from .policy_gradients import PolicyGradientConfig, train_policy_gradient
+from ..core import zoo
+from ..core.evaluation import PolicyEvaluation, evaluate_policy
+from ..core.logprobs import check_language_model
+from ..core.preferences import build_preference_dataset
+from ..core.runtime import get_device, shifted_seed
+from ..core.stats import difference_stderr, mean_and_stderr
+from ..core.training import History, TrainingConfig, make_loader
+from ..core.validation import check_texts
+from ..core.world import World
+from ..core.zoo import no_progress_bars
+from ..direct_alignment import DPOConfig, train_dpo
+from ..policy_gradients import PolicyGradientConfig, train_policy_gradient
 
 TRL_VERSION = "1.16.0"  # the version the tests and notebook 13 run; pyproject's [trl] extra pins it
 # this project's DPO losses that TRL 1.16 computes the same way under the same name; its "ipo" divides each
@@ -360,7 +360,10 @@ def gold_difference(first: PolicyEvaluation, second: PolicyEvaluation, paired: b
 
 # --- one recipe, two trainers -----------------------------------------------------------------------
 NUM_PAIRS = 1024  # DPO: pairs sampled from the starting model (a few are dropped: identical or unfinished answers)
-NUM_EVAL_PROMPTS = 512  # held-out prompts: a gold standard error of about 0.05 per evaluation
+# Held-out prompts each side-by-side is judged on (gold reward ± about 0.05 per evaluation). Twice pipeline's
+# STAGE_EVAL_PROMPTS: the two trainers run one recipe, so the gap between them is small and needs the smaller
+# standard error, and a side-by-side evaluates only three models. trl_side_by_side.json was computed with this size.
+SIDE_BY_SIDE_EVAL_PROMPTS = 512
 SIDE_BY_SIDE_PATH = Path(__file__).parent / "sweeps" / "trl_side_by_side.json"
 
 
@@ -438,13 +441,13 @@ class SideBySide:
         return out | {f"{key}/seconds": value for key, value in self.seconds.items()}
 
 
-Trainer = Callable[[PreTrainedModel, PreTrainedTokenizerBase], History]  # (policy, tokenizer) -> History
+TrainFn = Callable[[PreTrainedModel, PreTrainedTokenizerBase], History]  # (policy, tokenizer) -> History
 
 
 def side_by_side(
     name: str,
     model: str,
-    trainers: dict[str, Trainer],
+    trainers: dict[str, TrainFn],
     world: World,
     eval_prompts: Sequence[str],
     device: str | torch.device | None = None,
@@ -508,7 +511,7 @@ def run_recipes(
     seed: int = 0,
     progress: bool = True,
     device: str | torch.device | None = None,
-    num_eval_prompts: int = NUM_EVAL_PROMPTS,
+    num_eval_prompts: int = SIDE_BY_SIDE_EVAL_PROMPTS,
     own_order: bool = False,
 ) -> dict[str, SideBySide]:
     """Notebook 13's side-by-sides from ``model``, all judged by the gold reward on the same held-out prompts.

@@ -7,7 +7,7 @@ import platform
 import sys
 from pathlib import Path
 
-# `rlhf-edu sweep <which>`: the recipe in rlhf_edu.recipes that recomputes a notebook's shipped runs
+# `rlhf-edu sweep <which>`: the recipe in rlhf_edu.experiments.recipes that recomputes a notebook's shipped runs
 SWEEPS = {
     "rloo": "rl_beta_sweep",
     "regularization": "regularization_runs",
@@ -20,8 +20,8 @@ SWEEPS = {
 
 def doctor() -> int:
     """Print one [OK]/[FAIL] line per check, ready to paste into a bug report; return the exit code."""
-    from .core import zoo
-    from .core.runtime import get_device, get_preset, version_report
+    from ..core import zoo
+    from ..core.runtime import get_device, get_preset, version_report
 
     lines = [(sys.version_info >= (3, 10), f"python {platform.python_version()} (need >= 3.10)")]
     lines += [(ok, f"{package} {installed or 'missing'}") for package, installed, ok in version_report()]

@@ -25,17 +25,17 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from .core import zoo
-from .core.evaluation import gold_eval_fn
-from .core.preferences import build_preference_dataset
-from .core.runtime import Preset, get_device, get_preset
-from .core.training import History, save_histories
-from .core.world import World
-from .direct_alignment import DPOConfig, precompute_ref_logps, train_dpo
-from .instruction_tuning import SFTConfig, train_sft
-from .policy_gradients import PolicyGradientConfig, beta_sweep, save_sweep, train_policy_gradient
-from .pretraining import PretrainingConfig, perplexity, pretrain
-from .reward_modeling import (
+from ..core import zoo
+from ..core.evaluation import gold_eval_fn
+from ..core.preferences import build_preference_dataset
+from ..core.runtime import Preset, get_device, get_preset
+from ..core.training import History, save_histories
+from ..core.world import World
+from ..direct_alignment import DPOConfig, precompute_ref_logps, train_dpo
+from ..instruction_tuning import SFTConfig, train_sft
+from ..policy_gradients import PolicyGradientConfig, beta_sweep, save_sweep, train_policy_gradient
+from ..pretraining import PretrainingConfig, perplexity, pretrain
+from ..reward_modeling import (
     HELD_OUT_PAIRS,
     RewardConfig,
     accuracy_vs_pairs,
@@ -263,9 +263,9 @@ def multi_round_run(
     device: str | None = None,
     sizes: dict[str, int] | None = None,
 ) -> Path:
-    """Notebook 04b's multi-round run (:func:`~rlhf_edu.pipeline.run_multi_round`, 3 rounds) as ``multi_round.json``.
+    """Notebook 04b's multi-round run (:func:`~rlhf_edu.experiments.pipeline.run_multi_round`, 3 rounds).
 
-    About 5 minutes on one CPU thread.
+    Saved as ``multi_round.json``; about 5 minutes on one CPU thread.
     """
     from .pipeline import run_multi_round
 
@@ -286,7 +286,7 @@ def pipeline_runs(
 
     About 20 minutes on one CPU thread.
 
-    - ``three_stage.json``: :func:`~rlhf_edu.pipeline.run_three_stage` at the preset's sizes (or ``sizes``);
+    - ``three_stage.json``: :func:`~rlhf_edu.experiments.pipeline.run_three_stage` at the preset's sizes (or ``sizes``);
     - ``pipeline_rl.json``: the RL stage again, from the run's ``sft`` against its ``rm``, at each β of
       :data:`PIPELINE_BETAS` (the run's own β is in ``three_stage.json``); Gao et al.'s RL runs
       (:data:`OVEROPTIMIZATION`) against ``rm`` and against a reward model trained the same way on
@@ -296,7 +296,8 @@ def pipeline_runs(
     """
     import tempfile
 
-    from .overoptimization import best_of_n_overoptimization
+    from ..overoptimization import best_of_n_overoptimization
+    from ..rejection_sampling import sample_and_score
     from .pipeline import (
         load_stage,
         reward_model_stage,
@@ -304,7 +305,6 @@ def pipeline_runs(
         rl_stage,
         run_three_stage,
     )
-    from .rejection_sampling import sample_and_score
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -388,7 +388,7 @@ def trl_side_by_side_runs(
 ) -> Path:
     """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
 
-    :func:`~rlhf_edu.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
+    :func:`~rlhf_edu.experiments.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
     ``[trl]`` extra. About 2 minutes a seed on one CPU thread.
     """
     from .graduate import side_by_side_sweep
