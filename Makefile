@@ -49,7 +49,20 @@ NO_TESTS_IS_OK := || [ $$? -eq 5 ]
 # LAB_FLAGS adds options, e.g. `make lab LAB_FLAGS=--no-browser`; tests/browser starts the server this way.
 LAB_FLAGS ?=
 
-.PHONY: install lab test unit unit-and-rest nbval nbval-rest test-browser notebooks claims lint figures zoo doctor clean
+# The tests never download: the shipped zoo and the world are all they need (as in .ci/run).
+TEST_TARGETS := test unit unit-fast unit-and-rest nbval nbval-rest test-browser
+$(TEST_TARGETS): export HF_HUB_OFFLINE := 1
+$(TEST_TARGETS): export HF_DATASETS_OFFLINE := 1
+$(TEST_TARGETS): export TRANSFORMERS_OFFLINE := 1
+
+# Lint and formatting in a small environment of their own that holds only ruff, so `make lint` needs no PyTorch.
+# RUFF_VERSION is the one pinned in pyproject.toml's dev extra, which the main environment gets too.
+LINT_VENV ?= .venv-lint
+RUFF_VERSION := $(shell sed -n 's/.*"ruff==\([^"]*\)".*/\1/p' pyproject.toml)
+LINT_PATHS := rlhf_edu tests benchmarks
+
+.PHONY: install lab test unit unit-fast unit-and-rest nbval nbval-rest test-browser notebooks claims lint format figures \
+	zoo doctor clean
 
 install: $(VENV)/.installed
 
@@ -76,6 +89,10 @@ test: unit-and-rest test-browser
 
 unit: $(VENV)/.installed
 	$(PYTEST) -n $(JOBS) tests --ignore=tests/browser $(NO_TESTS_IS_OK)
+
+# The unit tests but for those marked slow (they take minutes, e.g. the zoo rebuild): the loop to run while editing.
+unit-fast: $(VENV)/.installed
+	$(PYTEST) -n $(JOBS) -m "not slow" tests --ignore=tests/browser $(NO_TESTS_IS_OK)
 
 # Every notebook under nbval, one notebook per process (--dist loadfile), each with its own kernel.
 NBVAL := $(PYTEST) -n $(JOBS) --dist loadfile --nbval-lax --nbval-cell-timeout=300 \
@@ -108,8 +125,19 @@ CLAIMS_FLAGS ?=
 claims: $(VENV)/.installed
 	$(VENV)/bin/rlhf-edu claims --jobs $(JOBS) $(CLAIMS_FLAGS)
 
-lint: $(VENV)/.installed
-	$(VENV)/bin/ruff check rlhf_edu tests benchmarks
+$(LINT_VENV)/.installed: pyproject.toml
+	test -x $(LINT_VENV)/bin/python || python3 -m venv $(LINT_VENV)
+	$(LINT_VENV)/bin/python -m pip install --quiet "ruff==$(RUFF_VERSION)"
+	touch $@
+
+# ruff's checks, and that every file is as `ruff format` writes it.
+lint: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff check $(LINT_PATHS)
+	$(LINT_VENV)/bin/ruff format --check $(LINT_PATHS)
+
+# Rewrite the files as `ruff format` writes them (what `make lint` checks).
+format: $(LINT_VENV)/.installed
+	$(LINT_VENV)/bin/ruff format $(LINT_PATHS)
 
 figures: $(VENV)/.installed
 	$(VENV)/bin/rlhf-edu figures --out images
@@ -121,4 +149,4 @@ doctor: $(VENV)/.installed
 	$(VENV)/bin/rlhf-edu doctor
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LINT_VENV) .pytest_cache build *.egg-info

@@ -11,13 +11,12 @@ from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausa
 from rlhf_edu.core.tokenizer import build_tokenizer
 from rlhf_edu.core.world import World
 
-# Tests that take minutes, started first: under pytest-xdist they then run beside the rest instead of after it,
-# where one worker would finish them alone while the other waits.
-SLOWEST_FIRST = ("test_zoo.py::test_rebuild_reaches_the_shipped_quality",)
 
-
+# Tests that take minutes are marked @pytest.mark.slow (`make unit-fast` leaves them out) and start first: under
+# pytest-xdist they then run beside the rest instead of after it, where one worker would finish them alone while the
+# other waits.
 def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: not item.nodeid.endswith(SLOWEST_FIRST))  # a stable sort keeps the rest in order
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)  # a stable sort keeps the rest in order
 
 
 torch.set_num_threads(1)  # tiny models: one thread is as fast, and never oversubscribes CI's two cores

@@ -35,6 +35,7 @@ def test_new_model_follows_the_preset():
     assert model.config.hidden_size == 192 and model.config.vocab_size == len(tokenizer)
 
 
+@pytest.mark.slow  # minutes: pretrains base from scratch
 def test_rebuild_reaches_the_shipped_quality(tmp_path, held_out_text):
     """`rlhf-edu zoo build base` from scratch, then compare with the shipped checkpoint."""
     (path,) = recipes.build(["base"], out_dir=tmp_path, device="cpu")
