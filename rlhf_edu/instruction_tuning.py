@@ -48,6 +48,7 @@ from .core.logprobs import check_language_model, check_token_logprobs, token_log
 from .core.plotting import plot_tokens
 from .core.rollouts import generate_completions
 from .core.runtime import MAX_NEW_TOKENS
+from .core.stats import masked_mean
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.validation import check_choice, check_known_words, check_same_length, check_texts, context_length
 from .core.world import (
@@ -227,7 +228,7 @@ def sft_loss(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     (TRL normalises the same way). That is also why it returns one number, not one per example.
     """
     check_token_logprobs(logps, mask)
-    return -(logps * mask).sum() / mask.sum()
+    return -masked_mean(logps, mask)
 
 
 @contextmanager
@@ -252,7 +253,7 @@ def sft_step_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, d
     L = logps.shape[1]
     predictions = captured[0][:, -L - 1 : -1].argmax(dim=-1)  # (B, L): the logits before each target token
     hits = (predictions == batch["input_ids"][:, -L:]).float() * mask  # (B, L)
-    return sft_loss(logps, mask), {"mean_token_accuracy": (hits.sum() / mask.sum()).item()}
+    return sft_loss(logps, mask), {"mean_token_accuracy": masked_mean(hits, mask).item()}
 
 
 def train_sft(

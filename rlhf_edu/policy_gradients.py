@@ -17,9 +17,11 @@ Rewards come shaped (P, G): P prompts with G completions each. Per-token tensors
 (B, T) with B = P·G, and a ``mask`` that is 1 on completion tokens. Every function takes
 tensors, not models, so the tests can feed it hand-made numbers.
 
-:func:`train_policy_gradient` is the one trainer of the four on a language model, with
-chapter 8's regularizers as options: β fixed or steered toward a target KL
-(``kl_target``), and InstructGPT's pretraining term (``ptx_coef``);
+:func:`train_policy_gradient` is the one trainer of the four on a language model, one loop
+that reads top to bottom: rollout → :func:`compute_advantages` → epochs × minibatches →
+:func:`rl_loss` → optimizer step. Those two functions hold each algorithm's whole advantage
+and whole loss. Chapter 8's regularizers are options: β fixed or steered toward a target KL
+(``kl_target``), and InstructGPT's pretraining term (``ptx_coef``).
 :func:`train_tabular_policy_gradient` runs the same advantage and loss functions on
 chapter 4's bandit, where the optimum is known; :func:`beta_sweep` repeats a run per β.
 """
@@ -46,7 +48,7 @@ from .core.evaluation import PolicyEvaluation
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, torch_generator
-from .core.stats import mean_and_stderr, pass_at_k
+from .core.stats import masked_mean, mean_and_stderr, pass_at_k
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
 from .core.validation import check_choice, check_int, check_number, check_texts, context_length
 from .core.world import FAMILIES, parse_prompt
@@ -199,13 +201,12 @@ def clipped_surrogate_loss(
     ratio = (logps - old_logps.detach()).exp()  # (B, T) ρ
     clipped_ratio = ratio.clamp(1 - epsilon, 1 + epsilon_high)  # (B, T)
     losses = -torch.min(ratio * advantages, clipped_ratio * advantages) * mask  # (B, T)
-    n = mask.sum().clamp(min=1)
     low = ((ratio < 1 - epsilon) & (advantages < 0)).to(mask.dtype) * mask  # clipped below: no push further down
     high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype) * mask  # clipped above: no push further up
     metrics = {
-        "clip_ratio/low_mean": (low.sum() / n).item(),
-        "clip_ratio/high_mean": (high.sum() / n).item(),
-        "clip_ratio/region_mean": ((low + high).sum() / n).item(),
+        "clip_ratio/low_mean": masked_mean(low, mask).item(),
+        "clip_ratio/high_mean": masked_mean(high, mask).item(),
+        "clip_ratio/region_mean": masked_mean(low + high, mask).item(),
     }
     return losses, metrics
 
@@ -239,9 +240,9 @@ def aggregate_token_losses(
     _check_token_shapes(losses=losses, mask=mask)
     mask = mask.to(losses.dtype)
     if loss_type == "grpo":
-        return ((losses * mask).sum(dim=1) / mask.sum(dim=1).clamp(min=1)).mean()
+        return masked_mean(losses, mask, dim=1).mean()
     if loss_type == "dapo":
-        return (losses * mask).sum() / mask.sum().clamp(min=1)
+        return masked_mean(losses, mask)
     if max_completion_length is None:
         raise ValueError("loss_type 'dr_grpo' divides by B × max_completion_length: pass max_completion_length")
     return (losses * mask).sum() / (losses.shape[0] * max_completion_length)
@@ -249,8 +250,9 @@ def aggregate_token_losses(
 
 # --- one trainer for the four algorithms -------------------------------------------------------------
 ALGORITHMS = ("reinforce", "rloo", "ppo", "grpo")
-KL_IN_LOSS = ("grpo",)  # the others put −β·k1 per token into the reward, as the literature and TRL do
-KL_PLACEMENTS = ("reward", "loss")
+# Where each algorithm puts β·KL by default: GRPO adds β·k per token to its loss; the others take −β·k1 per token off
+# the reward, as the literature and TRL do. PolicyGradientConfig(kl_in=...) moves it.
+KL_IN = {"reinforce": "reward", "rloo": "reward", "ppo": "reward", "grpo": "loss"}
 
 
 @dataclass
@@ -258,12 +260,14 @@ class PolicyGradientConfig(TrainingConfig):
     """Settings of :func:`train_policy_gradient`; field names are TRL's where TRL has one.
 
     ``batch_size`` is the number of prompts per step, each answered ``num_generations``
-    times; ``num_iterations`` is how many updates reuse one rollout (PPO's epochs,
-    GRPO's μ), split into ``num_mini_batches`` row slices each.
+    times; ``num_iterations`` is how many passes the updates make over one rollout (PPO's
+    epochs, GRPO's μ), each pass split at random into ``num_mini_batches`` minibatches.
+    A run is ``num_steps`` rollouts, so ``num_epochs`` (a pass over a fixed dataset) has
+    no meaning here and is refused.
 
     ``kl_in`` moves the KL penalty: ``"reward"`` subtracts β·Σ_t k1 from each completion's
     score (per token for PPO), ``"loss"`` adds β·k (``kl_estimator``) per token to the loss;
-    by default GRPO takes the loss and the others the reward.
+    left at None it becomes the algorithm's own place, ``KL_IN[algorithm]``.
 
     ``kl_target`` (nats per completion) switches β from fixed to Ziegler et al.'s adaptive
     controller (:class:`~rlhf_edu.regularization.AdaptiveKLController`), which starts at
@@ -293,7 +297,7 @@ class PolicyGradientConfig(TrainingConfig):
     vf_coef: float = 0.1
     cliprange_value: float = 0.2
     eval_steps: int = 10
-    kl_in: str | None = None  # where β·KL goes: "reward" or "loss"; None: the algorithm's own place (KL_IN_LOSS)
+    kl_in: str | None = None  # where β·KL goes, "reward" or "loss"; None: the algorithm's own place, KL_IN[algorithm]
     kl_target: float | None = None  # None: β stays fixed
     kl_horizon: int = 10_000
     ptx_coef: float = 0.0  # 0: no pretraining term, and no corpus batch is built or run
@@ -302,12 +306,18 @@ class PolicyGradientConfig(TrainingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_choice(self.algorithm, "algorithm", ALGORITHMS)
+        if self.num_epochs != 1:
+            raise ValueError(
+                f"num_epochs={self.num_epochs} has no meaning for an RL run, which samples its own data: set "
+                "num_steps (rollouts) and num_iterations (passes over each rollout, PPO's epochs) instead"
+            )
         check_choice(self.baseline, "baseline", BASELINES)
         check_choice(self.loss_type, "loss_type", LOSS_TYPES)
         check_choice(self.scale_rewards, "scale_rewards", SCALE_REWARDS)
         check_choice(self.kl_estimator, "kl_estimator", KL_ESTIMATORS)
-        if self.kl_in is not None:
-            check_choice(self.kl_in, "kl_in", KL_PLACEMENTS)
+        self.kl_in = (
+            KL_IN[self.algorithm] if self.kl_in is None else check_choice(self.kl_in, "kl_in", ("reward", "loss"))
+        )
         low = 2 if self.algorithm in ("rloo", "grpo") else 1
         check_int(
             self.num_generations,
@@ -353,9 +363,278 @@ class PolicyGradientConfig(TrainingConfig):
             )
 
 
-def kl_in_loss(config: PolicyGradientConfig) -> bool:
-    """True when β·KL is a term of the loss (GRPO's way), False when −β·k1 is part of the reward (the others')."""
-    return config.algorithm in KL_IN_LOSS if config.kl_in is None else config.kl_in == "loss"
+@dataclass
+class Experience:
+    """One scored rollout, as every update that reuses it sees it; ``experience[rows]`` is a minibatch.
+
+    All per-token tensors are (B, N), one row per completion. ``rollout`` holds the
+    sampled token ids (None on chapter 4's bandit, whose samples are single actions).
+    """
+
+    mask: torch.Tensor  # (B, N) 1 on completion tokens
+    old_logps: torch.Tensor  # (B, N) log π_old(y_t): the policy that sampled, the denominator of PPO's ratio
+    ref_logps: torch.Tensor  # (B, N) log π_ref(y_t): what the KL is measured against
+    advantages: torch.Tensor  # (B,) one per completion, or (B, N) one per token (PPO's GAE)
+    returns: torch.Tensor | None = None  # (B, N) PPO's value targets
+    old_values: torch.Tensor | None = None  # (B, N) PPO's V_old, the centre of its value clip
+    rollout: Rollout | None = None
+
+    def __getitem__(self, rows: torch.Tensor) -> Experience:
+        """The experience of the rows ``rows`` (a (b,) tensor of row numbers)."""
+        take = lambda value: None if value is None else value[rows]
+        return Experience(*(take(getattr(self, f.name)) for f in dataclasses.fields(self)))
+
+
+def train_policy_gradient(
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str],
+    reward_fn: RewardFn,
+    config: PolicyGradientConfig,
+    ref_model: PreTrainedModel | None = None,
+    eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
+    ptx_texts: Sequence[str] | None = None,
+) -> History:
+    """REINFORCE, RLOO, PPO or GRPO on ``prompts``, in one loop; returns the run's History.
+
+    Each step: (1) sample a rollout and score it, (2) compute the algorithm's advantages
+    (:func:`compute_advantages`), (3) pass over it ``num_iterations`` times in
+    ``num_mini_batches`` shuffled minibatches, each an optimizer step on (4) the
+    algorithm's loss (:func:`rl_loss`). ``reward_fn(prompts, completions)`` is any scorer
+    (the world's gold reward or verifier, or a reward model's
+    :func:`~rlhf_edu.reward_modeling.reward_function`). ``ref_model`` defaults to a
+    frozen copy of the policy as it starts; with ``beta=0`` and no ``ref_model`` there is
+    no reference at all (nothing in the loss needs it, as in TRL), so no copy, no reference
+    pass and no ``kl`` in the log: pass ``ref_model`` to log how far the policy moved.
+    ``eval_fn(policy)`` runs every ``eval_steps`` steps and its metrics (e.g.
+    ``gold_reward``) join the log.
+
+    Each rollout uses the β of :func:`kl_controller` (logged as ``beta``); an adaptive
+    controller is then updated with that rollout's ``kl`` (the mean summed k1) over its B
+    rows. With ``config.ptx_coef`` > 0, ``ptx_texts`` (plain texts, e.g.
+    ``World().pretraining_corpus(2000)``) feed the pretraining term, logged as ``loss/ptx``.
+    """
+    check_language_model(policy, tokenizer, "policy")
+    prompts = check_texts(prompts, "prompts")
+    if not callable(reward_fn):
+        raise TypeError(
+            f"reward_fn must be a function (prompts, completions) -> scores, got {type(reward_fn).__name__}"
+        )
+    if config.ptx_coef > 0 and ptx_texts is None:
+        raise ValueError(
+            f"ptx_coef={config.ptx_coef:g} weighs a pretraining term, but no ptx_texts were passed: pass "
+            "the corpus (e.g. World().pretraining_corpus(2000)), or set ptx_coef=0"
+        )
+    if ref_model is None and config.beta > 0:
+        ref_model = copy.deepcopy(policy).eval()
+    if ref_model is not None:
+        check_language_model(ref_model, tokenizer, "ref_model")
+    value_model = value_model_from(policy) if config.algorithm == "ppo" else None
+    updates = config.num_iterations * config.num_mini_batches  # optimizer steps per rollout
+    trainer = Trainer(
+        [policy] + ([value_model] if value_model is not None else []),
+        config,
+        config.num_steps * updates,  # the bar counts updates, and says so
+        desc=f"RL ({config.algorithm})" + (f", updates ({updates} a step)" if updates > 1 else ""),
+    )
+    generator = torch_generator(config.seed)  # the prompts' order, then every pass's minibatches
+    order = torch.randperm(len(prompts), generator=generator).tolist()
+    controller = kl_controller(config)
+    ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
+
+    def loss_fn(minibatch: Experience, config: PolicyGradientConfig) -> tuple[torch.Tensor, dict[str, float]]:
+        """The forward passes of one update, then its loss."""
+        logps = rollout_logps(policy, minibatch.rollout)  # (b, N), with the gradient
+        values = token_values(value_model, minibatch.rollout) if value_model is not None else None  # (b, N)
+        ptx_nll = language_modeling_loss(policy, next(ptx))[0] if ptx is not None else None
+        return rl_loss(logps, minibatch, config, values, ptx_nll)
+
+    try:
+        for step in range(config.num_steps):
+            step_config = dataclasses.replace(config, beta=controller.value)  # this rollout's β, in reward or loss
+            batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
+            # 1. Rollout: sample, score, and keep the log-probs (and PPO's values) that the updates compare against.
+            rollout = sample_rollouts(
+                policy,
+                tokenizer,
+                batch,
+                config.num_generations,
+                config.max_completion_length,
+                config.temperature,
+                seed=config.seed * 100_003 + step,
+            )
+            rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
+            old_logps, ref_logps, values = score_rollout(policy, ref_model, value_model, rollout, config)  # (B, N)
+            kl = kl_estimate(old_logps, ref_logps, "k1") * rollout.mask  # (B, N), zero without a reference
+            # 2. Advantages: each algorithm's own, with −β·k1 in the reward where its KL goes there.
+            advantages, returns = compute_advantages(rewards, kl, rollout.mask, step_config, values)
+            experience = Experience(rollout.mask, old_logps, ref_logps, advantages, returns, values, rollout)
+            metrics = rollout_metrics(rollout, rewards, kl if ref_model is not None else None, config)
+            metrics["beta"] = step_config.beta
+            if eval_fn is not None and step % config.eval_steps == 0:
+                metrics |= eval_fn(policy)
+            # 3. Epochs × minibatches, each one optimizer step on 4. the algorithm's loss.
+            for _ in range(config.num_iterations):
+                for rows in minibatches(len(rollout), config.num_mini_batches, generator):
+                    trainer.step(partial(loss_fn, config=step_config), experience[rows], **metrics)
+            if "kl" in metrics:  # no reference, no KL to steer by (β is 0 then, and fixed)
+                controller.update(metrics["kl"], len(rollout))
+    finally:
+        trainer.close()
+    return trainer.history
+
+
+def compute_advantages(
+    rewards: torch.Tensor,
+    kl: torch.Tensor,
+    mask: torch.Tensor,
+    config: PolicyGradientConfig,
+    values: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Each algorithm's advantage from a rollout's rewards (B,) and per-token k1 (B, N): ``(advantages, returns)``.
+
+    Where the KL goes in the reward (``kl_in="reward"``), β·k1 is taken off first.
+
+    - REINFORCE, RLOO, GRPO: one advantage per completion, (B,), from its score
+      r − β·Σ_t k1, with the prompt's G completions as one group (P, G):
+      :func:`reinforce_advantages`, :func:`rloo_advantages` (eq:RLOO_advantage),
+      :func:`grpo_advantages` (eq:GRPO_ADV); ``returns`` is None.
+    - PPO: per-token GAE (eq:GAE_DFN) on the learned ``values`` (B, N), with −β·k1 on every
+      token and the score on the last (:func:`shaped_rewards`), then whitened over the
+      batch's tokens (:func:`whiten`), as PPO implementations do; ``returns`` = GAE +
+      values are the value head's targets.
+    """
+    beta = 0.0 if config.kl_in == "loss" else config.beta  # the KL's weight in the reward
+    if config.algorithm == "ppo":
+        per_token = shaped_rewards(rewards, kl, mask, beta)  # (B, N)
+        advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)  # (B, N) each
+        return whiten(advantages, mask), returns
+    scores = (rewards - beta * kl.sum(dim=1)).view(-1, config.num_generations)  # (P, G)
+    if config.algorithm == "grpo":
+        advantages = grpo_advantages(scores, config.scale_rewards)
+    elif config.algorithm == "rloo":
+        advantages = rloo_advantages(scores)
+    else:
+        advantages = reinforce_advantages(scores, config.baseline)
+    return advantages.flatten(), None  # (B,)
+
+
+def rl_loss(
+    logps: torch.Tensor,
+    experience: Experience,
+    config: PolicyGradientConfig,
+    values: torch.Tensor | None = None,
+    ptx_nll: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """One update's loss on a minibatch of ``experience``, from the policy's log-probs ``logps`` (B, N); and metrics.
+
+    Every algorithm's whole loss, in order:
+
+    1. the per-token policy loss: −A·log π for REINFORCE and RLOO (:func:`policy_gradient_loss`,
+       eq:policy_gradient_expectation), or −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A) with
+       ρ = π/π_old for PPO and GRPO (:func:`clipped_surrogate_loss`, eq:PPO_EQN);
+    2. + β·k per token (:func:`~rlhf_edu.regularization.kl_estimate`) where the KL goes in
+       the loss (GRPO's way, eq:GRPO);
+    3. one scalar from the tokens, in ``loss_type``'s way (:func:`aggregate_token_losses`);
+    4. PPO: + ``vf_coef`` × the clipped value loss of ``values`` (B, N) (:func:`value_loss`);
+    5. with a pretraining term: + γ × ``ptx_nll``, the mean token NLL of a batch of
+       pretraining texts (eq:objective_pretraining; per token, so γ does not scale with
+       the texts' length).
+
+    The metrics are TRL's: ``clip_ratio/region_mean`` and ``policy/approxkl``
+    (½·E[(log ρ)²]) for the clipped algorithms, ``loss/value``, ``policy/clipfrac``, ``loss/ptx``.
+    """
+    mask = experience.mask  # (B, N)
+    if config.algorithm in ("reinforce", "rloo"):
+        losses, metrics = policy_gradient_loss(logps, experience.advantages, mask), {}  # (B, N)
+    else:
+        losses, clip = clipped_surrogate_loss(
+            logps, experience.old_logps, experience.advantages, mask, config.epsilon, config.epsilon_high
+        )  # (B, N)
+        approx_kl = 0.5 * masked_mean((logps - experience.old_logps) ** 2, mask)
+        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
+    if config.kl_in == "loss" and config.beta > 0:
+        losses = losses + config.beta * kl_estimate(logps, experience.ref_logps, config.kl_estimator) * mask
+    loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length)
+    if values is not None:
+        v_losses = value_loss(values, experience.old_values, experience.returns, mask, config.cliprange_value)
+        v_loss = aggregate_token_losses(v_losses, mask, "dapo")
+        loss = loss + config.vf_coef * v_loss
+        metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
+    if ptx_nll is not None:
+        loss = loss + config.ptx_coef * ptx_nll
+        metrics["loss/ptx"] = ptx_nll.item()
+    return loss, metrics
+
+
+# --- the loop's parts ---------------------------------------------------------------------------------
+def minibatches(num_rows: int, num_mini_batches: int, generator: torch.Generator) -> list[torch.Tensor]:
+    """One pass's minibatches: the rows 0..num_rows−1 in a seeded random order, cut into equal parts.
+
+    A new order on every pass, as CleanRL and TRL shuffle: fixed slices would always
+    pair the same prompts' answers in one update, and always update on them in the same
+    order. One minibatch is the whole rollout, in its own order: nothing to shuffle.
+    """
+    if num_mini_batches == 1:
+        return [torch.arange(num_rows)]
+    return list(torch.randperm(num_rows, generator=generator).chunk(num_mini_batches))
+
+
+def rollout_logps(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
+    """log π(y_t | x, y_<t) of a rollout's completion tokens under ``model``, at temperature 1: (B, N)."""
+    logps, _ = token_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    return logps
+
+
+@torch.no_grad()
+def score_rollout(
+    policy: PreTrainedModel,
+    ref_model: PreTrainedModel | None,
+    value_model: PreTrainedModel | None,
+    rollout: Rollout,
+    config: PolicyGradientConfig,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """What every update of one rollout compares against, without gradients: ``(old_logps, ref_logps, values)``.
+
+    ``old_logps`` (B, N) are log π_old at temperature 1, the temperature the loss scores
+    at, so that the first update's ratio is exactly 1: the sampling log-probs when the
+    rollout was sampled at 1, else the tokens re-scored. ``ref_logps`` (B, N) are the
+    reference's (``old_logps`` stand in without one, so the KL is 0); ``values`` (B, N)
+    PPO's V_old, or None.
+    """
+    old_logps = rollout.logps if config.temperature == 1.0 else rollout_logps(policy, rollout)
+    ref_logps = rollout_logps(ref_model, rollout) if ref_model is not None else old_logps
+    values = token_values(value_model, rollout) if value_model is not None else None
+    return old_logps, ref_logps, values
+
+
+def rollout_metrics(
+    rollout: Rollout, rewards: torch.Tensor, kl: torch.Tensor | None, config: PolicyGradientConfig
+) -> dict[str, float]:
+    """A rollout's metrics, with TRL's names: the reward and its spread, ``kl`` (mean Σ_t k1), ``entropy``, lengths.
+
+    ``entropy`` is the mean entropy of the distributions the tokens were sampled from;
+    ``kl`` is left out when ``kl`` is None (no reference).
+    """
+    mask = rollout.mask  # (B, N)
+    grouped = rewards.view(-1, config.num_generations)  # (P, G)
+    spread = grouped.std(dim=1) if config.num_generations > 1 else torch.zeros(len(grouped))  # (P,)
+    return {
+        "reward": rewards.mean().item(),
+        "reward_std": spread.mean().item(),
+        "frac_reward_zero_std": (spread == 0).float().mean().item(),
+        **({"kl": kl.sum(dim=1).mean().item()} if kl is not None else {}),
+        "entropy": masked_mean(rollout.entropies, mask).item(),
+        "completions/mean_length": mask.sum(dim=1).mean().item(),
+        "completions/clipped_ratio": (~rollout.finished).float().mean().item(),
+    }
+
+
+def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """(values − mean) / std over the real tokens, (B, N), zero on padding: how PPO implementations normalise GAE."""
+    mean = masked_mean(values, mask)
+    std = masked_mean((values - mean) ** 2, mask).sqrt()
+    return (values - mean) / (std + 1e-8) * mask
 
 
 def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
@@ -380,26 +659,18 @@ def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
 
 
 def token_values(value_model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
-    """V(x, y_<t) for each completion token of a rollout, read where the policy predicts that token: (B, N)."""
-    P = rollout.prompt_width
+    """V(x, y_<t) for each completion token of a rollout: (B, N), zero on padding.
+
+    The value of token t is read where the policy predicts it, at the position before it
+    (column P + t − 1), so the critic has not yet seen the token it values.
+    """
+    width = rollout.prompt_width  # the column where every completion starts
     values = value_model(
         input_ids=rollout.input_ids,
         attention_mask=rollout.attention_mask,
         position_ids=position_ids_from_mask(rollout.attention_mask),
     ).logits[..., 0]  # (B, T)
-    return values[:, P - 1 : -1] * rollout.mask  # (B, N)
-
-
-@dataclass
-class _Step:
-    """What one rollout gives every update that reuses it."""
-
-    rollout: Rollout
-    old_logps: torch.Tensor  # (B, N)
-    ref_logps: torch.Tensor  # (B, N)
-    advantages: torch.Tensor  # (B,) or (B, N)
-    returns: torch.Tensor | None = None  # (B, N), PPO
-    old_values: torch.Tensor | None = None  # (B, N), PPO
+    return values[:, width - 1 : -1] * rollout.mask  # (B, N)
 
 
 def kl_controller(config: PolicyGradientConfig) -> KLController:
@@ -428,222 +699,6 @@ def ptx_batches(
     while True:
         for batch in loader:
             yield {name: tensor.to(device) for name, tensor in batch.items()}
-
-
-def train_policy_gradient(
-    policy: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    prompts: Sequence[str],
-    reward_fn: RewardFn,
-    config: PolicyGradientConfig,
-    ref_model: PreTrainedModel | None = None,
-    eval_fn: Callable[[PreTrainedModel], dict[str, float]] | None = None,
-    ptx_texts: Sequence[str] | None = None,
-) -> History:
-    """Sample, score, compute advantages, update: REINFORCE, RLOO, PPO or GRPO on ``prompts``; return the History.
-
-    One loop serves all four; they differ in :func:`compute_advantages` and in the
-    per-token loss of :func:`policy_loss`. ``reward_fn(prompts, completions)`` is any
-    scorer (the world's gold reward or verifier, or a reward model's
-    :func:`~rlhf_edu.reward_modeling.reward_function`). ``ref_model`` defaults to a
-    frozen copy of the policy as it starts; with ``beta=0`` and no ``ref_model`` there is
-    no reference at all (nothing in the loss needs it, as in TRL), so no copy, no reference
-    pass and no ``kl`` in the log: pass ``ref_model`` to log how far the policy moved.
-    ``eval_fn(policy)`` runs every ``eval_steps`` steps and its metrics (e.g.
-    ``gold_reward``) join the log.
-
-    Each rollout uses the β of :func:`kl_controller` (logged as ``beta``), in the reward or
-    in the loss as the algorithm puts it; an adaptive controller is then updated with that
-    rollout's ``kl`` (the mean summed k1) over its B rows. With ``config.ptx_coef`` > 0,
-    ``ptx_texts`` (plain texts, e.g. ``World().pretraining_corpus(2000)``) feed the
-    pretraining term, logged as ``loss/ptx``.
-    """
-    check_language_model(policy, tokenizer, "policy")
-    prompts = check_texts(prompts, "prompts")
-    if not callable(reward_fn):
-        raise TypeError(
-            f"reward_fn must be a function (prompts, completions) -> scores, got {type(reward_fn).__name__}"
-        )
-    if config.ptx_coef > 0 and ptx_texts is None:
-        raise ValueError(
-            f"ptx_coef={config.ptx_coef:g} weighs a pretraining term, but no ptx_texts were passed: pass "
-            "the corpus (e.g. World().pretraining_corpus(2000)), or set ptx_coef=0"
-        )
-    if ref_model is None and config.beta > 0:
-        ref_model = copy.deepcopy(policy).eval()
-    if ref_model is not None:
-        check_language_model(ref_model, tokenizer, "ref_model")
-    value_model = value_model_from(policy) if config.algorithm == "ppo" else None
-    modules = [policy] + ([value_model] if value_model is not None else [])
-    per_step = config.num_iterations * config.num_mini_batches  # optimizer updates per rollout
-    trainer = Trainer(
-        modules,
-        config,
-        config.num_steps * per_step,  # the bar counts updates, and says so
-        desc=f"RL ({config.algorithm})" + (f", updates ({per_step} a step)" if per_step > 1 else ""),
-    )
-    order = torch.randperm(len(prompts), generator=torch_generator(config.seed)).tolist()
-    controller = kl_controller(config)
-    ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
-    try:
-        for step in range(config.num_steps):
-            batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
-            step_config = dataclasses.replace(config, beta=controller.value)  # this rollout's β, in reward or loss
-            data, metrics = _rollout_step(
-                policy,
-                ref_model,
-                value_model,
-                tokenizer,
-                batch,
-                reward_fn,
-                step_config,
-                seed=config.seed * 100_003 + step,
-            )
-            metrics["beta"] = step_config.beta
-            if eval_fn is not None and step % config.eval_steps == 0:
-                metrics |= eval_fn(policy)
-            rows = len(data.rollout) // config.num_mini_batches
-            for _ in range(config.num_iterations):
-                for start in range(0, len(data.rollout), rows):
-                    index = slice(start, start + rows)
-                    loss_fn = partial(
-                        policy_loss,
-                        policy,
-                        value_model,
-                        config=step_config,
-                        ptx_batch=next(ptx) if ptx is not None else None,
-                    )
-                    trainer.step(loss_fn, _slice(data, index), **metrics)
-            if "kl" in metrics:  # no reference, no KL to steer by (β is 0 then, and fixed)
-                controller.update(metrics["kl"], len(data.rollout))
-    finally:
-        trainer.close()
-    return trainer.history
-
-
-def _rollout_step(policy, ref_model, value_model, tokenizer, prompts, reward_fn, config, seed):
-    """Sample and score one step's rollout; return the data its updates reuse, and its metrics."""
-    rollout = sample_rollouts(
-        policy, tokenizer, prompts, config.num_generations, config.max_completion_length, config.temperature, seed=seed
-    )
-    rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
-    mask = rollout.mask  # (B, N)
-    with torch.no_grad():
-        old_logps = rollout.logps if config.temperature == 1.0 else _logps(policy, rollout)  # (B, N)
-        # (B, N) for the penalty, and to log how far the policy moved; without a reference (β = 0), π_old stands in
-        ref_logps = _logps(ref_model, rollout) if ref_model is not None else old_logps
-        kl = kl_estimate(old_logps, ref_logps, "k1") * mask  # (B, N), zero without a reference
-        data = compute_advantages(rollout, rewards, old_logps, ref_logps, kl, config, value_model)
-    grouped = rewards.view(-1, config.num_generations)  # (P, G)
-    metrics = {
-        "reward": rewards.mean().item(),
-        "reward_std": grouped.std(dim=1).mean().item() if config.num_generations > 1 else 0.0,
-        "frac_reward_zero_std": (grouped.std(dim=1) == 0).float().mean().item() if config.num_generations > 1 else 1.0,
-        **({"kl": kl.sum(dim=1).mean().item()} if ref_model is not None else {}),
-        "entropy": (-(rollout.logps * mask).sum() / mask.sum().clamp(min=1)).item(),
-        "completions/mean_length": mask.sum(dim=1).mean().item(),
-        "completions/clipped_ratio": (~rollout.finished).float().mean().item(),
-    }
-    return data, metrics
-
-
-def compute_advantages(
-    rollout: Rollout,
-    rewards: torch.Tensor,
-    old_logps: torch.Tensor,
-    ref_logps: torch.Tensor | None,
-    kl: torch.Tensor,
-    config: PolicyGradientConfig,
-    value_model: PreTrainedModel | None = None,
-) -> _Step:
-    """Each algorithm's advantage, with the KL where that algorithm puts it."""
-    mask = rollout.mask  # (B, N)
-    if config.algorithm == "ppo":
-        values = token_values(value_model, rollout)  # (B, N)
-        advantages, returns = ppo_advantages(rewards, kl, values, mask, config)
-        return _Step(rollout, old_logps, ref_logps, advantages, returns, values)
-    advantages = group_advantages(sequence_scores(rewards, kl, config), config)  # (B,)
-    return _Step(rollout, old_logps, ref_logps, advantages)
-
-
-def ppo_advantages(
-    rewards: torch.Tensor, kl: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, config: PolicyGradientConfig
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """PPO's whitened per-token GAE advantages and the value targets, both (B, T), from k1-shaped rewards."""
-    per_token = shaped_rewards(rewards, kl, mask, 0.0 if kl_in_loss(config) else config.beta)  # (B, T)
-    advantages, returns = gae_advantages(per_token, values, mask, config.gamma, config.lam)
-    return _whiten(advantages, mask), returns
-
-
-def sequence_scores(rewards: torch.Tensor, kl: torch.Tensor, config: PolicyGradientConfig) -> torch.Tensor:
-    """What the advantage is computed from, (P, G): the reward, minus β·Σ_t k1 where the KL goes in the reward."""
-    scores = rewards if kl_in_loss(config) else rewards - config.beta * kl.sum(dim=1)  # (B,)
-    return scores.view(-1, config.num_generations)
-
-
-def group_advantages(scores: torch.Tensor, config: PolicyGradientConfig) -> torch.Tensor:
-    """The advantage of REINFORCE, RLOO or GRPO on scores shaped (P, G), flattened to (B,)."""
-    if config.algorithm == "grpo":
-        advantages = grpo_advantages(scores, config.scale_rewards)
-    elif config.algorithm == "rloo":
-        advantages = rloo_advantages(scores)
-    else:
-        advantages = reinforce_advantages(scores, config.baseline)
-    return advantages.flatten()
-
-
-def token_policy_loss(
-    logps: torch.Tensor,
-    old_logps: torch.Tensor,
-    ref_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    mask: torch.Tensor,
-    config: PolicyGradientConfig,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """The policy's scalar loss from per-token log-probs (B, T), and its metrics: the seam every algorithm shares.
-
-    REINFORCE and RLOO take −A·log π; PPO and GRPO the clipped surrogate; GRPO adds
-    +β·k per token (its KL goes in the loss); then :func:`aggregate_token_losses`.
-    """
-    if config.algorithm in ("reinforce", "rloo"):
-        losses, metrics = policy_gradient_loss(logps, advantages, mask), {}
-    else:
-        losses, clip = clipped_surrogate_loss(logps, old_logps, advantages, mask, config.epsilon, config.epsilon_high)
-        approx_kl = 0.5 * (((logps - old_logps) ** 2) * mask).sum() / mask.sum().clamp(min=1)
-        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
-    if kl_in_loss(config) and config.beta > 0:
-        losses = losses + config.beta * kl_estimate(logps, ref_logps, config.kl_estimator) * mask
-    return aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length), metrics
-
-
-def policy_loss(
-    policy: PreTrainedModel,
-    value_model: PreTrainedModel | None,
-    data: _Step,
-    config: PolicyGradientConfig,
-    ptx_batch: Batch | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
-    """One update's loss on a slice of a rollout, and its metrics (TRL's names).
-
-    With a ``ptx_batch`` of pretraining texts it adds InstructGPT's term: the objective's
-    +γ·E_pretrain[log π(x)] (eq:objective_pretraining) becomes + γ × their mean token NLL
-    (eq:nll) in the loss, per token so that γ does not scale with the texts' length.
-    """
-    mask = data.rollout.mask  # (B, N)
-    logps = _logps(policy, data.rollout, grad=True)  # (B, N)
-    loss, metrics = token_policy_loss(logps, data.old_logps, data.ref_logps, data.advantages, mask, config)
-    if value_model is not None:
-        values = token_values(value_model, data.rollout)  # (B, N)
-        v_loss = aggregate_token_losses(
-            value_loss(values, data.old_values, data.returns, mask, config.cliprange_value), mask, "dapo"
-        )
-        loss = loss + config.vf_coef * v_loss
-        metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
-    if ptx_batch is not None:
-        ptx_nll, _ = language_modeling_loss(policy, ptx_batch)
-        loss = loss + config.ptx_coef * ptx_nll
-        metrics["loss/ptx"] = ptx_nll.item()
-    return loss, metrics
 
 
 def beta_sweep(
@@ -830,24 +885,12 @@ def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientCo
 
 
 def tabular_loss(
-    policy: TabularPolicy,
-    actions: torch.Tensor,
-    old_logps: torch.Tensor,
-    ref_logps: torch.Tensor,
-    advantages: torch.Tensor,
-    returns: torch.Tensor | None,
-    config: PolicyGradientConfig,
+    policy: TabularPolicy, actions: torch.Tensor, experience: Experience, config: PolicyGradientConfig
 ) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss of one bandit update: :func:`token_policy_loss` on (G, 1) log-probs, plus PPO's value loss."""
-    mask = torch.ones_like(old_logps)  # (G, 1): every completion is one token long
-    logps = torch.log_softmax(policy.logits, -1)[actions].unsqueeze(1)  # (G, 1)
-    loss, metrics = token_policy_loss(logps, old_logps, ref_logps, advantages, mask, config)
-    if returns is not None:
-        values = policy.value.expand_as(returns)  # (G, 1)
-        loss = loss + config.vf_coef * aggregate_token_losses(
-            value_loss(values, values.detach(), returns, mask, config.cliprange_value), mask, "dapo"
-        )
-    return loss, metrics
+    """The loss of one bandit update: :func:`rl_loss` on the sampled actions' (G, 1) log-probs, V for PPO."""
+    logps = torch.log_softmax(policy.logits, -1)[actions].unsqueeze(1)  # (G, 1): each completion is one token
+    values = policy.value.expand_as(logps) if experience.returns is not None else None  # (G, 1)
+    return rl_loss(logps, experience, config, values)
 
 
 def tabular_rollout(
@@ -856,11 +899,11 @@ def tabular_rollout(
     rewards: torch.Tensor,
     config: PolicyGradientConfig,
     generator: torch.Generator,
-) -> tuple[torch.Tensor, ...]:
-    """Sample G actions from π_θ and compute their advantages: ``(actions, old_logps, ref_logps, advantages, returns)``.
+) -> tuple[torch.Tensor, Experience]:
+    """Sample G actions from π_θ and score them: ``(actions (G,), experience)``, as the language-model loop does.
 
-    The same advantage functions as :func:`train_policy_gradient`, with the KL where each
-    algorithm puts it; ``returns`` is None except for PPO.
+    The same :func:`compute_advantages` as :func:`train_policy_gradient`, with the KL
+    where each algorithm puts it.
     """
     with torch.no_grad():
         log_probs = torch.log_softmax(policy.logits, -1)  # (A,)
@@ -870,12 +913,10 @@ def tabular_rollout(
         old_logps = log_probs[actions].unsqueeze(1)  # (G, 1)
         ref_logps = ref_probs.log()[actions].unsqueeze(1)  # (G, 1)
         kl = kl_estimate(old_logps, ref_logps, "k1")  # (G, 1)
-        scores = rewards[actions]  # (G,)
-        if config.algorithm == "ppo":
-            values = policy.value.expand_as(old_logps)  # (G, 1)
-            advantages, returns = ppo_advantages(scores, kl, values, torch.ones_like(kl), config)
-            return actions, old_logps, ref_logps, advantages, returns
-        return actions, old_logps, ref_logps, group_advantages(sequence_scores(scores, kl, config), config), None
+        mask = torch.ones_like(kl)  # (G, 1)
+        values = policy.value.expand_as(old_logps).clone() if config.algorithm == "ppo" else None  # (G, 1) V_old
+        advantages, returns = compute_advantages(rewards[actions], kl, mask, config, values)
+    return actions, Experience(mask, old_logps, ref_logps, advantages, returns, values)
 
 
 def train_tabular_policy_gradient(
@@ -946,30 +987,3 @@ def tabular_gradient_estimates(
     logits = policy.logits.detach().clone().requires_grad_()
     regularized_objective(torch.softmax(logits, -1), ref_probs, rewards, config.beta).backward()
     return torch.stack(estimates), logits.grad
-
-
-def _logps(model: PreTrainedModel, rollout: Rollout, grad: bool = False) -> torch.Tensor:
-    """log π(y_t | x, y_<t) of a rollout's completion tokens under ``model``, at temperature 1: (B, N)."""
-    with torch.set_grad_enabled(grad):
-        logps, _ = token_logprobs(model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
-    return logps
-
-
-def _whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """(values − mean) / std over the real tokens, as PPO implementations normalise advantages."""
-    n = mask.sum().clamp(min=1)
-    mean = (values * mask).sum() / n
-    std = (((values - mean) ** 2 * mask).sum() / n).sqrt()
-    return (values - mean) / (std + 1e-8) * mask
-
-
-def _slice(data: _Step, index: slice) -> _Step:
-    take = lambda t: None if t is None else t[index]
-    return _Step(
-        data.rollout[index],
-        data.old_logps[index],
-        data.ref_logps[index],
-        data.advantages[index],
-        take(data.returns),
-        take(data.old_values),
-    )

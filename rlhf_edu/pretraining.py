@@ -23,6 +23,7 @@ from .core.collate import check_length, pad_batch
 from .core.logprobs import batch_sequence_logprobs, check_language_model, check_token_logprobs, token_logprobs
 from .core.runtime import SCORING_BATCH_SIZE
 from .core.scoring import score_rows
+from .core.stats import masked_mean
 from .core.tokenizer import EOS
 from .core.training import History, TrainingConfig, make_loader, train
 from .core.validation import check_known_words, check_texts, context_length
@@ -57,7 +58,7 @@ def mean_token_nll(logps: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     weighs the same, so a long text is not down-weighted against a short one.
     """
     check_token_logprobs(logps, mask)
-    return -(logps * mask).sum() / mask.sum()
+    return -masked_mean(logps, mask)
 
 
 def language_modeling_loss(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:

@@ -43,7 +43,7 @@ from .core.preferences import encode_pairs, pair_loader, pair_texts
 from .core.rollouts import generate_completions
 from .core.runtime import SCORING_BATCH_SIZE, numpy_rng, shifted_seed
 from .core.scoring import score_completions
-from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, spearman_correlation
+from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, masked_mean, spearman_correlation
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.validation import check_int, check_same_length, check_texts, context_length
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
@@ -646,7 +646,7 @@ def orm_token_loss(logits: torch.Tensor, completion_mask: torch.Tensor, labels: 
     mask = completion_mask.float()  # (B, T)
     targets = labels.float()[:, None].expand_as(logits)  # (B, T) the outcome, copied onto every token
     bce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")  # (B, T)
-    return ((bce * mask).sum(1) / mask.sum(1).clamp(min=1)).mean()
+    return masked_mean(bce, mask, dim=1).mean()
 
 
 def last_completion_logits(logits: torch.Tensor, completion_mask: torch.Tensor) -> torch.Tensor:

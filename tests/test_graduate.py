@@ -46,6 +46,33 @@ def test_installed_trl_is_the_tested_version():
     assert trl.__version__ == graduate.TRL_VERSION
 
 
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedules alone, with no optimizer step
+@pytest.mark.parametrize("lr_scheduler_type", ["constant", "linear"])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.3])
+def test_our_learning_rate_schedule_is_trls_on_the_same_config(lr_scheduler_type, warmup_ratio):
+    """Step by step, the rate of our Trainer and of the scheduler TRL's trainer builds from the mapped config."""
+    from transformers import get_scheduler
+
+    from rlhf_edu.core.training import Trainer
+
+    ours = DPOConfig(learning_rate=1e-3, warmup_ratio=warmup_ratio, lr_scheduler_type=lr_scheduler_type, progress=False)
+    args = trl_dpo_config(ours)
+    total_steps = 23
+    trainer = Trainer(torch.nn.Linear(2, 1), ours, total_steps)
+    optimizer = torch.optim.AdamW(torch.nn.Linear(2, 1).parameters(), lr=args.learning_rate)
+    theirs = get_scheduler(  # as transformers.Trainer.create_scheduler builds it
+        args.lr_scheduler_type,
+        optimizer,
+        num_warmup_steps=args.get_warmup_steps(total_steps),
+        num_training_steps=total_steps,
+        scheduler_specific_kwargs=args.lr_scheduler_kwargs,
+    )
+    for _ in range(total_steps):
+        assert trainer.scheduler.get_last_lr() == pytest.approx(theirs.get_last_lr(), abs=1e-15)
+        trainer.scheduler.step()
+        theirs.step()
+
+
 def test_dpo_config_maps_field_by_field():
     ours = DPOConfig(
         learning_rate=1e-3,

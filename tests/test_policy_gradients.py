@@ -1,12 +1,17 @@
 import copy
+import dataclasses
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 
 from rlhf_edu import policy_gradients as pg
-from tests.conftest import random_model
+from rlhf_edu.core.rollouts import sample_rollouts
+from rlhf_edu.core.runtime import torch_generator
+from rlhf_edu.regularization import rollout_exact_kl
+from tests.conftest import logprob_alone, random_model
 
 
 # --- advantages, against hand-worked values -----------------------------------------------------
@@ -258,9 +263,11 @@ def test_reused_rollouts_move_the_ratio_away_from_one(tokenizer, world):
 
 
 def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
-    runs = {}
+    """Measured after training by rollout_exact_kl on fresh samples, not by the trainer's own ``kl`` metric."""
+    reference = random_model("llama", len(tokenizer))
+    kls = {}
     for beta in (0.0, 1.0):
-        model = random_model("llama", len(tokenizer))
+        model = copy.deepcopy(reference)
         config = pg.PolicyGradientConfig(
             algorithm="rloo",
             learning_rate=3e-3,
@@ -271,10 +278,28 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
             beta=beta,
             progress=False,
         )
-        runs[beta] = pg.train_policy_gradient(
-            model, tokenizer, world.prompts(32), count_reward("tasty"), config, ref_model=copy.deepcopy(model)
-        )  # at β = 0, only to log the KL
-    assert runs[1.0].mean("kl", last=3) < runs[0.0].mean("kl", last=3)
+        pg.train_policy_gradient(model, tokenizer, world.prompts(32), count_reward("tasty"), config)
+        rollout = sample_rollouts(model, tokenizer, world.prompts(64, split="test"), max_new_tokens=8, seed=1)
+        kls[beta] = rollout_exact_kl(model, reference, rollout).mean().item()  # nats per completion
+    assert kls[1.0] < 0.5 * kls[0.0], kls
+
+
+def test_the_logged_kl_is_the_summed_k1_of_the_sampled_answers(tokenizer, world):
+    """Step 0's ``kl``, recomputed answer by answer with the tests' own log-prob: Σ_t log π(y_t) − log π_ref(y_t)."""
+    policy, reference = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
+    config = small_config(num_steps=1)
+    prompts = world.prompts(4)
+    history = pg.train_policy_gradient(
+        copy.deepcopy(policy), tokenizer, prompts, count_reward("tasty"), config, ref_model=reference
+    )
+    batch = [prompts[i] for i in torch.randperm(4, generator=torch_generator(config.seed)).tolist()]
+    rollout = sample_rollouts(policy, tokenizer, batch, 4, 8, seed=0)  # step 0's samples: seed·100003 + 0
+    rows = [
+        {"input_ids": ids[mask.bool()].tolist(), "completion_mask": completion[mask.bool()].tolist()}
+        for ids, mask, completion in zip(rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    ]
+    k1 = [logprob_alone(policy, row) - logprob_alone(reference, row) for row in rows]  # (B,) Σ_t k1 per answer
+    assert history["kl"][0] == pytest.approx(float(np.mean(k1)), abs=1e-4)
 
 
 @pytest.mark.parametrize(
@@ -316,6 +341,130 @@ def test_bad_rewards_are_refused_naming_the_prompt(tokenizer, world, reward_fn, 
     )
     with pytest.raises(ValueError, match=message):
         pg.train_policy_gradient(model, tokenizer, world.prompts(2), reward_fn, config)
+
+
+class ColumnValues(torch.nn.Module):
+    """A stub value model whose value at each column of the input is that column's number."""
+
+    def forward(self, input_ids, attention_mask, position_ids):
+        columns = torch.arange(input_ids.shape[1], dtype=torch.float).expand(input_ids.shape)  # (B, T)
+        return SimpleNamespace(logits=columns.unsqueeze(-1))  # (B, T, 1)
+
+
+def test_token_values_reads_each_value_before_its_token(tokenizer, world):
+    """V of completion token t is read at column P + t − 1, where the policy predicts it, not at the token itself."""
+    rollout = sample_rollouts(random_model("llama", len(tokenizer)), tokenizer, world.prompts(3), 2, 6, seed=0)
+    P, N = rollout.prompt_width, rollout.logps.shape[1]
+    expected = (P - 1 + torch.arange(N, dtype=torch.float)).expand(len(rollout), N) * rollout.mask  # (B, N)
+    torch.testing.assert_close(pg.token_values(ColumnValues(), rollout), expected)
+
+
+def test_ppo_advantages_are_whitened_gae_hand_worked():
+    """Two answers, scores 1 and 3, V = 0, γ = λ = 1: GAE is the reward-to-go, then whitened over the 3 real tokens."""
+    config = pg.PolicyGradientConfig(algorithm="ppo", beta=0.0, gamma=1.0, lam=1.0, num_generations=2)
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    advantages, returns = pg.compute_advantages(
+        torch.tensor([1.0, 3.0]), torch.zeros(2, 2), mask, config, values=torch.zeros(2, 2)
+    )
+    torch.testing.assert_close(returns, torch.tensor([[1.0, 1.0], [3.0, 0.0]]))  # reward-to-go: the value targets
+    # mean 5/3, std √(8/9) over the tokens 1, 1, 3: (1 − 5/3)/√(8/9) = −1/√2, (3 − 5/3)/√(8/9) = √2
+    root2 = math.sqrt(2)
+    torch.testing.assert_close(advantages, torch.tensor([[-1 / root2, -1 / root2], [root2, 0.0]]))
+
+
+def test_ppo_advantages_take_the_kl_off_every_token_and_subtract_the_values():
+    config = pg.PolicyGradientConfig(algorithm="ppo", beta=0.5, gamma=1.0, lam=1.0, num_generations=1)
+    mask, kl, values = torch.ones(1, 2), torch.tensor([[0.2, 0.4]]), torch.tensor([[0.5, 0.25]])
+    _, returns = pg.compute_advantages(torch.tensor([1.0]), kl, mask, config, values)
+    # per-token rewards −0.1 and −0.2 + 1; reward-to-go 0.7 and 0.8 are the returns (advantages + values)
+    torch.testing.assert_close(returns, torch.tensor([[0.7, 0.8]]))
+
+
+def test_minibatches_split_the_rows_anew_on_every_pass():
+    generator = torch_generator(0)
+    passes = [pg.minibatches(16, 4, generator) for _ in range(3)]
+    for minibatches in passes:
+        assert [len(rows) for rows in minibatches] == [4] * 4
+        assert sorted(torch.cat(minibatches).tolist()) == list(range(16))  # every row, once a pass
+    assert len({tuple(torch.cat(m).tolist()) for m in passes}) == 3  # a new order each pass
+    again = torch_generator(0)
+    assert all(torch.equal(a, b) for a, b in zip(passes[0], pg.minibatches(16, 4, again)))  # seeded
+    assert [rows.tolist() for rows in pg.minibatches(6, 1, generator)] == [list(range(6))]
+
+
+def test_the_trainer_updates_on_every_row_of_each_minibatch(tokenizer, world, monkeypatch):
+    seen = []
+    rl_loss = pg.rl_loss
+
+    def spy(logps, experience, config, values=None, ptx_nll=None):
+        seen.append(list(zip(experience.rollout.prompts, experience.rollout.completions)))
+        assert logps.shape == experience.mask.shape == experience.old_logps.shape
+        return rl_loss(logps, experience, config, values, ptx_nll)
+
+    monkeypatch.setattr(pg, "rl_loss", spy)
+    config = small_config(algorithm="ppo", num_iterations=2, num_mini_batches=4, num_steps=2)
+    history = pg.train_policy_gradient(
+        random_model("llama", len(tokenizer)), tokenizer, world.prompts(8), count_reward("tasty"), config
+    )
+    assert len(history["loss"]) == len(seen) == 2 * 2 * 4  # rollouts × passes × minibatches
+    assert all(len(rows) == 4 for rows in seen)
+    for step in range(2):
+        rollout_passes = [sum(seen[8 * step + 4 * i : 8 * step + 4 * (i + 1)], []) for i in range(2)]
+        assert sorted(rollout_passes[0]) == sorted(rollout_passes[1])  # both passes cover the rollout's 16 rows
+        assert len(rollout_passes[0]) == 16 and rollout_passes[0] != rollout_passes[1]  # in a new order
+
+
+def test_an_experience_indexes_every_field_by_row():
+    experience = pg.Experience(
+        torch.ones(3, 2), torch.zeros(3, 2), torch.zeros(3, 2), torch.tensor([1.0, 2.0, 3.0]), returns=torch.eye(3, 2)
+    )
+    part = experience[torch.tensor([2, 0])]
+    assert part.advantages.tolist() == [3.0, 1.0] and part.returns.tolist() == [[0.0, 0.0], [1.0, 0.0]]
+    assert part.old_values is None and part.rollout is None and part.mask.shape == (2, 2)
+
+
+def test_at_another_temperature_the_ratio_compares_log_probs_at_temperature_one(tokenizer, world):
+    """The loss scores at temperature 1, so π_old is re-scored at 1 and the first update's ratio is exactly 1."""
+    policy = random_model("llama", len(tokenizer))
+    config = small_config(algorithm="grpo", temperature=2.0, num_iterations=2, beta=0.0)
+    rollout = sample_rollouts(policy, tokenizer, world.prompts(2), 4, 8, temperature=2.0, seed=0)
+    old_logps, ref_logps, _ = pg.score_rollout(policy, None, None, rollout, config)
+    rows = [
+        {"input_ids": ids[mask.bool()].tolist(), "completion_mask": completion[mask.bool()].tolist()}
+        for ids, mask, completion in zip(rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    ]
+    expected = torch.tensor([logprob_alone(policy, row) for row in rows])  # (B,) log π(y|x) at temperature 1
+    torch.testing.assert_close(old_logps.sum(dim=1), expected, atol=1e-4, rtol=0)
+    assert (old_logps.sum(dim=1) - rollout.logps.sum(dim=1)).abs().max() > 0.1  # not the sampling log-probs
+    assert ref_logps is old_logps  # no reference: π_old stands in, and the KL is 0
+    length = lambda prompts, completions: [len(c.split()) for c in completions]  # dense: every group varies
+    history = pg.train_policy_gradient(policy, tokenizer, world.prompts(4), length, config)
+    approx_kl = history["policy/approxkl"]
+    assert approx_kl[0] < 1e-10 and approx_kl[2] < 1e-10 and min(approx_kl[1], approx_kl[3]) > 1e-8
+
+
+def test_the_entropy_metric_is_the_sampling_distributions_entropy(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    rollout = sample_rollouts(policy, tokenizer, world.prompts(2), 2, 5, temperature=1.5, seed=0)
+    with torch.no_grad():
+        logits = policy(
+            input_ids=rollout.input_ids,
+            attention_mask=rollout.attention_mask,
+            position_ids=(rollout.attention_mask.cumsum(1) - 1).clamp(min=0),
+        ).logits  # (B, T, V)
+    P, N = rollout.prompt_width, rollout.logps.shape[1]
+    probs = (logits[:, P - 1 : P - 1 + N] / 1.5).softmax(-1)  # (B, N, V) the distributions tokens were drawn from
+    entropies = -(probs * probs.log()).sum(-1)  # (B, N), by hand
+    expected = (entropies * rollout.mask).sum() / rollout.mask.sum()
+    config = small_config(num_generations=2, temperature=1.5)
+    metrics = pg.rollout_metrics(rollout, torch.zeros(4), None, config)
+    assert metrics["entropy"] == pytest.approx(expected.item(), abs=1e-4)
+    assert "kl" not in metrics
+
+
+def test_num_epochs_is_refused_with_what_to_set_instead():
+    with pytest.raises(ValueError, match="num_epochs=3 has no meaning for an RL run.*num_steps.*num_iterations"):
+        pg.PolicyGradientConfig(num_epochs=3)
 
 
 def test_shaped_rewards_put_the_score_on_the_last_token():
@@ -408,7 +557,7 @@ def test_a_beta_sweep_trains_copies_and_round_trips_through_json(tokenizer, worl
 
 
 def test_the_shipped_sweep_holds_every_beta_with_its_evaluations():
-    from rlhf_edu.recipes import SWEEP_BETAS, SWEEP_CONFIG, SWEEP_PATH
+    from rlhf_edu.experiments.recipes import SWEEP_BETAS, SWEEP_CONFIG, SWEEP_PATH
 
     runs, settings = pg.load_sweep(SWEEP_PATH)
     assert tuple(sorted(runs)) == SWEEP_BETAS
@@ -439,8 +588,8 @@ def test_a_sweep_picture_has_one_line_per_beta_in_each_panel():
 
 def test_reinforce_without_a_baseline_uses_the_reward_itself():
     config = pg.PolicyGradientConfig(algorithm="reinforce", baseline="none", beta=0.0, num_generations=2)
-    scores = torch.tensor([[1.0, 3.0]])
-    assert pg.group_advantages(scores, config).tolist() == [1.0, 3.0]
+    advantages, returns = pg.compute_advantages(torch.tensor([1.0, 3.0]), torch.zeros(2, 1), torch.ones(2, 1), config)
+    assert advantages.tolist() == [1.0, 3.0] and returns is None
     with pytest.raises(ValueError, match="unknown baseline 'median'"):
         pg.PolicyGradientConfig(baseline="median")
 
@@ -507,12 +656,20 @@ def test_an_adaptive_beta_moves_by_ziegler_et_als_rule_toward_its_target(tokeniz
     assert runs[None]["beta"] == [0.1] * 4
 
 
+def scored_experience(policy, ref_model, tokenizer, prompts, config, value_model=None):
+    """One rollout of ``prompts``, scored and with its advantages, as the trainer's loop builds it."""
+    rollout = sample_rollouts(policy, tokenizer, prompts, config.num_generations, config.max_completion_length, seed=0)
+    rewards = torch.tensor([float(c.split().count("tasty")) + 0.1 * len(c.split()) for c in rollout.completions])
+    old_logps, ref_logps, values = pg.score_rollout(policy, ref_model, value_model, rollout, config)
+    kl = pg.kl_estimate(old_logps, ref_logps, "k1") * rollout.mask
+    advantages, returns = pg.compute_advantages(rewards, kl, rollout.mask, config, values)
+    return pg.Experience(rollout.mask, old_logps, ref_logps, advantages, returns, values, rollout)
+
+
 def test_the_pretraining_term_adds_gamma_times_the_corpus_gradient(tokenizer, world):
     policy = random_model("llama", len(tokenizer))
     config = small_config(ptx_coef=0.5, ptx_batch_size=4)
-    data, _ = pg._rollout_step(
-        policy, copy.deepcopy(policy), None, tokenizer, world.prompts(4), count_reward("tasty"), config, seed=0
-    )
+    experience = scored_experience(policy, copy.deepcopy(policy), tokenizer, world.prompts(4), config)
     ptx_batch = next(pg.ptx_batches(policy, tokenizer, world.pretraining_corpus(8), config))
     assert ptx_batch["input_ids"].shape[0] == 4
 
@@ -521,9 +678,10 @@ def test_the_pretraining_term_adds_gamma_times_the_corpus_gradient(tokenizer, wo
         loss.backward()
         return torch.cat([p.grad.flatten() for p in policy.parameters()])
 
-    plain_loss, plain_metrics = pg.policy_loss(policy, None, data, config)
+    plain_loss, plain_metrics = pg.rl_loss(pg.rollout_logps(policy, experience.rollout), experience, config)
     plain = gradient(plain_loss)
-    with_ptx_loss, metrics = pg.policy_loss(policy, None, data, config, ptx_batch)
+    nll, _ = pg.language_modeling_loss(policy, ptx_batch)
+    with_ptx_loss, metrics = pg.rl_loss(pg.rollout_logps(policy, experience.rollout), experience, config, ptx_nll=nll)
     with_ptx = gradient(with_ptx_loss)
     nll, _ = pg.language_modeling_loss(policy, ptx_batch)
     assert with_ptx_loss.item() == pytest.approx(plain_loss.item() + 0.5 * nll.item(), abs=1e-6)
@@ -570,19 +728,25 @@ def test_the_bandit_refuses_an_adaptive_beta_and_a_corpus():
 def test_kl_in_moves_the_penalty_between_reward_and_loss():
     """kl_in="loss" leaves the scores alone and adds β·k per token; kl_in="reward" takes β·Σk1 off the scores."""
     rewards, kl = torch.tensor([1.0, 2.0]), torch.tensor([[0.5, 0.25], [1.0, 0.0]])  # (B,), (B, T)
+    mask = torch.ones(2, 2)
     for algorithm in ("rloo", "grpo"):
-        in_reward = pg.PolicyGradientConfig(algorithm=algorithm, beta=0.2, num_generations=2, kl_in="reward")
-        in_loss = pg.PolicyGradientConfig(algorithm=algorithm, beta=0.2, num_generations=2, kl_in="loss")
-        assert torch.allclose(pg.sequence_scores(rewards, kl, in_reward), torch.tensor([[0.85, 1.8]]))
-        assert torch.equal(pg.sequence_scores(rewards, kl, in_loss), rewards.view(1, 2))
+        in_reward = pg.PolicyGradientConfig(
+            algorithm=algorithm, beta=0.2, num_generations=2, kl_in="reward", scale_rewards="none"
+        )
+        in_loss = dataclasses.replace(in_reward, kl_in="loss")
+        # the scores are 1 − 0.2·0.75 = 0.85 and 2 − 0.2·1 = 1.8: centred, ∓0.475 (GRPO), ∓0.95 (RLOO's r − other)
+        expected = torch.tensor([-0.475, 0.475]) * (2 if algorithm == "rloo" else 1)
+        torch.testing.assert_close(pg.compute_advantages(rewards, kl, mask, in_reward)[0], expected)
+        expected = torch.tensor([-0.5, 0.5]) * (2 if algorithm == "rloo" else 1)  # the rewards alone
+        torch.testing.assert_close(pg.compute_advantages(rewards, kl, mask, in_loss)[0], expected)
         logps, ref_logps = torch.tensor([[-1.0, -2.0]]), torch.tensor([[-1.5, -1.0]])
-        mask, advantages = torch.ones(1, 2), torch.zeros(1)
-        plain, _ = pg.token_policy_loss(logps, logps, ref_logps, advantages, mask, in_reward)
-        penalised, _ = pg.token_policy_loss(logps, logps, ref_logps, advantages, mask, in_loss)
+        experience = pg.Experience(torch.ones(1, 2), logps, ref_logps, torch.zeros(1))
+        plain, _ = pg.rl_loss(logps, experience, in_reward)
+        penalised, _ = pg.rl_loss(logps, experience, in_loss)
         k3 = (ref_logps - logps).exp() - 1 - (ref_logps - logps)  # (1, 2) by hand
         assert torch.isclose(penalised - plain, 0.2 * k3.mean()), algorithm
-    assert pg.kl_in_loss(pg.PolicyGradientConfig(algorithm="grpo"))
-    assert not pg.kl_in_loss(pg.PolicyGradientConfig(algorithm="rloo"))
+    assert pg.PolicyGradientConfig(algorithm="grpo").kl_in == "loss"
+    assert pg.PolicyGradientConfig(algorithm="rloo").kl_in == pg.PolicyGradientConfig(algorithm="ppo").kl_in == "reward"
     with pytest.raises(ValueError, match="kl_in"):
         pg.PolicyGradientConfig(kl_in="advantage")
 

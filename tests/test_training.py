@@ -1,3 +1,4 @@
+import math
 from functools import partial
 
 import matplotlib
@@ -37,11 +38,12 @@ def test_training_lowers_the_loss_on_a_fixed_batch(tokenizer):
     assert not model.training  # handed back in eval mode
 
 
-def test_warmup_ramps_the_learning_rate_linearly(tokenizer):
+def test_warmup_ramps_the_learning_rate_linearly_from_zero(tokenizer):
     model = random_model("llama", len(tokenizer))
     config = TrainingConfig(learning_rate=1e-3, num_epochs=10, warmup_ratio=0.4, progress=False)
     history = train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config)
-    assert history["learning_rate"][:5] == pytest.approx([2e-4, 4e-4, 6e-4, 8e-4, 1e-3])
+    # 4 warm-up steps: 0, ¼, ½, ¾ of the peak, then the peak, held
+    assert history["learning_rate"] == pytest.approx([0.0, 2.5e-4, 5e-4, 7.5e-4] + [1e-3] * 6)
 
 
 def test_a_linear_schedule_decays_to_zero_after_the_warmup(tokenizer):
@@ -50,8 +52,39 @@ def test_a_linear_schedule_decays_to_zero_after_the_warmup(tokenizer):
         learning_rate=1e-3, num_epochs=10, warmup_ratio=0.2, lr_scheduler_type="linear", progress=False
     )
     history = train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config)
-    expected = [1e-3 / 3, 2e-3 / 3] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]  # ramp, then 1 → 1/8 of the peak
+    expected = [0.0, 5e-4] + [1e-3 * (10 - s) / 8 for s in range(2, 10)]  # ramp from 0, then 1 → 1/8 of the peak
     assert history["learning_rate"] == pytest.approx(expected)
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")  # the schedule alone, with no optimizer step
+def test_a_warmup_ratio_counts_its_steps_rounded_up(tokenizer):
+    """transformers' TrainingArguments counts ⌈ratio · steps⌉ warm-up steps: 0.15 of 10 steps is 2, not 1."""
+    model = random_model("llama", len(tokenizer))
+    trainer = Trainer(model, TrainingConfig(learning_rate=1.0, warmup_ratio=0.15, progress=False), total_steps=10)
+    factors = []
+    for _ in range(4):
+        factors.append(trainer.scheduler.get_last_lr()[0])
+        trainer.scheduler.step()
+    assert factors == [0.0, 0.5, 1.0, 1.0]
+
+
+@pytest.mark.filterwarnings("ignore:Detected call of")
+@pytest.mark.parametrize("lr_scheduler_type, name", [("constant", "constant_with_warmup"), ("linear", "linear")])
+@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.25])
+def test_the_schedule_is_transformers_own(tokenizer, lr_scheduler_type, name, warmup_ratio):
+    from transformers import get_scheduler
+
+    model = random_model("llama", len(tokenizer))
+    config = TrainingConfig(
+        learning_rate=1e-3, warmup_ratio=warmup_ratio, lr_scheduler_type=lr_scheduler_type, progress=False
+    )
+    trainer = Trainer(model, config, total_steps=37)
+    optimizer = torch.optim.AdamW(random_model("llama", len(tokenizer)).parameters(), lr=1e-3)
+    theirs = get_scheduler(name, optimizer, num_warmup_steps=math.ceil(warmup_ratio * 37), num_training_steps=37)
+    for _ in range(37):
+        assert trainer.scheduler.get_last_lr() == theirs.get_last_lr()
+        trainer.scheduler.step()
+        theirs.step()
 
 
 def test_gradient_clipping_bounds_the_gradient_the_optimizer_steps_with(tokenizer):

@@ -28,6 +28,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
+from torch.distributions import Categorical
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from .collate import Messages, as_messages, check_plain_messages, render_chat
@@ -42,7 +43,7 @@ from .validation import (
     check_texts,
 )
 
-TENSOR_FIELDS = ("input_ids", "attention_mask", "completion_mask", "finished", "logps")
+TENSOR_FIELDS = ("input_ids", "attention_mask", "completion_mask", "finished", "logps", "entropies")
 
 
 @dataclass(eq=False)
@@ -60,6 +61,7 @@ class Rollout:
     completion_mask: torch.Tensor  # (B, P + N) 1 on completion tokens, the end-of-turn token included
     finished: torch.Tensor  # (B,) bool: True where the model closed its turn within max_new_tokens
     logps: torch.Tensor  # (B, N) log-prob of each sampled token when it was sampled, 0 after the completion
+    entropies: torch.Tensor  # (B, N) entropy of the distribution each token was drawn from, 0 after the completion
 
     @property
     def prompt_width(self) -> int:
@@ -109,7 +111,8 @@ def sample_rollouts(
     Rows are ordered prompt by prompt (prompt 0's answers first), so a (B,) reward
     reshapes to (num_prompts, num_generations) for group baselines. Sampling is pure:
     no top-k or top-p, so the tokens follow softmax(logits / temperature) exactly, and
-    ``logps`` holds each sampled token's log-prob under that distribution.
+    ``logps`` holds each sampled token's log-prob under that distribution, and ``entropies``
+    that distribution's entropy (TRL's ``entropy`` metric is their mean over tokens).
     ``temperature=0`` is greedy decoding; its ``logps`` are then the plain model's
     log π(y_t | x, y_<t) (temperature 1), which is what re-scoring the tokens gives.
 
@@ -232,12 +235,16 @@ def _sample_batch(
         [-F.cross_entropy(logits.float() / tau, y[:, t], reduction="none") for t, logits in enumerate(output.logits)],
         dim=1,
     )  # (b, N) log softmax(z/τ)[y_t]
+    entropies = torch.stack(
+        [Categorical(logits=logits.float() / tau).entropy() for logits in output.logits], dim=1
+    )  # (b, N) H(softmax(z/τ)): how spread the distribution was that each token came from
     return {
         "input_ids": output.sequences,  # (b, P + N)
         "attention_mask": torch.cat([inputs["attention_mask"], completion.long()], dim=1),  # (b, P + N)
         "completion_mask": torch.cat([torch.zeros_like(inputs["attention_mask"]), completion.long()], dim=1),
         "finished": (is_eos & completion).any(dim=1),  # (b,)
         "logps": logps * completion,  # (b, N)
+        "entropies": entropies * completion,  # (b, N)
     }
 
 
@@ -250,7 +257,8 @@ def _join(parts: list[dict[str, torch.Tensor]], prompts: list[str], tokenizer: P
         p = part["input_ids"].shape[1] - n
         for name, value in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0), ("completion_mask", 0)):
             part[name] = F.pad(part[name], (P - p, N - n), value=value)  # (b, P + N)
-        part["logps"] = F.pad(part["logps"], (0, N - n))  # (b, N)
+        for name in ("logps", "entropies"):
+            part[name] = F.pad(part[name], (0, N - n))  # (b, N)
     joined = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
     completion_ids = [ids[mask.bool()].tolist() for ids, mask in zip(joined["input_ids"], joined["completion_mask"])]
     completions = tokenizer.batch_decode(completion_ids, skip_special_tokens=True)

@@ -187,3 +187,13 @@ def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int
         weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
         curve[n] = float((ranked @ weights).mean())
     return curve
+
+
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """The mean of ``values`` where ``mask`` is 1 (the real tokens), over ``dim`` or over everything.
+
+    Padding counts for nothing, and a row with no real token gives 0 rather than NaN.
+    """
+    if dim is None:
+        return (values * mask).sum() / mask.sum().clamp(min=1)
+    return (values * mask).sum(dim=dim) / mask.sum(dim=dim).clamp(min=1)

@@ -27,13 +27,16 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
+from transformers import get_scheduler
 
 from .runtime import torch_generator
 from .stats import running_mean
 from .validation import check_choice, check_int, check_number
 
 Batch = dict[str, torch.Tensor]
-SCHEDULES = ("constant", "linear")
+# Our schedule names, and the transformers schedule each one is (both warm up first, over warmup_ratio of the steps):
+# after the warm-up, "constant" holds the learning rate and "linear" decays it to 0 after the last step.
+SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear"}
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
@@ -47,7 +50,7 @@ class TrainingConfig:
     learning_rate: float = 1e-3
     batch_size: int = 32
     num_epochs: int = 1
-    warmup_ratio: float = 0.0  # share of steps over which the learning rate ramps up from 0
+    warmup_ratio: float = 0.0  # share of steps over which the learning rate ramps up from 0 (rounded up, as TRL does)
     lr_scheduler_type: str = "constant"  # after the warm-up: "constant", or "linear" decay to 0 after the last step
     max_grad_norm: float | None = 1.0  # None turns clipping off
     weight_decay: float = 0.0
@@ -77,7 +80,7 @@ class TrainingConfig:
                 low_open=True,
                 fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping",
             )
-        check_choice(self.lr_scheduler_type, "lr_scheduler_type", SCHEDULES)
+        check_choice(self.lr_scheduler_type, "lr_scheduler_type", tuple(SCHEDULES))
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
         if self.max_length is not None:
             self.max_length = check_int(self.max_length, "max_length", fix="a length in tokens, or None")
@@ -180,6 +183,18 @@ def make_loader(
     )
 
 
+def learning_rate_schedule(
+    optimizer: torch.optim.Optimizer, config: TrainingConfig, total_steps: int
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """The learning-rate schedule of a run of ``total_steps`` steps: transformers' own, as TRL's trainers build it.
+
+    The first ⌈``warmup_ratio`` · ``total_steps``⌉ steps ramp the rate linearly from 0, then
+    ``lr_scheduler_type`` holds it or decays it linearly to 0 (:data:`SCHEDULES`).
+    """
+    warmup_steps = math.ceil(config.warmup_ratio * total_steps)  # as transformers' TrainingArguments counts them
+    return get_scheduler(SCHEDULES[config.lr_scheduler_type], optimizer, warmup_steps, total_steps)
+
+
 MAX_RELATIVE_UPDATE = 10.0  # no sane step moves the weights by ten times their own norm (see Trainer._update)
 
 
@@ -190,7 +205,7 @@ class Trainer:
 
     ``modules`` is a model or a list of them (a policy and a value head): their
     parameters that require grad are trained by one optimizer. ``total_steps`` sets
-    the warm-up (the first ``warmup_ratio · total_steps`` steps) and the progress bar.
+    the warm-up (:func:`learning_rate_schedule`) and the progress bar.
     The modules are in train mode while a step computes its loss and gradients, and
     back in eval mode after it, so whatever samples between steps sees the policy
     without dropout. ``history`` holds every step's metrics.
@@ -209,17 +224,10 @@ class Trainer:
         self.params = _trainable_parameters(self.modules)
         self.device = self.params[0].device
         self.optimizer = torch.optim.AdamW(self.params, lr=config.learning_rate, weight_decay=config.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, self._lr_factor)
+        self.scheduler = learning_rate_schedule(self.optimizer, config, self.total_steps)
         self.use_bf16 = self.device.type == "cuda" and torch.cuda.is_bf16_supported()  # pays off on GPUs only
         self.history = History()
         self.progress = tqdm(total=self.total_steps, desc=desc, disable=not config.progress)
-
-    def _lr_factor(self, step: int) -> float:
-        """The share of ``learning_rate`` used at ``step``: a linear ramp, then constant or a linear decay."""
-        warmup_steps = int(self.config.warmup_ratio * self.total_steps)
-        if step < warmup_steps or self.config.lr_scheduler_type == "constant":
-            return min(1.0, (step + 1) / (warmup_steps + 1))
-        return (self.total_steps - step) / max(1, self.total_steps - warmup_steps)
 
     def step(self, loss_fn: LossFn, batch: Any, **extra: float) -> dict[str, float]:
         """One update on ``batch``; returns the metrics it logged for this step.
