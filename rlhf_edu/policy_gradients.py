@@ -785,7 +785,9 @@ def paired_difference(
 
 
 # --- pictures ---------------------------------------------------------------------------------------------
-def plot_clipped_objective(epsilon: float = 0.2, epsilon_high: float | None = None, ax: Axes | None = None) -> Figure:
+def plot_clipped_objective(
+    epsilon: float = 0.2, epsilon_high: float | None = None, ax: Axes | None = None
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """PPO's per-token objective min(ρA, clip(ρ)·A) against ρ, for A = ±1; returns the figure.
 
     It is −:func:`clipped_surrogate_loss` on a grid of ratios. Where a curve is flat the
@@ -817,7 +819,7 @@ def plot_sweep(
     metrics: Sequence[str] = ("eval/reward", "gold_reward", "eval/kl"),
     highlight: float | None = None,
     axes: Sequence[Axes] | None = None,
-) -> Figure:
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """One panel per metric of a :func:`beta_sweep`, one line per β against the step; ``highlight`` one β in bold.
 
     A row's ``step`` is its x (a trainer's own log numbers its rows so); rows without one are drawn at their index.
@@ -864,6 +866,7 @@ def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientCo
     the loss, rewards scaled by the group's std) land elsewhere: the pathwise gradient of
     k3 is that of KL(π_ref‖π), not KL(π‖π_ref), and the std rescales β as it changes.
     """
+    # pragma: no mutate start, sizes chosen for speed: nearby values land on the same optimum
     settings = {
         "batch_size": 1,
         "num_generations": 64,
@@ -875,6 +878,7 @@ def tabular_config(algorithm: str, beta: float, **overrides) -> PolicyGradientCo
         "lr_scheduler_type": "linear",
         "num_iterations": 4 if algorithm == "ppo" else 1,
     } | TABULAR_DEFAULTS
+    # pragma: no mutate end
     config = PolicyGradientConfig(algorithm=algorithm, beta=beta, **(settings | overrides))
     if config.kl_target is not None or config.ptx_coef > 0:
         raise ValueError(

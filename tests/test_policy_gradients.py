@@ -34,6 +34,14 @@ def test_grpo_batch_scaling_uses_one_std_over_every_reward():
     )
 
 
+def test_grpo_group_scaling_divides_each_group_by_its_own_std():
+    rewards = torch.tensor([[1.0, 0.0], [4.0, 0.0]])  # Bessel std within each group: √0.5 and √8
+    expected = torch.tensor(
+        [[0.5 / (0.5**0.5 + 1e-4), -0.5 / (0.5**0.5 + 1e-4)], [2 / (8**0.5 + 1e-4), -2 / (8**0.5 + 1e-4)]]
+    )
+    torch.testing.assert_close(pg.grpo_advantages(rewards), expected)
+
+
 def test_rloo_advantages_hand_worked():
     torch.testing.assert_close(
         pg.rloo_advantages(torch.tensor([[1.0, 0.0, 0.0, 0.0]])), torch.tensor([[1.0, -1 / 3, -1 / 3, -1 / 3]])
@@ -87,6 +95,13 @@ def test_gae_matches_a_brute_force_sum_with_padding():
     torch.testing.assert_close(returns, (expected + values) * mask)
 
 
+def test_gae_defaults_are_no_discount_and_lambda_0_95():
+    rewards, values = torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([[0.2, 0.4, 0.6]])
+    mask = torch.ones(1, 3)
+    expected = brute_force_gae(rewards, values, mask, gamma=1.0, lam=0.95)
+    torch.testing.assert_close(pg.gae_advantages(rewards, values, mask)[0], expected)
+
+
 def test_gae_with_lambda_one_and_no_discount_is_reward_to_go_minus_value():
     rewards = torch.tensor([[0.0, 0.0, 2.0]])
     values = torch.tensor([[0.5, 1.0, 1.5]])
@@ -124,6 +139,21 @@ def test_a_clipped_token_loses_its_gradient_only_on_the_clipped_side(log_ratio, 
     assert metrics["clip_ratio/region_mean"] == float(clipped)
 
 
+def test_the_clip_metrics_count_the_tokens_whose_gradient_the_clip_removed():
+    # ρ: 0.5 (A < 0: clipped below), 0.9 (inside), 1.5 (A > 0: clipped above), 1.1 (inside),
+    # 1.5 with A < 0 (the clip does not act), 0.5 with A = 0 (nothing to clip)
+    ratios = torch.tensor([[0.5, 0.9, 1.5], [1.1, 1.5, 0.5]])
+    advantages = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 0.0]])
+    mask = torch.ones(2, 3)
+    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(2, 3), advantages, mask, epsilon=0.2)
+    assert metrics == pytest.approx(
+        {"clip_ratio/low_mean": 1 / 6, "clip_ratio/high_mean": 1 / 6, "clip_ratio/region_mean": 2 / 6}
+    )
+    mask[0, 0] = 0  # padding is not counted
+    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(2, 3), advantages, mask, epsilon=0.2)
+    assert metrics["clip_ratio/low_mean"] == 0 and metrics["clip_ratio/high_mean"] == pytest.approx(1 / 5)
+
+
 def test_epsilon_high_widens_only_the_upper_clip():
     old_logps = torch.zeros(1, 1)
     logps = torch.full((1, 1), math.log(1.25), requires_grad=True)
@@ -132,6 +162,17 @@ def test_epsilon_high_widens_only_the_upper_clip():
         logps, old_logps, torch.tensor([1.0]), torch.ones(1, 1), epsilon=0.2, epsilon_high=0.28
     )
     assert symmetric["clip_ratio/high_mean"] == 1.0 and wider["clip_ratio/high_mean"] == 0.0
+
+
+def test_value_loss_clips_a_fall_as_it_clips_a_rise():
+    old_values, returns = torch.tensor([[1.0, 1.0]]), torch.tensor([[-1.0, 2.0]])
+    values = torch.tensor([[0.5, 0.5]])
+    # V fell 0.5, clipped to a fall of 0.2 (0.8): token 0 toward R: max(2.25, 3.24)/2; token 1 away: max(2.25, 1.44)/2
+    torch.testing.assert_close(
+        pg.value_loss(values, old_values, returns, torch.ones(1, 2)), torch.tensor([[1.62, 1.125]])
+    )
+    # a wider clip range lets the fall count in full: max(2.25, 2.25)/2
+    assert pg.value_loss(values, old_values, returns, torch.ones(1, 2), cliprange_value=0.6)[0, 0].item() == 1.125
 
 
 def test_value_loss_is_the_larger_of_the_clipped_and_unclipped_errors():
@@ -155,6 +196,13 @@ def test_aggregation_matches_the_books_worked_example():
     assert pg.aggregate_token_losses(losses, mask, "dr_grpo", max_completion_length=10).item() == pytest.approx(1.65)
 
 
+def test_aggregation_is_per_sequence_by_default_and_dr_grpo_needs_the_length():
+    losses, mask = torch.tensor([[1.0, 3.0], [2.0, 0.0]]), torch.tensor([[1.0, 1.0], [1.0, 0.0]])
+    assert pg.aggregate_token_losses(losses, mask).item() == pg.aggregate_token_losses(losses, mask, "grpo").item() == 2
+    with pytest.raises(ValueError, match="^loss_type 'dr_grpo' divides by B × max_completion_length: pass max_comp"):
+        pg.aggregate_token_losses(losses, mask, "dr_grpo")
+
+
 def test_aggregation_gradients_match_the_books_example():
     """Ratio 1, advantage 2, sequences of 4 and 7 tokens, max length 7: the gradient each token's log-prob gets."""
     mask = torch.zeros(2, 7)
@@ -172,6 +220,9 @@ def test_aggregation_gradients_match_the_books_example():
 
 
 # --- bad input --------------------------------------------------------------------------------
+TOKENS = (torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))  # three (B, T) tensors of one shape
+
+
 @pytest.mark.parametrize(
     "call, message",
     [
@@ -197,6 +248,43 @@ def test_aggregation_gradients_match_the_books_example():
             "share one \\(B, T\\) shape",
         ),
         (lambda: pg.policy_gradient_loss(torch.zeros(2, 3), torch.ones(3), torch.ones(2, 3)), "one row per completion"),
+        (lambda: pg.grpo_advantages([[1.0, 0.0]]), "rewards must be a \\(P, G\\) tensor.*got list"),
+        (lambda: pg.grpo_advantages(torch.zeros(2, 2), eps=0.0), "eps must be > 0, got 0"),
+        (lambda: pg.gae_advantages(*TOKENS, gamma=1.5), "gamma must be <= 1, got 1.5"),
+        (lambda: pg.gae_advantages(*TOKENS, gamma=-0.1), "gamma must be >= 0"),
+        (lambda: pg.gae_advantages(*TOKENS, lam=1.5), "lam must be <= 1, got 1.5"),
+        (lambda: pg.gae_advantages(*TOKENS, lam=-0.1), "lam must be >= 0"),
+        (lambda: pg.value_loss(*TOKENS, torch.ones(2, 3), cliprange_value=0.0), "cliprange_value must be > 0, got 0"),
+        (
+            lambda: pg.clipped_surrogate_loss(*TOKENS[:2], torch.ones(2), TOKENS[2], epsilon=-1),
+            "epsilon must be > 0, got -1: PPO's clip range, try 0.2",
+        ),
+        (
+            lambda: pg.clipped_surrogate_loss(*TOKENS[:2], torch.ones(2), TOKENS[2], epsilon_high=0.0),
+            "epsilon_high must be > 0, got 0",
+        ),
+    ]
+    + [  # every per-token argument's shape is checked, and named
+        (
+            lambda f=f, i=i, a=args: f(*[torch.zeros(2, 4) if j == i else t for j, t in enumerate(a)]),
+            f"'{name}': \\(2, 4\\)",
+        )
+        for f, names, args in (
+            (pg.gae_advantages, ("rewards", "values", "mask"), TOKENS),
+            (pg.value_loss, ("values", "old_values", "returns", "mask"), TOKENS + (torch.ones(2, 3),)),
+        )
+        for i, name in enumerate(names)
+    ]
+    + [
+        (
+            lambda i=i: pg.clipped_surrogate_loss(
+                *[torch.zeros(2, 4) if j == i else t for j, t in enumerate(TOKENS[:2])],
+                torch.ones(2),
+                torch.zeros(2, 4) if i == 2 else TOKENS[2],
+            ),
+            f"'{name}': \\(2, 4\\)",
+        )
+        for i, name in enumerate(("logps", "old_logps", "mask"))
     ],
 )
 def test_bad_input_is_refused_with_a_message(call, message):
@@ -357,6 +445,36 @@ def test_token_values_reads_each_value_before_its_token(tokenizer, world):
     P, N = rollout.prompt_width, rollout.logps.shape[1]
     expected = (P - 1 + torch.arange(N, dtype=torch.float)).expand(len(rollout), N) * rollout.mask  # (B, N)
     torch.testing.assert_close(pg.token_values(ColumnValues(), rollout), expected)
+
+
+def test_token_values_of_a_row_do_not_depend_on_the_rows_beside_it(tokenizer, world):
+    """A critic sees the same values in a padded batch as alone: padding is masked, positions count real tokens."""
+    policy = random_model("llama", len(tokenizer))
+    critic = pg.value_model_from(policy)
+    rollout = sample_rollouts(
+        policy, tokenizer, ["add 3 and 5", "review the soup and describe the big cat"], 2, 6, seed=0
+    )
+    together = pg.token_values(critic, rollout)  # (B, N): left-padded prompts, right-padded completions
+    for row in range(len(rollout)):
+        ids = rollout.input_ids[row][rollout.attention_mask[row].bool()].unsqueeze(0)  # (1, T_row), no padding
+        with torch.no_grad():
+            alone = critic(input_ids=ids).logits[0, :, 0]  # (T_row,)
+        n = int(rollout.mask[row].sum())
+        prompt_length = ids.shape[1] - n
+        torch.testing.assert_close(
+            together[row, :n], alone[prompt_length - 1 : prompt_length - 1 + n], atol=1e-5, rtol=0
+        )
+        assert together[row, n:].abs().sum() == 0
+
+
+def test_a_critic_starts_from_the_policys_backbone_with_one_value_per_token(tokenizer):
+    policy = random_model("llama", len(tokenizer))
+    critic = pg.value_model_from(policy)
+    assert critic.config.num_labels == 1 and not critic.training
+    for (name, theirs), ours in zip(policy.base_model.state_dict().items(), critic.base_model.state_dict().values()):
+        assert torch.equal(theirs, ours), name
+    critic.base_model.embed_tokens.weight.data.zero_()  # a copy: training the critic leaves the policy alone
+    assert policy.base_model.embed_tokens.weight.abs().sum() > 0
 
 
 def test_ppo_advantages_are_whitened_gae_hand_worked():
@@ -523,14 +641,39 @@ def test_rloos_gradient_estimate_is_unbiased_and_a_mean_baseline_cuts_the_varian
 
 
 def test_tabular_bad_input_names_the_fix():
-    with pytest.raises(ValueError, match="ref_probs must be > 0"):
+    with pytest.raises(
+        ValueError, match="^ref_probs must be > 0 everywhere: θ starts at log π_ref; drop the impossible"
+    ):
         pg.train_tabular_policy_gradient(torch.tensor([1.0, 0.0]), torch.tensor([1.0, 2.0]), 0.5, "rloo")
     with pytest.raises(ValueError, match="unknown algorithm 'dpo'"):
         pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, "dpo")
     with pytest.raises(ValueError, match="beta must be > 0"):
         pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.0, "rloo")
-    with pytest.raises(ValueError, match="one prompt"):
+    with pytest.raises(
+        ValueError, match="^train_tabular_policy_gradient takes one prompt.*got ref_probs \\(2, 5\\), rewards"
+    ):
         pg.train_tabular_policy_gradient(BANDIT_REF.expand(2, -1), BANDIT_REWARDS, 0.5, "rloo")
+
+
+def test_a_bandit_run_repeats_from_its_seed_and_records_every_step():
+    runs = [pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, num_steps=5) for _ in range(2)]
+    assert torch.equal(runs[0].probs, runs[1].probs)  # GRPO by default, seeded
+    assert sorted(runs[0].history) == ["expected_reward", "kl", "objective", "tv_to_optimum"]
+    assert all(len(values) == 6 for values in runs[0].history.values())  # before each step, and after the last
+    assert abs(runs[0].history["kl"][0]) < 1e-6  # it starts at π_ref
+    torch.testing.assert_close(runs[0].optimum, pg.kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, 0.5))
+    other = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, "grpo", num_steps=5, seed=1)
+    assert not torch.equal(other.probs, runs[0].probs)
+
+
+def test_the_bandits_ppo_trains_its_value_and_the_others_have_none():
+    for algorithm in pg.ALGORITHMS:
+        policy = pg.TabularPolicy(BANDIT_REF)
+        config = pg.tabular_config(algorithm, 0.5)
+        actions, experience = pg.tabular_rollout(policy, BANDIT_REF, BANDIT_REWARDS, config, torch_generator(0))
+        assert (experience.returns is not None) == (experience.old_values is not None) == (algorithm == "ppo")
+        pg.tabular_loss(policy, actions, experience, config)[0].backward()
+        assert (policy.value.grad is not None and policy.value.grad != 0) == (algorithm == "ppo"), algorithm
 
 
 # --- the β sweep and the pictures ------------------------------------------------------------------
@@ -551,6 +694,7 @@ def test_a_beta_sweep_trains_copies_and_round_trips_through_json(tokenizer, worl
     runs = pg.beta_sweep(policy, tokenizer, world.prompts(4), count_reward("tasty"), [0.1, 1.0], config, eval_fn)
     assert all(torch.equal(p, b) for p, b in zip(policy.parameters(), before))  # the reference stays as it was
     assert sorted(runs) == [0.1, 1.0] and len(runs[0.1]["loss"]) == 2 and runs[1.0]["gold_reward"] == [0.5, 0.5]
+    assert runs[0.1]["beta"] == [0.1, 0.1] and runs[1.0]["beta"] == [1.0, 1.0]
     loaded, settings = pg.load_sweep(pg.save_sweep(runs, tmp_path / "sweep.json", algorithm="rloo"))
     assert settings == {"algorithm": "rloo"}
     assert {b: h.steps for b, h in loaded.items()} == {b: h.steps for b, h in runs.items()}
@@ -725,6 +869,30 @@ def test_the_bandit_refuses_an_adaptive_beta_and_a_corpus():
             pg.train_tabular_policy_gradient([0.5, 0.5], [0.0, 1.0], 0.5, "rloo", **overrides)
 
 
+def test_each_algorithm_takes_its_own_advantage_and_its_own_per_token_loss():
+    rewards = torch.tensor([1.0, 0.0, 0.0, 0.0, 2.0, 3.0, 5.0, 5.0])  # two prompts, four answers each
+    kl, mask = torch.zeros(8, 2), torch.ones(8, 2)
+    own = {
+        "reinforce": pg.reinforce_advantages(rewards.view(2, 4)),
+        "rloo": pg.rloo_advantages(rewards.view(2, 4)),
+        "grpo": pg.grpo_advantages(rewards.view(2, 4)),
+    }
+    logps = torch.tensor([[-1.0, -2.0]] * 8)
+    old_logps = logps + 0.5  # ρ = e^−0.5: the clip acts where A < 0
+    for algorithm, expected in own.items():
+        config = pg.PolicyGradientConfig(algorithm=algorithm, beta=0.0)
+        advantages, returns = pg.compute_advantages(rewards, kl, mask, config)
+        torch.testing.assert_close(advantages, expected.flatten())
+        experience = pg.Experience(mask, old_logps, logps, advantages)
+        loss, metrics = pg.rl_loss(logps, experience, config)
+        if algorithm == "grpo":
+            per_token, _ = pg.clipped_surrogate_loss(logps, old_logps, advantages, mask)
+        else:
+            per_token = pg.policy_gradient_loss(logps, advantages, mask)
+        assert loss.item() == pytest.approx(pg.aggregate_token_losses(per_token, mask).item()), algorithm
+        assert ("policy/approxkl" in metrics) == (algorithm == "grpo")
+
+
 def test_kl_in_moves_the_penalty_between_reward_and_loss():
     """kl_in="loss" leaves the scores alone and adds β·k per token; kl_in="reward" takes β·Σk1 off the scores."""
     rewards, kl = torch.tensor([1.0, 2.0]), torch.tensor([[0.5, 0.25], [1.0, 0.0]])  # (B,), (B, T)
@@ -777,9 +945,9 @@ def test_paired_difference_is_taken_prompt_by_prompt_within_a_family():
     assert pg.paired_difference(first, second) == pytest.approx((1.25, np.std([1, 0, 3, 1], ddof=1) / 2))
     assert pg.paired_difference(first, second, "correctness", "describe") == pytest.approx((0.5, 0.0))
     assert pg.paired_difference(first, second, "correctness", "arithmetic")[0] == pytest.approx(0.5)
-    with pytest.raises(ValueError, match="same prompts"):
+    with pytest.raises(ValueError, match="^a paired difference compares prompt by prompt: evaluate both policies on"):
         pg.paired_difference(first, PolicyEvaluation(prompts[::-1], ["y"] * 4, [0.0] * 4, {}, 0.0))
-    with pytest.raises(ValueError, match="family"):
+    with pytest.raises(ValueError, match="unknown family 'poetry'"):
         pg.paired_difference(first, second, "correctness", "poetry")
 
 
@@ -805,3 +973,157 @@ def test_the_progress_bar_says_that_it_counts_updates(tokenizer, world, monkeypa
         random_model("llama", len(tokenizer)), tokenizer, world.prompts(4), lambda p, c: [1.0] * len(c), config
     )
     assert seen == {"total": 4, "desc": "RL (ppo), updates (2 a step)"}
+    pg.train_policy_gradient(
+        random_model("llama", len(tokenizer)),
+        tokenizer,
+        world.prompts(4),
+        lambda p, c: [1.0] * len(c),
+        dataclasses.replace(config, num_mini_batches=1),
+    )
+    assert seen == {"total": 2, "desc": "RL (ppo)"}  # one update a step: nothing to say
+
+
+# --- the loop's glue, each piece seen -----------------------------------------------------------------------
+def test_beta_sweep_measures_every_run_against_the_policy_and_passes_the_corpus(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    config = small_config(num_steps=1, ptx_coef=0.5, ptx_batch_size=2)
+    runs = pg.beta_sweep(
+        policy, tokenizer, world.prompts(4), count_reward("tasty"), [0.0], config, ptx_texts=world.pretraining_corpus(4)
+    )
+    assert "kl" in runs[0.0].keys()  # at β = 0 too: the policy is every run's reference
+    assert "loss/ptx" in runs[0.0].keys()
+
+
+def test_the_loop_samples_with_the_configs_temperature_and_a_seed_per_step(tokenizer, world, monkeypatch):
+    calls = []
+    real = pg.sample_rollouts
+
+    def spy(model, tokenizer, prompts, num_generations, max_new_tokens, temperature, seed):
+        calls.append((num_generations, max_new_tokens, temperature, seed))
+        return real(model, tokenizer, prompts, num_generations, max_new_tokens, temperature, seed=seed)
+
+    monkeypatch.setattr(pg, "sample_rollouts", spy)
+    config = small_config(num_steps=2, temperature=0.7, max_completion_length=5, seed=3)
+    pg.train_policy_gradient(
+        random_model("llama", len(tokenizer)), tokenizer, world.prompts(8), count_reward("x"), config
+    )
+    assert calls == [(4, 5, 0.7, 3 * 100_003), (4, 5, 0.7, 3 * 100_003 + 1)]
+
+
+def test_a_run_repeats_exactly_from_its_seed_and_moves_with_it(tokenizer, world):
+    def run(seed):
+        config = small_config(num_steps=2, num_iterations=2, num_mini_batches=2, seed=seed)
+        length = lambda prompts, completions: [len(c.split()) for c in completions]
+        return pg.train_policy_gradient(
+            random_model("llama", len(tokenizer)), tokenizer, world.prompts(8), length, config
+        )
+
+    first = run(0)
+    torch.randperm(7)  # whatever the global generator does in between
+    assert run(0).steps == first.steps
+    assert run(1)["loss"] != first["loss"]
+
+
+def test_an_eval_step_logs_the_evaluation_beside_the_rollouts_metrics(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    seen = []
+    eval_fn = lambda model: seen.append(model) or {"gold_reward": 0.25}
+    config = small_config(num_steps=3, eval_steps=2)
+    history = pg.train_policy_gradient(policy, tokenizer, world.prompts(8), count_reward("x"), config, eval_fn=eval_fn)
+    assert seen == [policy, policy]  # steps 0 and 2, on the policy being trained
+    assert history["gold_reward"] == [0.25, 0.25] and len(history["reward"]) == 3
+
+
+def test_ppos_critic_learns_within_a_rollout(tokenizer, world):
+    """The value model is trained with the policy: its loss on one rollout falls after the first pass.
+
+    An untrained critic would give the same loss on every pass: it sees the same tokens each time. (It falls
+    little after that, as the value clip holds V within ``cliprange_value`` of the rollout's V_old.)
+    """
+    config = small_config(algorithm="ppo", num_steps=1, num_iterations=4, learning_rate=1e-2, vf_coef=1.0)
+    length = lambda prompts, completions: [len(c.split()) for c in completions]
+    history = pg.train_policy_gradient(
+        random_model("llama", len(tokenizer)), tokenizer, world.prompts(4), length, config
+    )
+    value_losses = history["loss/value"]
+    assert max(value_losses[1:]) < value_losses[0] - 0.1, value_losses
+
+
+def test_rollout_metrics_by_hand():
+    rollout = SimpleNamespace(
+        mask=torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 0.0], [1.0, 1.0, 1.0], [1.0, 1.0, 1.0]]),
+        entropies=torch.tensor([[1.0, 2.0, 0.0], [3.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.5, 0.5, 0.5]]),
+        finished=torch.tensor([True, True, False, True]),
+    )
+    rewards = torch.tensor([1.0, 3.0, 2.0, 2.0])  # two prompts: stds √2 and 0
+    kl = torch.tensor([[0.1, 0.2, 0.0], [0.3, 0.0, 0.0], [0.0, 0.0, 0.0], [0.4, 0.0, 0.0]])
+    metrics = pg.rollout_metrics(rollout, rewards, kl, small_config(num_generations=2))
+    assert metrics == pytest.approx(
+        {
+            "reward": 2.0,
+            "reward_std": math.sqrt(2) / 2,
+            "frac_reward_zero_std": 0.5,
+            "kl": 1.0 / 4,
+            "entropy": 10.5 / 9,
+            "completions/mean_length": 9 / 4,
+            "completions/clipped_ratio": 0.25,
+        }
+    )
+    alone = pg.rollout_metrics(rollout, rewards, None, small_config(algorithm="ppo", num_generations=1))
+    assert alone["reward_std"] == 0.0 and alone["frac_reward_zero_std"] == 1.0 and "kl" not in alone
+
+
+def test_the_pretraining_batches_are_seeded_and_refuse_texts_beyond_max_length(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    corpus = world.pretraining_corpus(16)
+    first = [next(pg.ptx_batches(policy, tokenizer, corpus, small_config(ptx_batch_size=4, seed=s))) for s in (0, 0, 1)]
+    assert torch.equal(first[0]["input_ids"], first[1]["input_ids"])
+    assert not torch.equal(first[0]["input_ids"], first[2]["input_ids"])
+    with pytest.raises(ValueError, match="max_length"):
+        next(pg.ptx_batches(policy, tokenizer, corpus, small_config(ptx_batch_size=4, max_length=3)))
+
+
+def test_the_trainer_names_what_it_refuses(tokenizer, world):
+    policy = random_model("llama", len(tokenizer))
+    reward_model = pg.value_model_from(policy)  # a model of the wrong kind: no language-model head
+    with pytest.raises(TypeError, match="ref_model"):
+        pg.train_policy_gradient(policy, tokenizer, world.prompts(2), count_reward("x"), small_config(), reward_model)
+    with pytest.raises(TypeError, match="^policy"):
+        pg.train_policy_gradient(reward_model, tokenizer, world.prompts(2), count_reward("x"), small_config())
+    with pytest.raises(ValueError, match="prompts"):
+        pg.train_policy_gradient(policy, tokenizer, [], count_reward("x"), small_config())
+
+
+def test_pass_at_k_per_prompt_samples_from_its_seed_within_max_new_tokens(tokenizer, world):
+    model = random_model("llama", len(tokenizer))
+    prompts = ["add 3 and 5", "add 1 and 1"]
+    seen = []
+
+    def one_word_for_add(prompts, completions):
+        seen.append(list(prompts))
+        return [0.5 if len(c.split()) <= 1 and p.startswith("add") else 0.0 for p, c in zip(prompts, completions)]
+
+    default = pg.pass_at_k_per_prompt(
+        model, tokenizer, prompts, one_word_for_add, num_samples=4, ks=(1,), max_new_tokens=1
+    )
+    assert seen[0] == [p for p in prompts for _ in range(4)]  # the verifier reads the prompts
+    assert default[1].tolist() == [0.0, 0.0]  # a score of 0.5 is not "correct": correct means above 0.5
+    verifier = lambda prompts, completions: [float(len(c.split()) <= 1) for c in completions]
+    at_one = pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, num_samples=4, ks=(1,), max_new_tokens=1)
+    assert at_one[1].tolist() == [1.0, 1.0]  # one new token at most: every answer is at most one word
+    seeds = [
+        pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, 4, (1,), seed=s, max_new_tokens=4) for s in (0, 0)
+    ]
+    default = pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, 4, (1,), max_new_tokens=4)
+    assert seeds[0][1].tolist() == seeds[1][1].tolist() == default[1].tolist()  # seeded, and seed 0 by default
+
+
+def test_tabular_gradient_estimates_are_seeded_and_need_two_trials():
+    first = pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, "rloo", num_trials=3)
+    again = pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, "rloo", num_trials=3)
+    torch.testing.assert_close(first[0], again[0])
+    assert pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, "rloo")[0].shape == (500, 5)  # the default
+    with pytest.raises(
+        ValueError, match="num_trials must be >= 2, got 1: the spread of an estimate needs at least two"
+    ):
+        pg.tabular_gradient_estimates(BANDIT_REF, BANDIT_REWARDS, 0.5, "rloo", num_trials=1)

@@ -69,8 +69,17 @@ def test_a_warmup_ratio_counts_its_steps_rounded_up(tokenizer):
 
 
 @pytest.mark.filterwarnings("ignore:Detected call of")
-@pytest.mark.parametrize("lr_scheduler_type, name", [("constant", "constant_with_warmup"), ("linear", "linear")])
-@pytest.mark.parametrize("warmup_ratio", [0.0, 0.1, 0.25])
+@pytest.mark.parametrize(
+    "lr_scheduler_type, warmup_ratio, name",
+    [
+        ("constant", 0.0, "constant"),
+        ("constant", 0.1, "constant_with_warmup"),
+        ("constant", 0.25, "constant_with_warmup"),
+        ("linear", 0.0, "linear"),
+        ("linear", 0.1, "linear"),
+        ("linear", 0.25, "linear"),
+    ],
+)
 def test_the_schedule_is_transformers_own(tokenizer, lr_scheduler_type, name, warmup_ratio):
     from transformers import get_scheduler
 

@@ -34,9 +34,7 @@ from .stats import running_mean
 from .validation import check_choice, check_int, check_number
 
 Batch = dict[str, torch.Tensor]
-# Our schedule names, and the transformers schedule each one is (both warm up first, over warmup_ratio of the steps):
-# after the warm-up, "constant" holds the learning rate and "linear" decays it to 0 after the last step.
-SCHEDULES = {"constant": "constant_with_warmup", "linear": "linear"}
+SCHEDULES = ("constant", "linear")  # after the warm-up: hold the learning rate, or decay it to 0 by the last step
 LossFn = Callable[[Any], tuple[torch.Tensor, dict[str, float | torch.Tensor]]]
 
 
@@ -80,7 +78,7 @@ class TrainingConfig:
                 low_open=True,
                 fix="the largest gradient norm kept, e.g. 1.0, or None for no clipping",
             )
-        check_choice(self.lr_scheduler_type, "lr_scheduler_type", tuple(SCHEDULES))
+        check_choice(self.lr_scheduler_type, "lr_scheduler_type", SCHEDULES)
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
         if self.max_length is not None:
             self.max_length = check_int(self.max_length, "max_length", fix="a length in tokens, or None")
@@ -189,10 +187,21 @@ def learning_rate_schedule(
     """The learning-rate schedule of a run of ``total_steps`` steps: transformers' own, as TRL's trainers build it.
 
     The first ⌈``warmup_ratio`` · ``total_steps``⌉ steps ramp the rate linearly from 0, then
-    ``lr_scheduler_type`` holds it or decays it linearly to 0 (:data:`SCHEDULES`).
+    ``lr_scheduler_type`` holds it or decays it linearly to 0 (:func:`transformers_schedule`).
     """
     warmup_steps = math.ceil(config.warmup_ratio * total_steps)  # as transformers' TrainingArguments counts them
-    return get_scheduler(SCHEDULES[config.lr_scheduler_type], optimizer, warmup_steps, total_steps)
+    return get_scheduler(transformers_schedule(config), optimizer, warmup_steps, total_steps)
+
+
+def transformers_schedule(config: TrainingConfig) -> str:
+    """transformers' name for the config's schedule (its ``lr_scheduler_type``, as TRL's configs take it).
+
+    A warm-up is part of every schedule here, but transformers' ``"constant"`` has none:
+    with one, it is ``"constant_with_warmup"``.
+    """
+    if config.lr_scheduler_type == "constant" and config.warmup_ratio > 0:
+        return "constant_with_warmup"
+    return config.lr_scheduler_type
 
 
 MAX_RELATIVE_UPDATE = 10.0  # no sane step moves the weights by ten times their own norm (see Trainer._update)

@@ -42,7 +42,7 @@ from ..core.logprobs import check_language_model
 from ..core.preferences import build_preference_dataset
 from ..core.runtime import get_device, shifted_seed
 from ..core.stats import difference_stderr, mean_and_stderr
-from ..core.training import SCHEDULES, History, TrainingConfig, make_loader
+from ..core.training import History, TrainingConfig, make_loader, transformers_schedule
 from ..core.validation import check_texts
 from ..core.world import World
 from ..core.zoo import no_progress_bars
@@ -117,7 +117,7 @@ def trl_training_args(
         "learning_rate": config.learning_rate,
         "num_train_epochs": config.num_epochs,
         "warmup_steps": config.warmup_ratio,  # a value below 1 is a share of the steps in transformers 5
-        "lr_scheduler_type": SCHEDULES[config.lr_scheduler_type],  # transformers' name for our schedule
+        "lr_scheduler_type": transformers_schedule(config),
         "max_grad_norm": config.max_grad_norm or 0.0,  # 0 switches clipping off in transformers' Trainer
         "weight_decay": config.weight_decay,
         "seed": shifted_seed(config.seed),  # moved by RLHF_EDU_SEED_OFFSET, as every seed of ours is
