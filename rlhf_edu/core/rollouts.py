@@ -12,9 +12,9 @@ Layout of a rollout, exactly as ``generate`` returns it::
     input_ids   <pad> <pad> <bos> <|user|> add 3 and 5 <|end|> <|assistant|> | 3 plus 5 is 8 <|end|> <pad> <pad>
     attention     0     0     1      1      1  1  1  1    1          1       | 1  1   1  1 1    1      0     0
     completion    0     0     0      0      0  0  0  0    0          0       | 1  1   1  1 1    1      0     0
-                  \\_______________ prompt, left-padded to P ______________/   \\_____ N completion columns _____/
+                  \\_______________ prompt, left-padded to W ______________/   \\_____ N completion columns _____/
 
-Every row's completion starts at the same column P, so ``logps[b, t]`` is the log-prob
+Every row's completion starts at the same column W, so ``logps[b, t]`` is the log-prob
 of row b's t-th new token. This is the layout in which
 :func:`rlhf_edu.core.logprobs.token_logprobs` returns its (B, N) log-probs for these
 ids, for the whole rollout and for any selection of its rows; positions are counted
@@ -56,16 +56,16 @@ class Rollout:
 
     prompts: list[str]  # (B,) each prompt repeated num_generations times, consecutively
     completions: list[str]  # (B,) decoded, without special tokens
-    input_ids: torch.Tensor  # (B, P + N) left-padded prompt, then the completion, padded after it
-    attention_mask: torch.Tensor  # (B, P + N) 1 on prompt and completion tokens
-    completion_mask: torch.Tensor  # (B, P + N) 1 on completion tokens, the end-of-turn token included
+    input_ids: torch.Tensor  # (B, W + N) left-padded prompt, then the completion, padded after it
+    attention_mask: torch.Tensor  # (B, W + N) 1 on prompt and completion tokens
+    completion_mask: torch.Tensor  # (B, W + N) 1 on completion tokens, the end-of-turn token included
     finished: torch.Tensor  # (B,) bool: True where the model closed its turn within max_new_tokens
     logps: torch.Tensor  # (B, N) log-prob of each sampled token when it was sampled, 0 after the completion
     entropies: torch.Tensor  # (B, N) entropy of the distribution each token was drawn from, 0 after the completion
 
     @property
     def prompt_width(self) -> int:
-        """P, the column where every completion starts."""
+        """W, the prompt width: the column where every completion starts."""
         return self.input_ids.shape[1] - self.logps.shape[1]
 
     @property
@@ -225,8 +225,8 @@ def _sample_batch(
             return_dict_in_generate=True,
             **sampling,
         )
-    P = inputs["input_ids"].shape[1]
-    y = output.sequences[:, P:]  # (b, N) new tokens; N < max_new_tokens when every row stopped early
+    W = inputs["input_ids"].shape[1]
+    y = output.sequences[:, W:]  # (b, N) new tokens; N < max_new_tokens when every row stopped early
     is_eos = y == tokenizer.eos_token_id  # (b, N)
     # A token counts while no end-of-turn token came before it; the first one itself counts.
     completion = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0  # (b, N)
@@ -239,8 +239,8 @@ def _sample_batch(
         [Categorical(logits=logits.float() / tau).entropy() for logits in output.logits], dim=1
     )  # (b, N) H(softmax(z/τ)): how spread the distribution was that each token came from
     return {
-        "input_ids": output.sequences,  # (b, P + N)
-        "attention_mask": torch.cat([inputs["attention_mask"], completion.long()], dim=1),  # (b, P + N)
+        "input_ids": output.sequences,  # (b, W + N)
+        "attention_mask": torch.cat([inputs["attention_mask"], completion.long()], dim=1),  # (b, W + N)
         "completion_mask": torch.cat([torch.zeros_like(inputs["attention_mask"]), completion.long()], dim=1),
         "finished": (is_eos & completion).any(dim=1),  # (b,)
         "logps": logps * completion,  # (b, N)
@@ -251,12 +251,12 @@ def _sample_batch(
 def _join(parts: list[dict[str, torch.Tensor]], prompts: list[str], tokenizer: PreTrainedTokenizerBase) -> Rollout:
     """One Rollout from per-call parts: each part padded on the left of its prompts and the right of its completions."""
     N = max(part["logps"].shape[1] for part in parts)
-    P = max(part["input_ids"].shape[1] - part["logps"].shape[1] for part in parts)
+    W = max(part["input_ids"].shape[1] - part["logps"].shape[1] for part in parts)
     for part in parts:
         n = part["logps"].shape[1]
         p = part["input_ids"].shape[1] - n
         for name, value in (("input_ids", tokenizer.pad_token_id), ("attention_mask", 0), ("completion_mask", 0)):
-            part[name] = F.pad(part[name], (P - p, N - n), value=value)  # (b, P + N)
+            part[name] = F.pad(part[name], (W - p, N - n), value=value)  # (b, W + N)
         for name in ("logps", "entropies"):
             part[name] = F.pad(part[name], (0, N - n))  # (b, N)
     joined = {name: torch.cat([part[name] for part in parts]) for name in parts[0]}
