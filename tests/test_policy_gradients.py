@@ -375,6 +375,14 @@ def test_the_kl_penalty_holds_the_policy_near_its_reference(tokenizer, world):
     assert kls[1.0] < 0.5 * kls[0.0], kls
 
 
+def unpadded_rows(rollout):
+    """Each row of a rollout without its padding, as ``logprob_alone`` takes it."""
+    return [
+        {"input_ids": ids[mask.bool()].tolist(), "completion_mask": completion[mask.bool()].tolist()}
+        for ids, mask, completion in zip(rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    ]
+
+
 def test_the_logged_kl_is_the_summed_k1_of_the_sampled_answers(tokenizer, world):
     """Step 0's ``kl``, recomputed answer by answer with the tests' own log-prob: Σ_t log π(y_t) − log π_ref(y_t)."""
     policy, reference = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
@@ -385,10 +393,7 @@ def test_the_logged_kl_is_the_summed_k1_of_the_sampled_answers(tokenizer, world)
     )
     batch = [prompts[i] for i in torch.randperm(4, generator=torch_generator(config.seed)).tolist()]
     rollout = sample_rollouts(policy, tokenizer, batch, 4, 8, seed=0)  # step 0's samples: seed·100003 + 0
-    rows = [
-        {"input_ids": ids[mask.bool()].tolist(), "completion_mask": completion[mask.bool()].tolist()}
-        for ids, mask, completion in zip(rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
-    ]
+    rows = unpadded_rows(rollout)
     k1 = [logprob_alone(policy, row) - logprob_alone(reference, row) for row in rows]  # (B,) Σ_t k1 per answer
     assert history["kl"][0] == pytest.approx(float(np.mean(k1)), abs=1e-4)
 
@@ -551,10 +556,7 @@ def test_at_another_temperature_the_ratio_compares_log_probs_at_temperature_one(
     config = small_config(algorithm="grpo", temperature=2.0, num_iterations=2, beta=0.0)
     rollout = sample_rollouts(policy, tokenizer, world.prompts(2), 4, 8, temperature=2.0, seed=0)
     old_logps, ref_logps, _ = pg.score_rollout(policy, None, None, rollout, config)
-    rows = [
-        {"input_ids": ids[mask.bool()].tolist(), "completion_mask": completion[mask.bool()].tolist()}
-        for ids, mask, completion in zip(rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
-    ]
+    rows = unpadded_rows(rollout)
     expected = torch.tensor([logprob_alone(policy, row) for row in rows])  # (B,) log π(y|x) at temperature 1
     torch.testing.assert_close(old_logps.sum(dim=1), expected, atol=1e-4, rtol=0)
     assert (old_logps.sum(dim=1) - rollout.logps.sum(dim=1)).abs().max() > 0.1  # not the sampling log-probs
