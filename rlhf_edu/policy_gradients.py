@@ -238,7 +238,7 @@ def aggregate_token_losses(
     """
     check_choice(loss_type, "loss_type", LOSS_TYPES)
     _check_token_shapes(losses=losses, mask=mask)
-    mask = mask.to(losses.dtype)
+    mask = mask.to(losses.dtype)  # pragma: no mutate (a float mask already is; a bool one is promoted)
     if loss_type == "grpo":
         return masked_mean(losses, mask, dim=1).mean()
     if loss_type == "dapo":
@@ -553,7 +553,7 @@ def rl_loss(
         )  # (B, N)
         approx_kl = 0.5 * masked_mean((logps - experience.old_logps) ** 2, mask)
         metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
-    if config.kl_in == "loss" and config.beta > 0:
+    if config.kl_in == "loss":  # at β = 0 the term is 0
         losses = losses + config.beta * kl_estimate(logps, experience.ref_logps, config.kl_estimator) * mask
     loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length)
     if values is not None:

@@ -236,6 +236,8 @@ TOKENS = (torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2, 3))  # three (B, T
             "^rewards hold NaN or inf: check the reward function's output$",
         ),
         (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "mean"), "unknown loss_type 'mean'"),
+        (lambda: pg.aggregate_token_losses(torch.zeros(2, 4), torch.ones(2, 3)), "'losses': \\(2, 4\\)"),
+        (lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 4)), "'mask': \\(2, 4\\)"),
         (
             lambda: pg.aggregate_token_losses(torch.zeros(2, 3), torch.ones(2, 3), "dr_grpo"),
             "pass max_completion_length",
@@ -405,16 +407,22 @@ def test_the_logged_kl_is_the_summed_k1_of_the_sampled_answers(tokenizer, world)
         ({"loss_type": "mean"}, "unknown loss_type 'mean'"),
         ({"kl_estimator": "k4"}, "unknown kl_estimator 'k4'"),
         ({"scale_rewards": "prompt"}, "unknown scale_rewards 'prompt'"),
-        ({"algorithm": "rloo", "num_generations": 1}, "num_generations must be >= 2"),
+        (
+            {"algorithm": "rloo", "num_generations": 1},
+            "^num_generations must be >= 2, got 1: rloo compares each answer with the others to its prompt$",
+        ),
+        ({"epsilon_high": 0.0}, "^epsilon_high must be > 0, got 0$"),
         ({"algorithm": "grpo", "num_generations": 1}, "num_generations must be >= 2"),
-        ({"epsilon": 0.0}, "epsilon must be > 0"),
-        ({"beta": -0.1}, "beta must be >= 0"),
+        ({"epsilon": 0.0}, "^epsilon must be > 0, got 0: PPO's clip range, try 0.2$"),
+        ({"beta": -0.1}, "^beta must be >= 0, got -0.1: the KL penalty's weight; 0 switches it off$"),
+        ({"temperature": 0.0}, "^temperature must be > 0, got 0: sample at 1.0 to learn from π$"),
+        ({"kl_in": "advantage"}, "^unknown kl_in 'advantage': use one of 'reward', 'loss'$"),
         ({"batch_size": 3, "num_generations": 2, "num_mini_batches": 4}, "does not divide the 6 rows"),
-        ({"kl_target": 0.0}, "kl_target must be > 0"),
+        ({"kl_target": 0.0}, "^kl_target must be > 0, got 0: the KL in nats per completion to hold, or None for a"),
         ({"kl_target": -1.0}, "kl_target must be > 0"),
         ({"kl_target": 6.0, "beta": 0.0}, "beta must be > 0, got 0: the adaptive β starts here"),
         ({"kl_horizon": 0}, "kl_horizon must be >= 1"),
-        ({"ptx_coef": -0.1}, "ptx_coef must be >= 0"),
+        ({"ptx_coef": -0.1}, "^ptx_coef must be >= 0, got -0.1: the pretraining term's weight γ; 0 switches it off$"),
         ({"ptx_batch_size": 0}, "ptx_batch_size must be >= 1"),
     ],
 )
@@ -879,7 +887,7 @@ def test_a_ptx_coef_without_a_corpus_is_refused(tokenizer, world):
 
 def test_the_bandit_refuses_an_adaptive_beta_and_a_corpus():
     for overrides in ({"kl_target": 1.0}, {"ptx_coef": 1.0}):
-        with pytest.raises(ValueError, match="drop kl_target and ptx_coef"):
+        with pytest.raises(ValueError, match="^a bandit run keeps β fixed, so its optimum is π\\*, and has no text to"):
             pg.train_tabular_policy_gradient([0.5, 0.5], [0.0, 1.0], 0.5, "rloo", **overrides)
 
 
@@ -905,6 +913,26 @@ def test_each_algorithm_takes_its_own_advantage_and_its_own_per_token_loss():
             per_token = pg.policy_gradient_loss(logps, advantages, mask)
         assert loss.item() == pytest.approx(pg.aggregate_token_losses(per_token, mask).item()), algorithm
         assert ("policy/approxkl" in metrics) == (algorithm == "grpo")
+
+
+def test_rl_loss_passes_each_setting_to_its_piece():
+    """Clip-higher, the approximate KL, Dr. GRPO's length, and PPO's value clip and token mean, each by hand."""
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 0.0, 0.0]])
+    logps, old_logps = torch.full((2, 3), -1.0), torch.full((2, 3), -1.4)  # ρ = e^0.4 ≈ 1.49: above 1 + 0.2
+    experience = pg.Experience(mask, old_logps, old_logps, torch.tensor([1.0, 1.0]))
+    config = pg.PolicyGradientConfig(beta=0.0, epsilon_high=0.6, loss_type="dr_grpo", max_completion_length=6)
+    loss, metrics = pg.rl_loss(logps, experience, config)
+    # clip-higher leaves ρ = e^0.4 unclipped: −ρA on 4 tokens, over B·L = 2·6
+    assert loss.item() == pytest.approx(-4 * math.exp(0.4) / 12, rel=1e-5)
+    assert metrics["policy/approxkl"] == pytest.approx(0.5 * 0.4**2, rel=1e-5)  # ½·E[(log ρ)²]
+    values = torch.tensor([[0.5, 0.5, 0.5], [1.0, 0.0, 0.0]])  # V moved 0.5 and 1 from V_old = 0, toward R = 1
+    ppo = pg.Experience(mask, old_logps, old_logps, torch.zeros(2, 3), torch.ones(2, 3), torch.zeros(2, 3))
+    # ½·max((V − R)², (clip(V) − R)²) per token: at c = 0.2 both rows' V clip to 0.2, so 0.32 on every token; at
+    # c = 0.6 the first row's errors are 0.125 each and the second's 0.08, and the mean is over the 4 real tokens
+    for cliprange_value, expected in ((0.2, 0.32), (0.6, (3 * 0.125 + 0.08) / 4)):
+        config = pg.PolicyGradientConfig(algorithm="ppo", beta=0.0, cliprange_value=cliprange_value, vf_coef=1.0)
+        _, metrics = pg.rl_loss(logps, ppo, config, values=values)
+        assert metrics["loss/value"] == pytest.approx(expected, rel=1e-5)
 
 
 def test_kl_in_moves_the_penalty_between_reward_and_loss():
