@@ -133,7 +133,7 @@ $(LINT_VENV)/.installed: pyproject.toml
 # ruff's checks, and that every file is as `ruff format` writes it.
 # Mutation testing (mutmut; the modules and tests are in pyproject.toml's [tool.mutmut]): each small edit to the code
 # that no test notices is a bug the suite would let through; `mutmut results` lists them, `mutmut show NAME` shows one.
-# Hours on 2 cores, so not part of `make test`; the last score is in benchmarks/README.md. MUTATION_FLAGS narrows it
+# Tens of minutes on 2 cores, so not part of `make test`; the last score is in benchmarks/README.md. MUTATION_FLAGS narrows it
 # to some mutants, e.g. `make mutation MUTATION_FLAGS='"rlhf_edu.policy_gradients*"'`.
 MUTATION_FLAGS ?=
 mutation: $(VENV)/.installed
