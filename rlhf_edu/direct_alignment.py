@@ -49,7 +49,7 @@ from .core.runtime import SCORING_BATCH_SIZE, numpy_rng
 from .core.scoring import score_rows
 from .core.stats import mean_and_stderr, running_mean
 from .core.training import Batch, History, TrainingConfig, train
-from .core.validation import check_choice, check_int, check_number, context_length
+from .core.validation import check_choice, check_flag, check_int, check_number, context_length
 from .core.world import World
 from .objective import kl_regularized_optimum
 
@@ -160,6 +160,10 @@ def chosen_nll_loss(chosen_logps: torch.Tensor, chosen_lengths: torch.Tensor) ->
             f"chosen_logps {tuple(chosen_logps.shape)} and chosen_lengths "
             f"{tuple(chosen_lengths.shape)} must have one shape: pass one value per pair to each"
         )
+    if (chosen_lengths < 1).any():  # a per-token NLL of no tokens is 0/0
+        raise ValueError(
+            f"chosen_lengths holds {chosen_lengths.min().item()}: every chosen answer has at least one token"
+        )
     return -chosen_logps / chosen_lengths
 
 
@@ -175,6 +179,7 @@ def simpo_loss(
     Returns ``(losses, chosen_rewards, rejected_rewards)``, each (B,).
     """
     check_loss_arguments(beta, logps=(policy_chosen_logps, policy_rejected_logps))
+    check_number(gamma, "gamma", fix="SimPO's target margin γ, e.g. 0.5")
     margin = beta * (policy_chosen_logps - policy_rejected_logps) - gamma  # (B,)
     return -F.logsigmoid(margin), beta * policy_chosen_logps.detach(), beta * policy_rejected_logps.detach()
 
@@ -191,7 +196,9 @@ class TabularDPOResult:
     optimum: np.ndarray  # (K,) π* ∝ π_ref · exp(r / β)
     distance: list[float]  # total-variation distance to π* after each step
 
-    def plot(self, ax: plt.Axes | None = None) -> plt.Figure:
+    def plot(
+        self, ax: plt.Axes | None = None
+    ) -> plt.Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
         """Bars of π_ref, the DPO policy and π* side by side, one group per arm."""
         ax = ax or plt.subplots(figsize=(5, 2.8))[1]
         arms = np.arange(len(self.probs))
@@ -305,6 +312,8 @@ class DPOConfig(TrainingConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check_loss_arguments(self.beta, self.label_smoothing, self.loss_type, valid=TRAINER_LOSS_TYPES)
+        check_number(self.simpo_gamma, "simpo_gamma", low=0, fix="SimPO's target margin γ/β, e.g. 0.5")
+        check_flag(self.group_by_length, "group_by_length")
         if self.rpo_alpha is not None:
             check_number(
                 self.rpo_alpha,
@@ -504,7 +513,7 @@ def train_and_evaluate(
 # --- plots ----------------------------------------------------------------------------------------------
 def plot_displacement(
     history: History, beta: float, smooth: int = 5, axes: Sequence[plt.Axes] | None = None
-) -> plt.Figure:
+) -> plt.Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """DPO's displacement: how log π(y_c) and log π(y_r) move against the margin they open, over training.
 
     Each step's implicit rewards divided by β are the mean change of log π since the start,
@@ -544,7 +553,7 @@ def evaluation_stderrs(evaluation: PolicyEvaluation) -> tuple[float, float]:
 
 def plot_frontier(
     runs: Sequence[Run], sft: PolicyEvaluation, highlight: float | None = None, ax: plt.Axes | None = None
-) -> plt.Figure:
+) -> plt.Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """Gold reward against KL(π‖π_SFT) on samples: the SFT model at KL 0, one dot per run (colours C0, C1, …).
 
     Each point carries ± 1 standard error of its own KL and gold reward (:func:`evaluation_stderrs`),

@@ -50,7 +50,7 @@ from .core.rollouts import generate_completions
 from .core.runtime import MAX_NEW_TOKENS
 from .core.stats import masked_mean
 from .core.training import Batch, History, TrainingConfig, make_loader, train
-from .core.validation import check_choice, check_known_words, check_same_length, check_texts, context_length
+from .core.validation import check_choice, check_flag, check_known_words, check_same_length, check_texts, context_length
 from .core.world import (
     ANIMALS,
     ATTRIBUTES,
@@ -94,6 +94,8 @@ class SFTConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check_flag(self.completion_only_loss, "completion_only_loss")
+        check_flag(self.packing, "packing")
         check_loss_tokens(self.completion_only_loss, self.assistant_turns)
 
 
@@ -157,6 +159,8 @@ def last_turn_only(mask: Sequence[int]) -> list[int]:
     Each assistant turn is one run of 1s, and runs are separated by at least the
     ``<|assistant|>`` token, so the last run is the last turn.
     """
+    if isinstance(mask, (str, bytes)) or any(m not in (0, 1) for m in mask):
+        raise TypeError(f"mask must be a list of 0s and 1s (a row's completion_mask), got {mask!r:.60}")
     end = max((i + 1 for i, m in enumerate(mask) if m), default=0)
     if end == 0:
         raise ValueError("the mask has no 1s, so there is no assistant turn to keep: encode a row with an answer")
@@ -410,7 +414,7 @@ def plot_loss_mask(
     completion_only: bool = True,
     ax: Axes | None = None,
     assistant_turns: str = "all",
-) -> Figure:
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """The example's tokens as boxes with their ids: blue tokens are predicted in the loss, grey ones are context.
 
     ``completion_only`` and ``assistant_turns`` choose the loss tokens, as in :func:`encode_example`.

@@ -151,11 +151,12 @@ def reward_kl_frontier(ref_probs: TensorLike, rewards: TensorLike, betas: Tensor
     shrinks: every extra unit of reward costs KL.
     """
     ref_probs, rewards = as_tensors(ref_probs=ref_probs, rewards=rewards)
-    if isinstance(betas, numbers.Real):
-        raise TypeError(
-            f"betas must be a 1-D sequence of β values, got the single number {betas}; try torch.logspace(-2, 1, 20)"
-        )
+    if isinstance(betas, numbers.Real) or (isinstance(betas, (Tensor, np.ndarray)) and betas.ndim != 1):
+        got = f"the single number {betas}" if isinstance(betas, numbers.Real) else f"{betas!r}"
+        raise TypeError(f"betas must be a 1-D sequence of β values, got {got}; try torch.logspace(-2, 1, 20)")
     optima = [kl_regularized_optimum(ref_probs, rewards, beta) for beta in betas]  # each (..., A)
+    if not optima:
+        raise ValueError("betas is empty: pass at least one β, e.g. torch.logspace(-2, 1, 20)")
     kl = torch.stack([kl_divergence(optimum, ref_probs) for optimum in optima])  # (len(betas), ...)
     reward = torch.stack([expected_reward(optimum, rewards) for optimum in optima])  # (len(betas), ...)
     return kl, reward

@@ -50,7 +50,7 @@ from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, torch_generator
 from .core.stats import masked_mean, mean_and_stderr, pass_at_k
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
-from .core.validation import check_choice, check_int, check_number, check_texts, context_length
+from .core.validation import check_causal_lm, check_choice, check_int, check_number, check_texts, context_length
 from .core.world import FAMILIES, parse_prompt
 from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
 from .pretraining import encode_document, language_modeling_loss
@@ -354,6 +354,10 @@ class PolicyGradientConfig(TrainingConfig):
                 low_open=True,
                 fix="the adaptive β starts here and moves by factors, so it must start above 0",
             )
+        check_number(self.gamma, "gamma", low=0, high=1, fix="GAE's discount γ in [0, 1]; 1.0 for a single reward")
+        check_number(self.lam, "lam", low=0, high=1, fix="GAE's λ in [0, 1], e.g. 0.95")
+        check_number(self.vf_coef, "vf_coef", low=0, fix="the value loss's weight, e.g. 0.1")
+        check_number(self.cliprange_value, "cliprange_value", low=0, low_open=True, fix="the value clip, e.g. 0.2")
         check_number(self.ptx_coef, "ptx_coef", low=0, fix="the pretraining term's weight γ; 0 switches it off")
         check_number(self.temperature, "temperature", low=0, low_open=True, fix="sample at 1.0 to learn from π")
         if (self.batch_size * self.num_generations) % self.num_mini_batches:
@@ -575,6 +579,8 @@ def minibatches(num_rows: int, num_mini_batches: int, generator: torch.Generator
     pair the same prompts' answers in one update, and always update on them in the same
     order. One minibatch is the whole rollout, in its own order: nothing to shuffle.
     """
+    if num_rows % num_mini_batches:  # unequal parts would weigh some rows' updates more than others
+        raise ValueError(f"num_mini_batches={num_mini_batches} does not divide the {num_rows} rows: pick a divisor")
     if num_mini_batches == 1:
         return [torch.arange(num_rows)]
     return list(torch.randperm(num_rows, generator=generator).chunk(num_mini_batches))
@@ -639,6 +645,7 @@ def whiten(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 
 def shaped_rewards(rewards: torch.Tensor, kl: torch.Tensor, mask: torch.Tensor, beta: float) -> torch.Tensor:
     """Per-token rewards with the KL in them: −β·k1 on every token, plus the score on the last one; (B, T)."""
+    check_number(beta, "beta", low=0, fix="the KL penalty's weight; 0 switches it off")
     last = mask.cumsum(dim=1) == mask.sum(dim=1, keepdim=True)  # (B, T) True from the last real token on
     return (-beta * kl + rewards.unsqueeze(1) * last) * mask  # and the mask keeps the last real one
 
@@ -650,6 +657,7 @@ def value_model_from(policy: PreTrainedModel) -> PreTrainedModel:
     function (a verifier has no backbone to start a critic from), and it starts from
     what the policy knows about the text.
     """
+    check_causal_lm(policy, "policy")  # a reward model's backbone would start the critic from another task
     config = copy.deepcopy(policy.config)  # pragma: no mutate (a shallow copy serves too: num_labels makes new maps)
     config.num_labels = 1
     model = AutoModelForTokenClassification.from_config(config)

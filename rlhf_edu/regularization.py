@@ -374,7 +374,7 @@ def forward_kl_regularized_optimum(ref_probs: TensorLike, rewards: TensorLike, b
 # --- pictures ---------------------------------------------------------------------------------------------
 def plot_estimator_comparison(
     comparisons: dict[int, dict[str, dict[str, float]]], axes: Sequence[Axes] | None = None
-) -> Figure:
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """Each estimator's mean (±2 standard errors of its bias) and spread against the exact KL; returns the figure.
 
     ``comparisons`` maps a label (e.g. an RL step) to an :func:`estimator_comparison`. Left:
@@ -415,7 +415,7 @@ def plot_frontier_of_runs(
     highlight: float | None = None,
     ax: Axes | None = None,
     gold_stderr: dict[str, float | dict[float, float]] | None = None,
-) -> Figure:
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """Gold reward against KL for several methods, one line of points per method; returns the figure.
 
     ``series`` maps a method's name to ``{knob: (kl, gold)}`` (the knob is β, or n for

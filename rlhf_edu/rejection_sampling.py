@@ -69,14 +69,14 @@ def select_top_k_overall(rewards: RewardMatrix, k: int) -> list[int]:
 def select_random_per_prompt(rewards: RewardMatrix, rng: np.random.Generator | int) -> list[int]:
     """The matched control of :func:`select_top_per_prompt`: one completion per prompt, at random."""
     M, N = as_reward_matrix(rewards).shape
-    return numpy_rng(rng).integers(N, size=M).tolist()
+    return numpy_rng(rng, "rng").integers(N, size=M).tolist()
 
 
 def select_random_k_overall(rewards: RewardMatrix, k: int, rng: np.random.Generator | int) -> list[int]:
     """The matched control of :func:`select_top_k_overall`: k flat indices drawn at random, without replacement."""
     flat = as_reward_matrix(rewards).ravel()
     k = check_k(k, flat.size)
-    return numpy_rng(rng).choice(flat.size, size=k, replace=False).tolist()
+    return numpy_rng(rng, "rng").choice(flat.size, size=k, replace=False).tolist()
 
 
 # --- sampling, scoring and the dataset of the kept completions ----------------------------------------------------
@@ -199,7 +199,7 @@ def plot_best_of_n_curves(
     highlight: int | None = None,
     ax: Axes | None = None,
     stderrs: dict[str, dict[int, float]] | None = None,
-) -> Figure:
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """Curves from :func:`best_of_n_curve` against n (log scale), each named; a dot at n = ``highlight``.
 
     ``stderrs`` (e.g. from :func:`best_of_n_stderr`, by the same names) draws a ±1 s.e. band.

@@ -45,7 +45,15 @@ from .core.runtime import SCORING_BATCH_SIZE, numpy_rng, shifted_seed
 from .core.scoring import score_completions
 from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, masked_mean, spearman_correlation
 from .core.training import Batch, History, TrainingConfig, make_loader, train
-from .core.validation import check_int, check_same_length, check_texts, context_length
+from .core.validation import (
+    check_causal_lm,
+    check_flag,
+    check_int,
+    check_number,
+    check_same_length,
+    check_texts,
+    context_length,
+)
 from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
@@ -53,11 +61,24 @@ HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure 
 
 # --- the Bradley-Terry model: plain functions on rewards ------------------------------
 def _check_pair_shapes(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
+    for name, rewards in (("chosen_rewards", chosen_rewards), ("rejected_rewards", rejected_rewards)):
+        if not isinstance(rewards, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a tensor, got {type(rewards).__name__}: wrap it, torch.tensor({name}), "
+                "with one reward per pair"
+            )
     if chosen_rewards.shape != rejected_rewards.shape:
         raise ValueError(
             f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} "
             "differ in shape: pass one chosen and one rejected reward per pair"
         )
+
+
+def _check_some_pairs(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
+    """Like :func:`_check_pair_shapes`, and refuse no pairs at all: an accuracy of nothing is not a number."""
+    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    if chosen_rewards.numel() == 0:
+        raise ValueError("chosen_rewards is empty: an accuracy needs at least one scored pair")
 
 
 def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
@@ -118,7 +139,9 @@ def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
     return (log_normalizers - rewards).sum(dim=1)  # (B,)
 
 
-def plot_bradley_terry(gap: float = 1.0, margin: float = 0.0, axes: Sequence[Axes] | None = None) -> Figure:
+def plot_bradley_terry(
+    gap: float = 1.0, margin: float = 0.0, axes: Sequence[Axes] | None = None
+) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
     """Preference probability σ(Δ) and loss −log σ(Δ − m) against the reward gap Δ = r_c − r_r, marked at ``gap``.
 
     Draws on the two ``axes`` (probability, loss) when given, else on a new figure; returns the figure.
@@ -157,6 +180,7 @@ def reward_model_from(causal_lm: PreTrainedModel, seed: int = 0) -> PreTrainedMo
 
 def _with_scalar_head(causal_lm: PreTrainedModel, auto_class: type, seed: int) -> PreTrainedModel:
     """``auto_class`` (a sequence or token classifier, ``num_labels=1``) on a copy of ``causal_lm``'s transformer."""
+    check_causal_lm(causal_lm, "causal_lm")  # a reward model is refused: a second head on it would score nothing
     config = copy.deepcopy(causal_lm.config)
     config.num_labels = 1
     with torch.random.fork_rng(devices=[]):
@@ -264,11 +288,16 @@ class RewardConfig(TrainingConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.center_rewards_coefficient is not None and self.center_rewards_coefficient < 0:
-            raise ValueError(
-                f"center_rewards_coefficient must be >= 0 (or None to switch centering off), "
-                f"got {self.center_rewards_coefficient}"
+        if self.center_rewards_coefficient is not None:
+            check_number(
+                self.center_rewards_coefficient,
+                "center_rewards_coefficient",
+                low=0,
+                fix="the centering term's weight, e.g. 0.01, or None to switch centering off",
             )
+        if self.margin is not None:
+            check_number(self.margin, "margin", low=0, fix="the gap m the chosen answer must win by, or None")
+        check_flag(self.group_by_length, "group_by_length")
 
 
 def reward_metrics(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> dict[str, float]:
@@ -345,7 +374,7 @@ def accuracy_vs_pairs(
 # --- measured against the world ----------------------------------------------------------
 def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> float:
     """Share of pairs the reward model ranks the way they were labelled (r_c > r_r; a tie counts as wrong)."""
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    _check_some_pairs(chosen_rewards, rejected_rewards)
     return (chosen_rewards > rejected_rewards).float().mean().item()
 
 
@@ -359,8 +388,13 @@ def expected_accuracy(
     Averaging those instead of 0/1 hits takes the label noise out of the estimate;
     ranking by the gold reward itself gives :meth:`World.bayes_accuracy`, the ceiling.
     """
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    _check_some_pairs(chosen_rewards, rejected_rewards)
     p_chosen = torch.as_tensor(p_chosen, dtype=torch.float64)  # (N,)
+    if p_chosen.shape != chosen_rewards.shape:  # a length-1 p_chosen would broadcast over every pair
+        raise ValueError(
+            f"p_chosen has shape {tuple(p_chosen.shape)} but the rewards {tuple(chosen_rewards.shape)}: "
+            "pass one labelling probability per pair (the dataset's p_chosen column)"
+        )
     return torch.where(chosen_rewards > rejected_rewards, p_chosen, 1 - p_chosen).mean().item()
 
 
@@ -374,6 +408,8 @@ def calibration_table(
     that hold any comparison, ``predicted`` (mean predicted probability),
     ``observed`` (share won) and ``count``. Calibrated means observed ≈ predicted.
     """
+    check_int(num_bins, "num_bins", fix="the number of equal-width bins of predicted probability, e.g. 10")
+    _check_some_pairs(chosen_rewards, rejected_rewards)
     p = preference_probability(chosen_rewards, rejected_rewards).double()  # (N,)
     predicted = torch.cat([p, 1 - p])  # (2N,)
     won = torch.cat([torch.ones_like(p), torch.zeros_like(p)])  # (2N,)
@@ -467,6 +503,7 @@ def evaluate_reward_model(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, dataset: Dataset
 ) -> dict[str, float]:
     """:func:`pair_metrics` of ``model``'s scores on a held-out pair dataset."""
+    check_world_columns(dataset)  # before the scoring pass, not after it
     return pair_metrics(*score_pairs(model, tokenizer, dataset), world, dataset)
 
 
@@ -474,7 +511,22 @@ def evaluate_by_family(
     model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, world: World, dataset: Dataset
 ) -> dict[str, dict[str, float]]:
     """:func:`pair_metrics_by_family` of ``model``'s scores: ``{"arithmetic": {...}, "review": ..., ...}``."""
+    check_world_columns(dataset)
     return pair_metrics_by_family(*score_pairs(model, tokenizer, dataset), world, dataset)
+
+
+WORLD_COLUMNS = ("p_chosen", "gold_chosen", "gold_rejected")  # what the world knows of each pair it labelled
+
+
+def check_world_columns(dataset: Dataset) -> None:
+    """Raise ValueError unless ``dataset`` has the pair columns and the world's :data:`WORLD_COLUMNS`."""
+    pair_texts(dataset)  # names a missing prompt, chosen or rejected column
+    missing = [name for name in WORLD_COLUMNS if name not in dataset.column_names]
+    if missing:
+        raise ValueError(
+            f"the dataset has no {', '.join(missing)} column: the metrics against the world need the columns "
+            "build_preference_dataset writes; for pairs from elsewhere, use pairwise_accuracy(*score_pairs(...))"
+        )
 
 
 def pair_metrics(
@@ -487,6 +539,7 @@ def pair_metrics(
     averaged out), ``bayes_accuracy`` (the ceiling on these pairs) and ``gold_spearman``.
     """
     prompts, chosen, rejected = pair_texts(dataset)
+    check_world_columns(dataset)
     check_same_length(chosen_rewards, prompts, "rewards", "pairs in the dataset")
     return {
         "accuracy": pairwise_accuracy(chosen_rewards, rejected_rewards),

@@ -9,6 +9,7 @@ prints them.
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -202,6 +203,194 @@ def _probes(tokenizer) -> list[tuple[str, str, object]]:
     return probes
 
 
+def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
+    """The second pass: configs' every flag and number, the zoo, and the chapters' helpers."""
+    import dataclasses
+
+    from rlhf_edu import mdp, overoptimization
+    from rlhf_edu import rejection_sampling as rs
+    from rlhf_edu.core import evaluation, runtime, zoo
+    from rlhf_edu.instruction_tuning import SFTConfig, last_turn_only, pack_rows, share_stderr
+    from rlhf_edu.pretraining import mean_token_nll
+
+    probes = []
+
+    def add(label, argument, call):
+        probes.append((label, argument, call))
+
+    configs = (TrainingConfig, SFTConfig, rm.RewardConfig, da.DPOConfig, policy_gradients.PolicyGradientConfig)
+    for config in configs:
+        for field in dataclasses.fields(config):
+            default = getattr(config(), field.name)
+            if isinstance(default, bool):
+                bad = ("yes", 1)
+            elif isinstance(default, (int, float)) or field.name in (
+                "max_grad_norm",
+                "center_rewards_coefficient",
+                "margin",
+                "rpo_alpha",
+                "kl_target",
+            ):
+                bad = (NAN, "1", -1)
+            elif isinstance(default, str):
+                bad = ("unknown", 3)
+            else:
+                bad = ("x",)
+            for value in bad:
+                if field.name in ("max_grad_norm", "max_length") and value is None:
+                    continue
+                add(
+                    f"{config.__name__}({field.name}={value!r})",
+                    field.name,
+                    lambda c=config, f=field.name, v=value: c(**{f: v}),
+                )
+    for value in (-1, "a", 2.5, 2**32, True):
+        add(f"seed_everything({value!r})", "seed", lambda v=value: runtime.seed_everything(v))
+        add(f"World(seed={value!r})", "seed", lambda v=value: World(seed=v))
+        add(f"torch_generator({value!r})", "seed", lambda v=value: runtime.torch_generator(v))
+    for value in ("", "huge", 3):
+        add(f"get_preset({value!r})", "preset", lambda v=value: runtime.get_preset(v))
+        add(f"zoo.load('sft', preset={value!r})", "preset", lambda v=value: zoo.load("sft", preset=v))
+    for value in ("gpu", "cuda:0", "tpu"):
+        add(f"get_device({value!r})", value, lambda v=value: runtime.get_device(v))
+    add("zoo.load(3)", "name", lambda: zoo.load(3))
+    add("zoo.load('ppo')", "ppo", lambda: zoo.load("ppo"))
+    add("zoo.checkpoint_dir('ppo')", "ppo", lambda: zoo.checkpoint_dir("ppo"))
+    empty = torch.zeros(0)
+    add("pairwise_accuracy(empty)", "chosen_rewards", lambda: rm.pairwise_accuracy(empty, empty))
+    add("expected_accuracy(empty)", "chosen_rewards", lambda: rm.expected_accuracy(empty, empty, []))
+    add(
+        "expected_accuracy(p_chosen of 1 for 2)", "p_chosen", lambda: rm.expected_accuracy(*[torch.zeros(2)] * 2, [0.9])
+    )
+    add("calibration_table(num_bins=0)", "num_bins", lambda: rm.calibration_table(*[torch.zeros(2)] * 2, num_bins=0))
+    add("calibration_table(empty)", "chosen_rewards", lambda: rm.calibration_table(empty, empty))
+    add("bradley_terry_loss(lists)", "chosen_rewards", lambda: rm.bradley_terry_loss([1.0], [0.0]))
+    add("preference_probability(lists)", "chosen_rewards", lambda: rm.preference_probability([1.0], [0.0]))
+    add("reward_centering(lists)", "chosen_rewards", lambda: rm.reward_centering([1.0], [0.0], 0.1))
+    add("ceiling_share(bayes 0.5)", "bayes_accuracy", lambda: rm.ceiling_share(0.6, 0.5))
+    add("plackett_luce_loss(1-D)", "rewards", lambda: rm.plackett_luce_loss(torch.zeros(3)))
+    add("bayes_accuracy([])", "prompts", lambda: World().bayes_accuracy([], [], []))
+    add("label_pairs(rng=-1)", "rng", lambda: World().label_pairs(["add 1 and 2"], ["3"], ["4"], rng=-1))
+    add("label_pairs(rng='a')", "rng", lambda: World().label_pairs(["add 1 and 2"], ["3"], ["4"], rng="a"))
+    add("reward_kl_frontier(0-d betas)", "betas", lambda: objective.reward_kl_frontier(P, R, torch.tensor(0.1)))
+    add("reward_kl_frontier(betas=[])", "betas", lambda: objective.reward_kl_frontier(P, R, []))
+    add("reward_kl_frontier(betas=0.1)", "betas", lambda: objective.reward_kl_frontier(P, R, 0.1))
+    add("max_kl_budget(rewards NaN)", "rewards", lambda: objective.max_kl_budget(P, [NAN, 0.0, 1.0]))
+    add("beta_for_kl_budget(-1)", "kl_budget", lambda: objective.beta_for_kl_budget(P, R, -1.0))
+    add(
+        "collate(message without role)",
+        "role",
+        lambda: collate.collate(tokenizer, [[{"content": "add 1 and 2"}]], ["3"]),
+    )
+    add(
+        "collate(prompts and completions differ)",
+        "completions",
+        lambda: collate.collate(tokenizer, ["add 1 and 2"], []),
+    )
+    add(
+        "check_known_words('délicieux')",
+        "délicieux",
+        lambda: validation.check_known_words(tokenizer, "délicieux", "text"),
+    )
+    add("check_texts('one string')", "prompts", lambda: validation.check_texts("add 1 and 2", "prompts"))
+    add("check_flag('False')", "progress", lambda: validation.check_flag("False", "progress"))
+    add("running_mean(window=0)", "window", lambda: stats.running_mean([1.0, 2.0], 0))
+    add("mean_and_stderr([])", "values", lambda: stats.mean_and_stderr([]))
+    add("bootstrap_stderr(np.mean, [])", "row", lambda: stats.bootstrap_stderr(np.mean, np.array([])))
+    add("bootstrap_stderr([], np.mean)", "statistic", lambda: stats.bootstrap_stderr([], np.mean))
+    add("pass_at_k(num_correct > n)", "num_correct", lambda: stats.pass_at_k(4, 5, 1))
+    add("pass_at_k(k=0)", "k", lambda: stats.pass_at_k(4, 1, 0))
+    add("masked_mean(shapes differ)", "mask", lambda: stats.masked_mean(torch.zeros(2, 3), torch.ones(3, 2)))
+    add("best_of_n_curve(n too big)", "n = 8", lambda: stats.best_of_n_curve(torch.zeros(2, 4), torch.zeros(2, 4), [8]))
+    add("as_reward_matrix(ragged)", "rewards", lambda: stats.as_reward_matrix([[1.0, 2.0], [3.0]]))
+    add("assert_beyond(stderr=-1)", "standard error", lambda: stats.assert_beyond(1.0, -1.0, "a claim"))
+    add("spearman_correlation(one value)", "x", lambda: stats.spearman_correlation([1.0], [2.0]))
+    add("select_top_k_overall(k=0)", "k", lambda: rs.select_top_k_overall(torch.zeros(2, 4), 0))
+    add("select_top_k_overall(k too big)", "k", lambda: rs.select_top_k_overall(torch.zeros(2, 4), 9))
+    add("select_random_k_overall(rng=-1)", "rng", lambda: rs.select_random_k_overall(torch.zeros(2, 4), 2, -1))
+    add("best_of_n_kl_bound(0)", "n", lambda: rs.best_of_n_kl_bound(0))
+    add("exact_best_of_n(n=0)", "n", lambda: rs.exact_best_of_n(P, R, 0))
+    add("share_stderr(share=2)", "share", lambda: share_stderr(2.0, 10))
+    add("share_stderr(n=0)", "n", lambda: share_stderr(0.5, 0))
+    add("pack_rows([], 0)", "max_length", lambda: pack_rows([{"input_ids": [1], "completion_mask": [1]}], 0))
+    add("last_turn_only('abc')", "mask", lambda: last_turn_only("abc"))
+    add("mean_token_nll(shapes differ)", "mask", lambda: mean_token_nll(torch.zeros(2, 3), torch.ones(2, 2)))
+    add("discounted_return(gamma=2)", "gamma", lambda: mdp.discounted_return([1.0, 1.0], 2.0))
+    add("discounted_return(rewards NaN)", "rewards", lambda: mdp.discounted_return([1.0, NAN], 0.9))
+    add("gao_form(form='cubic')", "form", lambda: overoptimization.gao_form([1.0], 1.0, 1.0, "cubic"))
+    add("gao_features(d<0)", "d", lambda: overoptimization.gao_features([-1.0], "bon"))
+    add("best_of_n_distances(0)", "n must be >= 1", lambda: overoptimization.best_of_n_distances([0]))
+    add("whiten(shapes differ)", "mask", lambda: policy_gradients.whiten(torch.zeros(2, 3), torch.ones(3)))
+    add(
+        "minibatches(3 rows, 2 batches)",
+        "num_mini_batches",
+        lambda: policy_gradients.minibatches(3, 2, torch.Generator()),
+    )
+    add(
+        "shaped_rewards(beta NaN)",
+        "beta",
+        lambda: policy_gradients.shaped_rewards(torch.zeros(1), torch.zeros(1, 2), torch.ones(1, 2), NAN),
+    )
+    add(
+        "grpo_advantages(scale_rewards='none?')",
+        "scale_rewards",
+        lambda: policy_gradients.grpo_advantages(torch.zeros(2, 2), "sometimes"),
+    )
+    add(
+        "reinforce_advantages(baseline='ema')",
+        "baseline",
+        lambda: policy_gradients.reinforce_advantages(torch.zeros(2, 2), "ema"),
+    )
+    add(
+        "policy_gradient_loss(shapes differ)",
+        "mask",
+        lambda: policy_gradients.policy_gradient_loss(torch.zeros(2, 3), torch.zeros(2), torch.ones(2, 2)),
+    )
+    add("tabular_config(algorithm='sac')", "algorithm", lambda: policy_gradients.tabular_config("sac", 0.1))
+    add("implicit_reward(beta=0)", "beta", lambda: da.implicit_reward(torch.zeros(2), torch.zeros(2), 0.0))
+    add("simpo_loss(gamma NaN)", "gamma", lambda: da.simpo_loss(*[torch.zeros(2)] * 2, beta=2.0, gamma=NAN))
+    add("chosen_nll_loss(length 0)", "chosen_lengths", lambda: da.chosen_nll_loss(torch.zeros(2), torch.zeros(2)))
+    add("bandit_preferences(n=0)", "n", lambda: da.bandit_preferences(P, R, 0))
+    add("kl_estimate(shapes differ)", "ref_logps", lambda: regularization.kl_estimate(torch.zeros(2), torch.zeros(3)))
+    add("runs_mean_and_stderr([])", "values", lambda: regularization.runs_mean_and_stderr([], 0.1))
+    add("sample_table(n=0)", "n", lambda: evaluation.sample_table({}, 0))
+    add("World.sft_dataset(-1)", "n", lambda: World().sft_dataset(-1))
+    add("World.pretraining_corpus(-1)", "n", lambda: World().pretraining_corpus(-1))
+    add("World.reward_function('silver')", "silver", lambda: World().reward_function("silver"))
+    add(
+        "generate_completions(prompts=[])",
+        "prompts",
+        lambda: generate_completions(zoo.load("sft", device="cpu")[0], tokenizer, []),
+    )
+    add(
+        "generate_completions(max_new_tokens=0)",
+        "max_new_tokens",
+        lambda: generate_completions(zoo.load("sft", device="cpu")[0], tokenizer, ["add 1 and 2"], max_new_tokens=0),
+    )
+    add(
+        "completion_logprobs(lengths differ)",
+        "completions",
+        lambda: completion_logprobs(zoo.load("sft", device="cpu")[0], tokenizer, ["add 1 and 2"], []),
+    )
+    add("reward_model_from(a reward model)", "causal_lm", lambda: rm.reward_model_from(zoo.load("rm", device="cpu")[0]))
+    add(
+        "value_model_from(a reward model)",
+        "policy",
+        lambda: policy_gradients.value_model_from(zoo.load("rm", device="cpu")[0]),
+    )
+    add(
+        "rm.score(a causal LM)",
+        "LlamaForCausalLM",
+        lambda: rm.score(zoo.load("sft", device="cpu")[0], tokenizer, ["add 1 and 2"], ["3"]),
+    )
+    add(
+        "evaluate_reward_model(no world columns)",
+        "p_chosen",
+        lambda: rm.evaluate_reward_model(zoo.load("rm", device="cpu")[0], tokenizer, World(), _pairs()),
+    )
+    return probes
+
+
 def _outcome(argument: str, call) -> str:
     try:
         result = call()
@@ -213,12 +402,13 @@ def _outcome(argument: str, call) -> str:
 
 
 def test_wrong_inputs_never_pass_silently_and_their_errors_name_the_argument(tokenizer):
-    outcomes = {label: _outcome(argument, call) for label, argument, call in _probes(tokenizer)}
+    probes = _probes(tokenizer) + _second_pass_probes(tokenizer)
+    outcomes = {f"{i:3d} {label}": _outcome(argument, call) for i, (label, argument, call) in enumerate(probes)}
     silent = {label: o for label, o in outcomes.items() if o.startswith("silent")}
     unclear = {label: o for label, o in outcomes.items() if o.startswith(("vague", "raw"))}
     assert not silent, "\n".join(f"{label}: {o}" for label, o in silent.items())
     assert len(unclear) <= 10, "\n".join(f"{label}: {o}" for label, o in unclear.items())
-    assert len(outcomes) > 80  # the probe really probes
+    assert len(outcomes) >= 400  # the probe really probes: 434 calls
 
 
 # --- random inputs: each call succeeds with a finite, documented result, or refuses clearly ---------
@@ -403,3 +593,244 @@ def test_sampling_and_scoring_settings_are_checked(tokenizer, call, message):
 
     with pytest.raises((ValueError, TypeError), match=message):
         call(random_model("llama", len(tokenizer)), tokenizer)
+
+
+# --- the second pass: each finding, its exact input and the message it now gets ----------------------------
+def _pair_dataset(n: int = 4, **columns):
+    from datasets import Dataset
+
+    pairs = {"prompt": ["add 1 and 2"] * n, "chosen": ["1 plus 2 is 3"] * n, "rejected": ["1 plus 2 is 4"] * n}
+    return Dataset.from_dict(pairs | columns)
+
+
+def _trainer_runs():
+    """(name, model, a call that trains it at learning_rate=1e6) for the three trainers of the finding."""
+    from rlhf_edu.core import zoo
+    from rlhf_edu.instruction_tuning import SFTConfig, train_sft
+
+    world, config = World(), {"learning_rate": 1e6, "batch_size": 4, "progress": False}
+    sft, tokenizer = zoo.load("sft", device="cpu")
+    yield "train_sft", sft, lambda: train_sft(sft, tokenizer, world.sft_dataset(8), SFTConfig(**config))
+    reward_model = rm.reward_model_from(zoo.load("sft", device="cpu")[0])
+    yield (
+        "train_reward_model",
+        reward_model,
+        lambda: rm.train_reward_model(reward_model, tokenizer, _pair_dataset(8), rm.RewardConfig(**config)),
+    )
+    policy = zoo.load("sft", device="cpu")[0]
+    yield "train_dpo", policy, lambda: da.train_dpo(policy, tokenizer, _pair_dataset(8), da.DPOConfig(**config))
+
+
+def test_a_learning_rate_no_optimizer_could_use_stops_every_trainer_and_keeps_the_weights():
+    # Finding 1: on some CPUs nothing overflows, and the run used to end with ruined, finite weights.
+    # The stop measures the size of the update, so it is the same on every CPU (Trainer._update).
+    for name, model, run in _trainer_runs():
+        before = [p.detach().clone() for p in model.parameters()]
+        with pytest.raises(FloatingPointError, match=r"the update moved the weights by [0-9.e+]+ times their own norm"):
+            run()
+        # Step 0 warms up from a rate of 0, so the weights before the step that diverged are the starting ones.
+        assert all(torch.equal(p, b) for p, b in zip(model.parameters(), before)), name
+
+
+def _broken_checkpoints():
+    """``(label, how to break a copy of sft, the message)``: finding 2's broken or wrong checkpoints."""
+
+    def edit_config(change):
+        def apply(folder):
+            config = json.loads((folder / "config.json").read_text())
+            change(config)
+            (folder / "config.json").write_text(json.dumps(config))
+
+        return apply
+
+    def write(file, content):
+        return lambda folder: (folder / file).write_bytes(content)
+
+    def truncate(folder):
+        weights = (folder / "model.safetensors").read_bytes()
+        (folder / "model.safetensors").write_bytes(weights[: len(weights) // 2])
+
+    return [
+        ("tiny copied under small/", lambda folder: None, "has hidden_size=192, but the preset's is 512"),
+        ("no architectures", edit_config(lambda c: c.pop("architectures")), "config.json in .* names no architectures"),
+        ("truncated weights", truncate, r"the weights \(model.safetensors\) in .* could not be loaded"),
+        ("garbage weights", write("model.safetensors", b"garbage" * 9), r"the weights \(model.safetensors\) in"),
+        ("config not JSON", write("config.json", b"{not json"), "the config.json in .* could not be loaded"),
+        ("weights missing", lambda folder: (folder / "model.safetensors").unlink(), "no file named model.safetensors"),
+        (
+            "unknown architecture",
+            edit_config(lambda c: c.update(architectures=["FooForCausalLM"])),
+            "names the architecture 'FooForCausalLM', which this transformers",
+        ),
+        ("tokenizer unreadable", write("tokenizer.json", b"garbage"), r"the tokenizer \(tokenizer.json\) in"),
+    ]
+
+
+@pytest.mark.parametrize("label, breaks, message", _broken_checkpoints(), ids=lambda x: x if isinstance(x, str) else "")
+def test_a_broken_checkpoint_names_its_file_and_the_command_that_rebuilds_it(
+    monkeypatch, tmp_path, label, breaks, message
+):
+    import shutil
+
+    from rlhf_edu.core import zoo
+
+    monkeypatch.setenv("RLHF_EDU_HOME", str(tmp_path))
+    folder = tmp_path / "small" / "sft"
+    shutil.copytree(zoo.SHIPPED_DIR / "sft", folder)
+    breaks(folder)
+    with pytest.raises(ValueError, match=message) as error:
+        zoo.load("sft", preset="small", device="cpu")
+    assert str(error.value).endswith("rebuild it with `rlhf-edu zoo build sft --preset small`") or label in (
+        "unknown architecture",  # which also says: or update transformers
+    )
+
+
+def test_a_language_model_saved_as_the_reward_model_is_refused(monkeypatch, tmp_path):
+    import shutil
+
+    from rlhf_edu.core import zoo
+
+    monkeypatch.setenv("RLHF_EDU_HOME", str(tmp_path))
+    shutil.copytree(zoo.SHIPPED_DIR / "sft", tmp_path / "small" / "rm")
+    with pytest.raises(ValueError, match="checkpoint 'rm' holds a LlamaForCausalLM, where the zoo's rm is a Llama"):
+        zoo.load("rm", preset="small", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        # Finding 3: metrics on nothing, and arguments of the wrong length
+        (lambda: rm.pairwise_accuracy(torch.zeros(0), torch.zeros(0)), ValueError, "chosen_rewards is empty"),
+        (lambda: World().bayes_accuracy([], [], []), ValueError, "prompts is empty: the noise ceiling is a mean"),
+        (
+            lambda: rm.expected_accuracy(torch.zeros(2), torch.ones(2), [0.9]),
+            ValueError,
+            r"p_chosen has shape \(1,\) but the rewards \(2,\): pass one labelling probability per pair",
+        ),
+        (
+            lambda: rm.expected_accuracy(torch.zeros(2), torch.ones(2), [0.9, 0.8, 0.7]),
+            ValueError,
+            r"p_chosen has shape \(3,\) but the rewards \(2,\)",
+        ),
+        # Finding 6: errors that came from deep inside, or were of the wrong type
+        (lambda: World().label_pairs(["add 1 and 2"], ["3"], ["4"], rng=-1), ValueError, "rng must be >= 0, got -1"),
+        (lambda: World().label_pairs(["add 1 and 2"], ["3"], ["4"], rng="a"), TypeError, "rng must be an integer"),
+        (lambda: World(seed=-1), ValueError, "seed must be >= 0, got -1"),
+        (lambda: World(seed="a"), TypeError, "seed must be an integer, got 'a'"),
+        (lambda: World(seed=2**32), ValueError, r"seed must be <= 2\*\*32 - 1, got 4294967296"),
+        (lambda: _seed_everything(-1), ValueError, "seed must be >= 0, got -1"),
+        (lambda: _seed_everything("a"), TypeError, "seed must be an integer, got 'a'"),
+        (
+            lambda: collate.collate(_tokenizer(), [[{"content": "add 1 and 2"}]], ["3"]),
+            ValueError,
+            "the message {'content': 'add 1 and 2'} has no role: add one, e.g. {'role': 'user'",
+        ),
+        (lambda: rm.bradley_terry_loss([1.0], [0.0]), TypeError, r"chosen_rewards must be a tensor, got list"),
+        (
+            lambda: rm.calibration_table(torch.zeros(2), torch.ones(2), num_bins=0),
+            ValueError,
+            "num_bins must be >= 1, got 0",
+        ),
+        (
+            lambda: objective.reward_kl_frontier(P, R, torch.tensor(0.1)),
+            TypeError,
+            r"betas must be a 1-D sequence of β values, got tensor\(0.1000\)",
+        ),
+        (lambda: objective.reward_kl_frontier(P, R, []), ValueError, "betas is empty"),
+        (
+            lambda: _train_with_loss(lambda model, batch: (torch.ones(3, requires_grad=True), {})),
+            ValueError,
+            r"its loss has shape \(3,\): reduce it to one number",
+        ),
+        (lambda: _train_with_loss(lambda model, batch: (1.5, {})), TypeError, r"its loss is a float \(1.5\)"),
+        (lambda: _train_with_loss(lambda model, batch: torch.ones(())), TypeError, "loss_fn must return"),
+        (
+            lambda: rm.evaluate_reward_model(None, _tokenizer(), World(), _pair_dataset(2)),
+            ValueError,
+            "the dataset has no p_chosen, gold_chosen, gold_rejected column",
+        ),
+        # Finding 7: an empty preset name
+        (lambda: _get_preset(""), ValueError, "preset is the empty string: name one"),
+    ],
+)
+def test_each_finding_gets_its_message(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def _tokenizer():
+    from rlhf_edu.core.tokenizer import build_tokenizer
+
+    return build_tokenizer()
+
+
+def _seed_everything(seed):
+    from rlhf_edu.core.runtime import seed_everything
+
+    seed_everything(seed)
+
+
+def _get_preset(name):
+    from rlhf_edu.core.runtime import get_preset
+
+    return get_preset(name)
+
+
+def _train_with_loss(loss):
+    from functools import partial
+
+    from rlhf_edu.core.training import train
+    from tests.conftest import random_model
+
+    model = random_model("llama", 8)
+    return train(model, partial(loss, model), [{"x": torch.zeros(1)}], TrainingConfig(progress=False))
+
+
+def test_a_reward_model_is_not_wrapped_again():
+    # Finding 4: reward_model_from used to put a second head on a reward model.
+    from rlhf_edu.core import zoo
+
+    reward_model, _ = zoo.load("rm", device="cpu")
+    for make in (rm.reward_model_from, rm.outcome_reward_model_from):
+        with pytest.raises(TypeError, match="causal_lm is a LlamaForSequenceClassification, which has no language"):
+            make(reward_model)
+
+
+def test_the_gold_reward_pays_silence_nothing_and_names_unknown_words():
+    # Finding 5: the rule is stated in gold_components_one; these are its numbers.
+    world = World()
+    assert world.gold_reward(["review the pizza"], [""]) == [0.0]
+    (hostile,) = world.gold_reward(["review the pizza"], ["the pizza is bland and bad and awful and dull"])
+    (kind,) = world.gold_reward(["review the pizza"], ["the pizza is tasty"])
+    assert hostile == pytest.approx(-0.4279, abs=1e-4) and kind > 1.5  # below silence, and far above it
+    with pytest.warns(UserWarning, match="does not know the words 'délicieux', '美味しい': the gold reward counts"):
+        assert world.gold_reward(["review the pizza"], ["the pizza is délicieux 美味しい"]) == [1.0]
+
+
+@pytest.mark.parametrize("value", ["abc", "0", "-2", "1.5"])
+def test_a_thread_count_that_is_not_a_positive_integer_is_refused(monkeypatch, value):
+    from rlhf_edu.core.runtime import cpu_threads
+
+    monkeypatch.setenv("RLHF_EDU_THREADS", value)
+    with pytest.raises(ValueError, match=f"RLHF_EDU_THREADS='{value}' is not a positive whole number of threads"):
+        cpu_threads()
+
+
+def test_an_empty_preset_variable_means_unset(monkeypatch):
+    from rlhf_edu.core.runtime import get_preset
+
+    monkeypatch.setenv("RLHF_EDU_PRESET", "")
+    assert get_preset().name == "tiny"
+    monkeypatch.setenv("RLHF_EDU_THREADS", "")
+    from rlhf_edu.core.runtime import cpu_threads
+
+    assert cpu_threads() == 1
+
+
+def test_figures_to_a_path_that_cannot_be_a_folder_says_so(tmp_path, capsys):
+    from rlhf_edu.experiments.cli import main
+
+    (tmp_path / "a_file").write_text("")
+    assert main(["figures", "--out", str(tmp_path / "a_file")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot be a folder to write figures to (File exists): pass a folder path" in err and "Traceback" not in err

@@ -42,6 +42,11 @@ def as_messages(text_or_messages: str | Messages, role: str, allow_empty: bool =
     for message in messages:
         if not isinstance(message, dict) or not isinstance(message.get("content"), str):
             raise TypeError(f"each message must be a {{'role': ..., 'content': str}} dict, got {message!r}")
+        if not isinstance(message.get("role"), str):
+            raise ValueError(
+                f"the message {message!r} has no role: add one, e.g. {{'role': {role!r}, 'content': ...}}, "
+                "so the chat template knows whose turn it is"
+            )
         if not message["content"].strip() and not allow_empty:
             raise ValueError(
                 f"empty {message.get('role', role)} message in {messages!r}: every prompt and completion "

@@ -25,7 +25,7 @@ from .rollouts import Rollout, sample_rollouts
 from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
 from .scoring import score_rows
 from .stats import pass_at_k
-from .validation import check_choice, check_texts
+from .validation import check_choice, check_int, check_texts
 from .world import FAMILIES, World, parse_prompt
 
 
@@ -173,6 +173,9 @@ def pass_at_k_curve(
 
 def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:
     """The first ``n`` prompts, each followed by every policy's completion and its gold reward, as plain text."""
+    check_int(n, "n", fix="the number of prompts to show, e.g. 5")
+    if not evaluations:
+        raise ValueError("evaluations is empty: pass {name: evaluate_policy(...)} for at least one policy")
     first = next(iter(evaluations.values()))
     if any(evaluation.prompts[:n] != first.prompts[:n] for evaluation in evaluations.values()):
         raise ValueError("the evaluations were sampled on different prompts: evaluate every policy on the same list")

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .validation import check_seed
+
 DEVICES = ("cuda", "mps", "cpu")
 
 # Defaults that several modules share, in one place so that a signature never repeats a bare literal.
@@ -72,8 +74,11 @@ def seed_offset() -> int:
 
 
 def shifted_seed(seed: int) -> int:
-    """``seed`` moved by :func:`seed_offset`: what every seeded helper of the library actually seeds with."""
-    return int(seed) + seed_offset()
+    """``seed`` moved by :func:`seed_offset`: what every seeded helper of the library actually seeds with.
+
+    Both the seed and the moved seed must lie in 0 ..= 2**32 - 1, the range every generator takes.
+    """
+    return check_seed(check_seed(seed) + seed_offset(), f"seed {seed} + {SEED_OFFSET_VARIABLE} {seed_offset()}")
 
 
 def torch_generator(seed: int) -> torch.Generator:
@@ -81,9 +86,14 @@ def torch_generator(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(shifted_seed(seed))
 
 
-def numpy_rng(seed: int | np.random.Generator) -> np.random.Generator:
-    """A NumPy generator from :func:`shifted_seed` of ``seed``; a generator passed in is used as it is."""
-    return seed if isinstance(seed, np.random.Generator) else np.random.default_rng(shifted_seed(seed))
+def numpy_rng(seed: int | np.random.Generator, name: str = "seed") -> np.random.Generator:
+    """A NumPy generator from :func:`shifted_seed` of ``seed``; a generator passed in is used as it is.
+
+    ``name`` is the caller's argument, which an error about a bad seed names.
+    """
+    if isinstance(seed, np.random.Generator):
+        return seed
+    return np.random.default_rng(shifted_seed(check_seed(seed, name)))
 
 
 def seed_everything(seed: int) -> None:
@@ -149,10 +159,20 @@ PRESETS = {
 
 
 def get_preset(preset: str | Preset | None = None) -> Preset:
-    """Return a :class:`Preset`: the argument, else ``$RLHF_EDU_PRESET``, else ``tiny``."""
+    """Return a :class:`Preset`: the argument, else ``$RLHF_EDU_PRESET``, else ``tiny``.
+
+    An empty ``$RLHF_EDU_PRESET`` means unset, as shells export a cleared variable, and
+    gives ``tiny``; an empty string passed as ``preset`` is refused, since it names nothing.
+    """
     if isinstance(preset, Preset):
         return preset
-    name = preset or os.environ.get("RLHF_EDU_PRESET") or "tiny"
+    if preset is not None and not isinstance(preset, str):
+        raise TypeError(
+            f"preset must be a preset's name or a Preset, got {type(preset).__name__}: use 'tiny' or 'small'"
+        )
+    if preset == "":
+        raise ValueError("preset is the empty string: name one ('tiny' or 'small'), or pass None for the default")
+    name = preset or os.environ.get("RLHF_EDU_PRESET", "").strip() or "tiny"
     if name not in PRESETS:
         raise ValueError(
             f"unknown preset {name!r}: use one of {', '.join(PRESETS)} "
@@ -192,6 +212,24 @@ def version_report() -> list[tuple[str, str | None, bool]]:
     return report
 
 
+THREADS_VARIABLE = "RLHF_EDU_THREADS"
+
+
+def cpu_threads() -> int:
+    """``$RLHF_EDU_THREADS`` (default 1, also when set to the empty string): PyTorch's CPU threads in a notebook."""
+    text = os.environ.get(THREADS_VARIABLE, "").strip() or "1"
+    try:
+        threads = int(text)
+    except ValueError:
+        threads = 0
+    if threads < 1:
+        raise ValueError(
+            f"{THREADS_VARIABLE}={text!r} is not a positive whole number of threads: unset it (1 thread), "
+            f"or set e.g. {THREADS_VARIABLE}=2"
+        )
+    return threads
+
+
 def setup(
     seed: int = 0, preset: str | Preset | None = None, device: str | torch.device | None = None
 ) -> tuple[torch.device, Preset]:
@@ -206,7 +244,7 @@ def setup(
         raise RuntimeError("update your environment (`make lab` does it): " + "; ".join(outdated))
     device, preset = get_device(device), get_preset(preset)
     if device.type == "cpu":
-        torch.set_num_threads(int(os.environ.get("RLHF_EDU_THREADS", "1")))
+        torch.set_num_threads(cpu_threads())
     seed_everything(seed)
     offset = f" (+{SEED_OFFSET_VARIABLE} {seed_offset()})" if seed_offset() else ""
     print(f"torch {torch.__version__} · device {device} · preset {preset.name} · seed {seed}{offset}")

@@ -19,8 +19,9 @@ def running_mean(values: Sequence[float] | np.ndarray | torch.Tensor, window: in
     A window of 1, or one longer than the series, returns the values unchanged, so a
     short run is still drawn rather than vanishing from its plot.
     """
+    check_int(window, "window", fix="the number of consecutive values averaged, e.g. 20")
     values = np.asarray(values, dtype=float)
-    if window <= 1 or len(values) < window:
+    if window == 1 or len(values) < window:
         return values
     return np.convolve(values, np.ones(window) / window, mode="valid")
 
@@ -49,6 +50,8 @@ def spearman_correlation(x: torch.Tensor | Sequence[float], y: torch.Tensor | Se
     """Spearman's ρ: the correlation of the ranks of x and y (1 = same order, −1 = reversed; NaN if one is constant)."""
     x, y = torch.as_tensor(x, dtype=torch.float64), torch.as_tensor(y, dtype=torch.float64)
     check_paired(x, y)
+    if len(x) < 2:
+        raise ValueError(f"x holds {len(x)} value(s): a rank correlation needs at least two pairs")
     rank_x, rank_y = ranks(x) - (len(x) + 1) / 2, ranks(y) - (len(y) + 1) / 2  # centred: mean rank is (N + 1) / 2
     return (rank_x @ rank_y / (rank_x.norm() * rank_y.norm())).item()
 
@@ -119,10 +122,14 @@ def bootstrap_stderr(
     belong together stay together. For the mean of one array it approaches s/√n.
     """
     check_int(num_resamples, "num_resamples", low=2, fix="the number of resamples, e.g. 200")
+    if not callable(statistic):
+        raise TypeError(f"statistic must be a function of the arrays, e.g. np.mean, got {type(statistic).__name__}")
     rows = {len(a) for a in arrays}
     if len(rows) != 1:
         raise ValueError(f"the arrays must have the same number of rows, got {sorted(rows)}: pass aligned arrays")
     n = rows.pop()
+    if n < 2:
+        raise ValueError(f"the arrays have {n} row(s): a bootstrap needs at least two rows to resample")
     rng = numpy_rng(seed)
     values = [statistic(*(a[index] for a in arrays)) for index in rng.integers(n, size=(num_resamples, n))]
     return float(np.std(values, ddof=1))
@@ -155,7 +162,12 @@ def as_reward_matrix(rewards: RewardMatrix) -> np.ndarray:
         rewards = rewards.detach().cpu().numpy()
     if not isinstance(rewards, np.ndarray | list):
         raise TypeError(f"rewards must be a numpy array or a tensor of shape (M, N), got {type(rewards).__name__}")
-    rewards = np.asarray(rewards, dtype=np.float64)
+    try:
+        rewards = np.asarray(rewards, dtype=np.float64)
+    except ValueError:  # NumPy's own message speaks of "an inhomogeneous shape"
+        raise ValueError(
+            "rewards is ragged: every prompt needs the same number N of completions scored, (M, N)"
+        ) from None
     if rewards.ndim != 2 or 0 in rewards.shape:
         raise ValueError(f"rewards must be a (M prompts, N completions) matrix, got shape {rewards.shape}")
     if not np.isfinite(rewards).all():
@@ -194,6 +206,10 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
 
     Padding counts for nothing, and a row with no real token gives 0 rather than NaN.
     """
+    if values.shape != mask.shape:  # broadcasting would average over rows the mask never meant
+        raise ValueError(
+            f"values {tuple(values.shape)} and mask {tuple(mask.shape)} differ in shape: one mask entry per value"
+        )
     if dim is None:
         return (values * mask).sum() / mask.sum().clamp(min=1)
     return (values * mask).sum(dim=dim) / mask.sum(dim=dim).clamp(min=1)

@@ -31,7 +31,7 @@ from transformers import get_scheduler
 
 from .runtime import torch_generator
 from .stats import running_mean
-from .validation import check_choice, check_int, check_number
+from .validation import check_choice, check_flag, check_int, check_number, check_seed
 
 Batch = dict[str, torch.Tensor]
 SCHEDULES = ("constant", "linear")  # after the warm-up: hold the learning rate, or decay it to 0 by the last step
@@ -82,7 +82,8 @@ class TrainingConfig:
         self.weight_decay = check_number(self.weight_decay, "weight_decay", low=0, fix="AdamW's decay, e.g. 0.0")
         if self.max_length is not None:
             self.max_length = check_int(self.max_length, "max_length", fix="a length in tokens, or None")
-        self.seed = check_int(self.seed, "seed", low=0, fix="pass a non-negative integer")
+        self.seed = check_seed(self.seed)
+        check_flag(self.progress, "progress")
 
 
 @dataclass
@@ -108,7 +109,9 @@ class History:
         values = self[name][-last:] if last else self[name]
         return sum(values) / len(values)
 
-    def plot(self, *names: str, smooth: int = 1, axes: Axes | Sequence[Axes] | None = None) -> Figure:
+    def plot(
+        self, *names: str, smooth: int = 1, axes: Axes | Sequence[Axes] | None = None
+    ) -> Figure:  # pragma: no mutate block, a picture: what it shows is tested as values, its styling is not
         """One panel per metric (default: all), smoothed by a running mean over ``smooth`` steps; returns the Figure.
 
         Each smoothed point sits at the last step of its window, and a metric logged only
@@ -272,7 +275,7 @@ class Trainer:
     def _backward(self, loss_fn: LossFn, batch: Any, step: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """The loss, its metrics and the gradient norm before clipping; the gradients are clipped in place."""
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
-            loss, metrics = loss_fn(batch)
+            loss, metrics = _check_loss_output(loss_fn(batch))
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             raise self._stopped(f"the loss became {loss.item()}", step)
@@ -336,6 +339,28 @@ class Trainer:
     def _set_train_mode(self, mode: bool) -> None:
         for module in self.modules:
             module.train(mode)
+
+
+def _check_loss_output(output: object) -> tuple[torch.Tensor, dict]:
+    """``output`` of a loss function, checked: a pair of a scalar loss tensor with a gradient, and a metrics dict."""
+    shape = "loss_fn must return (loss, metrics): a scalar loss tensor and a dict of metrics"
+    if not (isinstance(output, tuple) and len(output) == 2 and isinstance(output[1], dict)):
+        raise TypeError(f"{shape}, got {type(output).__name__} {output!r:.80}")
+    loss, _ = output
+    if not isinstance(loss, torch.Tensor):
+        raise TypeError(
+            f"{shape}, but its loss is a {type(loss).__name__} ({loss!r:.40}): compute it with torch from the "
+            "model's outputs, so that it has a gradient"
+        )
+    if loss.dim() != 0:
+        raise ValueError(
+            f"{shape}, but its loss has shape {tuple(loss.shape)}: reduce it to one number, e.g. losses.mean()"
+        )
+    if not loss.requires_grad:
+        raise ValueError(
+            f"{shape}, but its loss has no gradient: compute it from the model's outputs, not under no_grad"
+        )
+    return output
 
 
 def train(

@@ -58,6 +58,24 @@ def check_int(value: object, name: str, *, low: int = 1, fix: str = "") -> int:
     return int(value)
 
 
+MAX_SEED = 2**32 - 1  # NumPy's legacy seeding takes 0 ..= 2**32 - 1; every seed the library takes fits it
+
+
+def check_seed(value: object, name: str = "seed") -> int:
+    """Return ``value`` after checking that it is an integer seed from 0 to :data:`MAX_SEED`."""
+    seed = check_int(value, name, low=0, fix="a seed is a whole number, e.g. 0 or 1234")
+    if seed > MAX_SEED:
+        raise ValueError(f"{name} must be <= 2**32 - 1, got {seed}: use a smaller seed, e.g. {seed % 2**32}")
+    return seed
+
+
+def check_flag(value: object, name: str) -> bool:
+    """Return ``value`` after checking that it is True or False: ``"False"`` or ``0`` would read as a choice made."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{name} must be True or False, got {value!r} ({type(value).__name__})")
+    return value
+
+
 def check_choice(value: object, name: str, choices: Sequence[str]) -> str:
     """Return ``value`` after checking that it is one of ``choices``; the message lists them."""
     if value not in choices:

@@ -61,7 +61,7 @@ import numpy as np
 from datasets import Dataset
 
 from .runtime import Preset, get_preset
-from .validation import check_choice, check_int, check_number, check_same_length, check_texts
+from .validation import check_choice, check_int, check_number, check_same_length, check_seed, check_texts
 
 NUMBERS = [str(n) for n in range(19)]
 OPERANDS = NUMBERS[:10]  # what a sum prompt adds, so every sum is itself one of NUMBERS
@@ -164,7 +164,16 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
 
 
 def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
-    """The gold reward's components for one (prompt, completion); an empty completion scores 0 on each."""
+    """The gold reward's components for one (prompt, completion); an empty completion scores 0 on each.
+
+    The rule for silence: an empty answer earns nothing and pays nothing, so its gold reward
+    is exactly 0. It is not paid less than every answer on topic: relevance pays 1, but a
+    hostile tone (down to −1), rambling and repetition can take more than that away, and the
+    world would rather give no review than "the pizza is bland and bad and awful and dull"
+    (−0.43). Every family's good answers score well above 0 (a right sum 3, a kind, short
+    review about 1.8), so silence is never what a policy should learn. Words outside
+    :data:`VOCAB` count toward length and earn nothing (:meth:`World.gold_reward` warns).
+    """
     parsed = parse_prompt(prompt)
     words = normalize_text(message_text(completion, "completion")).split()
     n = len(words)
@@ -221,7 +230,7 @@ class World:
 
     def __init__(self, seed: int = 0, preset: str | Preset | None = None, tau: float = 0.5):
         check_number(tau, "tau", low=0, low_open=True, fix="it is the annotator's noise temperature (try 0.5)")
-        self.seed = seed
+        self.seed = check_seed(seed)
         self.preset = get_preset(preset)
         self.tau = tau
 
@@ -276,7 +285,7 @@ class World:
         but never sees a user turn, so it does not yet follow instructions.
         """
         rng = self._rng(2)
-        n = self.preset.num_pretrain if n is None else n
+        n = self.preset.num_pretrain if n is None else check_int(n, "n", low=0, fix="the number of sentences")
         return [_corpus_sentence(self, rng) for _ in range(n)]
 
     def sft_dataset(self, n: int | None = None, split: str = "train") -> Dataset:
@@ -329,7 +338,11 @@ class World:
         return {k: [row[k] for row in rows] for k in GOLD_WEIGHTS}
 
     def gold_reward(self, prompts: list[str], completions: list[str]) -> list[float]:
-        """The gold reward g(x, y) = Σ_k w_k · c_k(x, y), one float per completion."""
+        """The gold reward g(x, y) = Σ_k w_k · c_k(x, y), one float per completion.
+
+        An empty answer scores exactly 0 (the rule is in :func:`gold_components_one`), and
+        unknown words earn nothing, with a warning that names them.
+        """
         components = self.gold_components(prompts, completions)
         return [sum(GOLD_WEIGHTS[k] * components[k][i] for k in GOLD_WEIGHTS) for i in range(len(prompts))]
 
@@ -363,8 +376,12 @@ class World:
     def label_pairs(
         self, prompts: list[str], completions_a: list[str], completions_b: list[str], rng: np.random.Generator | int
     ) -> list[int]:
-        """Noisy human-like labels: 1 where ``a`` is preferred, drawn from the Bradley-Terry model."""
-        rng = np.random.default_rng(rng)
+        """Noisy human-like labels: 1 where ``a`` is preferred, drawn from the Bradley-Terry model.
+
+        ``rng`` is a NumPy generator or a seed; a seed is used as it is, not moved by the seed offset,
+        because the labels belong to the world.
+        """
+        rng = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(check_seed(rng, "rng"))
         p = self.preference_probability(prompts, completions_a, completions_b)
         return (rng.random(len(p)) < p).astype(int).tolist()
 
@@ -374,6 +391,8 @@ class World:
         No reward model can beat this on average; it is the noise ceiling.
         """
         p = self.preference_probability(prompts, completions_a, completions_b)
+        if len(p) == 0:
+            raise ValueError("prompts is empty: the noise ceiling is a mean over pairs, so pass at least one")
         return float(np.maximum(p, 1 - p).mean())
 
 

@@ -66,15 +66,20 @@ def load(
     the opt-in path, read from the local cache when the session is offline. The model
     class comes from the checkpoint's own config (a causal LM for ``base``, a sequence
     classifier for a reward model), exactly as ``from_pretrained`` records it.
+
+    A zoo checkpoint that is broken (a file missing, truncated or unreadable) or not what its
+    name says (another preset's size, another kind of model) raises ValueError naming the
+    file and the ``rlhf-edu zoo build`` command that rebuilds it.
     """
     if isinstance(name, str) and name in CHECKPOINTS:
+        preset = get_preset(preset)
         path = checkpoint_dir(name, preset)
+        rebuild = f"rebuild it with `rlhf-edu zoo build {name} --preset {preset.name}`"
         if not (path / "config.json").exists():
-            raise FileNotFoundError(
-                f"checkpoint {name!r} is not at {path}: run `rlhf-edu zoo build {name} "
-                f"--preset {get_preset(preset).name}` to build it"
-            )
-        return load_dir(path, device)
+            raise FileNotFoundError(f"checkpoint {name!r} is not at {path}: {rebuild}")
+        model, tokenizer = load_dir(path, device, fix=rebuild)
+        check_checkpoint_kind(model, name, preset, fix=rebuild)
+        return model, tokenizer
     if not isinstance(name, (str, Path)):
         raise TypeError(f"name must be a checkpoint name, a folder or a Hub id, got {type(name).__name__}")
     if Path(name).expanduser().is_dir():
@@ -85,6 +90,26 @@ def load(
             "exists (saved with save_pretrained) or a Hub id (owner/name) loads too"
         )
     return load_from_hub(name, device)
+
+
+# The class each zoo checkpoint is saved as: two language models, then the reward model.
+ARCHITECTURES = {"base": "LlamaForCausalLM", "sft": "LlamaForCausalLM", "rm": "LlamaForSequenceClassification"}
+
+
+def check_checkpoint_kind(model: PreTrainedModel, name: str, preset: Preset, fix: str) -> None:
+    """Raise ValueError unless zoo checkpoint ``name`` is the model class and size its preset builds."""
+    found = type(model).__name__
+    if found != ARCHITECTURES[name]:
+        raise ValueError(
+            f"checkpoint {name!r} holds a {found}, where the zoo's {name} is a {ARCHITECTURES[name]}: {fix}"
+        )
+    sizes = {"hidden_size": preset.hidden_size, "num_hidden_layers": preset.num_layers}
+    for field, size in sizes.items():
+        if getattr(model.config, field) != size:
+            raise ValueError(
+                f"checkpoint {name!r} of preset {preset.name!r} has {field}={getattr(model.config, field)}, "
+                f"but the preset's is {size}: it was built for another preset, or copied from one; {fix}"
+            )
 
 
 HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")  # owner/name, as the Hub spells its model ids
@@ -112,21 +137,54 @@ def load_from_hub(
 
 
 def load_dir(
-    path: str | Path, device: str | torch.device | None = None, local_files_only: bool = True
+    path: str | Path, device: str | torch.device | None = None, local_files_only: bool = True, fix: str = ""
 ) -> tuple[PreTrainedModel, PreTrainedTokenizerBase]:
     """``(model, tokenizer)`` saved with ``save_pretrained`` in ``path``, in eval mode on ``device``.
 
     The model class comes from the folder's own config (its ``architectures``); a tokenizer
-    without a pad token pads with its end-of-sequence token, as TRL's trainers do.
+    without a pad token pads with its end-of-sequence token, as TRL's trainers do. A file
+    that cannot be read raises ValueError naming it and ``fix`` (by default: save it again).
     """
-    config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
-    model_class = getattr(transformers, (config.architectures or ["AutoModelForCausalLM"])[0])
-    with no_progress_bars():  # a one-second load needs no progress bar in every notebook
+    fix = fix or "save the model again with save_pretrained (and its tokenizer with the tokenizer's)"
+    with _names_the_broken_file(path, "config.json", fix):
+        config = AutoConfig.from_pretrained(path, local_files_only=local_files_only)
+    if not config.architectures:
+        raise ValueError(f"config.json in {path} names no architectures, so the model class is unknown: {fix}")
+    model_class = getattr(transformers, config.architectures[0], None)
+    if model_class is None:
+        raise ValueError(
+            f"config.json in {path} names the architecture {config.architectures[0]!r}, which this transformers "
+            f"{transformers.__version__} does not have: {fix}, or update transformers"
+        )
+    with (
+        _names_the_broken_file(path, "weights (model.safetensors)", fix),
+        no_progress_bars(),
+    ):  # a quick load needs no bar
         model = model_class.from_pretrained(path, local_files_only=local_files_only).to(get_device(device)).eval()
-    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
+    with _names_the_broken_file(path, "tokenizer (tokenizer.json)", fix):
+        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=local_files_only)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer
+
+
+@contextmanager
+def _names_the_broken_file(path: str | Path, what: str, fix: str) -> Iterator[None]:
+    """Turn a loader's error from deep inside transformers, safetensors or tokenizers into one that names the file.
+
+    Only for a local folder: a Hub id's errors go up as they are, for :func:`load_from_hub` to explain.
+    """
+    if not Path(path).is_dir():
+        yield
+        return
+    try:
+        yield
+    except ValueError as error:
+        raise ValueError(f"the {what} in {path} could not be loaded ({error}): {fix}") from error
+    except Exception as error:  # noqa: BLE001 - OSError, SafetensorError, an exception of tokenizers, ...
+        raise ValueError(
+            f"the {what} in {path} could not be loaded ({type(error).__name__}: {error}): {fix}"
+        ) from error
 
 
 @contextmanager

@@ -40,7 +40,8 @@ def doctor() -> int:
             zoo.load(name, preset=preset, device="cpu")
             lines.append((True, f"zoo {name} loads offline"))
         except Exception as error:  # a doctor reports every failure as a line, never as a traceback
-            lines.append((False, f"zoo {name}: {type(error).__name__}: {error} (rebuild: rlhf-edu zoo build {name})"))
+            fix = "" if "rlhf-edu zoo build" in str(error) else f" (rebuild: rlhf-edu zoo build {name})"
+            lines.append((False, f"zoo {name}: {type(error).__name__}: {error}{fix}"))
     for ok, text in lines:
         print(f"[{'OK' if ok else 'FAIL'}] {text}")
     return 0 if all(ok for ok, _ in lines) else 1

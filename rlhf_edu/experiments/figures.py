@@ -365,7 +365,13 @@ def save_figures(out_dir: str | Path, formats: Iterable[str] = ("png", "svg")) -
     paths in ``FIGURES`` order, one per format.
     """
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError, PermissionError) as error:  # a file in the way, or no right to write
+        raise ValueError(
+            f"out_dir {str(out)!r} cannot be a folder to write figures to ({error.strerror}): "
+            "pass a folder path, e.g. images"
+        ) from None
     formats = tuple(formats)
     paths: list[Path] = []
     with matplotlib.rc_context({"svg.hashsalt": _SVG_SALT, "svg.fonttype": "path"}):
