@@ -140,7 +140,7 @@ def encode_example(
 
 
 def _encode_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> dict[str, list[int]]:
-    as_messages(messages, "user")  # refuses empty or malformed messages
+    messages = as_messages(messages, "user")  # refuses empty or malformed messages; a string is one user turn
     if not any(message["role"] == "assistant" for message in messages):
         raise ValueError(
             f"the conversation {messages!r} has no assistant turn, so SFT has nothing to learn from it: "
@@ -149,7 +149,7 @@ def _encode_messages(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str
     check_plain_messages(tokenizer, messages)
     for message in messages:
         check_known_words(tokenizer, message["content"], f"the {message['role']} message")
-    encoded = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True)
+    encoded = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True)  # a dict, in transformers 5
     return {"input_ids": encoded["input_ids"], "completion_mask": list(encoded["assistant_masks"])}
 
 
@@ -161,12 +161,10 @@ def last_turn_only(mask: Sequence[int]) -> list[int]:
     """
     if isinstance(mask, (str, bytes)) or any(m not in (0, 1) for m in mask):
         raise TypeError(f"mask must be a list of 0s and 1s (a row's completion_mask), got {mask!r:.60}")
-    end = max((i + 1 for i, m in enumerate(mask) if m), default=0)
+    end = max((i + 1 for i, m in enumerate(mask) if m), default=0)  # one past the last 1
     if end == 0:
         raise ValueError("the mask has no 1s, so there is no assistant turn to keep: encode a row with an answer")
-    start = end
-    while start > 0 and mask[start - 1]:
-        start -= 1
+    start = max((i + 1 for i in range(end) if not mask[i]), default=0)  # one past the last 0 before it
     return [int(start <= i < end) for i in range(len(mask))]
 
 
@@ -255,7 +253,7 @@ def sft_step_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, d
             model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"]
         )  # (B, L)
     L = logps.shape[1]
-    predictions = captured[0][:, -L - 1 : -1].argmax(dim=-1)  # (B, L): the logits before each target token
+    predictions = captured[0][:, :-1].argmax(dim=-1)  # (B, L): the output layer saw L + 1 positions, the last one idle
     hits = (predictions == batch["input_ids"][:, -L:]).float() * mask  # (B, L)
     return sft_loss(logps, mask), {"mean_token_accuracy": masked_mean(hits, mask).item()}
 

@@ -197,8 +197,9 @@ def rollout_exact_kl(policy: PreTrainedModel, ref_model: PreTrainedModel, rollou
         raise TypeError(f"rollout must be a Rollout (from sample_rollouts), got {type(rollout).__name__}")
     with _measuring(policy, ref_model):
         logits = completion_logits(policy, rollout)  # (B, N, V)
-        ref_logits = completion_logits(ref_model, rollout.to(next(ref_model.parameters()).device))  # (B, N, V)
-        return sequence_kl(logits, ref_logits.to(logits.device), rollout.mask)
+        moved = rollout.to(next(ref_model.parameters()).device)  # pragma: no mutate (one device: .to is the identity)
+        ref_logits = completion_logits(ref_model, moved).to(logits.device)  # pragma: no mutate (.to: as above)
+        return sequence_kl(logits, ref_logits, rollout.mask)
 
 
 # --- the estimators against the truth ------------------------------------------------------------------
@@ -252,9 +253,10 @@ def estimator_comparison(
     exact = rollout_exact_kl(policy, ref_model, rollout)  # (B,)
     with _measuring(ref_model):
         ref_logps, _ = token_logprobs(ref_model, rollout.input_ids, rollout.attention_mask, rollout.completion_mask)
+    ref_logps = ref_logps.to(rollout.logps.device)  # pragma: no mutate (one device: .to is the identity)
     mask = rollout.mask  # (B, N)
     stats = {"exact": _summary(exact)}
-    for name, values in estimator_values(rollout.logps, ref_logps.to(rollout.logps.device)).items():
+    for name, values in estimator_values(rollout.logps, ref_logps).items():
         per_completion = (values * mask).sum(dim=1)  # (B,)
         error = per_completion - exact  # (B,)
         stats[name] = _summary(per_completion) | {
@@ -363,10 +365,14 @@ def forward_kl_regularized_optimum(ref_probs: TensorLike, rewards: TensorLike, b
     ref_probs, rewards = ref_probs.double(), rewards.double()
     low = max_supported_reward(ref_probs, rewards)  # (..., 1) λ above it: every π(a) > 0
     high = low + beta  # (..., 1) there λ − r ≥ β on every action, so Σ π ≤ Σ π_ref = 1
-    for _ in range(200):  # halves the bracket each time: far below float64's resolution
+    for _ in range(2100):  # pragma: no mutate (a cap never reached: float64 spans 2^2098 spacings)
         middle = (low + high) / 2
         total = (beta * ref_probs / (middle - rewards)).where(ref_probs > 0, 0.0).sum(-1, keepdim=True)
-        low, high = torch.where(total > 1, middle, low), torch.where(total > 1, high, middle)
+        above = total > 1  # (..., 1) where λ lies above middle
+        new_low, new_high = torch.where(above, middle, low), torch.where(above, high, middle)
+        if torch.equal(new_low, low) and torch.equal(new_high, high):
+            break  # each bracket is two neighbouring floats: λ is found to float64's resolution
+        low, high = new_low, new_high
     probs = (beta * ref_probs / (high - rewards)).where(ref_probs > 0, 0.0)  # (..., A)
     return probs / probs.sum(-1, keepdim=True)
 

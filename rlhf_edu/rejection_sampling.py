@@ -40,7 +40,7 @@ from .core.world import World
 
 def check_k(k: int, size: int) -> int:
     """``k`` as an int between 1 and the M × N completions there are to keep, or an error that says so."""
-    k = check_int(k, "k", low=1, fix=f"keep between 1 and M × N = {size} completions")
+    k = check_int(k, "k", fix=f"keep between 1 and M × N = {size} completions")
     if k > size:
         raise ValueError(f"k = {k} is more than the M × N = {size} completions there are: keep at most {size}")
     return k
@@ -63,7 +63,7 @@ def select_top_k_overall(rewards: RewardMatrix, k: int) -> list[int]:
     """
     flat = as_reward_matrix(rewards).ravel()
     k = check_k(k, flat.size)
-    return np.argsort(-flat, kind="stable")[:k].tolist()  # stable: equal rewards keep their order
+    return np.argsort(-flat, stable=True)[:k].tolist()  # stable: equal rewards keep their order
 
 
 def select_random_per_prompt(rewards: RewardMatrix, rng: np.random.Generator | int) -> list[int]:
@@ -76,7 +76,8 @@ def select_random_k_overall(rewards: RewardMatrix, k: int, rng: np.random.Genera
     """The matched control of :func:`select_top_k_overall`: k flat indices drawn at random, without replacement."""
     flat = as_reward_matrix(rewards).ravel()
     k = check_k(k, flat.size)
-    return numpy_rng(rng, "rng").choice(flat.size, size=k, replace=False).tolist()
+    generator = numpy_rng(rng, "rng")
+    return generator.choice(flat.size, size=k, replace=False).tolist()  # pragma: no mutate (None reads as False)
 
 
 # --- sampling, scoring and the dataset of the kept completions ----------------------------------------------------
@@ -97,7 +98,7 @@ def sample_and_score(
     reward, R of shape (M, n).
     """
     prompts = check_texts(prompts, "prompts")
-    n = check_int(n, "n", low=1, fix="the number of completions per prompt, e.g. 8")
+    n = check_int(n, "n", fix="the number of completions per prompt, e.g. 8")
     rollout = sample_rollouts(policy, tokenizer, prompts, n, max_new_tokens, temperature, seed=seed)
     rewards = as_reward_matrix(rollout_rewards(reward_fn, rollout).double().view(len(prompts), n))  # (M, n)
     completions = [rollout.completions[i * n : (i + 1) * n] for i in range(len(prompts))]
@@ -186,7 +187,7 @@ def picks_table(
 ) -> str:
     """The pick by ``scores`` among each prompt's first ``n`` completions, with its score and value, as plain text."""
     scores, values = as_reward_matrix(scores), as_reward_matrix(values)
-    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    n = check_int(n, "n", fix="best-of-n needs at least one sample")
     lines = []
     for i in range(min(rows, len(prompts))):
         j = int(np.argmax(scores[i, :n]))
@@ -277,7 +278,7 @@ def best_of_n_kl_bound(n: int) -> float:
     set of outcomes, where ties and repeats make the KL smaller (Beirami et al., 2024;
     see :func:`exact_best_of_n`).
     """
-    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    n = check_int(n, "n", fix="best-of-n needs at least one sample")
     return math.log(n) - (n - 1) / n
 
 
@@ -300,11 +301,13 @@ def exact_best_of_n(
         raise ValueError(f"probs {probs.shape} and rewards {rewards.shape} must be 1-D with one entry per outcome")
     if not np.isfinite(rewards).all():
         raise ValueError("rewards hold NaN or inf")
-    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    n = check_int(n, "n", fix="best-of-n needs at least one sample")
     at_most = np.array([probs[rewards <= r].sum() for r in rewards])  # F(y)
     below = np.array([probs[rewards < r].sum() for r in rewards])  # F⁻(y)
     tier = np.array([probs[rewards == r].sum() for r in rewards])  # the mass of y's tie group
-    probs_bon = np.divide(probs * (at_most**n - below**n), tier, out=np.zeros_like(probs), where=tier > 0)
+    probs_bon = np.zeros_like(probs)
+    taken = probs > 0  # an outcome π never samples is never the best of n samples; where π takes one, tier > 0
+    probs_bon[taken] = probs[taken] * (at_most[taken] ** n - below[taken] ** n) / tier[taken]
     support = probs_bon > 0
     kl = float((probs_bon[support] * np.log(probs_bon[support] / probs[support])).sum())
     return probs_bon, kl

@@ -183,11 +183,11 @@ def _with_scalar_head(causal_lm: PreTrainedModel, auto_class: type, seed: int) -
     check_causal_lm(causal_lm, "causal_lm")  # a reward model is refused: a second head on it would score nothing
     config = copy.deepcopy(causal_lm.config)
     config.num_labels = 1
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(shifted_seed(seed))
+    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU: only the CPU generator is used
+        torch.default_generator.manual_seed(shifted_seed(seed))  # torch.manual_seed would reseed every GPU too
         model = auto_class.from_config(config)
     model.base_model.load_state_dict(causal_lm.base_model.state_dict())
-    return model.to(causal_lm.device).eval()
+    return model.to(causal_lm.device).eval()  # pragma: no mutate (one device in tests: .to is the identity)
 
 
 def check_reward_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
@@ -215,13 +215,13 @@ def sequence_rewards(model: PreTrainedModel, input_ids: torch.Tensor, attention_
 
     Positions come from the mask, so a row scores the same on either padding side.
     """
-    logits = model(
+    logits = model(  # pragma: no mutate (dropping use_cache changes no logit; other drops match = None, tested)
         input_ids=input_ids,
         attention_mask=attention_mask,
         position_ids=position_ids_from_mask(attention_mask),
-        use_cache=False,
+        use_cache=False,  # pragma: no mutate (a cache is never read: it changes no logit)
     ).logits  # (B, 1)
-    return logits.squeeze(-1).float()  # (B,)
+    return logits[..., 0].float()  # (B,)
 
 
 def batch_rewards(model: PreTrainedModel, batch: dict[str, torch.Tensor]) -> torch.Tensor:
@@ -445,7 +445,8 @@ def implied_weights(
     fit those: ``rewards`` r_c − r_r and ``components`` c_k(y_c) − c_k(y_r), one row per
     pair, with ``intercept=False`` (:func:`pair_differences` builds them).
     """
-    columns = [torch.ones(len(rewards), dtype=torch.float64)] if intercept else []
+    ones = torch.ones(len(rewards), dtype=torch.float64)  # pragma: no mutate (1 is exact in any dtype; stack promotes)
+    columns = [ones] if intercept else []
     columns += [torch.as_tensor(values, dtype=torch.float64) for values in components.values()]
     features = torch.stack(columns, dim=1)  # (N, [1 +] K)
     solution = torch.linalg.lstsq(features, rewards.double().unsqueeze(1)).solution  # ([1 +] K, 1)
@@ -681,11 +682,11 @@ def token_correctness_logits(model: PreTrainedModel, batch: Batch) -> torch.Tens
             f"{type(model).__name__} with num_labels={model.config.num_labels} is not an outcome "
             "reward model: build one with outcome_reward_model_from(causal_lm)"
         )
-    return model(
+    return model(  # pragma: no mutate (dropping use_cache changes no logit; other drops match = None, tested)
         input_ids=batch["input_ids"],
         attention_mask=batch["attention_mask"],
         position_ids=position_ids_from_mask(batch["attention_mask"]),
-        use_cache=False,
+        use_cache=False,  # pragma: no mutate (a cache is never read: it changes no logit)
     ).logits[..., 0]
 
 

@@ -5,6 +5,11 @@ a ValueError or TypeError whose message names the argument. A call that returns 
 silent wrong answer, and fails the test at once. An error of another type, or one that
 does not name the argument, counts as unclear; the probe allows a few of those, and
 prints them.
+
+The probe makes 435 calls: the first pass's, then the second pass's (every field of every
+trainer config, seeds, presets, the zoo, the metrics on nothing, the chapters' helpers). A new
+chapter adds its own entry points to :func:`_second_pass_probes`. Below the probe, each
+finding of the second pass has a test with its exact input and the message it gets.
 """
 
 from __future__ import annotations

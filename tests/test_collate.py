@@ -72,7 +72,11 @@ def test_overlong_example_is_refused_not_cut(tokenizer):
 
 
 def test_unknown_role_is_refused_by_the_encoder(tokenizer):
-    with pytest.raises(ValueError, match="chat template refused .*unknown role tool: use system, user or assistant"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the chat template refused \[\{'role': 'tool', 'content': 'add 1 and 2'\}\]: unknown role tool: use "
+        "system, user or assistant$",
+    ):
         encode_prompt_completion(tokenizer, [{"role": "tool", "content": "add 1 and 2"}], "1 plus 2 is 3")
 
 
@@ -83,10 +87,87 @@ def test_template_whose_prompt_is_not_a_prefix_is_refused(tokenizer):
         "{% for m in messages %}{{ m['content'] + ' ' }}{% endfor %}"
         "{% if add_generation_prompt %}{{ '<|assistant|>' }}{% endif %}"
     )
-    with pytest.raises(ValueError, match="generation prompt is a prefix of the full conversation"):
+    with pytest.raises(
+        ValueError,
+        match="^this tokenizer's chat template renders the prompt differently with and without the answer, so the "
+        "completion cannot be located: use a template whose generation prompt is a prefix of the full conversation$",
+    ):
         encode_prompt_completion(odd, "add 1 and 2", "1 plus 2 is 3")
 
 
 def test_missing_pad_token_is_refused(tokenizer):
     with pytest.raises(ValueError, match="no pad token.*tokenizer.pad_token"):
         pad_batch([encode_prompt_completion(tokenizer, "add 1 and 2", "3")], None)
+
+
+@pytest.mark.parametrize(
+    "prompts, completions", [("add 1 and 2", ["1 plus 2 is 3"]), (["add 1 and 2"], "1 plus 2 is 3")]
+)
+def test_collate_refuses_a_single_string_on_either_side(tokenizer, prompts, completions):
+    with pytest.raises(TypeError, match="^pass lists of prompts and completions, not a single string$"):
+        collate(tokenizer, prompts, completions)
+
+
+def test_check_length_says_what_max_length_is():
+    with pytest.raises(
+        ValueError,
+        match="^max_length must be >= 1, got 0: it is the longest example in tokens, e.g. the model's context$",
+    ):
+        check_length([], 0)
+
+
+@pytest.mark.parametrize(
+    "messages, error, match",
+    [
+        ([], TypeError, r"^expected a string or a non-empty list of \{'role', 'content'\} dicts, got \[\]$"),
+        (["hi"], TypeError, r"^each message must be a \{'role': \.\.\., 'content': str\} dict, got 'hi'$"),
+        (
+            [{"content": "hi"}],
+            ValueError,
+            r"^the message \{'content': 'hi'\} has no role: add one, e\.g\. \{'role': 'user', 'content': \.\.\.\}, so "
+            "the chat template knows whose turn it is$",
+        ),
+        (
+            [{"role": "system", "content": " "}, {"role": "user", "content": "hi"}],
+            ValueError,
+            r"^empty system message in \[\{'role': 'system', 'content': ' '\}, \{'role': 'user', 'content': 'hi'\}\]: "
+            r"every prompt and completion needs some text \(drop or fix that example\)$",
+        ),
+    ],
+)
+def test_as_messages_says_what_is_wrong_with_a_conversation(messages, error, match):
+    with pytest.raises(error, match=match):
+        as_messages(messages, "user")
+
+
+def test_as_messages_takes_an_empty_answer_only_when_allowed():
+    assert as_messages("", "assistant", allow_empty=True) == [{"role": "assistant", "content": ""}]
+    with pytest.raises(ValueError, match="^empty assistant message"):
+        as_messages("", "assistant")
+
+
+@pytest.mark.parametrize(
+    "completion, match",
+    [
+        (
+            "the soup is délicieux",
+            "^the assistant message 'the soup is délicieux' holds words the tokenizer does not know",
+        ),
+        ("the soup <|end|> is good", r"^the assistant message 'the soup <\|end\|> is good' contains the special token"),
+    ],
+)
+def test_the_encoder_names_the_message_it_refuses(tokenizer, completion, match):
+    with pytest.raises(ValueError, match=match):
+        encode_prompt_completion(tokenizer, "review the soup", completion)
+
+
+def test_pad_batch_refusals_say_what_to_do(tokenizer):
+    row = encode_prompt_completion(tokenizer, "add 1 and 2", "3")
+    with pytest.raises(
+        ValueError, match=r"^the tokenizer has no pad token: set tokenizer\.pad_token = tokenizer\.eos_token$"
+    ):
+        pad_batch([row], None)
+    with pytest.raises(ValueError, match="^no rows to pad: pass at least one encoded example$"):
+        pad_batch([], tokenizer.pad_token_id)
+    batch = pad_batch([row], tokenizer.pad_token_id)
+    assert {name: tensor.dtype for name, tensor in batch.items()} == dict.fromkeys(batch, torch.long)

@@ -1,16 +1,20 @@
 import copy
 import math
+import re
 
 import matplotlib
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
+from transformers import LlamaConfig, LlamaForSequenceClassification
 
 from rlhf_edu.core.collate import collate
-from rlhf_edu.core.evaluation import PolicyEvaluation
+from rlhf_edu.core.evaluation import PolicyEvaluation, evaluate_policy
 from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.preferences import encode_pairs, pair_loader
+from rlhf_edu.core.runtime import numpy_rng
 from rlhf_edu.core.training import History
 from rlhf_edu.direct_alignment import (
     DPOConfig,
@@ -66,6 +70,12 @@ def test_dpo_loss_matches_hand_computed_values(loss_type, label_smoothing, expec
     assert losses.tolist() == pytest.approx(expected, abs=1e-6)
 
 
+def test_dpo_loss_defaults_to_beta_0_1():
+    losses, chosen_rewards, _ = dpo_loss(POLICY_CHOSEN, POLICY_REJECTED, REF_CHOSEN, REF_REJECTED)
+    assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-0.2)), math.log(2)])  # β·h = 0.1 · 2 and 0
+    assert chosen_rewards.tolist() == pytest.approx([0.1, 0.0])
+
+
 def test_policy_equal_to_reference_gives_log_2_and_zero_rewards():
     logps = torch.randn(5)
     losses, chosen_rewards, rejected_rewards = dpo_loss(logps, logps - 1, logps, logps - 1, beta=0.3)
@@ -80,6 +90,13 @@ def test_rewards_are_the_detached_implicit_rewards():
     assert rejected_rewards.tolist() == pytest.approx([-0.5, 0.0])
     assert not chosen_rewards.requires_grad
     assert implicit_reward(torch.tensor([-1.0]), torch.tensor([-4.0]), beta=0.1).item() == pytest.approx(0.3)
+
+
+def test_implicit_reward_refuses_log_probs_that_do_not_line_up():
+    with pytest.raises(ValueError, match=r"different shapes \[\(2,\), \(3,\)\]: pass one value per pair"):
+        implicit_reward(torch.zeros(2), torch.zeros(3), beta=0.1)
+    with pytest.raises(TypeError, match="must be torch tensors .*got list"):
+        implicit_reward([-1.0], torch.zeros(1), beta=0.1)
 
 
 @pytest.mark.parametrize("beta", [0.1, 0.5, 2.0])
@@ -142,6 +159,8 @@ def test_simpo_matches_hand_computed_values():
     # margins: 2·(−1 − −2) − 0.5 = 1.5 and 2·(−2 − −1) − 0.5 = −2.5
     assert losses.tolist() == pytest.approx([math.log(1 + math.exp(-1.5)), math.log(1 + math.exp(2.5))])
     assert chosen_rewards.tolist() == [-2.0, -4.0] and rejected_rewards.tolist() == [-4.0, -2.0]
+    by_default, _, _ = simpo_loss(torch.tensor([-1.0, -2.0]), torch.tensor([-2.0, -1.0]))  # β = 2, γ = 0.5
+    assert by_default.tolist() == losses.tolist()
 
 
 @pytest.mark.parametrize(
@@ -153,6 +172,11 @@ def test_simpo_matches_hand_computed_values():
         ({"label_smoothing": -0.1}, ValueError, r"label_smoothing must be in \[0, 0.5\)"),
         ({"loss_type": "kto"}, ValueError, "unknown loss_type 'kto': use one of 'sigmoid', 'hinge', 'ipo', 'robust'"),
         ({"loss_type": "ipo", "label_smoothing": 0.1}, ValueError, "applies to loss_type 'sigmoid' or 'robust' only"),
+        (
+            {"label_smoothing": "0.1"},
+            TypeError,
+            r"^label_smoothing must be a number, got '0\.1' \(str\): the assumed share of flipped labels, e\.g\. 0\.1$",
+        ),
     ],
 )
 def test_bad_loss_arguments_are_refused_with_a_fix(kwargs, error, match):
@@ -176,7 +200,11 @@ def test_tensors_of_different_shapes_are_refused():
         ({"loss_type": "dpo"}, "unknown loss_type 'dpo': use one of 'sigmoid', 'hinge', 'ipo', 'robust', 'simpo'"),
         ({"label_smoothing": 0.6}, "label_smoothing must be in"),
         ({"learning_rate": 0}, "learning_rate must be > 0"),
-        ({"rpo_alpha": -0.5}, "rpo_alpha must be >= 0"),
+        (
+            {"rpo_alpha": -0.5},
+            r"^rpo_alpha must be >= 0, got -0\.5: the weight α of the chosen answers' NLL \(the RPO paper uses 1\.0\), "
+            "or None for none$",
+        ),
     ],
 )
 def test_dpo_config_validates(kwargs, match):
@@ -200,6 +228,8 @@ def test_tabular_dpo_lands_on_the_closed_form_optimum(beta):
     expected = closed_form_optimum(REF_PROBS, REWARDS, beta)
     assert result.optimum == pytest.approx(expected, abs=1e-6)
     assert 0.5 * np.abs(result.probs - expected).sum() < 0.02
+    assert result.distance[-1] == pytest.approx(0.5 * np.abs(result.probs - expected).sum())  # total variation
+    assert result.ref_probs.tolist() == REF_PROBS.tolist() and result.rewards.tolist() == REWARDS.tolist()
     assert result.distance[-1] < 0.2 * result.distance[0]
 
 
@@ -214,6 +244,108 @@ def test_tabular_ipo_regresses_log_ratio_gaps_to_preference_odds():
     result = train_tabular_dpo([0.5, 0.5], [0.0, 1.0], beta=1.0, loss_type="ipo", num_pairs=100_000, seed=3)
     h = np.log(result.probs[1] / result.probs[0])  # the reference is uniform, so h is the log-odds of the policy
     assert h == pytest.approx(1 / (1 + math.exp(-1)) - 0.5, abs=0.02)
+
+
+def test_tabular_cdpo_lands_where_the_smoothed_label_odds_put_it():
+    # cDPO on pairs whose arm 1 won a share p of the time: σ(βh) = (1 − ε)·p + ε·(1 − p) at the minimum.
+    eps, ref, rewards = 0.2, np.array([0.5, 0.5]), np.array([0.0, 1.0])
+    result = train_tabular_dpo(ref, rewards, beta=1.0, label_smoothing=eps, seed=3)
+    chosen, _ = bandit_preferences(ref, rewards, 20_000, numpy_rng(3))  # the run's own pairs
+    p = (chosen == 1).mean()
+    q = (1 - eps) * p + eps * (1 - p)
+    assert np.log(result.probs[1] / result.probs[0]) == pytest.approx(math.log(q / (1 - q)), abs=1e-4)
+
+
+def test_tabular_dpo_takes_adam_steps_on_the_mean_loss_over_all_its_pairs():
+    beta, lr = 0.5, 0.05
+    result = train_tabular_dpo(REF_PROBS, REWARDS, beta, num_pairs=3000, num_steps=40, learning_rate=lr, seed=5)
+    # The same run pair by pair, with no pair scored once for all its copies.
+    chosen, rejected = (torch.tensor(arms) for arms in bandit_preferences(REF_PROBS, REWARDS, 3000, numpy_rng(5)))
+    ref_logps = torch.tensor(np.log(REF_PROBS))
+    logits = ref_logps.clone().requires_grad_()
+    optimizer = torch.optim.Adam([logits], lr=lr)
+    for _ in range(40):
+        logps = logits.log_softmax(dim=0)
+        h = (logps[chosen] - ref_logps[chosen]) - (logps[rejected] - ref_logps[rejected])
+        optimizer.zero_grad()
+        (-F.logsigmoid(beta * h)).mean().backward()
+        optimizer.step()
+    assert result.probs == pytest.approx(logits.detach().softmax(dim=0).numpy(), abs=1e-12)
+
+
+def test_tabular_dpo_defaults_are_the_settings_its_messages_suggest():
+    default = train_tabular_dpo(REF_PROBS, REWARDS, beta=1.0)
+    spelled_out = train_tabular_dpo(
+        REF_PROBS, REWARDS, beta=1.0, num_pairs=20_000, num_steps=300, learning_rate=0.1, tau=1.0, seed=0
+    )
+    assert len(default.distance) == 300 and default.probs.tolist() == spelled_out.probs.tolist()
+
+
+def test_tabular_dpo_computes_in_float64_whatever_it_is_given():
+    ref_probs = torch.tensor([0.5, 0.25, 0.125, 0.125])  # float32 (these values are exact in float64 too)
+    # and rewards as a verifier's pass/fail booleans
+    given = train_tabular_dpo(ref_probs, [True, False, False, True], beta=1.0, num_pairs=2000, num_steps=20)
+    exact = train_tabular_dpo(ref_probs.double().tolist(), [1.0, 0.0, 0.0, 1.0], beta=1.0, num_pairs=2000, num_steps=20)
+    assert given.probs.dtype == np.float64 and given.probs.tolist() == exact.probs.tolist()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        (
+            {"num_pairs": 0},
+            ValueError,
+            "num_pairs must be >= 1, got 0: the number of sampled preference pairs, e.g. 20000",
+        ),
+        ({"num_steps": 0}, ValueError, "num_steps must be >= 1, got 0: the number of Adam steps, e.g. 300"),
+        ({"learning_rate": 0}, ValueError, "learning_rate must be > 0, got 0: Adam's step size, e.g. 0.1"),
+        ({"tau": 0}, ValueError, "tau must be > 0, got 0: the annotator's noise temperature; 1 makes DPO land on π*"),
+        (
+            {"ref_probs": [1.0, 0.0]},
+            ValueError,
+            "ref_probs must be positive and sum to 1: DPO can never move an arm π_ref gives 0",
+        ),
+    ],
+)
+def test_tabular_dpo_refuses_bad_arguments_by_name_with_a_fix(kwargs, error, message):
+    arguments = {"ref_probs": [0.5, 0.5], "rewards": [0.0, 1.0], "beta": 1.0, "num_pairs": 100, "num_steps": 1}
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        train_tabular_dpo(**(arguments | kwargs))
+
+
+def test_tabular_dpo_checks_its_loss_before_sampling_a_pair(monkeypatch):
+    from rlhf_edu import direct_alignment
+
+    def sample(*args):
+        raise AssertionError("pairs were sampled before the loss was checked")
+
+    monkeypatch.setattr(direct_alignment, "bandit_preferences", sample)
+    with pytest.raises(ValueError, match="unknown loss_type 'kto'"):
+        train_tabular_dpo([0.5, 0.5], [0.0, 1.0], beta=1.0, loss_type="kto")
+
+
+class GridDraws:
+    """A stand-in for a NumPy generator: every pair is (first, second), the uniform draws an even grid of [0, 1)."""
+
+    def __init__(self, first, second):
+        self.first, self.second = first, second
+
+    def choice(self, num_arms, size, p):
+        return np.array([[self.first] * size[1], [self.second] * size[1]])
+
+    def random(self, n):
+        return np.arange(n) / n
+
+
+def test_bandit_preferences_let_the_first_arm_win_on_draws_below_its_bradley_terry_probability():
+    ref_probs, rewards = np.array([0.5, 0.5]), np.array([1.0, 0.0])
+    for first, second in ((0, 1), (1, 0)):  # whichever arm comes first, arm 0 wins σ(1 − 0) of the draws (τ = 1)
+        chosen, rejected = bandit_preferences(ref_probs, rewards, 1000, GridDraws(first, second))
+        assert (chosen == 0).mean() == pytest.approx(1 / (1 + math.exp(-1)), abs=1e-3)
+        assert ((chosen == 0) == (rejected == 1)).all()
+    # An arm with reward −∞ never wins, not even on a draw of exactly 0.
+    chosen, _ = bandit_preferences(ref_probs, np.array([0.0, -np.inf]), 1000, GridDraws(1, 0))
+    assert (chosen == 0).all()
 
 
 def test_bandit_preferences_follow_bradley_terry_on_reference_pairs():
@@ -290,6 +422,13 @@ def test_dpo_metrics_keep_each_side_under_its_own_name():
     )
 
 
+def test_a_tie_of_implicit_rewards_is_not_an_accurate_pair():
+    # Two pairs tie, as every pair does at step 0, where the policy is its own reference; one is ordered right.
+    chosen_rewards, rejected_rewards = torch.zeros(3), torch.tensor([0.0, -1.0, 0.0])
+    metrics = dpo_metrics(torch.full((3,), -1.0), torch.full((3,), -2.0), chosen_rewards, rejected_rewards)
+    assert metrics["rewards/accuracies"] == pytest.approx(1 / 3)  # as TRL counts it: r_c > r_r
+
+
 def test_first_step_logs_the_policy_log_probs_of_each_side(tokenizer):
     policy = random_model("llama", len(tokenizer))
     with torch.no_grad():  # before any update: what the first step sees
@@ -345,7 +484,9 @@ def test_simpo_trains_without_any_reference(tokenizer):
 
 def test_reference_logprobs_match_one_answer_at_a_time(tokenizer):
     model = random_model("llama", len(tokenizer))
+    counter = ForwardCounter(model)
     chosen, rejected = reference_logprobs(model, encode_pairs(tokenizer, PAIRS), tokenizer.pad_token_id, batch_size=3)
+    assert counter.calls == 3  # 8 answers, 3 at a time
     with torch.no_grad():
         alone = {
             side: [
@@ -417,6 +558,86 @@ def test_train_and_evaluate_encodes_the_pairs_once(tokenizer, world, monkeypatch
     assert len(calls) == 1
 
 
+def sequence_classifier(tokenizer):
+    """A tiny reward-model-shaped network: one score per text, and no language-model head."""
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=1,
+        num_attention_heads=4,
+        max_position_embeddings=128,
+        pad_token_id=0,
+        num_labels=1,
+    )
+    return LlamaForSequenceClassification(config)
+
+
+@pytest.mark.parametrize("role", ["policy", "ref_model"])
+def test_a_model_without_a_language_model_head_is_refused_by_its_role(tokenizer, role):
+    with pytest.raises(
+        TypeError, match=f"^{role} is a LlamaForSequenceClassification, which has no language-model head"
+    ):
+        if role == "policy":
+            train_dpo(sequence_classifier(tokenizer), tokenizer, PAIRS, config())
+        else:
+            precompute_ref_logps(sequence_classifier(tokenizer), tokenizer, PAIRS)
+
+
+def test_precomputed_reference_log_probs_refuse_overlong_answers_and_score_in_batches(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(ValueError, match="tokens long but max_length is 8: raise max_length"):
+        precompute_ref_logps(model, tokenizer, PAIRS, max_length=8)
+    counter = ForwardCounter(model)
+    precompute_ref_logps(model, tokenizer, PAIRS, batch_size=3)
+    assert counter.calls == 3  # 8 answers, 3 at a time
+
+
+def test_one_pair_is_enough_to_train_on(tokenizer):
+    history = train_dpo(random_model("llama", len(tokenizer)), tokenizer, PAIRS.select([0]), config(num_epochs=1))
+    assert history["loss"] == pytest.approx([math.log(2)], abs=1e-5)  # one step, against the policy's own start
+
+
+def test_the_progress_bar_names_the_loss(tokenizer, capsys):
+    train_dpo(
+        random_model("llama", len(tokenizer)), tokenizer, PAIRS, config(loss_type="hinge", num_epochs=1, progress=True)
+    )
+    assert "DPO (hinge)" in capsys.readouterr().err
+
+
+def rows_of(batch):
+    """The encoded rows of a right-padded batch, padding dropped."""
+    return [
+        {"input_ids": ids[real.bool()].tolist(), "completion_mask": completion[real.bool()].tolist()}
+        for ids, real, completion in zip(batch["input_ids"], batch["attention_mask"], batch["completion_mask"])
+    ]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [{"loss_type": "sigmoid", "label_smoothing": 0.2}, {"loss_type": "simpo", "beta": 2.5, "simpo_gamma": 1.0}],
+)
+def test_a_batch_loss_is_the_mean_of_its_pairs_losses_by_hand(tokenizer, settings):
+    policy = random_model("llama", len(tokenizer))
+    batch = one_batch(tokenizer)
+    loss, _ = dpo_batch_loss(policy, config(**settings), batch)
+    rows = rows_of(batch)
+    if settings["loss_type"] == "simpo":  # −log σ(β·(ȳ_c − ȳ_r) − γ), ȳ the per-token mean log-prob
+        means = [logprob_alone(policy, row) / sum(row["completion_mask"]) for row in rows]
+        margins = [2.5 * (c - r) - 1.0 for c, r in zip(means[:4], means[4:])]
+        expected = [math.log(1 + math.exp(-m)) for m in margins]
+    else:  # cDPO with ε = 0.2 and β = 0.1 on the summed log-probs
+        logps = [logprob_alone(policy, row) for row in rows]
+        h = [
+            (c - ref_c) - (r - ref_r)
+            for c, r, ref_c, ref_r in zip(
+                logps[:4], logps[4:], batch["ref_chosen_logps"].tolist(), batch["ref_rejected_logps"].tolist()
+            )
+        ]
+        expected = log_sigmoid_losses(h, 0.1, 0.2)
+    assert loss.item() == pytest.approx(np.mean(expected), abs=1e-5)
+
+
 def test_train_dpo_refuses_wrong_datasets(tokenizer):
     model = random_model("llama", len(tokenizer))
     with pytest.raises(ValueError, match="no rejected column.*need prompt, chosen and rejected"):
@@ -441,6 +662,37 @@ def test_train_and_evaluate_trains_one_copy_per_config_and_leaves_the_sft_model_
         )
         assert np.isfinite(run.evaluation.kl) and len(run.history["loss"]) == 2 * 5
     assert all(torch.equal(p, b) for p, b in zip(sft_model.parameters(), before))
+
+
+def test_every_run_is_evaluated_on_samples_drawn_with_the_seed(tokenizer, world):
+    sft_model, cfg = random_model("llama", len(tokenizer)), config(num_epochs=1)
+    prompts = ["add 1 and 2", "review the soup"]
+    policy = copy.deepcopy(sft_model)
+    train_dpo(policy, tokenizer, PAIRS, cfg)  # what the run trains, replayed
+    expected = {seed: evaluate_policy(policy, sft_model, tokenizer, world, prompts, seed=seed) for seed in (0, 7)}
+    assert expected[0].completions != expected[7].completions  # the seed shows in the samples
+    for seed, given in ((0, {}), (7, {"seed": 7})):  # 0 unless told
+        (run,) = train_and_evaluate(sft_model, tokenizer, PAIRS, [cfg], world, prompts, **given)
+        assert run.evaluation.completions == expected[seed].completions
+        assert run.evaluation.log_ratios == pytest.approx(expected[seed].log_ratios, abs=1e-6)
+
+
+def test_runs_use_the_reference_columns_they_are_given_else_compute_them_once(tokenizer, world):
+    sft_model, prompts = random_model("llama", len(tokenizer)), ["add 1 and 2"]
+    counter = ForwardCounter(sft_model)  # the copies that train count apart
+    train_and_evaluate(sft_model, tokenizer, PAIRS.select([0]), [config(), config(beta=1.0)], world, prompts)
+    assert counter.calls == 1 + 2  # one reference pass for both runs, then each run's KL
+    ref_model = random_model("llama", len(tokenizer), seed=1)
+    counter.calls = 0
+    (run,) = train_and_evaluate(
+        sft_model, tokenizer, precompute_ref_logps(ref_model, tokenizer, PAIRS), [config(batch_size=4)], world, prompts
+    )
+    assert counter.calls == 1  # the KL only
+    with torch.no_grad():
+        sft_chosen = sequence_logprobs(sft_model, **collate(tokenizer, PAIRS["prompt"], PAIRS["chosen"]))
+        ref_chosen = sequence_logprobs(ref_model, **collate(tokenizer, PAIRS["prompt"], PAIRS["chosen"]))
+    # Step 0 measures the implicit reward against the given reference, not the SFT model.
+    assert run.history["rewards/chosen"][0] == pytest.approx(0.1 * (sft_chosen - ref_chosen).mean().item(), abs=1e-5)
 
 
 def test_runs_keep_the_terms_of_their_kl(tokenizer, world):
@@ -496,6 +748,20 @@ def test_frontier_points_carry_the_standard_errors_of_their_kl_and_gold():
         if np.ptp(segment[:, axis]) > 0
     )
     assert spans == pytest.approx([math.sqrt(1 / 3), math.sqrt(4 / 3), math.sqrt(4 / 3)])  # ± 1 s.e.: twice it long
+
+
+@pytest.mark.parametrize(
+    "gold_rewards, log_ratios, expected",
+    [
+        ([1.0, 3.0], [0.0, 2.0], (1.0, 1.0)),  # two samples: s = √2, s/√2 = 1
+        ([1.0, 3.0, 2.0], [], (0.0, math.sqrt(1 / 3))),  # the KL's terms were not kept
+        ([1.0, 3.0], [0.5], (0.0, 1.0)),  # fewer than two terms of the KL
+    ],
+)
+def test_each_stderr_needs_two_values_of_its_own(gold_rewards, log_ratios, expected):
+    n = len(gold_rewards)
+    evaluation = PolicyEvaluation(["p"] * n, ["c"] * n, gold_rewards, {}, 0.0, log_ratios)
+    assert evaluation_stderrs(evaluation) == pytest.approx(expected)
 
 
 def test_tabular_result_plots_three_bars_per_arm():

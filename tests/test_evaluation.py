@@ -97,13 +97,26 @@ def test_sample_table_lines_up_policies_on_each_prompt():
         "  DPO  +1.00  1 plus 2 is 4"
     )
     assert dpo.gold_reward == pytest.approx(1.6)
-    with pytest.raises(ValueError, match="different prompts"):
+    with pytest.raises(
+        ValueError,
+        match="^the evaluations were sampled on different prompts: evaluate every policy on the same list$",
+    ):
         sample_table({"SFT": sft, "other": PolicyEvaluation(["add 2 and 2"], ["4"], [0.0], {}, 0.0)})
+
+
+def test_sample_table_shows_five_prompts_unless_told():
+    prompts = [f"add {i} and 1" for i in range(7)]
+    evaluation = PolicyEvaluation(prompts, [f"{i} plus 1 is {i + 1}" for i in range(7)], [1.0] * 7, {}, 0.0)
+    shown = [line for line in sample_table({"SFT": evaluation}).splitlines() if not line.startswith(" ")]
+    assert shown == prompts[:5]
 
 
 def test_gold_eval_fn_reports_the_gold_reward_its_components_kl_and_the_proxy(tokenizer, world, models):
     policy, ref = models
-    proxy = lambda prompts, completions: [float(len(c.split())) for c in completions]
+
+    def proxy(prompts, completions):  # reads the prompts too, so they must come with the completions
+        return [float(len(p.split()) + 10 * len(c.split())) for p, c in zip(prompts, completions)]
+
     metrics = gold_eval_fn(world, tokenizer, PROMPTS, ref, proxy, seed=3)(policy)
     evaluation = evaluate_policy(policy, ref, tokenizer, world, PROMPTS, seed=3)
     assert metrics["gold_reward"] == pytest.approx(evaluation.gold_reward)
@@ -137,3 +150,54 @@ def test_component_means_of_one_family_keep_its_prompts_only():
         evaluation.component_means("poetry")
     with pytest.raises(ValueError, match="no review prompt among the 1 evaluated"):
         PolicyEvaluation(PROMPTS[:1], COMPLETIONS[:1], [0.0], {"tone": [0.0]}, 0.0).component_means("review")
+
+
+def test_evaluations_sample_with_seed_0_unless_given_another(tokenizer, world, models):
+    policy, ref_model = models
+    seed_0 = evaluate_policy(policy, ref_model, tokenizer, world, PROMPTS, seed=0)
+    seed_1 = evaluate_policy(policy, ref_model, tokenizer, world, PROMPTS, seed=1)
+    assert seed_0.completions != seed_1.completions and seed_0.kl != pytest.approx(seed_1.kl)  # the seed shows
+    assert evaluate_policy(policy, ref_model, tokenizer, world, PROMPTS).completions == seed_0.completions
+    metrics = gold_eval_fn(world, tokenizer, PROMPTS, ref_model)(policy)
+    assert metrics["eval/kl"] == pytest.approx(seed_0.kl)
+    assert metrics["gold_reward"] == pytest.approx(seed_0.gold_reward)
+
+
+def test_pass_at_k_curve_judges_the_seeded_samples_of_each_prompt(tokenizer, models):
+    seen = []
+
+    def half_credit(prompts, completions):
+        seen.append((prompts, completions))
+        return [0.5] * len(completions)  # half credit is not a pass
+
+    curve = pass_at_k_curve(models[0], tokenizer, PROMPTS, half_credit, num_samples=4, ks=(1, 4), max_new_tokens=3)
+    assert curve == {1: 0.0, 4: 0.0}
+    pass_at_k_curve(models[0], tokenizer, PROMPTS, half_credit, num_samples=4, ks=(1,), seed=5, max_new_tokens=3)
+    seed_0, seed_5 = (sample_rollouts(models[0], tokenizer, PROMPTS, 4, max_new_tokens=3, seed=s) for s in (0, 5))
+    assert seed_0.completions != seed_5.completions
+    assert seen == [(seed_0.prompts, seed_0.completions), (seed_5.prompts, seed_5.completions)]
+    assert seed_0.prompts == [p for p in PROMPTS for _ in range(4)]
+
+
+@pytest.mark.parametrize("make", ["gold_eval_fn", "pass_at_k_curve"])
+def test_one_prompt_string_is_refused_by_name(tokenizer, world, models, make):
+    policy, ref_model = models
+    with pytest.raises(TypeError, match="^prompts must be a list of texts, got the single string 'add 1 and 2'"):
+        if make == "gold_eval_fn":
+            gold_eval_fn(world, tokenizer, "add 1 and 2", ref_model)
+        else:
+            pass_at_k_curve(policy, tokenizer, "add 1 and 2", lambda prompts, completions: [1.0] * len(completions))
+
+
+def test_scoring_the_reference_goes_in_batches_of_the_given_size(tokenizer, models):
+    policy, ref_model = models
+    rollout = sample_rollouts(policy, tokenizer, PROMPTS * 3, max_new_tokens=4, seed=0)  # 12 samples
+    calls = []
+    handle = ref_model.register_forward_hook(lambda *args: calls.append(1))
+    try:
+        rollout_log_ratios(rollout, ref_model, tokenizer.pad_token_id, batch_size=5)
+        assert len(calls) == 3  # 5 + 5 + 2 rows
+        rollout_kl(rollout, ref_model, tokenizer.pad_token_id, batch_size=4)
+        assert len(calls) == 3 + 3
+    finally:
+        handle.remove()

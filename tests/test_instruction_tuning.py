@@ -1,5 +1,6 @@
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -9,10 +10,12 @@ from rlhf_edu import zoo
 from rlhf_edu.core.collate import encode_prompt_completion, pad_batch
 from rlhf_edu.core.logprobs import token_logprobs
 from rlhf_edu.core.plotting import COMPLETION_COLOR
+from rlhf_edu.core.rollouts import generate_completions
 from rlhf_edu.core.runtime import get_preset
 from rlhf_edu.experiments import recipes
 from rlhf_edu.instruction_tuning import (
     SFTConfig,
+    _any_of,
     capture_logits,
     data_size_curve,
     encode_dataset,
@@ -99,7 +102,10 @@ def test_a_system_prompt_is_context_never_in_the_loss(tokenizer):
 def test_last_turn_only_keeps_the_last_run_of_ones():
     assert last_turn_only([0, 1, 1, 0, 0, 1, 1, 1, 0]) == [0, 0, 0, 0, 0, 1, 1, 1, 0]
     assert last_turn_only([1, 1, 0]) == [1, 1, 0]
-    with pytest.raises(ValueError, match="no assistant turn to keep"):
+    assert last_turn_only([1, 0, 1]) == [0, 0, 1]
+    assert last_turn_only([1, 1, 1]) == [1, 1, 1]
+    message = "the mask has no 1s, so there is no assistant turn to keep: encode a row with an answer"
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         last_turn_only([0, 0, 0])
 
 
@@ -196,8 +202,65 @@ def test_sequence_longer_than_the_model_context_is_refused_by_train_sft(tokenize
 
 
 def test_empty_dataset_is_refused(tokenizer):
-    with pytest.raises(ValueError, match="the SFT dataset is empty"):
+    with pytest.raises(ValueError, match="^the SFT dataset is empty: pass at least one demonstration$"):
         encode_dataset(tokenizer, [], max_length=64)
+
+
+def test_encode_dataset_by_default_masks_all_but_the_answers_and_packs_nothing(tokenizer):
+    rows = encode_dataset(tokenizer, [PROMPT_COMPLETION, CONVERSATION], max_length=128)  # room to pack both
+    assert rows == [encode_example(tokenizer, PROMPT_COMPLETION), encode_example(tokenizer, CONVERSATION)]
+
+
+FORMATS = "an SFT dataset needs the columns messages or prompt/completion (TRL's conversational formats), but this one"
+RENAME = "rename its columns, e.g. dataset.rename_column('answer', 'completion')"
+NO_ROLE = "has no role: add one, e.g. {'role': 'user', 'content': ...}, so the chat template knows whose turn it is"
+
+
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda t: encode_example(t, {"prompt": "add 3 and 5"}), f"{FORMATS} has prompt: {RENAME}"),
+        (lambda t: encode_example(t, {}), f"{FORMATS} has none: {RENAME}"),
+        (
+            lambda t: unroll_conversation(PROMPT_COMPLETION),
+            "only a 'messages' row has turns to unroll, but this one has prompt, completion: "
+            "pass {'messages': [...]} (a prompt/completion row is already one answer)",
+        ),
+        (
+            lambda t: unroll_conversation({}),
+            "only a 'messages' row has turns to unroll, but this one has none: "
+            "pass {'messages': [...]} (a prompt/completion row is already one answer)",
+        ),
+        (  # a plain string is the user's turn
+            lambda t: encode_example(t, {"messages": "add 3 and 5"}),
+            "the conversation [{'role': 'user', 'content': 'add 3 and 5'}] has no assistant turn, so SFT has nothing "
+            "to learn from it: drop it, or add the answer as {'role': 'assistant', 'content': ...}",
+        ),
+        (
+            lambda t: encode_example(t, {"messages": [{"content": "add 3 and 5"}]}),
+            f"the message {{'content': 'add 3 and 5'}} {NO_ROLE}",
+        ),
+        (
+            lambda t: unroll_conversation({"messages": [{"content": "add 3 and 5"}]}),
+            f"the message {{'content': 'add 3 and 5'}} {NO_ROLE}",
+        ),
+        (
+            lambda t: encode_example(
+                t, {"messages": [{"role": "user", "content": "add 3 and zebra"}, {"role": "assistant", "content": "3"}]}
+            ),
+            "the user message 'add 3 and zebra' holds words the tokenizer does not know: 'zebra'. "
+            "Use the world's words (rlhf_edu.core.world.VOCAB), with '.' as the only punctuation",
+        ),
+        (
+            lambda t: SFTConfig(assistant_turns="last", completion_only_loss=False),
+            "assistant_turns='last' chooses among the assistant turns, but completion_only_loss=False trains on every "
+            "token anyway: keep assistant_turns='all', or set completion_only_loss=True",
+        ),
+    ],
+)
+def test_bad_rows_are_refused_with_the_whole_message(tokenizer, call, message):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        call(tokenizer)
 
 
 def test_config_keeps_the_shared_validation():
@@ -258,6 +321,12 @@ def test_mean_token_accuracy_counts_greedy_hits_on_completion_tokens(model, toke
     hits = logits[:, :-1].argmax(dim=-1) == batch["input_ids"][:, 1:]  # (B, T-1)
     targets = batch["completion_mask"][:, 1:].bool()  # (B, T-1)
     assert metrics["mean_token_accuracy"] == pytest.approx(hits[targets].float().mean().item())
+
+
+def test_train_sft_labels_its_progress_bar(tokenizer, capsys):
+    model = random_model("llama", len(tokenizer))
+    train_sft(model, tokenizer, [PROMPT_COMPLETION], SFTConfig(num_epochs=1, progress=True))
+    assert re.search(r"(^|\r)SFT: ", capsys.readouterr().err)
 
 
 def test_capture_logits_removes_its_hook(tokenizer):
@@ -348,6 +417,18 @@ def test_data_size_curve_tunes_a_fresh_base_on_the_first_n_demonstrations(tokeni
     assert again == curve and completions == [untouched_answers, tuned_answers]  # the answers behind each report
 
 
+def test_data_size_curve_by_default_trains_the_zoo_recipe_quietly_even_on_one_demonstration(tokenizer, world, capsys):
+    base = random_model("llama", len(tokenizer))
+    prompts = world.prompts(4, split="test")
+    (report,), (answers,) = data_size_curve(base, tokenizer, world, [1], prompts, seed=3, return_completions=True)
+    tuned = random_model("llama", len(tokenizer))
+    train_sft(tuned, tokenizer, world.sft_dataset(1), SFTConfig(progress=False))
+    tuned_answers, tuned_report = sample_report(tuned, tokenizer, world, prompts, seed=3)
+    assert answers == tuned_answers and report == {"num_demonstrations": 1} | tuned_report
+    assert answers != sample_report(base, tokenizer, world, prompts, seed=3)[0]  # one demonstration moved it
+    assert "SFT" not in capsys.readouterr().err  # no progress bar unless a config asks for one
+
+
 def test_sft_rebuild_repeats_bit_for_bit(tmp_path):
     preset = dataclasses.replace(get_preset("tiny"), num_sft=32)  # the shipped recipe on fewer demonstrations
     first, second = (recipes.build(["sft"], preset, device="cpu", out_dir=tmp_path / run)[0] for run in ("a", "b"))
@@ -372,6 +453,19 @@ def test_well_formed_checks_the_shape_and_not_the_content():
         ("describe the cat", ""),
     ]:
         assert not well_formed(prompt, completion), (prompt, completion)
+
+
+def test_any_of_matches_one_of_its_words_literally_as_one_group():
+    pattern = _any_of(["a.b", "cd"])
+    assert re.fullmatch(pattern, "a.b") and re.fullmatch(pattern, "cd")
+    assert not re.fullmatch(pattern, "axb") and not re.fullmatch(pattern, "a.bcd")  # "." is a dot, one word only
+    assert re.fullmatch(f"{pattern}!", "cd!") and not re.fullmatch(f"{pattern}!", "a.b")  # a group: "!" follows either
+
+
+def test_well_formed_names_a_completion_it_cannot_read():
+    message = "completion must be a string or a list of {'role', 'content'} messages, got 8"
+    with pytest.raises(TypeError, match=f"^{re.escape(message)}$"):
+        well_formed("add 3 and 5", 8)
 
 
 def test_every_demonstration_is_well_formed(world):
@@ -399,6 +493,17 @@ def test_format_report_refuses_mismatched_lengths(world):
         format_report(world, ["add 3 and 5"], ["8"], finished=[])
     with pytest.raises(ValueError, match="got 1 prompts but 2 completions"):
         format_report(world, ["add 3 and 5"], ["8", "9"], finished=[True])
+
+
+@pytest.mark.parametrize("settings", [{"temperature": 0.0}, {"seed": 3}])
+def test_sample_report_samples_as_generate_completions_does(tokenizer, world, settings):
+    model, prompts = random_model("llama", len(tokenizer)), world.prompts(4, split="test")
+    temperature, seed = settings.get("temperature", 1.0), settings.get("seed", 0)
+    answers, report = sample_report(model, tokenizer, world, prompts, max_new_tokens=5, **settings)
+    expected, finished = generate_completions(
+        model, tokenizer, prompts, 5, temperature, seed=seed, return_finished=True
+    )
+    assert answers == expected and report == format_report(world, prompts, expected, finished)
 
 
 def test_sample_report_sees_whether_the_model_closed_its_turn(tokenizer, world):
@@ -460,5 +565,8 @@ def test_share_stderr_is_binomial_in_the_middle_and_never_zero():
     assert share_stderr(0.5, 10_000) == pytest.approx(math.sqrt(0.25 / 10_000), rel=1e-3)
     assert 0 < share_stderr(1.0, 300) < share_stderr(0.5, 300)
     assert share_stderr(0.0, 300) == pytest.approx(share_stderr(1.0, 300))
+    # by hand: one answer of one, (1 + 2)/(1 + 4) = 0.6; half of ten, (5 + 2)/(10 + 4) = 0.5
+    assert share_stderr(1.0, 1) == pytest.approx(math.sqrt(0.6 * 0.4 / 5))
+    assert share_stderr(0.5, 10) == pytest.approx(math.sqrt(0.25 / 14))
     with pytest.raises(ValueError, match="share"):
         share_stderr(1.5, 10)

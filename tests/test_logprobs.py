@@ -65,21 +65,89 @@ def test_gradients_flow(tokenizer):
 
 def test_mismatched_shapes_are_refused(model, tokenizer):
     batch = collate(tokenizer, PROMPTS, COMPLETIONS)
-    with pytest.raises(ValueError, match="must have the same \\(B, T\\) shape"):
+    T = batch["input_ids"].shape[1]
+    with pytest.raises(
+        ValueError,
+        match=rf"^input_ids \(3, {T}\), attention_mask \(3, {T - 1}\) and completion_mask \(3, {T}\) must have the "
+        r"same \(B, T\) shape$",
+    ):
         token_logprobs(model, batch["input_ids"], batch["attention_mask"][:, :-1], batch["completion_mask"])
+    with pytest.raises(ValueError, match=r"completion_mask \(3, 2\) must have the same"):
+        token_logprobs(model, batch["input_ids"], batch["attention_mask"], batch["completion_mask"][:, :2])
 
 
 def test_row_without_completion_is_refused(model, tokenizer):
     batch = collate(tokenizer, PROMPTS, COMPLETIONS)
     batch["completion_mask"][1] = 0
-    with pytest.raises(ValueError, match="no completion tokens"):
+    with pytest.raises(
+        ValueError, match="^a row has no completion tokens: every example needs a non-empty completion$"
+    ):
         token_logprobs(model, **batch)
 
 
 def test_tokenizer_that_does_not_fit_the_model_is_refused(tokenizer):
 
-    with pytest.raises(ValueError, match="tokenizer has 95 tokens but the model only embeds 50.*zoo.load"):
+    with pytest.raises(
+        ValueError,
+        match=r"^the tokenizer has 95 tokens but the model only embeds 50: load the tokenizer that belongs to this "
+        r"model \(zoo\.load returns both\), or call model\.resize_token_embeddings\(len\(tokenizer\)\) before "
+        "training$",
+    ):
         check_tokenizer_fits(random_model("gpt2", 50), tokenizer)
+
+
+class Sized:
+    """A stand-in with only what check_tokenizer_fits reads: a length, or an input embedding's size."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.num_embeddings = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def get_input_embeddings(self) -> "Sized":
+        return self
+
+
+@pytest.mark.parametrize(
+    "vocabulary, embeddings, fits",
+    [
+        (95, 95, True),
+        (95, 94, False),
+        (95, 95 + 1024, True),  # small vocabularies may be padded by up to 1024 rows
+        (95, 95 + 1025, False),
+        (20_000, 22_000, True),  # large ones by up to a tenth
+        (20_000, 22_001, False),
+    ],
+)
+def test_check_tokenizer_fits_allows_a_little_embedding_padding_and_no_more(vocabulary, embeddings, fits):
+    if fits:
+        check_tokenizer_fits(Sized(embeddings), Sized(vocabulary))
+    elif embeddings < vocabulary:
+        with pytest.raises(ValueError, match=rf"^the tokenizer has {vocabulary} tokens but the model only embeds"):
+            check_tokenizer_fits(Sized(embeddings), Sized(vocabulary))
+    else:
+        with pytest.raises(
+            ValueError,
+            match=rf"^the model embeds {embeddings} tokens but the tokenizer has only {vocabulary}: they do not belong "
+            r"together\. Load the tokenizer that belongs to this model \(zoo\.load returns both\)$",
+        ):
+            check_tokenizer_fits(Sized(embeddings), Sized(vocabulary))
+
+
+def test_check_language_model_names_the_argument(tokenizer):
+    from rlhf_edu.core.logprobs import check_language_model
+    from rlhf_edu.reward_modeling import reward_model_from
+
+    with pytest.raises(
+        TypeError, match="^policy is a LlamaForSequenceClassification, which has no language-model head"
+    ):
+        check_language_model(reward_model_from(random_model("llama", len(tokenizer))), tokenizer, "policy")
+    with pytest.raises(TypeError, match="^model is a LlamaForSequenceClassification"):
+        check_language_model(reward_model_from(random_model("llama", len(tokenizer))), tokenizer)
+    with pytest.raises(ValueError, match="^the tokenizer has 95 tokens but the model only embeds 50"):
+        check_language_model(random_model("llama", 50), tokenizer)
 
 
 def test_position_ids_count_real_tokens_only():
@@ -95,3 +163,11 @@ def test_completion_logprobs_match_brute_force_whatever_the_batch(model, tokeniz
         got = completion_logprobs(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=batch_size)
         assert got.shape == (3,) and torch.allclose(got, expected, atol=1e-4)
     assert completion_logprobs(model, tokenizer, [], []).shape == (0,)
+
+
+def test_check_token_logprobs_refuses_a_mask_that_selects_nothing():
+    from rlhf_edu.core.logprobs import check_token_logprobs
+
+    check_token_logprobs(torch.zeros(2, 3), torch.tensor([[0.0, 1.0, 0.0], [0.0, 0.0, 0.0]]))  # one token is enough
+    with pytest.raises(ValueError, match="^the mask selects no token: every example needs a non-empty completion$"):
+        check_token_logprobs(torch.zeros(2, 3), torch.zeros(2, 3))

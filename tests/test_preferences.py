@@ -1,7 +1,19 @@
+import re
+from functools import partial
+
 import pytest
 from datasets import Dataset
 
-from rlhf_edu.core.preferences import build_preference_dataset, check_pair_columns, pair_texts
+from rlhf_edu.core.preferences import (
+    build_preference_dataset,
+    check_pair_columns,
+    collate_pairs,
+    encode_pairs,
+    pair_loader,
+    pair_texts,
+)
+from rlhf_edu.core.rollouts import generate_completions
+from rlhf_edu.core.training import TrainingConfig, make_loader
 from tests.conftest import random_model, with_end_of_turn_bias
 
 
@@ -33,7 +45,11 @@ def test_pairs_are_conversational_and_carry_the_truth(pairs, world):
 def test_pairs_that_carry_no_preference_are_dropped(pairs, tokenizer, world):
     _, chosen, rejected = pair_texts(pairs)
     assert all(c != r and c.strip() and r.strip() for c, r in zip(chosen, rejected))
-    with pytest.raises(ValueError, match="temperature must be > 0, got 0: .*greedy decoding"):
+    with pytest.raises(
+        ValueError,
+        match=r"^temperature must be > 0, got 0: two answers per prompt must differ, and greedy decoding \(0\) gives "
+        "the same one twice$",
+    ):
         build_preference_dataset(world, random_model("llama", len(tokenizer)), tokenizer, n=8, temperature=0.0)
 
 
@@ -67,5 +83,65 @@ def test_pair_texts_reads_strings_and_messages():
 
 
 def test_missing_columns_are_named():
-    with pytest.raises(ValueError, match="no rejected column .*need prompt, chosen and rejected"):
+    with pytest.raises(
+        ValueError, match=r"no rejected column \(it has prompt, chosen\): preference pairs need prompt, chosen and"
+    ):
         check_pair_columns(Dataset.from_dict({"prompt": ["add 1 and 2"], "chosen": ["1 plus 2 is 3"]}))
+
+
+@pytest.mark.parametrize(
+    "n, error, message",
+    [(0, ValueError, "n must be >= 1, got 0"), (2.0, TypeError, "n must be an integer, got 2.0 (float)")],
+)
+def test_a_bad_number_of_pairs_is_refused_by_name(tokenizer, world, n, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
+        build_preference_dataset(world, random_model("llama", len(tokenizer)), tokenizer, n=n)
+
+
+def test_pairs_are_the_two_seeded_samples_of_each_prompt_of_the_split(tokenizer, world):
+    model = closing_model(tokenizer)
+    prompts = world.prompts(16, split="test")
+    assert prompts != world.prompts(16, split="train")
+    pairs = build_preference_dataset(
+        world, model, tokenizer, n=16, split="test", seed=4, temperature=0.7, max_new_tokens=6
+    )
+    # The documented recipe, step by step: two samples per prompt at seeds 4 and 5, kept where they differ and
+    # both closed their turn with some text.
+    a, finished_a = generate_completions(model, tokenizer, prompts, 6, 0.7, seed=4, return_finished=True)
+    b, finished_b = generate_completions(model, tokenizer, prompts, 6, 0.7, seed=5, return_finished=True)
+    kept = [i for i in range(16) if a[i] != b[i] and a[i].strip() and b[i].strip() and finished_a[i] and finished_b[i]]
+    assert 0 < len(kept) < 16
+    kept_prompts, chosen, rejected = pair_texts(pairs)
+    assert kept_prompts == [prompts[i] for i in kept]
+    assert [{c, r} for c, r in zip(chosen, rejected)] == [{a[i], b[i]} for i in kept]
+
+
+PAIRS = Dataset.from_dict(
+    {
+        "prompt": ["add 3 and 5", "review the soup", "describe the cat"],
+        "chosen": ["3 plus 5 is 8", "the soup is tasty", "the cat is small"],
+        "rejected": ["3 plus 5 is 9", "the soup is bland", "the cat is big"],
+        "margin": [1.0, 2.0, 0.5],
+        "source": ["book", "web", "book"],
+    }
+)
+
+
+def test_encoded_pairs_carry_their_numeric_columns_only(tokenizer):
+    pairs = encode_pairs(tokenizer, PAIRS)
+    assert [set(pair) for pair in pairs] == [{"chosen", "rejected", "margin"}] * 3  # the text column stays behind
+    assert [pair["margin"] for pair in pairs] == [1.0, 2.0, 0.5]
+    with pytest.raises(ValueError, match="^the preference dataset is empty: build one with build_preference_dataset$"):
+        encode_pairs(tokenizer, PAIRS.select([]))
+
+
+def test_a_plain_training_config_gets_random_batches_of_pairs(tokenizer):
+    pairs = [pair | {"index": i} for i, pair in enumerate(encode_pairs(tokenizer, PAIRS.select([0, 1, 2] * 4)))]
+    config = TrainingConfig(batch_size=4, seed=2)  # no group_by_length field: batches are not grouped
+    collate = partial(collate_pairs, pad_token_id=tokenizer.pad_token_id)
+    batches = [batch["index"].tolist() for batch in pair_loader(pairs, tokenizer.pad_token_id, config)]
+    assert batches == [batch["index"].tolist() for batch in make_loader(pairs, collate, config)]
+    grouped = make_loader(
+        pairs, collate, config, group_by_length=True, length=lambda pair: len(pair["chosen"]["input_ids"])
+    )
+    assert batches != [batch["index"].tolist() for batch in grouped]

@@ -1,5 +1,6 @@
 import copy
 import math
+import re
 
 import numpy as np
 import pytest
@@ -8,6 +9,7 @@ import torch
 from rlhf_edu import regularization as reg
 from rlhf_edu.core.logprobs import token_logprobs
 from rlhf_edu.core.rollouts import sample_rollouts
+from rlhf_edu.core.runtime import torch_generator
 from rlhf_edu.regularization import (
     AdaptiveKLController,
     FixedKLController,
@@ -75,6 +77,41 @@ def test_the_forward_kl_optimum_beats_every_nearby_policy():
     assert objective(best) >= objective(candidates).max() - 1e-9
     stationary = rewards + beta * ref_probs / best  # r(a) + β·π_ref(a)/π(a) is one λ for every action
     torch.testing.assert_close(stationary, stationary.mean().expand(3))
+
+
+@pytest.mark.parametrize(
+    "ref_probs, rewards, beta, expected, atol",
+    [
+        # 0.125/(λ − 1) + 0.375/(λ − 0.5) = 1 at λ = 1.25, the bracket's first middle and the third action's reward;
+        # every number here is exact in binary, so the bisection must return λ itself and π exactly
+        ([0.25, 0.75, 0.0], [1.0, 0.5, 1.25], 0.5, [0.5, 0.5, 0.0], 0.0),
+        # 0.5/λ + 0.5/(λ + 1) = 1 at λ = 1/√2; the bracket's first middle, 1/2, is the third action's reward
+        ([0.5, 0.5, 0.0], [0.0, -1.0, 0.5], 1.0, [2**-0.5, 1 - 2**-0.5, 0.0], 1e-12),
+    ],
+)
+def test_the_forward_kl_optimum_by_hand_beside_an_action_the_reference_rules_out(
+    ref_probs, rewards, beta, expected, atol
+):
+    """π(a) = β·π_ref(a)/(λ − r(a)); an action with π_ref = 0 gets 0, whatever its reward."""
+    best = reg.forward_kl_regularized_optimum(torch.tensor(ref_probs), torch.tensor(rewards), beta)
+    torch.testing.assert_close(best, torch.tensor(expected, dtype=torch.float64), atol=atol, rtol=0)
+
+
+def test_the_forward_kl_optimum_solves_each_row_of_a_batch_alone():
+    ref_probs = torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.1, 0.8]], dtype=torch.float64)
+    rewards = torch.tensor([[0.0, 1.0, 2.0], [3.0, -1.0, 0.5]], dtype=torch.float64)
+    batch = reg.forward_kl_regularized_optimum(ref_probs, rewards, 0.7)
+    assert batch.shape == (2, 3)
+    for row in range(2):
+        alone = reg.forward_kl_regularized_optimum(ref_probs[row], rewards[row], 0.7)
+        torch.testing.assert_close(batch[row], alone, atol=1e-12, rtol=0)
+
+
+def test_the_forward_kl_optimum_sums_to_one_where_lambda_is_a_few_floats_above_the_best_reward():
+    """r = (10⁶, 0) and β = 10⁻⁹: λ − 10⁶ ≈ 5·10⁻¹⁰ is a few float64 steps, so Σ β·π_ref/(λ − r) lands well off 1."""
+    best = reg.forward_kl_regularized_optimum(torch.tensor([0.5, 0.5]), torch.tensor([1e6, 0.0]), 1e-9)
+    assert best.sum().item() == pytest.approx(1.0, abs=1e-12)
+    assert best[0].item() == pytest.approx(1.0, abs=1e-12)
 
 
 def test_the_forward_kl_optimum_stays_at_the_reference_for_a_large_beta():
@@ -170,17 +207,43 @@ def test_exact_token_kl_never_goes_negative():
 
 
 @pytest.mark.parametrize(
-    "shapes, argument",
+    "shapes, message",
     [
-        (((2, 3), (2, 3), (2, 3)), "logits must be \\(B, T, V\\)"),
-        (((2, 3, 5), (2, 3, 6), (2, 3)), "ref_logits \\(2, 3, 6\\) must have the shape of logits"),
-        (((2, 3, 5), (2, 3, 5), (2, 4)), "mask \\(2, 4\\) must be \\(B, T\\)"),
+        (
+            ((2, 3), (2, 3), (2, 3)),
+            "logits must be (B, T, V), one distribution per position, got shape (2, 3): "
+            "pass the model's logits at the completion positions",
+        ),
+        (
+            ((2, 3, 5), (2, 3, 6), (2, 3)),
+            "ref_logits (2, 3, 6) must have the shape of logits (2, 3, 5): "
+            "score the same tokens with a model of the same vocabulary",
+        ),
+        (
+            ((2, 3, 5), (2, 3, 5), (2, 4)),
+            "mask (2, 4) must be (B, T) = (2, 3), one entry per position of logits: "
+            "pass the completion mask of the same tokens",
+        ),
     ],
 )
-def test_exact_token_kl_refuses_mismatched_shapes(shapes, argument):
+def test_exact_token_kl_refuses_mismatched_shapes(shapes, message):
     logits, ref_logits, mask = (torch.zeros(shape) for shape in shapes)
-    with pytest.raises(ValueError, match=argument):
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
         exact_token_kl(logits, ref_logits, mask)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_exact_token_kl_of_half_precision_logits_is_summed_in_float32(dtype):
+    """The half-precision logits are exact inputs; their KL is computed in float32, whatever the mask's dtype."""
+    generator = torch.Generator().manual_seed(3)
+    logits, ref_logits = ((4 * torch.randn(2, 3, 50, generator=generator)).to(dtype) for _ in range(2))
+    mask = torch.ones(2, 3)
+    kl = exact_token_kl(logits, ref_logits, mask)
+    assert kl.dtype == torch.float32
+    expected = brute_force_token_kl(logits.double(), ref_logits.double(), mask)  # (2, 3) float64
+    torch.testing.assert_close(kl.double(), expected, atol=1e-5, rtol=1e-5)
+    for other in (mask.double(), mask.bool(), mask.long()):
+        assert exact_token_kl(logits, ref_logits, other).dtype == torch.float32
 
 
 # --- the exact KL of a rollout ------------------------------------------------------------------------
@@ -200,6 +263,20 @@ def test_completion_logits_are_the_ones_token_logprobs_reads(tokenizer, world):
     gathered = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1) * rollout.mask
     torch.testing.assert_close(gathered, logps, atol=1e-5, rtol=0)
     torch.testing.assert_close(mask, rollout.mask)
+
+
+def test_completion_logits_of_a_left_padded_row_are_those_of_the_row_alone(tokenizer, world):
+    """GPT-2 learns a vector per absolute position: left padding must not move a token's position."""
+    model = random_model("gpt2", len(tokenizer))
+    rollout = sample_rollouts(model, tokenizer, world.prompts(4), 2, max_new_tokens=6, seed=0)
+    assert rollout.attention_mask[:, 0].min() == 0  # left padding is in play
+    with torch.no_grad():
+        logits = completion_logits(model, rollout)  # (B, N, V)
+        for b in range(len(rollout)):
+            ids = rollout.input_ids[b][rollout.attention_mask[b].bool()].unsqueeze(0)  # (1, T) no padding
+            n = int(rollout.mask[b].sum())
+            alone = model(input_ids=ids).logits[0, -n - 1 : -1]  # (n, V) the logits before each completion token
+            torch.testing.assert_close(logits[b, :n], alone, atol=1e-5, rtol=0)
 
 
 def test_rollout_exact_kl_matches_each_row_scored_alone(tokenizer, world):
@@ -233,8 +310,29 @@ def test_rollout_exact_kl_leaves_the_models_as_they_were(tokenizer, world):
     policy.train()
     kl = rollout_exact_kl(policy, ref_model, rollout)
     assert policy.training and not ref_model.training and not kl.requires_grad
-    with pytest.raises(TypeError, match="rollout must be a Rollout"):
-        rollout_exact_kl(policy, ref_model, {"input_ids": rollout.input_ids})
+
+
+def test_rollout_exact_kl_runs_both_models_in_eval_mode_without_gradients(tokenizer, world):
+    policy, ref_model, rollout = two_models_and_a_rollout(tokenizer, world)
+    seen = []
+    for name, model in (("policy", policy), ("ref_model", ref_model)):
+        model.train()
+        model.register_forward_pre_hook(
+            lambda module, args, name=name: seen.append((name, module.training, torch.is_grad_enabled()))
+        )
+    rollout_exact_kl(policy, ref_model, rollout)
+    assert seen == [("policy", False, False), ("ref_model", False, False)]
+    assert policy.training and ref_model.training  # each handed back in the mode it came in
+
+
+def test_rollout_exact_kl_names_the_argument_that_is_wrong(tokenizer):
+    policy, ref_model = random_model("llama", len(tokenizer)), random_model("llama", len(tokenizer), seed=1)
+    with pytest.raises(TypeError, match="^policy must be a Hugging Face model, got str"):
+        rollout_exact_kl("policy", ref_model, None)
+    with pytest.raises(TypeError, match="^ref_model must be a Hugging Face model, got str"):
+        rollout_exact_kl(policy, "ref_model", None)
+    with pytest.raises(TypeError, match=r"^rollout must be a Rollout \(from sample_rollouts\), got dict$"):
+        rollout_exact_kl(policy, ref_model, {"input_ids": torch.zeros(1, 3)})
 
 
 # --- the KL coefficient's controllers ----------------------------------------------------------------
@@ -266,23 +364,85 @@ def test_the_fixed_controller_keeps_its_value():
 
 
 @pytest.mark.parametrize(
-    "call, message",
+    "call, error, message",
     [
-        (lambda: AdaptiveKLController(0.1, target=0.0, horizon=100), "target must be > 0"),
-        (lambda: AdaptiveKLController(0.1, target=-1.0, horizon=100), "target must be > 0"),
-        (lambda: AdaptiveKLController(0.1, target=6.0, horizon=0), "horizon must be > 0"),
-        (lambda: AdaptiveKLController(0.1, target=6.0, horizon=-5), "horizon must be > 0"),
-        (lambda: AdaptiveKLController(-0.1, target=6.0, horizon=100), "init_kl_coef must be > 0"),
-        (lambda: AdaptiveKLController(0.0, target=6.0, horizon=100), "init_kl_coef must be > 0.*stays there"),
-        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(float("nan"), 8), "current_kl is NaN"),
-        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 0), "n_steps must be >= 1"),
-        (lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 500), "n_steps=500 is at least 5 × horizon=100"),
-        (lambda: FixedKLController(-0.1), "kl_coef must be >= 0"),
-        (lambda: reversed_k3(torch.zeros(2), torch.zeros(3)), "must have one shape"),
+        (
+            lambda: AdaptiveKLController(0.1, target=0.0, horizon=100),
+            ValueError,
+            "target must be > 0, got 0: the KL in nats per completion to hold, e.g. 6 as in Ziegler et al.",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, target=-1.0, horizon=100),
+            ValueError,
+            "target must be > 0, got -1: the KL in nats per completion to hold, e.g. 6 as in Ziegler et al.",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, target=6.0, horizon=0),
+            ValueError,
+            "horizon must be > 0, got 0: the number of samples over which β may change by about 20%, e.g. 10000",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, target=6.0, horizon=-5),
+            ValueError,
+            "horizon must be > 0, got -5: the number of samples over which β may change by about 20%, e.g. 10000",
+        ),
+        (
+            lambda: AdaptiveKLController(-0.1, target=6.0, horizon=100),
+            ValueError,
+            "init_kl_coef must be > 0, got -0.1: β is scaled by factors, so one that starts at 0 stays there: "
+            "start above 0",
+        ),
+        (
+            lambda: AdaptiveKLController(0.0, target=6.0, horizon=100),
+            ValueError,
+            "init_kl_coef must be > 0, got 0: β is scaled by factors, so one that starts at 0 stays there: "
+            "start above 0",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, 6.0, 100).update(float("nan"), 8),
+            ValueError,
+            "current_kl is NaN: the mean KL of the batch just sampled",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 0),
+            ValueError,
+            "n_steps must be >= 1, got 0: the number of samples the KL was measured on (the batch size)",
+        ),
+        (
+            lambda: AdaptiveKLController(0.1, 6.0, 100).update(1.0, 500),
+            ValueError,
+            "n_steps=500 is at least 5 × horizon=100, so one update could scale β to 0 or below: "
+            "use a horizon well above the batch size",
+        ),
+        (
+            lambda: FixedKLController(-0.1),
+            ValueError,
+            "kl_coef must be >= 0, got -0.1: the KL penalty's weight β; 0 switches it off",
+        ),
+        (
+            lambda: reversed_k3(torch.zeros(2), torch.zeros(3)),
+            ValueError,
+            "logps (2,) and ref_logps (3,) must have one shape",
+        ),
+        (
+            lambda: reg.gaussian_estimator_table(("a",)),
+            TypeError,
+            "shifts must be a number, got 'a' (str): each shift μ is a real number",
+        ),
+        (
+            lambda: reg.gaussian_estimator_table((1.0,), num_samples=0),
+            ValueError,
+            "num_samples must be >= 1, got 0",
+        ),
+        (
+            lambda: reg.runs_mean_and_stderr([1.0], 0.1),
+            ValueError,
+            "len(values) must be >= 2, got 1: judge at least two runs together",
+        ),
     ],
 )
-def test_controllers_and_estimators_refuse_bad_input_by_name(call, message):
-    with pytest.raises(ValueError, match=message):
+def test_bad_input_is_refused_with_the_whole_message(call, error, message):
+    with pytest.raises(error, match=f"^{re.escape(message)}$"):
         call()
 
 
@@ -304,6 +464,21 @@ def test_gaussian_table_matches_the_closed_forms():
             assert abs(row[f"{name}/bias"] - bias) < 4 * se, (mu, name, row[f"{name}/bias"], bias)
     far = reg.gaussian_estimator_table((1.0,), num_samples=num_samples)[0]
     assert far["k3/std"] < far["k1/std"] and far["k2/bias"] > 0.2 and far["reversed k3/bias"] > 1.0
+
+
+def test_gaussian_table_is_the_closed_form_on_its_own_seeded_draws():
+    """k1 = μ²/2 − μx exactly, so on the table's draws x ~ N(0, 1) its relative error is −2·x̄/μ and its spread 2·s/μ.
+
+    By default each shift takes 1 000 000 float64 draws from one generator seeded with 0, as notebook 08 prints them.
+    """
+    generator = torch_generator(0)
+    for row in reg.gaussian_estimator_table():
+        x = torch.randn(1_000_000, generator=generator, dtype=torch.float64)  # (S,) this shift's draws
+        assert row["k1/bias"] == pytest.approx(-2 * x.mean().item() / row["mu"], rel=1e-9, abs=1e-12)
+        assert row["k1/std"] == pytest.approx(2 * x.std().item() / row["mu"], rel=1e-9)
+    seeded = reg.gaussian_estimator_table((0.5,), num_samples=1000, seed=4)
+    assert seeded == reg.gaussian_estimator_table((0.5,), num_samples=1000, seed=4)
+    assert seeded != reg.gaussian_estimator_table((0.5,), num_samples=1000, seed=5)
 
 
 def sharper_copy_and_rollout(tokenizer, world, scale: float, n: int, max_new_tokens: int):
@@ -365,6 +540,7 @@ def test_estimator_comparison_keeps_each_rows_values_and_their_median(tokenizer,
     for name, s in stats.items():
         assert s["values"].shape == (16,) and s["values"].dtype == np.float64, name
         assert s["mean"] == pytest.approx(s["values"].mean()) and s["median"] == pytest.approx(np.median(s["values"]))
+        assert s["std"] == pytest.approx(np.std(s["values"], ddof=1)), name  # the spread of one completion's value
     assert np.allclose(stats["exact"]["values"], rollout_exact_kl(policy, ref_model, rollout).double().numpy())
     errors = stats["k1"]["values"] - stats["exact"]["values"]
     assert stats["k1"]["bias"] == pytest.approx(errors.mean(), abs=1e-5)
@@ -373,8 +549,11 @@ def test_estimator_comparison_keeps_each_rows_values_and_their_median(tokenizer,
 def test_runs_mean_and_stderr_takes_the_spread_with_one_evaluations_noise_as_its_floor():
     assert reg.runs_mean_and_stderr([1.0, 2.0, 3.0, 4.0], 0.1) == pytest.approx((2.5, np.std([1, 2, 3, 4], ddof=1) / 2))
     assert reg.runs_mean_and_stderr([2.0, 2.0, 2.0, 2.0], 0.1) == pytest.approx((2.0, 0.05))  # the floor 0.1/√4
-    with pytest.raises(ValueError, match="at least two runs"):
-        reg.runs_mean_and_stderr([1.0], 0.1)
+    assert reg.runs_mean_and_stderr([1.0, 3.0], 0.0) == pytest.approx((2.0, 1.0))  # two runs suffice: s = √2, /√2
+    # runs kept in half precision are averaged in float64: (1000 + 1000.5 + 1001.5)/3, not float16's 1000.5
+    half = np.array([1000.0, 1000.5, 1001.5], dtype=np.float16)
+    mean, stderr = reg.runs_mean_and_stderr(half, 0.0)
+    assert mean == pytest.approx(3002 / 3, rel=1e-12) and stderr == pytest.approx(math.sqrt(7 / 12) / math.sqrt(3))
 
 
 def test_the_frontier_draws_error_bars_where_it_is_given_standard_errors():

@@ -1,6 +1,7 @@
 import dataclasses
 import itertools
 import math
+import re
 
 import numpy as np
 import pytest
@@ -149,11 +150,76 @@ def test_check_reward_model_explains_what_to_fix(tokenizer):
         rm.check_reward_model(random_model("llama", len(tokenizer)), tokenizer)
     model = reward_model("llama", tokenizer)
     model.config.pad_token_id = None
-    with pytest.raises(ValueError, match="pad_token_id is not set.*set model.config.pad_token_id"):
+    with pytest.raises(
+        ValueError,
+        match=r"^model\.config\.pad_token_id is not set, so the model cannot find the last real token of a padded "
+        r"row: set model\.config\.pad_token_id = tokenizer\.pad_token_id$",
+    ):
         rm.score(model, tokenizer, PROMPTS, COMPLETIONS)
     model.config.pad_token_id = 3
     with pytest.raises(ValueError, match="tokenizer pads with 0"):
         rm.check_reward_model(model, tokenizer)
+
+
+@pytest.mark.parametrize("kind", ["causal lm", "two labels"])
+def test_check_reward_model_names_the_class_and_the_number_of_labels(kind, tokenizer):
+    if kind == "causal lm":
+        model, name = random_model("llama", len(tokenizer)), "LlamaForCausalLM"  # its config says num_labels=2
+    else:
+        model, name = reward_model("llama", tokenizer), "LlamaForSequenceClassification"
+        model.config.num_labels = 2  # a classifier, not a scorer: the right class alone does not make a reward model
+    with pytest.raises(
+        ValueError,
+        match=rf"^{name} with num_labels=2 is not a reward model: build one with reward_model_from\(causal_lm\), or "
+        r"from_pretrained\(path, num_labels=1\) on a sequence classifier$",
+    ):
+        rm.check_reward_model(model, tokenizer)
+
+
+@pytest.mark.parametrize("build", [rm.reward_model_from, rm.outcome_reward_model_from])
+def test_scalar_heads_default_to_seed_0_and_leave_the_causal_lms_config_alone(build, tokenizer):
+    causal_lm = random_model("qwen2", len(tokenizer))  # its config holds a dict and a list
+    before = causal_lm.config.to_dict()
+    model = build(causal_lm)
+    assert torch.equal(model.score.weight, build(causal_lm, seed=0).score.weight)
+    assert not torch.equal(model.score.weight, build(causal_lm, seed=1).score.weight)
+    assert causal_lm.config.to_dict() == before
+    # a copy, not a view: editing the new model's config in place cannot reach the causal LM's
+    shared = [
+        name
+        for name, value in vars(model.config).items()
+        if isinstance(value, (dict, list)) and value is vars(causal_lm.config).get(name)
+    ]
+    assert shared == []
+
+
+def with_a_hidden_token(batch: dict[str, torch.Tensor], position: int, token_id: int) -> dict[str, torch.Tensor]:
+    """``batch`` with ``token_id`` inserted at ``position`` in every row, masked out (attention 0)."""
+    inserted = {"input_ids": token_id, "attention_mask": 0, "completion_mask": 0}
+    return {
+        name: torch.cat(
+            [tensor[:, :position], torch.full((len(tensor), 1), inserted[name]), tensor[:, position:]], dim=1
+        )
+        for name, tensor in batch.items()
+    }
+
+
+@pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
+def test_a_token_the_attention_mask_hides_changes_no_score(arch, tokenizer):
+    """Both heads read the real tokens alone: a masked-out token mid-row is as if it were not there."""
+    batch = collate(tokenizer, PROMPTS, COMPLETIONS)
+    hidden = with_a_hidden_token(batch, 3, tokenizer.convert_tokens_to_ids("dog"))
+    others = torch.arange(hidden["input_ids"].shape[1]) != 3  # every column but the hidden token's
+    real = batch["attention_mask"] == 1  # (B, T)
+    model = reward_model(arch, tokenizer)
+    orm = rm.outcome_reward_model_from(random_model(arch, len(tokenizer)))
+    with torch.no_grad():
+        plain = rm.sequence_rewards(model, batch["input_ids"], batch["attention_mask"])
+        masked = rm.sequence_rewards(model, hidden["input_ids"], hidden["attention_mask"])
+        plain_logits = rm.token_correctness_logits(orm, batch)  # (B, T)
+        masked_logits = rm.token_correctness_logits(orm, hidden)  # (B, T + 1)
+    assert torch.allclose(masked, plain, atol=1e-5)
+    assert torch.allclose(masked_logits[:, others][real], plain_logits[real], atol=1e-5)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gpt2", "qwen2"])
@@ -193,6 +259,28 @@ def test_score_is_independent_of_batch_composition_and_padding_side(arch, tokeni
     assert together.shape == (4,) and together.device.type == "cpu"
     for other in (one_by_one, reversed_order, left):
         assert torch.allclose(together, other, atol=1e-5)
+
+
+def test_score_takes_no_answers_at_all_and_names_a_bad_completions_argument(tokenizer):
+    model = reward_model("llama", tokenizer)
+    assert rm.score(model, tokenizer, [], []).shape == (0,)  # e.g. a filter that kept nothing
+    with pytest.raises(TypeError, match=r"^completions must be a list of texts, got the single string 'the cat'"):
+        rm.score(model, tokenizer, ["describe the cat"], "the cat")
+
+
+def test_score_and_score_pairs_batch_by_the_batch_size_they_are_given(tokenizer, monkeypatch):
+    seen = []
+    real = rm.score_completions
+
+    def spy(*args, **kwargs):
+        seen.append(kwargs["batch_size"] if "batch_size" in kwargs else args[5] if len(args) > 5 else "default")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(rm, "score_completions", spy)
+    model = reward_model("llama", tokenizer)
+    rm.score(model, tokenizer, PROMPTS, COMPLETIONS, batch_size=3)
+    rm.score_pairs(model, tokenizer, pairs_dataset(1), batch_size=2)
+    assert seen == [3, 2, 2]  # chosen and rejected alike
 
 
 def test_score_refuses_mismatched_lists(tokenizer):
@@ -253,9 +341,14 @@ def test_train_reward_model_refuses_bad_data_and_settings(tokenizer):
         rm.train_reward_model(
             model, tokenizer, pairs_dataset(1).remove_columns(["chosen", "rejected"]), rm.RewardConfig(progress=False)
         )
-    with pytest.raises(ValueError, match="config.margin and the dataset's 'margin' column"):
+    with pytest.raises(
+        ValueError, match=r"^config\.margin and the dataset's 'margin' column are both set: keep one of them$"
+    ):  # one pair: the check reads the first row, which every dataset has
         rm.train_reward_model(
-            model, tokenizer, pairs_dataset(1, margin=[1.0, 1.0]), rm.RewardConfig(margin=1.0, progress=False)
+            model,
+            tokenizer,
+            pairs_dataset(1, margin=[1.0, 1.0]).select([0]),
+            rm.RewardConfig(margin=1.0, progress=False),
         )
     with pytest.raises(ValueError, match="preference dataset is empty"):
         rm.train_reward_model(model, tokenizer, pairs_dataset(0), rm.RewardConfig(progress=False))
@@ -264,6 +357,66 @@ def test_train_reward_model_refuses_bad_data_and_settings(tokenizer):
     model.config.pad_token_id = None
     with pytest.raises(ValueError, match="pad_token_id is not set"):
         rm.train_reward_model(model, tokenizer, pairs_dataset(1), rm.RewardConfig(progress=False))
+
+
+def test_reward_config_takes_zero_for_centering_and_margin():
+    config = rm.RewardConfig(center_rewards_coefficient=0.0, margin=0.0)
+    assert (config.center_rewards_coefficient, config.margin) == (0.0, 0.0)
+    assert rm.RewardConfig(center_rewards_coefficient=0.5, margin=0.5).center_rewards_coefficient == 0.5
+    with pytest.raises(ValueError, match=r"^margin must be >= 0, got -1: the gap m the chosen answer must win by"):
+        rm.RewardConfig(margin=-1.0)
+
+
+def test_reward_modeling_loss_uses_the_margin_argument_when_the_batch_has_no_margin(tokenizer):
+    model = reward_model("llama", tokenizer)
+    batch = collate_pairs(encode_pairs(tokenizer, pairs_dataset(1)), tokenizer.pad_token_id)
+    with torch.no_grad():
+        loss, _ = rm.reward_modeling_loss(model, batch, margin=1.5)
+    chosen, rejected = rm.score_pairs(model, tokenizer, pairs_dataset(1))
+    expected = torch.log1p(torch.exp(-(chosen - rejected - 1.5))).mean()
+    assert loss.item() == pytest.approx(expected.item(), abs=1e-5)
+
+
+def test_train_reward_model_first_loss_has_the_configs_margin_and_centering(tokenizer):
+    model = reward_model("llama", tokenizer)
+    dataset = pairs_dataset(1)  # two pairs, one batch: the first step's loss is the untrained model's
+    chosen, rejected = rm.score_pairs(model, tokenizer, dataset)
+    bradley_terry = torch.log1p(torch.exp(-(chosen - rejected - 2.0)))
+    centering = 0.5 * (chosen + rejected) ** 2
+    assert centering.mean() > 1e-3  # large enough to be seen
+    config = rm.RewardConfig(batch_size=2, margin=2.0, center_rewards_coefficient=0.5, progress=False)
+    history = rm.train_reward_model(model, tokenizer, dataset, config)
+    assert history["loss"][0] == pytest.approx((bradley_terry + centering).mean().item(), abs=1e-5)
+
+
+def test_train_reward_model_refuses_pairs_longer_than_max_length(tokenizer):
+    model = reward_model("llama", tokenizer)
+    with pytest.raises(ValueError, match=r"^example 0 is \d+ tokens long but max_length is 8"):
+        rm.train_reward_model(model, tokenizer, pairs_dataset(1), rm.RewardConfig(max_length=8, progress=False))
+
+
+def test_the_progress_bars_name_the_model_they_train(tokenizer, capsys):
+    rm.train_reward_model(
+        reward_model("llama", tokenizer), tokenizer, pairs_dataset(1), rm.RewardConfig(batch_size=2, progress=True)
+    )
+    assert re.search(r"(^|\r)reward model: 100%", capsys.readouterr().err)
+    orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
+    data = Dataset.from_dict({"prompt": ["add 1 and 2"], "completion": ["1 plus 2 is 3"], "label": [True]})
+    rm.train_outcome_reward_model(orm, tokenizer, data, TrainingConfig(progress=True))
+    assert re.search(r"(^|\r)outcome reward model: 100%", capsys.readouterr().err)
+
+
+def test_accuracy_vs_pairs_builds_each_model_with_the_configs_seed(tokenizer, world, monkeypatch):
+    causal_lm = random_model("llama", len(tokenizer))
+    trained = []
+    monkeypatch.setattr(rm, "train_reward_model", lambda model, tokenizer, pairs, config: trained.append(len(pairs)))
+    monkeypatch.setattr(rm, "evaluate_reward_model", lambda model, *args: {"head": model.score.weight.sum().item()})
+    curve = rm.accuracy_vs_pairs(
+        causal_lm, tokenizer, world, pairs_dataset(2), pairs_dataset(1), [1, 3], rm.RewardConfig(seed=5)
+    )
+    head = rm.reward_model_from(causal_lm, seed=5).score.weight.sum().item()
+    assert head != rm.reward_model_from(causal_lm, seed=0).score.weight.sum().item()
+    assert curve == {"num_pairs": [1, 3], "head": [head, head]} and trained == [1, 3]
 
 
 def test_reward_config_batches_at_random_unless_asked_to_group_by_length(tokenizer):
@@ -301,6 +454,12 @@ def test_pairwise_and_expected_accuracy_hand_values():
     assert rm.expected_accuracy(chosen, rejected, p_chosen) == pytest.approx((0.9 + 0.4 + 0.7 + 0.2) / 4)
 
 
+def test_expected_accuracy_is_exact_to_double_precision():
+    p_chosen = [0.1, 0.2, 0.7]  # none of them exact in float32, off by parts in 1e8
+    value = rm.expected_accuracy(torch.ones(3), torch.zeros(3), p_chosen)
+    assert value == pytest.approx(math.fsum(p_chosen) / 3, rel=1e-14, abs=0)
+
+
 def test_reward_metrics_hand_values_range_over_both_answers():
     # the lowest and the highest reward are both on the rejected side
     metrics = rm.reward_metrics(torch.tensor([1.0, 3.0]), torch.tensor([-2.0, 4.0]))
@@ -333,6 +492,26 @@ def test_calibration_table_hand_example():
     assert rm.expected_calibration_error(table) == pytest.approx(1 / 12)
 
 
+def test_calibration_table_has_ten_bins_by_default_and_keeps_only_the_filled_ones():
+    p = torch.tensor([0.72, 0.78], dtype=torch.float64)
+    table = rm.calibration_table(torch.log(p / (1 - p)).float(), torch.zeros(2))
+    # 0.72 and 0.78 share the bin [0.7, 0.8) of ten (not of eleven); 0.22 and 0.28 share [0.2, 0.3)
+    assert table["count"].tolist() == [2, 2]
+    assert torch.allclose(table["predicted"], torch.tensor([0.25, 0.75], dtype=torch.float64), atol=1e-6)
+    assert table["observed"].tolist() == [0.0, 1.0]  # the chosen answer won both, so its mirror lost both
+
+
+def test_calibration_table_puts_certainty_in_the_top_bin_and_keeps_single_comparisons():
+    # σ(30) is 1.0 in float32, so one comparison is predicted at exactly 1 and its mirror at exactly 0
+    table = rm.calibration_table(torch.tensor([30.0, math.log(1.5)]), torch.zeros(2), num_bins=4)
+    assert table["count"].tolist() == [1, 1, 1, 1]  # 0, 0.4, 0.6 and 1 in bins [0, .25), [.25, .5), [.5, .75), [.75, 1]
+    assert torch.allclose(table["predicted"], torch.tensor([0.0, 0.4, 0.6, 1.0], dtype=torch.float64))
+    assert table["observed"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    certain = rm.calibration_table(torch.tensor([30.0, math.log(19)]), torch.zeros(2), num_bins=10)
+    assert certain["count"].tolist() == [2, 2]  # 1.0 joins 0.95 in the top bin [0.9, 1]
+    assert torch.allclose(certain["predicted"], torch.tensor([0.025, 0.975], dtype=torch.float64))
+
+
 def test_calibration_of_the_true_model_is_near_perfect():
     generator = torch.Generator().manual_seed(0)
     gaps = torch.randn(20_000, generator=generator) * 2
@@ -356,8 +535,10 @@ def test_ceiling_share_is_zero_at_chance_and_one_at_the_ceiling():
     assert rm.ceiling_share(0.75, 0.75) == 1.0
     assert rm.ceiling_share(0.6, 0.75) == pytest.approx(0.4)  # where acc / Bayes would say 80%
     assert rm.ceiling_share(0.45, 0.75) == pytest.approx(-0.2)
-    with pytest.raises(ValueError, match="bayes_accuracy"):
-        rm.ceiling_share(0.5, 0.5)
+    assert rm.ceiling_share(0.75, 1.0) == 0.5  # noiseless labels: the ceiling is 1
+    for bayes_accuracy in (0.5, 1.5):
+        with pytest.raises(ValueError, match=rf"^bayes_accuracy must be in \(0\.5, 1\], got {bayes_accuracy}: "):
+            rm.ceiling_share(0.5, bayes_accuracy)
 
 
 def test_within_prompt_agreement_matches_a_loop_over_pairs():
@@ -381,7 +562,9 @@ def test_within_prompt_agreement_ignores_a_constant_per_prompt():
     offsets = torch.tensor([[100.0], [-100.0]])  # would wreck a global rank correlation
     assert rm.within_prompt_agreement(gold + offsets, gold) == 1.0
     assert rm.within_prompt_agreement(-gold, gold) == 0.0
-    with pytest.raises(ValueError, match="ties every pair"):
+    with pytest.raises(
+        ValueError, match="^the gold reward ties every pair of answers: sample more varied answers per prompt$"
+    ):
         rm.within_prompt_agreement(gold, torch.ones(2, 3))
 
 
@@ -397,7 +580,7 @@ def test_best_of_n_capture_is_one_for_the_oracle_and_matches_its_definition():
         gold.max(1).values.mean().item(),
     )  # at n = N the pick is the argmax of all N
     assert rm.best_of_n_capture(noisy, gold, [8])[8] == pytest.approx((picked - one) / (oracle - one))
-    with pytest.raises(ValueError, match="n = 1"):
+    with pytest.raises(ValueError, match="^n must be >= 2, got 1: at n = 1 there is no choice, so no gain to share$"):
         rm.best_of_n_capture(noisy, gold, [1])
 
 
@@ -430,6 +613,62 @@ def test_implied_weights_stderr_matches_least_squares_and_the_interval():
     assert interval["a"][1] - interval["a"][0] == pytest.approx(2 * 1.645 * stderr["a"], rel=0.2)
     with pytest.raises(ValueError, match="num_resamples"):
         rm.implied_weights_stderr(rewards, components, num_resamples=1)
+
+
+@pytest.mark.parametrize("level", [0, 1, 1.5, -0.1, 90])
+def test_implied_weights_interval_refuses_a_level_outside_0_to_1(level):
+    with pytest.raises(
+        ValueError, match=rf"^level must be between 0 and 1, got {level!r}: e\.g\. 0\.9 for a 90% interval$"
+    ):
+        rm.implied_weights_interval(torch.arange(4.0), {"a": [0.0, 1.0, 3.0, 2.0]}, level=level)
+
+
+def test_implied_weights_interval_and_stderr_read_the_refits_as_stated(monkeypatch):
+    """Refits 0, 1, ..., 100: the 90% interval is their 5% and 95% quantiles, the stderr their sample deviation."""
+    monkeypatch.setattr(rm, "_bootstrap_weights", lambda *args: {"a": np.arange(101.0)})
+    for level, expected in ((0.9, (5.0, 95.0)), (0.5, (25.0, 75.0))):
+        interval = rm.implied_weights_interval(torch.zeros(3), {"a": [0, 1, 2]}, level=level)
+        assert interval == {"a": pytest.approx(expected, abs=1e-9)}
+    monkeypatch.setattr(rm, "_bootstrap_weights", lambda *args: {"a": np.array([1.0, 2.0, 3.0, 4.0])})
+    assert rm.implied_weights_stderr(torch.zeros(3), {"a": [0, 1, 2]}) == {"a": pytest.approx(math.sqrt(5 / 3))}
+
+
+def test_implied_weights_bootstrap_defaults_and_the_intercept_switch():
+    generator = torch.Generator().manual_seed(2)
+    a = torch.rand(60, generator=generator, dtype=torch.float64)
+    rewards = 3 + 2 * a + 0.1 * torch.randn(60, generator=generator, dtype=torch.float64)
+    components = {"a": a.tolist()}
+    # the documented defaults: 200 resamples from seed 0, with an intercept
+    interval, stderr = rm.implied_weights_interval(rewards, components), rm.implied_weights_stderr(rewards, components)
+    same = {"num_resamples": 200, "seed": 0, "intercept": True}
+    assert interval["a"] == pytest.approx(rm.implied_weights_interval(rewards, components, **same)["a"], rel=1e-12)
+    assert stderr["a"] == pytest.approx(rm.implied_weights_stderr(rewards, components, **same)["a"], rel=1e-12)
+    for other in ({"seed": 1}, {"num_resamples": 201}):  # either default changes the refits
+        assert rm.implied_weights_stderr(rewards, components, **other)["a"] != pytest.approx(stderr["a"], rel=1e-6)
+    # without an intercept the offset of 3 is put on a: w = Σ a r / Σ a², far from 2
+    through_zero = (a * rewards).sum().item() / (a * a).sum().item()
+    low, high = rm.implied_weights_interval(rewards, components, intercept=False)["a"]
+    assert low < through_zero < high and low > 4
+    low, high = rm.implied_weights_interval(rewards, components)["a"]
+    assert low < 2 < high
+
+
+def test_the_bootstrap_needs_two_resamples():
+    rewards, components = torch.arange(5.0), {"a": [0.0, 1.0, 3.0, 2.0, 4.0]}
+    assert set(rm.implied_weights_stderr(rewards, components, num_resamples=2)) == {"a"}
+    with pytest.raises(ValueError, match="^num_resamples must be >= 2, got 1: the number of resamples, e.g. 200$"):
+        rm.implied_weights_stderr(rewards, components, num_resamples=1)
+
+
+def test_the_bootstrap_takes_exact_fractions_as_implied_weights_does():
+    from fractions import Fraction
+
+    rewards = torch.tensor([0.0, 1.5, 3.0, 1.0, 5.5, 2.0], dtype=torch.float64)
+    exact = [Fraction(0), Fraction(1, 3), Fraction(1), Fraction(2, 3), Fraction(5, 3), Fraction(1, 2)]
+    floats = [float(value) for value in exact]
+    assert rm.implied_weights(rewards, {"a": exact}) == pytest.approx(rm.implied_weights(rewards, {"a": floats}))
+    stderr = rm.implied_weights_stderr(rewards, {"a": exact}, num_resamples=20)
+    assert stderr == pytest.approx(rm.implied_weights_stderr(rewards, {"a": floats}, num_resamples=20))
 
 
 def test_implied_weights_on_pair_differences_cancel_a_constant_per_prompt(world):
@@ -669,7 +908,11 @@ def test_outcome_reward_model_has_one_logit_per_token_on_the_same_backbone(arch,
 
 
 def test_orm_refuses_a_model_of_the_wrong_kind_and_data_without_labels(tokenizer, world):
-    with pytest.raises(ValueError, match="is not an outcome reward model: build one with outcome_reward_model_from"):
+    with pytest.raises(
+        ValueError,
+        match=r"^LlamaForSequenceClassification with num_labels=1 is not an outcome reward model: build one with "
+        r"outcome_reward_model_from\(causal_lm\)$",
+    ):
         rm.correctness_probability(reward_model("llama", tokenizer), tokenizer, PROMPTS, COMPLETIONS)
     orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
     data = Dataset.from_dict({"prompt": ["add 1 and 2"], "completion": ["1 plus 2 is 3"]})
@@ -683,6 +926,61 @@ def test_orm_dataset_is_labelled_by_the_verifier(tokenizer, world):
     completions = [row[0]["content"] for row in data["completion"]]
     assert len(data) == 12 and prompts[0] == prompts[1] and prompts[0].startswith("add ")
     assert data["label"] == [r == 1.0 for r in world.verifiable_reward(prompts, completions)]
+
+
+def test_orm_dataset_defaults_four_seeded_answers_per_training_prompt_in_chat_format(tokenizer, world):
+    from rlhf_edu.core.rollouts import generate_completions
+
+    policy = closing_backbone(tokenizer)
+    data = rm.orm_dataset(world, policy, tokenizer, n=2)
+    prompts = [p for p in world.prompts(2, split="train", family="arithmetic") for _ in range(4)]
+    completions = generate_completions(policy, tokenizer, prompts, seed=0)
+    assert data["prompt"] == [[{"role": "user", "content": p}] for p in prompts]
+    assert data["completion"] == [[{"role": "assistant", "content": c}] for c in completions]
+    assert len(set(completions)) > 1  # sampled, so another seed gives other answers
+    assert rm.orm_dataset(world, policy, tokenizer, n=2, seed=1)["completion"] != data["completion"]
+
+
+def test_orm_dataset_reads_the_split_it_is_given_and_checks_num_generations(tokenizer, world):
+    policy = closing_backbone(tokenizer)
+    data = rm.orm_dataset(world, policy, tokenizer, n=3, num_generations=1, split="test")
+    assert [row[0]["content"] for row in data["prompt"]] == world.prompts(3, split="test", family="arithmetic")
+    assert world.prompts(3, split="test", family="arithmetic") != world.prompts(3, family="arithmetic")
+    with pytest.raises(ValueError, match="^num_generations must be >= 1, got 0: answers per prompt, e.g. 4$"):
+        rm.orm_dataset(world, policy, tokenizer, n=3, num_generations=0)
+
+
+@pytest.mark.parametrize(
+    "logit, labels, accuracy",
+    [
+        (0.0, [False, False], 1.0),  # σ(0) = 1/2 is not a verdict of "correct"
+        (0.5, [True, True], 1.0),  # any positive logit is
+        (0.5, [True, False], 0.5),
+        (-0.5, [True, True], 0.0),
+    ],
+)
+def test_orm_loss_of_a_constant_logit_matches_hand_values(tokenizer, logit, labels, accuracy):
+    """With the head's weights zeroed and its bias at w, every token's logit is w: the loss is a plain BCE."""
+    orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
+    with torch.no_grad():
+        orm.score.weight.zero_()
+        orm.score.bias.fill_(logit)
+    batch = collate(tokenizer, ["add 1 and 2", "add 4 and 4"], ["1 plus 2 is 3", "4 plus 4 is 9"])
+    batch["label"] = torch.tensor([float(label) for label in labels])
+    with torch.no_grad():
+        loss, metrics = rm.orm_loss(orm, batch)
+    p = 1 / (1 + math.exp(-logit))
+    expected = sum(-math.log(p if label else 1 - p) for label in labels) / len(labels)
+    assert loss.item() == pytest.approx(expected, abs=1e-6)
+    assert metrics == {"accuracy": accuracy}
+
+
+def test_correctness_probability_names_its_arguments(tokenizer):
+    orm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
+    with pytest.raises(TypeError, match="^prompts must be a list of texts, got the single string 'add 1 and 2'"):
+        rm.correctness_probability(orm, tokenizer, "add 1 and 2", ["1 plus 2 is 3"])
+    with pytest.raises(ValueError, match="^got 2 prompts but 1 completions: pass one per example$"):
+        rm.correctness_probability(orm, tokenizer, ["add 1 and 2", "add 2 and 2"], ["1 plus 2 is 3"])
 
 
 def test_a_few_orm_steps_fit_a_fixed_batch(tokenizer):

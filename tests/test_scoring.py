@@ -8,7 +8,7 @@ from rlhf_edu import reward_modeling as rm
 from rlhf_edu.core.collate import encode_prompt_completion
 from rlhf_edu.core.logprobs import batch_sequence_logprobs, completion_logprobs
 from rlhf_edu.core.runtime import SCORING_BATCH_SIZE
-from rlhf_edu.core.scoring import score_rows
+from rlhf_edu.core.scoring import score_completions, score_rows
 from rlhf_edu.direct_alignment import precompute_ref_logps, reference_logprobs
 from rlhf_edu.pretraining import encode_document, perplexity
 from tests.conftest import logprob_alone, random_model
@@ -68,6 +68,39 @@ def test_score_rows_of_no_rows_is_empty_and_a_bad_batch_size_is_refused(tokenize
     assert score_rows(model, [], tokenizer.pad_token_id, batch_sequence_logprobs).shape == (0,)
     with pytest.raises(ValueError, match="batch_size must be a positive integer, got 0: try 64"):
         score_rows(model, rows_of(tokenizer), tokenizer.pad_token_id, batch_sequence_logprobs, batch_size=0)
+
+
+def test_score_rows_runs_each_batch_on_the_models_device(tokenizer):
+    model = random_model("llama", len(tokenizer)).to("meta")  # a device every machine has
+    devices = []
+
+    def record(model, batch):
+        devices.append({tensor.device.type for tensor in batch.values()})
+        return torch.zeros(len(batch["input_ids"]))
+
+    values = score_rows(model, rows_of(tokenizer), tokenizer.pad_token_id, record, batch_size=2)
+    assert values.tolist() == [0.0] * 5 and devices == [{"meta"}] * 3
+
+
+def test_score_rows_names_the_row_too_long_for_the_context(tokenizer):
+    model = random_model("llama", len(tokenizer))  # a context of 128 tokens
+    rows = rows_of(tokenizer)
+    rows[2] = {"input_ids": [5] * 130, "completion_mask": [0] * 129 + [1]}
+    with pytest.raises(
+        ValueError, match=r"^row 2 \(prompt and completion\) is 130 tokens long but the model's context is 128 tokens"
+    ):
+        score_rows(model, rows, tokenizer.pad_token_id, batch_sequence_logprobs)
+
+
+@pytest.mark.parametrize(
+    "prompts, completions", [("add 1 and 2", ["1 plus 2 is 3"]), (["add 1 and 2"], "1 plus 2 is 3")]
+)
+def test_score_completions_refuses_a_single_string_on_either_side(tokenizer, prompts, completions):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(
+        TypeError, match="^pass lists of prompts and completions, not a single string: one completion per prompt$"
+    ):
+        score_completions(model, tokenizer, prompts, completions, batch_sequence_logprobs)
 
 
 # --- each caller: a row's value does not depend on its batch ------------------------------------------

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from rlhf_edu.core.collate import collate, pad_batch
-from rlhf_edu.core.training import History, Trainer, TrainingConfig, make_loader, train
+from rlhf_edu.core.training import History, Trainer, TrainingConfig, load_histories, make_loader, save_histories, train
 from rlhf_edu.pretraining import language_modeling_loss
 from tests.conftest import random_model
 
@@ -178,12 +178,21 @@ def test_train_takes_num_steps_over_any_iterable(tokenizer):
     assert len(train(model, loss_fn, stream, config, num_steps=2)["loss"]) == 2
     spent = iter(fixed_batches(tokenizer, 2))
     assert len(train(model, loss_fn, spent, config, num_steps=5)["loss"]) == 2  # a generator ends sooner
-    with pytest.raises(TypeError, match="has no len\\(\\).*pass num_steps"):
+    with pytest.raises(TypeError, match="^batches \\(generator\\) has no len\\(\\).*pass num_steps"):
         train(model, loss_fn, (b for b in fixed_batches(tokenizer)), config)
-    with pytest.raises(ValueError, match="num_steps must be >= 1, got 0"):
+    with pytest.raises(ValueError, match="^num_steps must be >= 1, got 0: the number of optimizer steps to take$"):
         train(model, loss_fn, fixed_batches(tokenizer), config, num_steps=0)
-    with pytest.raises(ValueError, match="batches is empty"):
+    with pytest.raises(ValueError, match="^batches is empty: there is nothing to train on \\(check the dataset\\)$"):
         train(model, loss_fn, [], config)
+
+
+def test_the_progress_bar_shows_the_runs_description(tokenizer, capsys):
+    model = random_model("llama", len(tokenizer))
+    config = TrainingConfig(progress=True)
+    train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config)
+    assert "training: " in capsys.readouterr().err  # the default
+    train(model, partial(language_modeling_loss, model), fixed_batches(tokenizer), config, desc="SFT")
+    assert "SFT: " in capsys.readouterr().err
 
 
 def test_bad_trainer_arguments_are_refused(tokenizer):
@@ -195,7 +204,7 @@ def test_bad_trainer_arguments_are_refused(tokenizer):
         Trainer([], config, total_steps=1)
     with pytest.raises(ValueError, match="total_steps must be >= 1"):
         Trainer(model, config, total_steps=0)
-    with pytest.raises(TypeError, match="loss_fn must be a function"):
+    with pytest.raises(TypeError, match=r"^loss_fn must be a function batch -> \(loss, metrics\), got str$"):
         train(model, "loss", fixed_batches(tokenizer), config)
     model.requires_grad_(False)
     with pytest.raises(ValueError, match="no.*parameter that requires grad"):
@@ -411,8 +420,16 @@ def test_length_grouped_loader_breaks_ties_at_random_and_takes_a_length_function
         length=lambda row: row["other"],
     )
     assert batches_of(loader) == [[0, 2], [1, 3]]  # grouped by the given length, in sorted order
-    with pytest.raises(ValueError, match="length is only used with group_by_length=True"):
+    with pytest.raises(ValueError, match="^length is only used with group_by_length=True: pass both, or neither$"):
         make_loader(rows, pad_batch, TrainingConfig(), length=len)
+
+
+def test_an_unshuffled_grouped_loader_keeps_the_order_of_rows_of_one_length():
+    rows = rows_of_lengths([2, 2, 2, 2, 1, 1])
+    loader = make_loader(
+        rows, partial(pad_batch, pad_token_id=0), TrainingConfig(batch_size=2), shuffle=False, group_by_length=True
+    )
+    assert batches_of(loader) == [[4, 5], [0, 1], [2, 3]]  # shortest first; ties as they came
 
 
 # --- history ----------------------------------------------------------------------------------------------
@@ -422,12 +439,13 @@ def test_history_reads_means_and_plots_the_running_mean():
         history.log(step=step, loss=4 - step, accuracy=step / 4)
     assert history["loss"] == [4, 3, 2, 1]
     assert history.mean("loss", last=2) == 1.5
+    assert history.mean("loss") == 2.5  # every step when last is not given
     figure = history.plot("loss", "accuracy", smooth=2)
     assert len(figure.axes) == 2
     line = figure.axes[0].lines[0]
     assert line.get_ydata().tolist() == [3.5, 2.5, 1.5]  # means of (4, 3), (3, 2), (2, 1)
     assert list(line.get_xdata()) == [1, 2, 3]  # each at the last step of its window
-    with pytest.raises(KeyError, match="no metric 'kl'.*loss"):
+    with pytest.raises(KeyError, match="no metric 'kl': this run logged step, loss, accuracy"):
         history["kl"]
     plt.close(figure)
 
@@ -457,3 +475,17 @@ def test_a_diverging_update_is_caught_by_its_size_whatever_the_cpu_computes(toke
     sane = Trainer(model, TrainingConfig(learning_rate=1e-3, progress=False), total_steps=1)
     sane.step(partial(language_modeling_loss, model), fixed_batches(tokenizer)[0])  # a real step passes the check
     assert not same_weights(model, before)
+
+
+def test_saved_histories_keep_the_layout_of_the_shipped_sweeps(tmp_path):
+    """One space per level and a closing newline, as the committed sweep files are written, so a rerun diffs cleanly."""
+    path = tmp_path / "new" / "folder" / "runs.json"  # folders that do not exist yet are made
+    history = History()
+    history.log(step=0, loss=1.5)
+    assert save_histories({"a": history}, path, beta=0.1) == path
+    assert path.read_text() == (
+        '{\n "settings": {\n  "beta": 0.1\n },\n "runs": {\n  "a": [\n   {\n'
+        '    "step": 0.0,\n    "loss": 1.5\n   }\n  ]\n }\n}\n'
+    )
+    runs, settings = load_histories(path)
+    assert runs["a"].steps == history.steps and settings == {"beta": 0.1}

@@ -49,7 +49,7 @@ def as_messages(text_or_messages: str | Messages, role: str, allow_empty: bool =
             )
         if not message["content"].strip() and not allow_empty:
             raise ValueError(
-                f"empty {message.get('role', role)} message in {messages!r}: every prompt and completion "
+                f"empty {message['role']} message in {messages!r}: every prompt and completion "
                 "needs some text (drop or fix that example)"
             )
     return messages

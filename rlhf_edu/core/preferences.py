@@ -80,7 +80,8 @@ def build_preference_dataset(
         )
     prompts = [prompts[i] for i in keep]
     samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
-    a_preferred = np.array(world.label_pairs(prompts, samples_a, samples_b, rng=seed), dtype=bool)
+    labels = world.label_pairs(prompts, samples_a, samples_b, rng=seed)  # 1 where a is preferred
+    a_preferred = np.array(labels, dtype=bool)  # pragma: no mutate (np.where reads 0/1 labels as bools alike)
     chosen = np.where(a_preferred, samples_a, samples_b).tolist()
     rejected = np.where(a_preferred, samples_b, samples_a).tolist()
     p_a = world.preference_probability(prompts, samples_a, samples_b)
@@ -197,7 +198,7 @@ def pair_loader(pairs: Sequence[dict], pad_token_id: int, config: TrainingConfig
     each batch holds pairs of similar :func:`pair_length`, so it pads only to its own
     longest answer; otherwise the batches are random.
     """
-    group = getattr(config, "group_by_length", False)
+    group = getattr(config, "group_by_length", False)  # pragma: no mutate (None turns grouping off, as False does)
     return make_loader(
         pairs,
         partial(collate_pairs, pad_token_id=pad_token_id),

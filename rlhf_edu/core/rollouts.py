@@ -87,7 +87,8 @@ class Rollout:
             index = index.cpu()
         rows = torch.arange(len(self))[index].reshape(-1)  # (B',) row numbers; an int keeps its row dimension
         texts = {name: [getattr(self, name)[i] for i in rows.tolist()] for name in ("prompts", "completions")}
-        tensors = {name: getattr(self, name)[rows.to(self.logps.device)] for name in TENSOR_FIELDS}
+        on_device = rows.to(self.logps.device)  # pragma: no mutate (a CPU index serves a tensor on any device too)
+        tensors = {name: getattr(self, name)[on_device] for name in TENSOR_FIELDS}
         return Rollout(**texts, **tensors)
 
     def to(self, device: str | torch.device) -> Rollout:
@@ -159,11 +160,14 @@ def render_prompt(tokenizer: PreTrainedTokenizerBase, prompt: str | Messages) ->
     """The chat-formatted text a model continues for ``prompt``, after checking it holds only known, plain words."""
     messages = as_messages(prompt, "user")
     check_plain_messages(tokenizer, messages)
-    text = render_chat(tokenizer, messages, add_generation_prompt=True, tokenize=False)
-    if (
-        tokenizer.unk_token_id is not None
-        and tokenizer.unk_token_id in tokenizer(text, add_special_tokens=False)["input_ids"]
-    ):
+    text = render_chat(
+        tokenizer,
+        messages,
+        add_generation_prompt=True,
+        tokenize=False,  # pragma: no mutate (None reads as False too: the template tests its truth)
+    )
+    ids = tokenizer.encode(text, add_special_tokens=False)  # pragma: no mutate (an added bos or eos is never <unk>)
+    if tokenizer.unk_token_id in ids:  # a byte-level tokenizer's unk_token_id, None, is never an id
         for message in messages:
             check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     return text
@@ -209,9 +213,14 @@ def _sample_batch(
         inputs = tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False)
     finally:
         tokenizer.padding_side = padding_side
-    inputs = inputs.to(next(model.parameters()).device)
+    inputs = inputs.to(next(model.parameters()).device)  # pragma: no mutate (one device in tests: the identity)
     sampling = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        {
+            "do_sample": True,
+            "temperature": temperature,
+            "top_k": 0,
+            "top_p": 1.0,  # pragma: no mutate (top-p at 1 or above keeps every token)
+        }
         if temperature > 0
         else {"do_sample": False}
     )
