@@ -266,8 +266,8 @@ def train_tabular_dpo(
         raise ValueError(f"ref_probs {ref_probs.shape} and rewards {rewards.shape} must be 1-D, one entry per arm")
     if (ref_probs <= 0).any() or not np.isclose(ref_probs.sum(), 1):
         raise ValueError("ref_probs must be positive and sum to 1: DPO can never move an arm π_ref gives 0")
-    ref_probs = ref_probs / ref_probs.sum()  # float32 sums to 1 only to float32 precision; NumPy asks for more
-    chosen, rejected = bandit_preferences(ref_probs, rewards, num_pairs, numpy_rng(seed), tau)
+    sampling_probs = ref_probs / ref_probs.sum()  # float32 sums to 1 only to float32 precision; NumPy asks more
+    chosen, rejected = bandit_preferences(sampling_probs, rewards, num_pairs, numpy_rng(seed), tau)
     # A pair's loss depends only on its two arms: score each distinct (chosen, rejected) once, weighted by its count.
     (chosen, rejected), counts = np.unique(np.stack([chosen, rejected]), axis=1, return_counts=True)
     weights = torch.tensor(counts / counts.sum())  # (m,) share of the pairs
