@@ -754,6 +754,39 @@ def test_a_language_model_saved_as_the_reward_model_is_refused(monkeypatch, tmp_
             ValueError,
             "the dataset has no p_chosen, gold_chosen, gold_rejected column",
         ),
+        # Found by the probe of the second pass: the message, word for word
+        (lambda: _rs().select_random_per_prompt(torch.zeros(2, 4), -1), ValueError, "^rng must be >= 0, got -1"),
+        (lambda: _rs().select_random_k_overall(torch.zeros(2, 4), 2, -1), ValueError, "^rng must be >= 0, got -1"),
+        (
+            lambda: da.chosen_nll_loss(torch.tensor([-2.0]), torch.tensor([0])),
+            ValueError,
+            "^chosen_lengths holds 0: every chosen answer has at least one token",
+        ),
+        (
+            lambda: da.simpo_loss(torch.zeros(2), torch.zeros(2), gamma=NAN),
+            ValueError,
+            "^gamma is NaN: SimPO's target margin γ, e.g. 0.5",
+        ),
+        (
+            lambda: rm.calibration_table(torch.zeros(2), torch.ones(2), num_bins=0),
+            ValueError,
+            "^num_bins must be >= 1, got 0: the number of equal-width bins of predicted probability, e.g. 10",
+        ),
+        (
+            lambda: _last_turn_only([0, 2, 1]),
+            TypeError,
+            r"^mask must be a list of 0s and 1s \(a row's completion_mask\), got \[0, 2, 1\]",
+        ),
+        (
+            lambda: _sample_table({"sft": None}, 0),
+            ValueError,
+            "^n must be >= 1, got 0: the number of prompts to show, e.g. 5",
+        ),
+        (
+            lambda: _sample_table({}, 5),
+            ValueError,
+            r"^evaluations is empty: pass \{name: evaluate_policy\(...\)\} for at least one policy",
+        ),
         # Finding 7: an empty preset name
         (lambda: _get_preset(""), ValueError, "preset is the empty string: name one"),
     ],
@@ -761,6 +794,28 @@ def test_a_language_model_saved_as_the_reward_model_is_refused(monkeypatch, tmp_
 def test_each_finding_gets_its_message(call, error, message):
     with pytest.raises(error, match=message):
         call()
+
+
+def _rs():
+    from rlhf_edu import rejection_sampling
+
+    return rejection_sampling
+
+
+def _last_turn_only(mask):
+    from rlhf_edu.instruction_tuning import last_turn_only
+
+    return last_turn_only(mask)
+
+
+def _sample_table(evaluations, n):
+    from rlhf_edu.core.evaluation import sample_table
+
+    return sample_table(evaluations, n)
+
+
+def test_a_chosen_answer_of_one_token_is_its_own_mean():
+    assert da.chosen_nll_loss(torch.tensor([-2.0]), torch.tensor([1])).tolist() == [2.0]
 
 
 def _tokenizer():
@@ -839,3 +894,56 @@ def test_figures_to_a_path_that_cannot_be_a_folder_says_so(tmp_path, capsys):
     assert main(["figures", "--out", str(tmp_path / "a_file")]) == 2
     err = capsys.readouterr().err
     assert "cannot be a folder to write figures to (File exists): pass a folder path" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (lambda: policy_gradients.PolicyGradientConfig(gamma=2), ValueError, r"^gamma must be <= 1, got 2: GAE's disc"),
+        (lambda: policy_gradients.PolicyGradientConfig(gamma=-1), ValueError, r"^gamma must be >= 0, got -1: GAE's"),
+        (lambda: policy_gradients.PolicyGradientConfig(lam=1.5), ValueError, r"^lam must be <= 1, got 1.5: GAE's λ in"),
+        (lambda: policy_gradients.PolicyGradientConfig(lam=-0.1), ValueError, r"^lam must be >= 0, got -0.1: GAE's λ"),
+        (
+            lambda: policy_gradients.PolicyGradientConfig(vf_coef=-1),
+            ValueError,
+            r"^vf_coef must be >= 0, got -1: the value loss's weight, e.g. 0.1$",
+        ),
+        (
+            lambda: policy_gradients.PolicyGradientConfig(cliprange_value=0),
+            ValueError,
+            r"^cliprange_value must be > 0, got 0: the value clip, e.g. 0.2$",
+        ),
+        (
+            lambda: policy_gradients.minibatches(3, 2, torch.Generator()),
+            ValueError,
+            r"^num_mini_batches=2 does not divide the 3 rows: pick a divisor$",
+        ),
+        (
+            lambda: policy_gradients.shaped_rewards(torch.zeros(1), torch.zeros(1, 2), torch.ones(1, 2), -1.0),
+            ValueError,
+            r"^beta must be >= 0, got -1: the KL penalty's weight; 0 switches it off$",
+        ),
+        (lambda: TrainingConfig(progress="yes"), TypeError, r"^progress must be True or False, got 'yes' \(str\)$"),
+        (
+            lambda: _train_with_loss(lambda model, batch: (torch.ones(()), {})),
+            ValueError,
+            r"^loss_fn must return \(loss, metrics\): a scalar loss tensor and a dict of metrics, but its loss has no "
+            r"gradient: compute it from the model's outputs, not under no_grad$",
+        ),
+    ],
+)
+def test_the_policy_gradient_settings_and_the_loop_say_what_to_set(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_the_edges_of_the_policy_gradient_settings_are_allowed():
+    for edge in ({"gamma": 0.0}, {"gamma": 1.0}, {"lam": 0.0}, {"lam": 1.0}, {"vf_coef": 0.0}):
+        policy_gradients.PolicyGradientConfig(**edge)
+    rewards = policy_gradients.shaped_rewards(torch.tensor([1.0]), torch.ones(1, 2), torch.ones(1, 2), 0.0)
+    assert rewards.tolist() == [[0.0, 1.0]]  # β = 0: the score on the last token, and no KL
+    assert [part.tolist() for part in policy_gradients.minibatches(4, 1, torch.Generator())] == [[0, 1, 2, 3]]
+    with pytest.raises(TypeError, match="policy is a LlamaForSequenceClassification, which has no language"):
+        from rlhf_edu.core import zoo
+
+        policy_gradients.value_model_from(zoo.load("rm", device="cpu")[0])
