@@ -183,8 +183,9 @@ def _with_scalar_head(causal_lm: PreTrainedModel, auto_class: type, seed: int) -
     check_causal_lm(causal_lm, "causal_lm")  # a reward model is refused: a second head on it would score nothing
     config = copy.deepcopy(causal_lm.config)
     config.num_labels = 1
-    with torch.random.fork_rng(devices=[]):  # the model is built on the CPU: only the CPU generator is used
-        torch.default_generator.manual_seed(shifted_seed(seed))  # torch.manual_seed would reseed every GPU too
+    # The model is built on the CPU, so only the CPU generator is seeded: torch.manual_seed would reseed every GPU too.
+    with torch.random.fork_rng(devices=[]):  # pragma: no mutate (without a GPU, None forks the same generators)
+        torch.default_generator.manual_seed(shifted_seed(seed))
         model = auto_class.from_config(config)
     model.base_model.load_state_dict(causal_lm.base_model.state_dict())
     return model.to(causal_lm.device).eval()  # pragma: no mutate (one device in tests: .to is the identity)

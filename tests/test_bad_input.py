@@ -947,3 +947,38 @@ def test_the_edges_of_the_policy_gradient_settings_are_allowed():
         from rlhf_edu.core import zoo
 
         policy_gradients.value_model_from(zoo.load("rm", device="cpu")[0])
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: da.DPOConfig(simpo_gamma=-1),
+            ValueError,
+            r"^simpo_gamma must be >= 0, got -1: SimPO's target margin γ/β",
+        ),
+        (lambda: da.DPOConfig(group_by_length=1), TypeError, r"^group_by_length must be True or False, got 1 \(int\)$"),
+        (
+            lambda: rm.RewardConfig(margin=-1.0),
+            ValueError,
+            r"^margin must be >= 0, got -1: the gap m the chosen answer must win by, or None$",
+        ),
+        (
+            lambda: rm.RewardConfig(center_rewards_coefficient=-1.0),
+            ValueError,
+            r"^center_rewards_coefficient must be >= 0, got -1: the centering term's weight, e.g. 0.01, "
+            r"or None to switch centering off$",
+        ),
+        (lambda: rm.RewardConfig(group_by_length="no"), TypeError, r"^group_by_length must be True or False, got 'no'"),
+    ],
+)
+def test_the_offline_trainers_settings_say_what_to_set(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_tabular_dpo_takes_float32_probabilities():
+    # Their float64 sum is 1 + 2.2e-8, beyond what NumPy's sampler allows (1.5e-8): they are renormalised to sample.
+    probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    result = da.train_tabular_dpo(probs, [1.0, 0.0, 0.5, 2.0], 0.5, num_pairs=50, num_steps=2)
+    assert result.ref_probs.tolist() == probs.double().tolist()  # kept as given
