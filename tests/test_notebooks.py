@@ -27,6 +27,9 @@ import nbformat
 import pytest
 from IPython.core.inputtransformer2 import TransformerManager
 
+from rlhf_edu.exercises import exercise
+from tests.exercise_tools import CHECK_CALLS, check_calls, exercise_ids
+
 NOTEBOOK_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 NOTEBOOKS = sorted(p for p in NOTEBOOK_DIR.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 MAX_DEFINITION_LINES = 6
@@ -127,7 +130,7 @@ def test_chapter_notebook_has_worked_solutions(path):
 @each(SOLUTIONS)
 def test_solutions_pass_their_self_checks(path):
     text = "\n".join(output_text(o) for cell in read(path).cells for o in cell.get("outputs", []))
-    assert "✅" in text, f"{path.name} shows no passing self-check (rlhf_edu.core.exercises prints ✅)"
+    assert "✅" in text, f"{path.name} shows no passing self-check (rlhf_edu.exercises prints ✅)"
     assert "❌" not in text, f"{path.name} has a worked solution that fails its self-check"
 
 
@@ -148,9 +151,18 @@ def test_ends_with_check_cells_that_assert(path):
 
 @each(NOTEBOOKS)
 def test_defines_no_long_functions(path):
-    for cell in code_cells(read(path)):
+    nb = read(path)
+    answers = {
+        c.args[1].id
+        for cell in code_cells(nb)
+        for c in check_calls(python_source(cell))
+        if c.func.id == "check_function"
+    }  # a worked answer to an exercise is as long as it needs
+    for cell in code_cells(nb):
         for node in ast.walk(python_source(cell)):
-            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)) and not (
+                is_solutions(path) and getattr(node, "name", None) in answers
+            ):
                 body_lines = node.end_lineno - node.lineno
                 name = getattr(node, "name", "lambda")
                 assert body_lines <= MAX_DEFINITION_LINES, (
@@ -230,30 +242,95 @@ def test_checked_text_compares_what_nbval_compares():
     )
 
 
-EXERCISE_CALLS = ("check", "check_close")
-
-
-def exercise_texts(nb: nbformat.NotebookNode) -> list[str]:
-    """The success and hint texts of every self-check in a notebook: a reader sees them by answering, or by hint()."""
+def exercise_texts(path: Path) -> list[str]:
+    """What a notebook's exercises print only when a reader answers or asks: success texts, hints, predictions."""
     texts = []
-    for cell in code_cells(nb):
-        for node in ast.walk(python_source(cell)):
-            if isinstance(node, ast.Call) and getattr(node.func, "id", "") in EXERCISE_CALLS:
-                for arg in [*node.args[1:], *(keyword.value for keyword in node.keywords)]:
-                    texts += [
-                        part.value
-                        for part in ast.walk(arg)
-                        if isinstance(part, ast.Constant) and isinstance(part.value, str) and len(part.value) > 10
-                    ]
+    for exercise_id in exercise_ids(path):
+        ex = exercise(exercise_id)
+        texts += [ex.success, *ex.hints] + ([ex.prediction.why] if ex.prediction else [])
     return texts
 
 
 @each(CHAPTERS)
 def test_no_committed_output_gives_an_exercise_away(path):
-    """A chapter notebook is saved with its exercises unanswered: no success text or hint of theirs may show."""
-    nb = read(path)
-    shown = "\n".join(output_text(output) for cell in code_cells(nb) for output in cell.get("outputs", []))
-    texts = exercise_texts(nb)
-    assert texts, f"{path.name} has no self-checked exercise (rlhf_edu.core.exercises.check)"
+    """A chapter notebook is saved with its exercises unanswered: no verdict ✅, hint or success text may show."""
+    shown = "\n".join(output_text(output) for cell in code_cells(read(path)) for output in cell.get("outputs", []))
+    texts = exercise_texts(path)
+    assert texts, f"{path.name} has no self-checked exercise (rlhf_edu.exercises.check)"
     leaked = [text for text in texts if text in shown]
     assert not leaked, f"{path.name} prints what its exercises should keep back: {leaked[:3]}"
+    assert "✅" not in shown and "💡" not in shown, f"{path.name} is saved with an exercise answered or a hint shown"
+
+
+STUB_STATEMENTS = (ast.Import, ast.ImportFrom, ast.FunctionDef, ast.Assign, ast.Expr)
+
+
+def stub_problem(statement: ast.stmt) -> str | None:
+    """What, in one statement of an exercise cell, is more than the reader's stub or the check call (None: nothing)."""
+    if isinstance(statement, ast.Assign):
+        if not (isinstance(statement.value, ast.Constant) and statement.value.value is None):
+            return "an assignment other than `answer = None`"
+    elif isinstance(statement, ast.FunctionDef):
+        body = [s for s in statement.body if not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]
+        if not (len(body) == 1 and isinstance(body[0], ast.Raise)):
+            return f"a function {statement.name} with a body: the reader writes it (`raise NotImplementedError`)"
+    elif isinstance(statement, ast.Expr):
+        if not (
+            isinstance(statement.value, ast.Call) and getattr(statement.value.func, "id", "") in (*CHECK_CALLS, "hint")
+        ):
+            return "an expression other than a check call"
+    elif not isinstance(statement, STUB_STATEMENTS):
+        return f"a {type(statement).__name__} statement"
+    return None
+
+
+@each(CHAPTERS)
+def test_an_exercise_cell_holds_only_the_readers_stub_and_a_check_by_id(path):
+    """The expected value lives in rlhf_edu.exercises: a check call takes the id and the reader's name, nothing else."""
+    for cell in code_cells(read(path)):
+        tree = python_source(cell)
+        calls = check_calls(tree)
+        if not calls:
+            continue
+        for call in calls:
+            first, *rest = call.args or [None]
+            assert (
+                isinstance(first, ast.Constant)
+                and isinstance(first.value, str)
+                and len(rest) == 1
+                and isinstance(rest[0], ast.Name)
+                and not call.keywords
+            ), (
+                f'{path.name}: `{ast.unparse(call)}` must be {call.func.id}("NN.k", name): the id and the reader\'s '
+                "variable or function only, so that no expected value shows"
+            )
+        for statement in tree.body:
+            problem = stub_problem(statement)
+            assert problem is None, (
+                f"{path.name}: the exercise cell with `{ast.unparse(calls[0])}` holds {problem}; it may hold only the "
+                "reader's stub and the check (any setup goes in a cell above)"
+            )
+
+
+def number_forms(value: float) -> set[str]:
+    """How a printed output could show ``value`` to three or more significant digits."""
+    forms = {f"{value:.{digits}f}" for digits in (2, 3, 4)} | {f"{value:.{digits}g}" for digits in (3, 4, 6)}
+    return {form for form in forms if sum(ch.isdigit() for ch in form.lstrip("-0.")) >= 3}
+
+
+@each(CHAPTERS)
+def test_no_value_exercise_is_answered_by_an_output_above_it(path):
+    """A number a value exercise asks for must not be printed, to three significant digits, before its question."""
+    nb = read(path)
+    cells = code_cells(nb)
+    for exercise_id in exercise_ids(path, "check"):
+        ex = exercise(exercise_id)
+        expected = ex.expected()
+        values = [expected] if isinstance(expected, float) else []
+        values += [v for v in expected if isinstance(v, float)] if isinstance(expected, (tuple, list)) else []
+        where = next(i for i, cell in enumerate(cells) if f'"{exercise_id}"' in cell.source)
+        shown = "\n".join(output_text(o) for cell in cells[:where] for o in cell.get("outputs", []))
+        for value in values:
+            if value != round(value):
+                leaked = [form for form in number_forms(value) if form in shown]
+                assert not leaked, f"{path.name} prints {leaked[0]}, the answer to exercise {exercise_id}, above it"

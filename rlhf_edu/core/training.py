@@ -13,7 +13,6 @@ one step to the next, so an RL loop can sample, score and then call
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -407,7 +406,7 @@ def _planned_steps(batches: Iterable, config: TrainingConfig, num_steps: int | N
 def _passes(batches: Iterable, total_steps: int) -> Iterator[tuple[int, Any]]:
     """``(epoch, batch)`` over repeated passes of ``batches``, ``total_steps`` of them or until a pass yields none."""
     step = 0
-    for epoch in itertools.count():
+    for epoch in range(total_steps):  # a pass either takes a step or ends the loop, so total_steps passes suffice
         step_at_start = step
         for batch in batches:
             yield epoch, batch
