@@ -89,7 +89,7 @@ def exercise(exercise_id: str) -> Exercise:
 
 # ----------------------------------------------------------------------------------------------------------- verdicts
 def check(exercise_id: str, answer: Any) -> bool:
-    """Check a value ``answer`` against exercise ``exercise_id``'s expected value; print ✅ or ❌. Returns the verdict."""
+    """Check a value ``answer`` against exercise ``exercise_id``'s expected value; print and return the verdict."""
     ex = _begin(exercise_id)
     if ex.expected is None:
         raise TypeError(f"exercise {exercise_id} asks for a function: check it with check_function({exercise_id!r}, f)")
