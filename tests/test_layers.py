@@ -5,7 +5,9 @@
   book's Chinese edition numbers them ("... (chapter 11)"), and it imports only the core and chapters of no
   later number.
 - ``rlhf_edu/experiments/`` is the third floor (pipelines, recipes and sweeps, the TRL bridge, figures, the
-  CLI): it may import anything, and nothing outside it imports it.
+  CLI): it may import anything but the exercises, and nothing outside it and the exercises imports it.
+- ``rlhf_edu/exercises/`` is the reader's floor, the notebooks' exercises: it may import anything, and nothing in
+  the package imports it.
 """
 
 import ast
@@ -15,7 +17,7 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "rlhf_edu"
-FLOORS = ("core", "experiments")  # the folders of rlhf_edu; the chapters sit between them, at the top
+FLOORS = ("core", "experiments", "exercises")  # the folders of rlhf_edu; the chapters sit at the top
 CHAPTER_LINE = re.compile(r"\(chapter (\d+)\)")  # "... (chapter 11)" in a chapter module's first docstring line
 
 
@@ -44,7 +46,7 @@ def module_files() -> list[Path]:
 
 
 def floor(path: Path) -> str:
-    """``"core"``, ``"experiments"``, or ``"chapters"`` for a module at the top of the package."""
+    """``"core"``, ``"experiments"``, ``"exercises"``, or ``"chapters"`` for a module at the top of the package."""
     parts = path.relative_to(PACKAGE).parts
     return parts[0] if len(parts) > 1 else "chapters"
 
@@ -64,7 +66,7 @@ def test_every_module_has_a_floor():
     for path in module_files():
         parts = path.relative_to(PACKAGE).parts
         assert len(parts) == 1 or parts[0] in FLOORS, (
-            f"{path.relative_to(PACKAGE)}: rlhf_edu holds core/, experiments/ and one module per chapter, nothing else"
+            f"{path.relative_to(PACKAGE)}: rlhf_edu holds core/, experiments/, exercises/ and one module per chapter, nothing else"
         )
 
 
@@ -102,12 +104,20 @@ def test_no_chapter_imports_a_later_chapter():
 
 def test_nothing_below_the_third_floor_imports_it():
     for path in module_files():
-        if floor(path) == "experiments":
+        if floor(path) in ("experiments", "exercises"):
             continue
         above = {m for m in imported_modules(path) if m.split(".")[0] == "experiments"}
         assert not above, (
             f"{path.relative_to(PACKAGE)} imports {sorted(above)}: only rlhf_edu/experiments/ may import experiments"
         )
+
+
+def test_nothing_in_the_package_imports_the_exercises():
+    for path in module_files():
+        if floor(path) == "exercises":
+            continue
+        used = {m for m in imported_modules(path) if m.split(".")[0] == "exercises"}
+        assert not used, f"{path.relative_to(PACKAGE)} imports {sorted(used)}: only notebooks use rlhf_edu/exercises/"
 
 
 def test_only_graduate_imports_trl():
