@@ -66,7 +66,8 @@ def test_every_module_has_a_floor():
     for path in module_files():
         parts = path.relative_to(PACKAGE).parts
         assert len(parts) == 1 or parts[0] in FLOORS, (
-            f"{path.relative_to(PACKAGE)}: rlhf_edu holds core/, experiments/, exercises/ and one module per chapter, nothing else"
+            f"{path.relative_to(PACKAGE)}: rlhf_edu holds core/, experiments/, exercises/ and one module per "
+            "chapter, nothing else"
         )
 
 
