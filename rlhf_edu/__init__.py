@@ -4,13 +4,12 @@ Start with ``rlhf_edu.World`` (the toy world and its hidden gold reward),
 ``rlhf_edu.zoo.load`` (shipped tiny checkpoints) and
 ``rlhf_edu.sample_rollouts`` (the one sampler).
 
-The package has three floors, visible in its folders, and ``tests/test_layers.py`` keeps them apart:
+The package has four floors, visible in its folders, and ``tests/test_layers.py`` keeps them apart:
 
 - ``rlhf_edu.core``, what every chapter stands on, imports only the core: ``runtime``,
   ``validation``, ``world``, ``tokenizer``, ``collate``, ``logprobs``, ``scoring``, ``rollouts``,
   ``training``, ``preferences``, ``evaluation``, ``distributions``, ``stats``, ``plotting``,
-  ``widgets``, ``exercises`` (the notebooks' self-checks) and ``zoo`` (with the shipped
-  ``checkpoints/``).
+  ``widgets`` and ``zoo`` (with the shipped ``checkpoints/``).
 - The chapter modules sit at the top of the package, one per concept, each importing the core
   and earlier chapters only: ``pretraining`` (chapter 3), ``mdp``, ``objective`` and ``bandit``
   (chapter 4), ``reward_modeling`` (7), ``regularization`` (8), ``instruction_tuning`` (9),
@@ -19,6 +18,8 @@ The package has three floors, visible in its folders, and ``tests/test_layers.py
 - ``rlhf_edu.experiments`` uses every chapter, and nothing below imports it: ``recipes`` (which
   chapter trainer builds which zoo checkpoint, and the shipped ``sweeps/``), ``pipeline``,
   ``graduate`` (the TRL bridge), ``figures``, ``claims`` and ``cli`` (the ``rlhf-edu`` command).
+- ``rlhf_edu.exercises`` holds the notebooks' exercises, checked by id (``check``, ``check_function``,
+  ``predict``, ``hint``), one module per notebook; it may use anything, and nothing in the package uses it.
 
 The names below are re-exported so that a notebook's imports stay short.
 """

@@ -212,7 +212,7 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
     """The second pass: configs' every flag and number, the zoo, and the chapters' helpers."""
     import dataclasses
 
-    from rlhf_edu import mdp, overoptimization
+    from rlhf_edu import exercises, mdp, overoptimization
     from rlhf_edu import rejection_sampling as rs
     from rlhf_edu.core import evaluation, runtime, zoo
     from rlhf_edu.instruction_tuning import SFTConfig, last_turn_only, pack_rows, share_stderr
@@ -393,6 +393,13 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
         "p_chosen",
         lambda: rm.evaluate_reward_model(zoo.load("rm", device="cpu")[0], tokenizer, World(), _pairs()),
     )
+    add("check(7.1, answer)", "exercise_id", lambda: exercises.check(7.1, 2.0))
+    add("check('08.9', answer)", "08.9", lambda: exercises.check("08.9", 2.0))
+    add("check('08.1', answer) of a function exercise", "check_function", lambda: exercises.check("08.1", 2.0))
+    add("check_function('08.1', 2.0)", "function", lambda: exercises.check_function("08.1", 2.0))
+    add("check_function('08.2', f) of a value exercise", "answer", lambda: exercises.check_function("08.2", abs))
+    add("predict('08.1', 'more')", "08.1", lambda: exercises.predict("08.1", "more"))
+    add("hint('8.1')", "8.1", lambda: exercises.hint("8.1"))
     return probes
 
 
@@ -413,7 +420,7 @@ def test_wrong_inputs_never_pass_silently_and_their_errors_name_the_argument(tok
     unclear = {label: o for label, o in outcomes.items() if o.startswith(("vague", "raw"))}
     assert not silent, "\n".join(f"{label}: {o}" for label, o in silent.items())
     assert len(unclear) <= 10, "\n".join(f"{label}: {o}" for label, o in unclear.items())
-    assert len(outcomes) >= 400  # the probe really probes: 434 calls
+    assert len(outcomes) >= 400  # the probe really probes: 442 calls
 
 
 # --- random inputs: each call succeeds with a finite, documented result, or refuses clearly ---------

@@ -112,7 +112,8 @@ def test_grpo_config_counts_completions_where_ours_counts_prompts():
     theirs = trl_grpo_config(ours, device="cpu")
     assert theirs.per_device_train_batch_size * theirs.steps_per_generation == 16 * 8
     assert theirs.generation_batch_size == 16 * 8  # one rollout of 16 prompts × 8 answers, as ours
-    assert (theirs.max_steps, theirs.num_iterations, theirs.num_generations) == (10, 3, 8)
+    # 5 rollouts, each 3 passes of 2 minibatches: 30 optimizer steps, a new rollout every 2 × 3 of them in TRL too
+    assert (theirs.max_steps, theirs.num_iterations, theirs.num_generations) == (30, 3, 8)
     assert (theirs.beta, theirs.epsilon, theirs.loss_type, theirs.scale_rewards) == (0.02, 0.3, "dr_grpo", "none")
     assert theirs.max_completion_length == 10 and theirs.temperature == 1.0
 

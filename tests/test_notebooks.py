@@ -14,7 +14,11 @@ Each check is parametrised by notebook, so a failure names the file. Rules:
   and every self-check in it passes: a ✅ and no ❌ in its outputs;
 - a "Check" section (a markdown heading starting with "Check") followed by at least one ``assert``;
 - no function or class longer than ``MAX_DEFINITION_LINES`` below its ``def`` line: logic belongs
-  in ``rlhf_edu``, where it is tested; a notebook may only define short callbacks, e.g. for a widget.
+  in ``rlhf_edu``, where it is tested; a notebook may only define short callbacks, e.g. for a widget (a worked
+  answer to a function exercise, in a solutions notebook, is as long as it needs);
+- exercises (``rlhf_edu.exercises``): a chapter notebook is saved with none answered (no ✅, hint or success text in
+  its outputs); an exercise cell holds only the reader's stub and a check call whose arguments are the exercise's
+  id and the reader's variable; no value exercise's answer is printed, to three significant digits, above it.
 """
 
 from __future__ import annotations

@@ -171,7 +171,7 @@ def trl_grpo_config(
     Two counts are said differently: TRL's batch counts completions, ours prompts, so
     ``per_device_train_batch_size`` = ``batch_size · num_generations / num_mini_batches``,
     with ``steps_per_generation`` = ``num_mini_batches``; and ``num_steps`` rollouts are
-    TRL's ``max_steps`` = ``num_steps · num_mini_batches``. Settings with no TRL field
+    TRL's ``max_steps`` = ``num_steps · num_mini_batches · num_iterations`` updates. Settings with no TRL field
     (another algorithm, β moved into the reward, an adaptive β, a pretraining term) are refused.
     """
     refused = {
@@ -199,7 +199,8 @@ def trl_grpo_config(
         **args,
         per_device_train_batch_size=completions // config.num_mini_batches,
         steps_per_generation=config.num_mini_batches,
-        max_steps=config.num_steps * config.num_mini_batches,
+        # TRL samples anew every steps_per_generation × num_iterations optimizer steps, as ours does per rollout
+        max_steps=config.num_steps * config.num_mini_batches * config.num_iterations,
         num_generations=config.num_generations,
         num_iterations=config.num_iterations,
         beta=config.beta,

@@ -1,0 +1,103 @@
+"""Notebook 04b's exercises (the pipeline, run end to end): who buys the gold, Gao's best-of-n fit, its peak in n."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+
+from ..core.training import load_histories
+from ..experiments.pipeline import PipelineReport
+from ..experiments.recipes import SWEEPS
+from ..overoptimization import best_of_n_distances, fit_gao_form, gao_peak
+from ..rejection_sampling import best_of_n_kl_bound
+from .checks import Case, Exercise, Prediction, close, equal, register
+
+NS = [1, 2, 4, 8, 16, 32, 64]  # the shipped sweep's best-of-n sizes; n = 1 is the policy itself
+
+
+def _sft_share() -> float:
+    """The share of the gold gained from base to the RL stage that SFT alone bought, on the shipped report card."""
+    report = PipelineReport.load(SWEEPS / "three_stage.json")
+    base, sft, rl = (report.stage(name).gold_reward for name in ("base", "sft", "rl"))
+    return (sft - base) / (rl - base)
+
+
+def _gao_bon_fit(ns: list[int], gold: np.ndarray) -> tuple[float, float]:
+    """eq:gao_bon's (α, β) from best-of-n's gold at each n: d = √KL_bon, the gain over n = 1, no intercept."""
+    return fit_gao_form(best_of_n_distances(ns), gold - gold[0], "bon")
+
+
+def _shipped_curve(key: str) -> tuple[list[int], np.ndarray]:
+    """The shipped best-of-n curve ``key`` ("bon_rm" or "bon_rm_few"): its n's as ints, and its pick's gold."""
+    run = load_histories(SWEEPS / "pipeline_rl.json")[0][key]
+    return [int(n) for n in run["n"]], np.array(run["gold"])
+
+
+def _fit_cases() -> list[Case]:
+    """Curves on the law itself, off it, never turning, flat, short and irregular in n, and a shipped one."""
+    d = best_of_n_distances(NS)
+    noise = np.random.default_rng(4).normal(0, 0.05, len(NS))  # (K,) a measured curve's scatter
+    return [
+        Case("a curve exactly on d(α − βd) with α = 0.5, β = 0.25, starting at gold 0", (NS, d * (0.5 - 0.25 * d))),
+        Case("the same curve starting at gold 2: only the gain over n = 1 counts", (NS, 2 + d * (0.5 - 0.25 * d))),
+        Case("a noisy curve off the law, starting at gold 1.7", (NS, 1.7 + d * (0.4 - 0.2 * d) + noise)),
+        Case("a curve that never turns (the gain grows faster than d): β < 0", (NS, d * (0.1 + 0.2 * d))),
+        Case("a flat curve: best-of-n buys nothing, α = β = 0", (NS, np.full(len(NS), 1.3))),
+        Case("the fewest sizes that fit two numbers, n = 1, 2, 4", ([1, 2, 4], np.array([0.4, 0.7, 0.8]))),
+        Case("sizes that are not powers of two, n = 1, 3, 10, 100", ([1, 3, 10, 100], np.array([1.0, 1.2, 1.25, 1.1]))),
+        Case("the shipped curve of best-of-n by rm (all pairs)", _shipped_curve("bon_rm")),
+    ]
+
+
+def _samples_to_peak() -> int:
+    """The smallest n whose best-of-n KL reaches d*², d* the peak of eq:gao_bon fitted to rm_few's shipped curve."""
+    d_peak = gao_peak(*_gao_bon_fit(*_shipped_curve("bon_rm_few")), "bon")  # finite: the shipped fit turns
+    return next(n for n in itertools.count(1) if best_of_n_kl_bound(n) >= d_peak**2)
+
+
+register(
+    Exercise(
+        "04b.1",
+        success="SFT bought nearly nine tenths of the gold that the whole pipeline gained over base",
+        hints=(
+            "the gain to share out is the whole pipeline's, from base to the RL stage; SFT's part of it is the step "
+            "from base to sft",
+            '`full.stage(name).gold_reward` is a stage\'s mean gold reward ("base", "sft", "rl"); a share is a '
+            "part over the whole, both measured from base",
+        ),
+        expected=_sft_share,
+        compare=close(1e-4),
+    ),
+    Exercise(
+        "04b.2",
+        success="α and β by least squares on the columns d and −d², with d = √(log n − (n − 1)/n) and no intercept",
+        hints=(
+            "three steps: each n's distance d (a square root of best-of-n's KL), each n's gain over n = 1, then a "
+            "least-squares fit with no intercept, since R(0) = 0",
+            "eq:gao_bon: R_bon(d) = d(α − βd) = α·d − β·d², with d = √KL_bon and KL_bon = log n − (n − 1)/n "
+            "(`best_of_n_kl_bound`); solve the (K, 2) columns [d, −d²] against the gains gold − gold(n = 1) "
+            "(`np.linalg.lstsq`); `fit_gao_form` is the library's fit",
+        ),
+        reference=_gao_bon_fit,
+        cases=_fit_cases,
+    ),
+    Exercise(
+        "04b.3",
+        success="the fit of rm_few's curve turns near d = 1.41, and best-of-n's KL reaches d*² ≈ 1.99 nats at n = 19",
+        hints=(
+            'take α and β unrounded from fits["bon", "rm_few (1/8)"] (n is sensitive to their third digit), find '
+            "where the fitted curve peaks, then count n = 1, 2, 3, … until best-of-n has moved that far",
+            "eq:gao_bon peaks at d* = α/(2β) (`gao_peak`); d is √KL and best-of-n's KL is log n − (n − 1)/n "
+            "(`best_of_n_kl_bound`): n is the smallest whose KL is at least d*²",
+        ),
+        expected=_samples_to_peak,
+        compare=equal,
+        prediction=Prediction(
+            ("before n = 64", "after n = 64", "never: the fit does not turn"),
+            lambda n: "before n = 64" if n < 64 else "after n = 64",
+            "the fit turns at d* ≈ 1.41, inside the measured range (n = 64 is d = 1.78) and near rm_few's highest "
+            "measured gold (d = 1.35); best-of-n's KL grows like log n, so each further nat costs e times the samples",
+        ),
+    ),
+)

@@ -1,0 +1,121 @@
+"""Notebook 07's exercises (chapter 7, reward modeling): the Bradley-Terry loss, reading σ, Plackett-Luce by hand,
+and the policy's own likelihood as a judge of sums."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import numpy as np
+import torch
+
+from ..core import zoo
+from ..core.logprobs import completion_logprobs
+from ..core.world import World
+from ..reward_modeling import bradley_terry_loss, orm_dataset, plackett_luce_loss, within_prompt_agreement
+from .checks import Case, Exercise, Prediction, close, register
+
+
+def _loss_cases() -> list[Case]:
+    """Random pairs, ties, gaps where a naive log σ overflows, and margins: one for all pairs, and one per pair."""
+    generator = torch.Generator().manual_seed(7)
+    chosen = torch.randn(8, generator=generator, dtype=torch.float64) * 2  # (B,) r_θ(y_c | x)
+    rejected = torch.randn(8, generator=generator, dtype=torch.float64) * 2  # (B,) r_θ(y_r | x)
+    extreme = torch.tensor([-1000.0, -200.0, 200.0, 1000.0])  # float32 gaps: σ underflows to 0 at the first two
+    short_wins = torch.tensor([0.5, 1.0, 3.0]), torch.zeros(3)  # the chosen answer wins by 0.5, 1 and 3
+    return [
+        Case("8 random pairs, without a margin", (chosen, rejected)),
+        Case("pairs whose two rewards are equal (a tie: every loss is ln 2)", (chosen, chosen.clone())),
+        Case(
+            "reward gaps of ±200 and ±1000, where log σ written out overflows",
+            (extreme, torch.zeros_like(extreme)),
+        ),
+        Case("8 random pairs with a margin of 1 for every pair", (chosen, rejected, 1.0)),
+        Case(
+            "8 random pairs with a margin per pair, as a tensor (a rating's margin)",
+            (chosen, rejected, torch.linspace(0.0, 3.0, 8, dtype=torch.float64)),
+        ),
+        Case("chosen answers that win by less than the margin of 1, by it, and by more", (*short_wins, 1.0)),
+    ]
+
+
+@functools.cache
+def _judge_agreement() -> float:
+    """The SFT model's log π(y | x) as a judge of section 10's 400 held-out sums: right above wrong, within a prompt.
+
+    The same seeded answers as the notebook's ``orm_test`` (the zoo's SFT model, seed 5), on the same device.
+    """
+    world = World(seed=0)
+    sft_model, tokenizer = zoo.load("sft")
+    sums = orm_dataset(world, sft_model, tokenizer, n=400, num_generations=4, split="test", seed=5)
+    prompts = [row[0]["content"] for row in sums["prompt"]]
+    answers = [row[0]["content"] for row in sums["completion"]]
+    right = np.array(sums["label"], dtype=float).reshape(400, 4)  # (M, 4) 1 where the sum is right
+    mixed = right.max(1) > right.min(1)  # only these prompts have a right and a wrong answer to order
+    judge = completion_logprobs(sft_model, tokenizer, prompts, answers).numpy().reshape(400, 4)  # (M, 4)
+    return float(within_prompt_agreement(judge[mixed], right[mixed]))
+
+
+JUDGE_CHOICES = ("below chance", "near chance", "well above chance")  # under 0.5, 0.5 to 0.6, 0.6 or more
+
+
+def _judge_outcome(agreement: float) -> str:
+    return JUDGE_CHOICES[(agreement >= 0.5) + (agreement >= 0.6)]
+
+
+register(
+    Exercise(
+        "07.1",
+        success="−log σ(r_c − r_r − m) per pair, finite at any gap, with the margin inside σ",
+        hints=(
+            "one number per pair: the gap r_c − r_r, less the margin when there is one, then −log σ of it; at a gap "
+            "of −1000, σ is 0 in floating point, so take the log in a form that never computes σ itself",
+            "eq:rewardmodeling1 with eq:rewardmodelingmargin: L = −log σ(r_c − r_r − m), per pair (m = 0 when margin "
+            "is None, a float or one value per pair); `torch.nn.functional.logsigmoid` is log σ without forming σ",
+        ),
+        reference=bradley_terry_loss,
+        cases=_loss_cases,
+    ),
+    Exercise(
+        "07.2",
+        success="σ(Δ) = 0.9 ⇔ e^Δ = 9 ⇔ Δ = ln 9: each further 'nine' of confidence costs about ln 10 more reward",
+        hints=(
+            "solve 1 / (1 + e^(−Δ)) = 0.9 for Δ",
+            "eq:bradterry_unbounded: P(y_c > y_r) = σ(Δ) = 1 / (1 + e^(−Δ)) with Δ = r_c − r_r; isolate e^(−Δ), "
+            "then take the log",
+        ),
+        expected=lambda: math.log(9),
+        compare=close(1e-4),
+    ),
+    Exercise(
+        "07.3",
+        success="P = e²/(e² + e + 1) · e/(e + 1): the best of three, then the better of two, then a sure pick",
+        hints=(
+            "first pick the best of all three answers, e² / (e² + e¹ + e⁰), then the best of the remaining two; the "
+            "last pick is certain",
+            "eq:kwise_rm: P = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j) over the ranking r = (2, 1, 0), best first "
+            "(`plackett_luce_loss` returns −log P)",
+        ),
+        expected=lambda: math.exp(-plackett_luce_loss(torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)).item()),
+        compare=close(1e-6),
+    ),
+    Exercise(
+        "07.4",
+        success="the likelihood judge orders right and wrong sums far better than chance, and than either reward model",
+        hints=(
+            "score each of the 1600 answers by the SFT model's log π(y | x), arrange the scores like `right` (one "
+            "row per prompt), and count right above wrong on the prompts with mixed answers, as the ORM's cell does",
+            "the judge's score is log π(y | x) = Σ_t log π(y_t | x, y_<t), one per answer (`completion_logprobs`); "
+            "`rm.within_prompt_agreement` counts right above wrong, on the rows of `mixed` only",
+        ),
+        expected=_judge_agreement,
+        compare=close(1e-4),
+        prediction=Prediction(
+            JUDGE_CHOICES,
+            _judge_outcome,
+            "the backbone's prediction after '3 plus 5 is' already favours the right sum more often than not (it "
+            "imitated 80%-right demonstrations); the judge reads that prediction, which no reward head was trained "
+            "to read",
+        ),
+    ),
+)
