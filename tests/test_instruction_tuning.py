@@ -570,3 +570,9 @@ def test_share_stderr_is_binomial_in_the_middle_and_never_zero():
     assert share_stderr(0.5, 10) == pytest.approx(math.sqrt(0.25 / 14))
     with pytest.raises(ValueError, match="share"):
         share_stderr(1.5, 10)
+
+
+@pytest.mark.parametrize("flag", ["completion_only_loss", "packing"])
+def test_a_flag_that_is_not_a_bool_is_named_word_for_word(flag):
+    with pytest.raises(TypeError, match=rf"^{flag} must be True or False, got 'yes' \(str\)$"):
+        SFTConfig(**{flag: "yes"})

@@ -1028,3 +1028,10 @@ def test_an_empty_sampled_answer_is_scored_as_the_closed_empty_turn(tokenizer):
     assert torch.allclose(empty, rm.batch_rewards(model, batch), atol=1e-5)
     with pytest.raises(ValueError, match="empty assistant message"):  # as training data it is still refused
         encode_prompt_completion(tokenizer, "add 3 and 5", "")
+
+
+def test_the_pair_checks_name_the_argument_word_for_word():
+    with pytest.raises(TypeError, match=r"^rejected_rewards must be a tensor, got list: wrap it, torch\.tensor\("):
+        rm.bradley_terry_loss(torch.zeros(2), [0.0, 1.0])
+    with pytest.raises(ValueError, match=r"^chosen_rewards is empty: an accuracy needs at least one scored pair$"):
+        rm.pairwise_accuracy(torch.zeros(0), torch.zeros(0))

