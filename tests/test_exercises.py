@@ -90,7 +90,10 @@ def test_a_function_check_names_the_first_failing_case_and_never_the_reference_o
     assert capsys.readouterr().out == "✅ all 2 cases match: twice\n"
     assert check_function("99.2", lambda x: 2 * x + (x == 0)) is False  # right but at the padding
     out = capsys.readouterr().out
-    assert "on a padded row: 0 at the padding (case 2 of 2), your result differs from the library's" in out
+    assert (
+        "on a padded row: 0 at the padding (case 2 of 2), your result differs from the library's, first at "
+        "index [0, 1]" in out
+    )
     assert "tensor" not in out and "2." not in out
 
 
@@ -155,6 +158,17 @@ def test_a_wrong_call_says_how_to_call(call, error, words):
     with pytest.raises(error, match=None) as raised:
         call()
     assert words in str(raised.value)
+
+
+def test_a_list_answer_is_told_where_it_first_differs_and_never_the_expected_values(capsys):
+    register(Exercise("99.5", success="the mask", hints=("a", "b"), expected=lambda: [0, 0, 1, 1], compare=close()))
+    try:
+        assert check("99.5", [0, 0, 1, 0]) is False
+        assert capsys.readouterr().out.startswith(
+            "❌ not yet: your result differs from the library's, first at index 3."
+        )
+    finally:
+        REGISTRY.pop("99.5")
 
 
 def test_equal_reads_a_list_as_the_tuple_it_lists():

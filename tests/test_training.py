@@ -1,4 +1,5 @@
 import math
+import re
 from functools import partial
 
 import matplotlib
@@ -559,3 +560,31 @@ def test_a_loss_function_returning_the_wrong_kind_of_thing_is_named():
     model, trainer = one_weight_trainer(1.0, 0.1)
     with pytest.raises(TypeError, match=r"dict of metrics, got list \[tensor"):
         trainer.step(lambda batch: [model.w.sum(), {}], torch.tensor([1.0]))
+
+
+def test_the_trainer_runs_in_float32_on_a_cpu_even_where_bf16_is_said_to_be_supported(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: True)
+    _, trainer = one_weight_trainer(1.0, 0.1)
+    assert trainer.use_bf16 is False  # bf16 autocast pays off on a GPU only
+
+
+def test_a_trainer_on_its_own_calls_its_run_training_and_names_its_arguments_word_for_word():
+    model = OneWeight(1.0)
+    assert Trainer(model, TrainingConfig(progress=True), total_steps=1).progress.desc == "training"
+    with pytest.raises(ValueError, match=r"^total_steps must be >= 1, got 0: the number of optimizer steps planned$"):
+        Trainer(model, TrainingConfig(progress=False), total_steps=0)
+    model.w.requires_grad_(False)
+    with pytest.raises(ValueError, match=r"^none of the modules has a parameter that requires grad: unfreeze the "):
+        Trainer(model, TrainingConfig(progress=False), total_steps=1)
+
+
+@pytest.mark.parametrize(
+    "field, value, words",
+    [
+        ("learning_rate", 0.0, "learning_rate must be > 0, got 0: try 1e-3 for the tiny preset"),
+        ("batch_size", 0, "batch_size must be >= 1, got 0: the number of examples per step, e.g. 32"),
+    ],
+)
+def test_the_configs_fixes_are_said_word_for_word(field, value, words):
+    with pytest.raises(ValueError, match=f"^{re.escape(words)}$"):
+        TrainingConfig(**{field: value})

@@ -38,7 +38,7 @@ def check_tokenizer_fits(model: PreTrainedModel, tokenizer: PreTrainedTokenizerB
             "load the tokenizer that belongs to this model (zoo.load returns both), or call "
             "model.resize_token_embeddings(len(tokenizer)) before training"
         )
-    if n_embeddings - len(tokenizer) > max(1024, len(tokenizer) // 10):
+    if n_embeddings - len(tokenizer) > max(1024, len(tokenizer) // 10):  # pragma: no mutate (/: n > ⌊x⌋ iff n > x)
         raise ValueError(
             f"the model embeds {n_embeddings} tokens but the tokenizer has only {len(tokenizer)}: they do not "
             "belong together. Load the tokenizer that belongs to this model (zoo.load returns both)"

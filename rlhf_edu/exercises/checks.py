@@ -227,8 +227,12 @@ def _problem(got: Any, want: Any, tol: float) -> str | None:
         return f"your result has shape {tuple(got_t.shape)}, where {tuple(want_t.shape)} is wanted"
     if not torch.isfinite(got_t).all() and torch.isfinite(want_t).all():
         return "your result holds NaN or inf, where every value is finite"
-    if not torch.allclose(got_t, want_t, rtol=tol, atol=tol, equal_nan=True):
-        return "your result differs from the library's" if got_t.numel() > 1 else "that is not it"
+    wrong = ~torch.isclose(got_t, want_t, rtol=tol, atol=tol, equal_nan=True)
+    if wrong.any():
+        if got_t.numel() == 1:
+            return "that is not it"
+        where = [int(i) for i in wrong.nonzero()[0]]  # the first entry that differs, never its value
+        return f"your result differs from the library's, first at index {where[0] if len(where) == 1 else where}"
     return None
 
 
