@@ -583,6 +583,20 @@ def test_a_trainer_on_its_own_calls_its_run_training_and_names_its_arguments_wor
     [
         ("learning_rate", 0.0, "learning_rate must be > 0, got 0: try 1e-3 for the tiny preset"),
         ("batch_size", 0, "batch_size must be >= 1, got 0: the number of examples per step, e.g. 32"),
+        ("num_epochs", 0, "num_epochs must be >= 1, got 0: the number of passes over the data, e.g. 1"),
+        (
+            "warmup_ratio",
+            1.0,
+            "warmup_ratio must be < 1, got 1: the share of steps in [0, 1) spent warming up, e.g. 0.1",
+        ),
+        (
+            "max_grad_norm",
+            0.0,
+            "max_grad_norm must be > 0, got 0: the largest gradient norm kept, e.g. 1.0, or None for no clipping",
+        ),
+        ("lr_scheduler_type", "cosine", "unknown lr_scheduler_type 'cosine': use one of 'constant', 'linear'"),
+        ("weight_decay", -1.0, "weight_decay must be >= 0, got -1: AdamW's decay, e.g. 0.0"),
+        ("max_length", 0, "max_length must be >= 1, got 0: a length in tokens, or None"),
     ],
 )
 def test_the_configs_fixes_are_said_word_for_word(field, value, words):
