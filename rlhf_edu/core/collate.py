@@ -70,7 +70,10 @@ def render_chat(
     """
     try:
         return tokenizer.apply_chat_template(
-            messages, add_generation_prompt=add_generation_prompt, tokenize=tokenize, return_dict=False
+            messages,
+            add_generation_prompt=add_generation_prompt,
+            tokenize=tokenize,
+            return_dict=False,  # pragma: no mutate (None reads as False too: the ids, not a dict)
         )
     except TemplateError as error:
         raise ValueError(f"the chat template refused {messages!r}: {error}") from None
