@@ -125,10 +125,11 @@ register(
         "03.1",
         success="the answer and its <|end|> count; the prompt, <|assistant|> and the padding do not",
         hints=(
-            "count each row's tokens: collate pads the shorter row on the right, up to the longer row's length, and a "
-            "pad is no part of any answer",
-            "`collate` (section 6) and `encode_prompt_completion`: 1 on the completion y and its <|end|>, 0 on the "
-            "prompt x (everything up to and including <|assistant|>) and 0 on every <pad>",
+            "which tokens of each row does the model have to produce, and how long is the shorter row once it is "
+            "padded to the longer one's length?",
+            "section 1's completion mask: 1 on the completion y and its `<|end|>`, 0 on the prompt x (everything up "
+            "to and including `<|assistant|>`), and 0 on every `<pad>` that section 6's right padding adds: a pad "
+            "is no part of any answer",
         ),
         expected=lambda: collate(build_tokenizer(), *MASK_BATCH)["completion_mask"].tolist(),
         compare=equal,
@@ -138,11 +139,12 @@ register(
         success="one pass gives every next-token distribution: the logits at position t score token t + 1, and the "
         "completion mask, shifted with the targets, keeps y's tokens",
         hints=(
-            "the logits at position t are the distribution over token t + 1: drop the last position's logits and "
-            "the first token, so that each target lines up with the logits that predicted it",
-            "eq:llming: log π(y | x) = Σ_t log π(y_t | x, y_<t) over y's tokens only; a log-softmax over the "
-            "vocabulary, each target's entry of it, the completion mask shifted like the targets, a sum over "
-            "positions (`sequence_logprobs`)",
+            "at position t the model has seen tokens 0..t: which token do its logits score, and so which position's "
+            "logits score the completion's first token?",
+            "eq:llming: log π(y | x) = Σ_t log π(y_t | x, y_<t), summed over y's tokens only. Each term is a "
+            "normalised log-probability over the vocabulary, read at the target token and computed stably (a "
+            "probability that underflows must not turn into −inf); the mask has to mark the same tokens as the "
+            "targets it weighs",
         ),
         reference=sequence_logprobs_of_logits,
         cases=_logprob_cases,
@@ -174,18 +176,20 @@ register(
         "03.5",
         success="the two models disagree: a likelihood says what a model expects, not which answer is better",
         hints=(
-            "log π(y | x) adds one log-probability, each ≤ 0, per completion token: the full sentence has five "
-            "more tokens to pay for, unless the model expects them",
-            "eq:llming summed over the completion: `collate` the prompt twice with the two answers, score both "
-            "with `sequence_logprobs`, take full minus bare, under base_model and then under sft_model",
+            "log π(y | x) adds one log-probability, each ≤ 0, per completion token, and the full sentence has four "
+            "more tokens to pay for: which of the two models has been taught to expect them after <|assistant|>?",
+            "eq:llming: log π(y | x) = Σ_t log π(y_t | x, y_<t) over the completion's tokens, `<|end|>` included "
+            "(section 6 computes it for a batch of pairs in one pass); each model's answer is the difference of two "
+            "such sums for the same prompt, in nats",
         ),
         expected=_full_minus_bare,
         compare=close(1e-3),
         prediction=Prediction(
             CHOICES,
             _preferences,
-            "likelihood follows what a model was trained on: the base model never saw the answer's shape, so every "
-            "extra token costs it; the sft model learned the demonstrations' full sentences",
+            "likelihood follows what a model was trained on: the base model never saw an assistant turn, so after "
+            "<|assistant|> nothing makes the sentence's extra words likely, and each costs it nats; the sft model "
+            "learned the demonstrations' full sentences",
         ),
     ),
 )

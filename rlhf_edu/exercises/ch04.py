@@ -76,7 +76,7 @@ register(
             "the reward arrives only on the step into the goal: how many steps from cell 0 to cell 6, and at which t "
             "is the last one taken?",
             "eq:rl_opt: the return is Σ_t γ^t r_t with r_t = 0 until the step into the goal, where r_t = 1; V*(0) is "
-            "that return along the shortest path (`value_iteration`)",
+            "that return along the shortest path, which the greedy policy takes",
         ),
         expected=lambda: value_iteration(Corridor(num_cells=7), 0.8)[0][0].item(),
         compare=close(1e-6),
@@ -85,11 +85,12 @@ register(
         "04.2",
         success="π* = softmax(log π_ref + r/β) over the arms: the reference tilted by exp(r/β), renormalised",
         hints=(
-            "π* reweights each arm's π_ref by exp(r/β) and renormalises; work in log space, where a small β cannot "
-            "overflow",
-            "eq:rlhf_opt_eq's optimum (eq:dpo_opt_policy): π*(y) = π_ref(y)·exp(r(y)/β) / Z with Z = Σ_y π_ref(y)·"
-            "exp(r(y)/β); log π_ref + r/β is a logit, and a softmax over the last (arm) dimension divides by Z "
-            "(`kl_regularized_optimum`)",
+            "π* reweights each arm's π_ref by exp(r/β) and renormalises: what becomes of exp(r/β) at β = 0.001, and "
+            "what could you take off every reward first without changing π*?",
+            "eq:rlhf_opt_eq's optimum (section 3, eq:dpo_opt_policy): π*(y) = π_ref(y)·exp(r(y)/β) / Z with "
+            "Z = Σ_y π_ref(y)·exp(r(y)/β), summed over one bandit's arms. A constant c taken off every r(y) "
+            "multiplies numerator and Z alike by exp(−c/β), so it cancels; an arm with π_ref(y) = 0 gets nothing, "
+            "whatever its reward",
         ),
         reference=kl_regularized_optimum,
         cases=_optimum_cases,
@@ -101,7 +102,7 @@ register(
             "as β → 0, π* keeps only the answers with the highest reward, and splits the mass among tied ones in "
             "proportion to π_ref: which answers are they here?",
             "eq:kl_distance_regularization summed over the arms, with π*(y) = π_ref(y) / π_ref(B) on the best "
-            "answers B and 0 elsewhere: every term has the same log (`max_kl_budget`)",
+            "answers B and 0 elsewhere: every term has the same log",
         ),
         expected=lambda: max_kl_budget(*_cat_bandit()).item(),
         compare=close(1e-6),
@@ -110,8 +111,8 @@ register(
         "04.4",
         success="halving β multiplied the KL by more than four: near π_ref the KL goes like 1/β², not 1/β",
         hints=(
-            "compute both KLs with `kl_regularized_optimum` and `kl_divergence` on the cat bandit, then divide; "
-            "for the prediction, ask how far the tilt exp(r/β) moves π_ref when β is large",
+            "for the prediction: when β is large, how far does the tilt exp(r/β) move π_ref, and how does a small "
+            "move change log(π*/π_ref) and the weight π* puts on it?",
             "eq:rlhf_opt_eq's optimum π* ∝ π_ref·exp(r/β) at β = 1 and at β = 2; for a large β, a second-order "
             "expansion of eq:kl_distance_regularization gives KL(π* ‖ π_ref) ≈ Var_π_ref(r) / (2β²)",
         ),

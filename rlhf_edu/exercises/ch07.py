@@ -68,8 +68,8 @@ register(
         "07.1",
         success="−log σ(r_c − r_r − m) per pair, finite at any gap, with the margin inside σ",
         hints=(
-            "one number per pair: the gap r_c − r_r, less the margin when there is one, then −log σ of it; at a gap "
-            "of −1000, σ is 0 in floating point, so take the log in a form that never computes σ itself",
+            "what does log σ(Δ) come to at a gap Δ = −1000 if σ is computed first, in floating point? Which way of "
+            "writing the loss never forms σ at all?",
             "eq:rewardmodeling1 with eq:rewardmodelingmargin: L = −log σ(r_c − r_r − m), per pair (m = 0 when margin "
             "is None, a float or one value per pair); `torch.nn.functional.logsigmoid` is log σ without forming σ",
         ),
@@ -80,7 +80,7 @@ register(
         "07.2",
         success="σ(Δ) = 0.9 ⇔ e^Δ = 9 ⇔ Δ = ln 9: each further 'nine' of confidence costs about ln 10 more reward",
         hints=(
-            "solve 1 / (1 + e^(−Δ)) = 0.9 for Δ",
+            "for which gap Δ is σ(Δ) = 1 / (1 + e^(−Δ)) equal to 0.9? Can you undo the sigmoid one step at a time?",
             "eq:bradterry_unbounded: P(y_c > y_r) = σ(Δ) = 1 / (1 + e^(−Δ)) with Δ = r_c − r_r; isolate e^(−Δ), "
             "then take the log",
         ),
@@ -91,10 +91,10 @@ register(
         "07.3",
         success="P = e²/(e² + e + 1) · e/(e + 1): the best of three, then the better of two, then a sure pick",
         hints=(
-            "first pick the best of all three answers, e² / (e² + e¹ + e⁰), then the best of the remaining two; the "
-            "last pick is certain",
-            "eq:kwise_rm: P = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j) over the ranking r = (2, 1, 0), best first "
-            "(`plackett_luce_loss` returns −log P)",
+            "a ranking is a sequence of picks, best first: how likely is each pick, given the answers still left to "
+            "choose from?",
+            "eq:kwise_rm: P = Π_k exp(r_σ(k)) / Σ_{j ≥ k} exp(r_σ(j)), one factor per place k of the ranking: the "
+            "answer placed k-th against every answer not placed before it; the factor of the last place is 1",
         ),
         expected=lambda: math.exp(-plackett_luce_loss(torch.tensor([[2.0, 1.0, 0.0]], dtype=torch.float64)).item()),
         compare=close(1e-6),
@@ -103,19 +103,21 @@ register(
         "07.4",
         success="the likelihood judge orders right and wrong sums far better than chance, and than either reward model",
         hints=(
-            "score each of the 1600 answers by the SFT model's log π(y | x), arrange the scores like `right` (one "
-            "row per prompt), and count right above wrong on the prompts with mixed answers, as the ORM's cell does",
-            "the judge's score is log π(y | x) = Σ_t log π(y_t | x, y_<t), one per answer (`completion_logprobs`); "
-            "`rm.within_prompt_agreement` counts right above wrong, on the rows of `mixed` only",
+            "section 10 already measures two scorers on these very answers, within a prompt: what changes if an "
+            "answer's score is how likely the SFT model itself finds it?",
+            "the judge's score is the sequence log-likelihood log π(y | x) = Σ_t log π(y_t | x, y_<t), one number per "
+            "answer (`completion_logprobs`); the agreement is the share of (right, wrong) pairs of answers to one "
+            "prompt in which the right answer scores higher, over the prompts that have both, as in section 10",
         ),
         expected=_judge_agreement,
         compare=close(1e-4),
         prediction=Prediction(
             JUDGE_CHOICES,
             _judge_outcome,
-            "the backbone's prediction after '3 plus 5 is' already favours the right sum more often than not (it "
-            "imitated 80%-right demonstrations); the judge reads that prediction, which no reward head was trained "
-            "to read",
+            "the backbone's prediction after '3 plus 5 is' puts more probability on the right sum than on a typical "
+            "wrong one, even where the right sum is not its single likeliest answer (section 7: its likeliest sum is "
+            "right for only about 4 prompts in 10); the judge reads that prediction, which no reward head was "
+            "trained to read",
         ),
     ),
 )

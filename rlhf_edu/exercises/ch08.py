@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 
 from ..regularization import AdaptiveKLController, kl_estimate
-from .checks import Case, Exercise, close, equal, register
+from .checks import Case, Exercise, Prediction, close, equal, register
 
 
 def _estimator_cases() -> list[Case]:
@@ -39,14 +39,22 @@ def _updates_until(beta: float) -> int:
     return updates
 
 
+BIAS_CHOICES = ("smaller than the KL", "about the KL", "far more than the KL")  # under ½ the KL, ½ to 2 times, over 2
+
+
+def _bias_outcome(bias_over_kl: float) -> str:
+    return BIAS_CHOICES[(bias_over_kl >= 0.5) + (bias_over_kl > 2.0)]
+
+
 register(
     Exercise(
         "08.1",
         success="k1 = −log r, k2 = ½(log r)², k3 = (r − 1) − log r with r = π_ref/π, token by token",
         hints=(
             "every estimator is a function of one number per token, the log-ratio log r; which way round is r?",
-            "eq:kl_approx (Schulman's k1, k2, k3): log r = ref_logps − logps; k1 = −log r, k2 = ½(log r)², "
-            "k3 = exp(log r) − 1 − log r, elementwise",
+            "eq:kl_approx (Schulman's k1, k2, k3 of section 2): with r = π_ref(y)/π(y) on a token y sampled from π, "
+            "k1 = −log r, k2 = ½(log r)², k3 = (r − 1) − log r, one value per token; the inputs are log-probabilities, "
+            "so log r is a difference of two of them",
         ),
         reference=kl_estimate,
         cases=_estimator_cases,
@@ -55,19 +63,28 @@ register(
         "08.2",
         success="k2's mean is ½(μ² + μ⁴/4), the KL μ²/2 plus μ⁴/8: the bias is μ²/4 of the KL, all of it at μ = 2",
         hints=(
-            "write E[k2] = ½E[(μx − μ²/2)²] and expand the square; the KL is μ²/2",
+            "k2 is half a square: which moments of x ∼ N(0, 1) does the mean of ½(μx − μ²/2)² need, and how does it "
+            "compare with the true KL, μ²/2?",
             "eq:kl_approx's k2 = ½(log r)² with log r = μx − μ²/2; for x ~ N(0, 1), E[x] = 0 and E[x²] = 1; the "
             "bias is E[k2] − KL, then divide by the KL",
         ),
         expected=lambda: 2.0**2 / 4,  # (E[k2] − KL) / KL = (μ²/2 + μ⁴/8 − μ²/2) / (μ²/2) = μ²/4, at μ = 2
         compare=close(0.02),
+        prediction=Prediction(
+            BIAS_CHOICES,
+            _bias_outcome,
+            "½(log r)² matches the KL only while log r is small; its mean is the KL plus μ⁴/8, so the bias grows as "
+            "μ²/4 of the KL: a quarter at μ = 1 (section 2's table), the whole KL at μ = 2, where k2 reads twice it",
+        ),
     ),
     Exercise(
         "08.3",
         success="13 rollouts: above 1.2 × target the error is clipped at 0.2, so β grows by exactly ×1.2 each time",
         hints=(
-            "count with a loop: controller.update(4.0, n_steps=64) until controller.value reaches 0.1",
-            "eq:kl_adaptive: e = clip(KL/target − 1, −0.2, 0.2), β ← β·(1 + e·n_steps/horizon); at 4 nats e = 0.2",
+            "by how much can one update multiply β at most, and is a KL of 4 nats already past the point where that "
+            "limit applies?",
+            "Ziegler et al.'s update rule of section 5, which `AdaptiveKLController` implements: "
+            "e = clip(KL/target − 1, −0.2, 0.2), then β ← β·(1 + e·n_steps/horizon), once per rollout",
         ),
         expected=lambda: _updates_until(0.1),
         compare=equal,

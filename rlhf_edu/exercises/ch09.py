@@ -111,11 +111,11 @@ register(
         "09.1",
         success="11, 5 and 34: each answer's words and its <|end|>; the last answer alone; every token but <bos>",
         hints=(
-            "render the conversation with its roles and <|end|> tokens and count token by token; the system turn is "
-            "context, and nothing predicts <bos>",
-            "eq:nll on completion tokens: m_t = 1 on an answer's words and its <|end|>, not on <|assistant|>; the "
-            "final turn only keeps the last answer; the full-sequence loss takes every token after <bos>, the system "
-            "turn's <|system|>, 8 words and <|end|> included",
+            "which tokens is the model asked to predict in each case? In the printed template, which tokens belong to "
+            "an answer, does the token that closes an answer count, and is the system turn ever a target?",
+            "eq:nll on completion tokens: m_t = 1 on an assistant answer's words and its closing <|end|>, 0 on the "
+            "role tokens and on the user and system turns; with the final turn only, the earlier answer is context; "
+            "the full-sequence loss predicts every token after <bos>",
         ),
         expected=_loss_token_counts,
         compare=equal,
@@ -124,10 +124,11 @@ register(
         "09.2",
         success="2 ln 2: per example, the one-token answer weighs as much as the three-token one; per token, a third",
         hints=(
-            "take each answer's mean negative log-likelihood over its own tokens first, then average the two answers",
-            "eq:nll on completion tokens, normalised per example (eq:loss_per_sequence): (1/B) Σ_i (Σ_t m_it · "
-            "(−log π_it)) / Σ_t m_it, where `sft_loss` divides Σ_i Σ_t by Σ_i Σ_t m_it; the answers' NLLs are ln 2 "
-            "and 3 ln 2",
+            "under a per-example mean, does a three-token answer weigh more than a one-token one? What does each "
+            "answer cost per token, on its own?",
+            "eq:nll on completion tokens, normalised per example instead of per token (the per-sequence mean, "
+            "chapter 11's eq:loss_per_sequence): (1/B) Σ_i (Σ_t m_it · (−log π_it)) / Σ_t m_it, where `sft_loss` "
+            "divides Σ_i Σ_t m_it · (−log π_it) by Σ_i Σ_t m_it; a token of probability p costs −log p",
         ),
         expected=lambda: 2 * math.log(2),
         compare=close(1e-4),
@@ -136,10 +137,11 @@ register(
         "09.3",
         success="greedy decoding is right on about a third of the held-out sums, far below the demonstrator's 80%",
         hints=(
-            "only the sums count: `parse_prompt(p).family` says which prompts are arithmetic; greedy decoding is "
-            "sampling at temperature 0",
-            "`generate_completions` at temperature=0 gives each prompt its most likely answer, and "
-            "`world.verifiable_reward` scores a sum 1 if it is right; the share is over the arithmetic prompts only",
+            "which of `test_prompts` are sums, and what does the model answer to each when it always takes its "
+            "likeliest next token?",
+            "greedy decoding is sampling at temperature T → 0 (section 7): each prompt gets the model's most likely "
+            "answer (`generate_completions` at temperature=0); the verifiable reward scores a sum 1 if it is right, "
+            "and the share is its mean over the arithmetic prompts only",
         ),
         expected=_greedy_share,
         compare=close(1e-4),
@@ -156,11 +158,11 @@ register(
         success="1 on every answer's tokens and its <|end|>, 0 on roles, prompts and system turns, the last turn alone "
         "when asked",
         hints=(
-            "walk the rendered tokens: an assistant answer starts after <|assistant|> and ends with its <|end|>, "
-            "which is in the loss; a prompt/completion row trains only on its completion",
+            "in the rendered tokens, where does an assistant answer begin and end? Is the token that closes it "
+            "something the model must learn to produce, and which part of a prompt/completion row is ever a target?",
             "eq:nll on completion tokens: m_t = 1 on each assistant turn's words and its closing <|end|>, 0 on <bos>, "
-            "the role tokens and the system and user turns; assistant_turns='last' keeps only the last run of 1s "
-            "(the library's `last_turn_only`)",
+            "the role tokens and the system and user turns; with assistant_turns='last' only the final assistant "
+            "turn keeps its 1s, and a prompt/completion row trains on its completion alone",
         ),
         reference=_completion_mask,
         cases=_mask_cases,

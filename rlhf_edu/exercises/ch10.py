@@ -1,7 +1,9 @@
 """Notebook 10's exercises (chapter 10, rejection sampling): the book's two selection rules, best-of-3 of a coin, and
-the reward model's favourite answers to sums, on fresh samples."""
+the reward model's favourite answers to sums against the gold reward's, on fresh samples."""
 
 from __future__ import annotations
+
+import functools
 
 import numpy as np
 
@@ -38,13 +40,24 @@ def _per_prompt_cases() -> list[Case]:
     ]
 
 
+def _many_ties() -> np.ndarray:
+    """A 6 × 8 reward matrix on four levels, so that most rewards are tied: 48 of them, longer than the short arrays
+    whose ties NumPy's default, unstable sort happens to keep in order, so an unstable sort shows here."""
+    return np.random.default_rng(14).integers(0, 4, size=(6, 8)) * 0.25
+
+
 def _top_k_cases() -> list[Case]:
-    """K larger than a row, equal rewards across prompts, the book's example, and K at its two ends."""
+    """K larger than a row, equal rewards across prompts and in a larger matrix, the book's example, and K at its two
+    ends."""
     return [
         Case("a random 4 × 3 reward matrix, K = 5 (more than a row holds)", (_random_rewards((4, 3), 11), 5)),
         Case(
             "equal rewards in different prompts (the lower flat index comes first), K = 4",
             (np.array([[0.5, 0.9], [0.9, 0.5], [0.9, 0.1]]), 4),
+        ),
+        Case(
+            "a 6 × 8 matrix of four reward levels, most of them tied (each tie in flat order), K = 20",
+            (_many_ties(), 20),
         ),
         Case("the book's 5 × 4 example, K = 5 (prompt 3 keeps two, prompt 5 none)", (_book_rewards(), 5)),
         Case("K = 1: the single best completion of a random 3 × 4 matrix", (_random_rewards((3, 4), 12), 1)),
@@ -53,12 +66,14 @@ def _top_k_cases() -> list[Case]:
     ]
 
 
-def _right_picks_on_fresh_sums() -> int:
-    """How many held-out sums the RM's favourite of its fresh answers gets right: exercise 4's cells, rerun.
+@functools.cache
+def _rm_short_of_gold_on_fresh_sums() -> int:
+    """On how many held-out sums the RM's favourite of its fresh answers earns less gold than the gold reward's
+    favourite: exercise 4's cells, rerun once (sampling 672 answers takes seconds), then remembered.
 
-    The notebook's ``fresh_sums`` are the sums among section 2's held-out prompts, and its ``Y_fresh, R_fresh``
-    their ``FRESH_SAMPLES`` answers from ``sft`` with seed ``FRESH_SEED``, scored by ``rm``: the same models, prompts
-    and seed give the same answers here.
+    The notebook's ``fresh_sums`` are the sums among section 2's held-out prompts, and its ``Y_fresh, R_fresh,
+    G_fresh`` their ``FRESH_SAMPLES`` answers from ``sft`` with seed ``FRESH_SEED``, scored by ``rm`` and by the gold
+    reward: the same models, prompts and seed give the same answers here.
     """
     from ..core.runtime import get_device
     from ..core.world import World, parse_prompt
@@ -69,8 +84,9 @@ def _right_picks_on_fresh_sums() -> int:
     (model, tokenizer), (rm, rm_tokenizer) = load("sft", device=device), load("rm", device=device)
     sums = [p for p in world.prompts(64, split="test") if parse_prompt(p).family == "arithmetic"]
     Y, R = sample_and_score(model, tokenizer, sums, FRESH_SAMPLES, reward_function(rm, rm_tokenizer), seed=FRESH_SEED)
-    picks = [row[j] for row, j in zip(Y, select_top_per_prompt(R))]  # the RM's favourite answer to each sum
-    return int(sum(world.verifiable_reward(sums, picks)))
+    G = np.array([world.gold_reward([prompt] * len(row), row) for prompt, row in zip(sums, Y)])  # (21, 32)
+    rm_gold = G[np.arange(len(sums)), select_top_per_prompt(R)]  # (21,) the gold reward of the RM's favourite
+    return int((rm_gold < G.max(axis=1)).sum())  # short of the gold reward's favourite; an equal one is not short
 
 
 register(
@@ -78,10 +94,9 @@ register(
         "10.1",
         success="the argmax of each row, zero-based, the first of equal maxima: every prompt keeps one completion",
         hints=(
-            "one index per row (a prompt): the column of that row's largest reward, counted from 0; where the "
-            "largest reward is shared, the first such column",
-            "eq:rs_selection_per_prompt: S(R) = [argmax_j r_{i,j}] for i = 1, …, M, the maximum taken along each row "
-            "(over j, the completions), not down the columns",
+            "which of prompt i's completions does the book keep, and are those completions a row of R or a column?",
+            "eq:rs_selection_per_prompt: S(R) = [argmax_j r_{i,j}] for i = 1, …, M: for each prompt i, the index j of "
+            "its completion with the largest reward, counted from 0, the one sampled first where rewards tie",
         ),
         reference=select_top_per_prompt,
         cases=_per_prompt_cases,
@@ -91,10 +106,11 @@ register(
         success="R flattened row by row and sorted stably from the highest reward down, cut at K: a prompt may keep "
         "several completions, or none",
         hints=(
-            "flatten R row by row, so that completion j of prompt i sits at i·N + j; then order the flat indices "
-            "from the highest reward down, equal rewards keeping their order, and keep the first K",
-            "eq:rs_topk_selection: S_K(R) = argsort(−flatten(R))[1:K], with the book's one-based [1:K]: the minus sign "
-            "puts the largest first, and a stable sort keeps equal rewards in flat order",
+            "what does the book's minus sign do to the order an argsort returns, and does your sort promise to leave "
+            "equal rewards in the order it found them?",
+            "eq:rs_topk_selection: S_K(R) = argsort(−flatten(R))[1:K], with the book's one-based [1:K], the first K: "
+            "the minus sign puts the largest first, and only a stable sort keeps equal rewards in flat order (not "
+            "every sort is stable by default)",
         ),
         reference=select_top_k_overall,
         cases=_top_k_cases,
@@ -103,30 +119,32 @@ register(
         "10.3",
         success="π_BoN = (⅛, ⅞): KL = ⅛·log ¼ + ⅞·log 1.75 ≈ 0.316 nats, below the bound log 3 − ⅔ ≈ 0.432",
         hints=(
-            "the best of three flips is 0 only if all three are 0",
-            "`rs.exact_best_of_n`: π_BoN(y) = F(y)ⁿ − F⁻(y)ⁿ with n = 3, F the probability of a reward ≤ r(y) and "
-            "F⁻ of a reward < r(y); then KL(π_BoN ‖ π) = Σ_y π_BoN(y)·log(π_BoN(y)/π(y))",
+            "when is the best of three flips a 0?",
+            "section 3's best-of-n distribution: π_BoN(y) = F(y)ⁿ − F⁻(y)ⁿ, F the probability of a reward ≤ r(y) and "
+            "F⁻ of a reward < r(y); then eq:kl_distance_regularization (notebook 08), KL(π_BoN ‖ π) = "
+            "Σ_y π_BoN(y)·log(π_BoN(y)/π(y))",
         ),
         expected=lambda: exact_best_of_n([0.5, 0.5], [0.0, 1.0], 3)[1],
         compare=close(1e-4),
     ),
     Exercise(
         "10.4",
-        success="that is the count; compare it with 21 × the share of right answers among all 672 fresh ones (one "
-        "answer per sum, drawn at random), and with the gold reward's favourites",
+        success="that is the count: on most sums the RM's favourite gives up gold that the gold reward's favourite, "
+        "among the same 32 answers, earns; check which of the two favourites get the sum right",
         hints=(
-            "the RM's favourite answer to each sum is exercise 1's selection on R_fresh; score those 21 answers, "
-            "not all 672",
-            "`rs.select_top_per_prompt(R_fresh)` gives the column j of sum i's favourite, Y_fresh[i][j]; "
-            "`world.verifiable_reward(prompts, completions)` is 1.0 for a right sum and 0.0 else: add it up",
+            "which of a sum's 32 answers would each reward keep, and how much gold reward does each of the two kept "
+            "answers earn?",
+            "eq:rs_selection_per_prompt on R_fresh gives the RM's favourite, and on G_fresh the gold reward's; a sum "
+            "counts when the RM's favourite earns strictly less gold reward than the gold reward's favourite does",
         ),
-        expected=_right_picks_on_fresh_sums,
+        expected=_rm_short_of_gold_on_fresh_sums,
         compare=equal,
         prediction=Prediction(
             ("most of them (over half)", "a few of them (under half)"),
-            lambda right: "most of them (over half)" if right > 10 else "a few of them (under half)",
-            "the RM scores an answer's form far more than its arithmetic (chapter 7), so its favourite of 32 is "
-            "right on few sums, as one answer drawn at random is; the gold reward's favourite is right on nearly all",
+            lambda short: "most of them (over half)" if short > 10 else "a few of them (under half)",
+            "the gold reward pays twice for a right sum, so its favourite is a right answer on nearly every sum, "
+            "while the RM scores an answer's form far more than its arithmetic (chapter 7): its favourite is right on "
+            "few sums, and on the others it falls short",
         ),
     ),
 )

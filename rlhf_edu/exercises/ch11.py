@@ -168,11 +168,10 @@ register(
         "11.1",
         success="RLOO subtracts the mean of the other G − 1; GRPO centres on the group and divides by its std + ε",
         hints=(
-            "work row by row: each prompt's G rewards are one group; for RLOO, the sum of the others is the group's "
-            "sum minus r_i, and for GRPO, what does the std of a group of equal rewards make you divide by?",
-            "eq:RLOO_advantage: A_i = r_i − (Σ_j r_j − r_i)/(G − 1); eq:GRPO_ADV: A_i = (r_i − mean(r))/(std(r) + ε) "
-            "over the group (dim 1), with the std Bessel-corrected (divided by G − 1) and ε = 1e-4 "
-            "(`rloo_advantages`, `grpo_advantages`)",
+            "which rewards make up an answer's group, and which of them does RLOO's baseline leave out? For GRPO, "
+            "what would a group of equal rewards make you divide by?",
+            "eq:RLOO_advantage: A_i = r_i − (Σ_j r_j − r_i)/(G − 1), the mean of the other G − 1; eq:GRPO_ADV: "
+            "A_i = (r_i − mean(r))/(std(r) + ε) within the group, with section 1's std (divided by G − 1) and ε",
         ),
         reference=group_advantages,
         cases=_advantage_cases,
@@ -181,11 +180,11 @@ register(
         "11.2",
         success="GAE runs backwards, A_t = δ_t + γλ·A_{t+1}, with V = 0 past the last token and nothing from padding",
         hints=(
-            "loop over t from the last position to the first, carrying the next token's value and advantage; "
-            "what should a padded position pass on to the token before it?",
-            "eq:TD_RESIDUAL: δ_t = r_t + γ·V(s_{t+1}) − V(s_t); eq:GAE_DFN: A_t = Σ_l (γλ)^l·δ_{t+l}, that is "
-            "δ_t + γλ·A_{t+1}; zero the rewards and values at the padding first, and V past a completion is 0 "
-            "(`gae_advantages`)",
+            "A_t needs what comes after t: in which direction along the completion can you compute it in one pass? "
+            "And what should a padded position pass on to the token before it?",
+            "eq:TD_RESIDUAL: δ_t = r_t + γ·V(s_{t+1}) − V(s_t); eq:GAE_DFN: A_t = Σ_l (γλ)^l·δ_{t+l}, a discounted "
+            "sum of the TD residuals still to come, with V = 0 past a completion's last token and no reward or "
+            "value read from the padding",
         ),
         reference=gae,
         cases=_gae_cases,
@@ -194,10 +193,11 @@ register(
         "11.3",
         success="with b = 0 and with b = E_π[r] the sum is ∇E[r]: Σ_a π(a)·∇log π(a) = ∇Σ_a π(a) = ∇1 = 0",
         hints=(
-            "write log π(a) = θ_a − log Σ_a' exp θ_a' and differentiate it with respect to each θ_j "
-            "(or let torch.autograd.grad differentiate log_softmax(θ)[a], arm by arm)",
-            "eq:policy_gradient_expectation on the bandit: ∇θ E_π[r] = Σ_a π(a)·(r(a) − b)·∇θ log π(a), where "
-            "∇θ log π(a) = e_a − π (the one-hot of a minus π) for a softmax, π = ref_probs and r = arm_rewards",
+            "∇θ log π(a) is a vector with one entry per logit θ_j: how does log π(a) of a softmax change when θ_a "
+            "moves, and when another θ_j does?",
+            "eq:policy_gradient_expectation on the bandit, with the expectation an exact sum over the arms: "
+            "∇θ E_π[r] = Σ_a π(a)·(r(a) − b)·∇θ log π(a), at π_θ = π_ref, with the score function ∇θ log π(a) of a "
+            "softmax",
         ),
         expected=_reward_gradient,
         compare=close(1e-5),
@@ -206,10 +206,10 @@ register(
         "11.4",
         success="E_p[∇k1] = 0, E_p[∇k2] = ∇KL(p‖q), E_p[∇k3] = ∇KL(q‖p): only k2 in a loss penalises KL(p‖q)",
         hints=(
-            "the sampled token a is fixed, so each estimate's gradient goes through log p(a) alone; p(a) enters the "
-            "mean only as a weight, and a weight carries no gradient",
-            "eq:kl_approx with log r = log q(a) − log p(a): k1 = −log r, k2 = ½(log r)², k3 = (r − 1) − log r "
-            "(`kl_estimate`); ∇θ log p(a) = e_a − p, and the mean is Σ_a p(a)·∇θ k(a) over the three tokens",
+            "the sampled token a is fixed: through which quantity alone does k(a) depend on θ, and may the weight "
+            "p(a) of the mean carry gradient too?",
+            "eq:kl_approx with log r = log q(a) − log p(a): k1 = −log r, k2 = ½(log r)², k3 = (r − 1) − log r, each "
+            "differentiated through log p(a) only; the mean weighs each token's gradient by p(a), a constant",
         ),
         expected=_pathwise_gradients,
         compare=_by_estimator,
@@ -224,10 +224,11 @@ register(
         "11.5",
         success="−min(ρA, clip(ρ, 1 − ε, 1 + ε)·A): the clip removes the gradient only where A favours moving further",
         hints=(
-            "compute ρ from the two log-probs, then the two candidate objectives per token; which of them does the "
-            "loss keep, and where do the completion's one advantage and the mask come in?",
-            "eq:PPO_EQN per token: ρ = exp(log π − log π_old), loss = −min(ρ·A, clip(ρ, 1 − ε, 1 + ε)·A)·mask, with "
-            "A (B,) broadcast over each row's tokens (`clipped_surrogate_loss`)",
+            "PPO's objective weighs A by the probability ratio ρ twice, once clipped: which of the two does it keep, "
+            "and does the loss carry the objective's sign? Where do the completion's one advantage and the mask "
+            "come in?",
+            "eq:PPO_EQN per token: ρ = π(y_t)/π_old(y_t), the objective min(ρ·A, clip(ρ, 1 − ε, 1 + ε)·A), A the "
+            "completion's advantage shared by its tokens, and no loss at the padding",
         ),
         reference=clipped_losses,
         cases=_clip_cases,

@@ -45,7 +45,7 @@ def _dpo_cases() -> list[Case]:
         Case("random log-probs, β = 0.1", (*logps, 0.1, 0.0)),
         Case("random log-probs, β = 1", (*logps, 1.0, 0.0)),
         Case(
-            "the same answer on both sides of each pair (h = 0 for any policy), β = 0.5",
+            "the same answer on both sides of each pair, β = 0.5",
             (policy_chosen, policy_chosen.clone(), ref_chosen, ref_chosen.clone(), 0.5, 0.0),
         ),
         Case(
@@ -111,8 +111,8 @@ register(
         success="−(1−ε)·log σ(βh) − ε·log σ(−βh) per pair, log σ taken in one step: at βh = −200 the loss is 200, "
         "not inf",
         hints=(
-            "the loss depends on one number per pair, the margin h of the two log-ratios to the reference; at "
-            "βh = −200, σ(βh) rounds to 0 in float32, so take the log of σ in one step",
+            "which one number per pair does the loss depend on, and what does σ(βh) round to in float32 at "
+            "βh = −200? What is the log of that?",
             "eq:dpo_core: loss = −log σ(βh), h = (log π(y_c) − log π_ref(y_c)) − (log π(y_r) − log π_ref(y_r)); cDPO: "
             "−(1−ε)·log σ(βh) − ε·log σ(−βh); `torch.nn.functional.logsigmoid` is log σ without the underflow",
         ),
@@ -124,9 +124,11 @@ register(
         success="β' = β·τ: DPO fits the reward the labels imply, r/τ, so π ∝ π_ref·exp(r/(βτ)): a sharper annotator "
         "acts like a smaller β",
         hints=(
-            "the labels' log-odds are (r_i − r_j)/τ, and DPO's optimum makes β·h_ij equal to them",
-            "eq:bradley_terry_dpo with a temperature: P(i ≻ j) = σ((r_i − r_j)/τ); eq:dpo_opt_policy's optimum for a "
-            "coefficient β' has log-ratio gaps h_ij = (r_i − r_j)/β'; equate the two h_ij",
+            "what do labels drawn with τ = 0.5 say about the reward gap of a pair, next to labels drawn with τ = 1? "
+            "Which reward would a τ = 1 annotator need to give the same labels?",
+            "eq:bradley_terry_dpo with a temperature: P(i ≻ j) = σ((r_i − r_j)/τ), and DPO fits its implicit reward "
+            "gap β·h_ij to the labels' log-odds; eq:dpo_opt_policy's optimum for a coefficient β' has the log-ratio "
+            "gaps h_ij = (r_i − r_j)/β'",
         ),
         expected=lambda: 0.5 * 0.5,  # β·τ
         compare=close(1e-6),
@@ -135,10 +137,10 @@ register(
         "12.3",
         success="h = (2p − 1)/(2β) ≈ 0.46: a fixed point of the label odds, not DPO's h = (r_1 − r_0)/β = 2",
         hints=(
-            "with probability p = σ(1) the pair reads (1 ≻ 0) and pulls h toward 1/(2β); else it reads (0 ≻ 1) and "
-            "pulls −h toward 1/(2β); minimise the expected square over h",
-            '`dpo_loss(..., loss_type="ipo")` is (h − 1/(2β))² per pair: minimise p·(h − 1/(2β))² + '
-            "(1 − p)·(−h − 1/(2β))² by setting its derivative in h to 0, with β = 0.5",
+            "a pair of the two arms is labelled one way or the other: what is its margin in each case, written with "
+            "h = log π(1)/π(0), and which target does IPO pull that margin to?",
+            '`dpo_loss(..., loss_type="ipo")`: (margin − 1/(2β))² per pair, its expectation over the labels, '
+            "(1 ≻ 0) with probability p = σ(1) and (0 ≻ 1) with 1 − p; IPO's optimum minimises that expectation in h",
         ),
         expected=lambda: (2 / (1 + math.exp(-1)) - 1) / (2 * 0.5),  # (2p − 1)/(2β), p = σ(1)
         compare=close(1e-3),
@@ -148,10 +150,11 @@ register(
         success="sign(r_c − r_r) against sign(g_c − g_r) on the untied pairs only, a reward tie counting ½: the cell "
         "below now scores the DPO policy with it",
         hints=(
-            "compare, pair by pair, the sign of the reward gap with the sign of the gold gap; which pairs belong in "
-            "the denominator, and what is a coin flip's chance on a pair whose rewards tie?",
-            "the library's `within_prompt_agreement` (chapter 7), each pair a prompt with two answers: over the pairs "
-            "with g_c ≠ g_r, the share with sign(r_c − r_r) = sign(g_c − g_r), plus ½ for each with r_c = r_r",
+            "when does a reward order a pair like the gold reward? Which pairs belong in the denominator, and what is "
+            "a coin flip's chance on a pair whose rewards tie?",
+            "chapter 7's agreement with the gold reward (notebook 07), each pair a prompt of two answers: among the "
+            "pairs with g_c ≠ g_r, those where r_c − r_r has the sign of g_c − g_r; a pair with r_c = r_r counts ½. "
+            "Section 3 counts `agree` on the same footing",
         ),
         reference=_gold_agreement,
         cases=_agreement_cases,
@@ -162,8 +165,8 @@ register(
         "and teaches nothing, which is why the dataset drops it",
         hints=(
             "with the same answer on both sides, what is h, whatever the policy? What does the loss then depend on?",
-            "eq:dpo_gradient: β·σ(−βh)·(∇ log π(y_c|x) − ∇ log π(y_r|x)); with y_c = y_r the two gradients are one; "
-            "`torch.autograd.grad` of the summed `dpo_loss` with respect to z measures it",
+            "eq:dpo_gradient: the pull β·σ(−βh) times (∇ log π(y_c|x) − ∇ log π(y_r|x)), the push up on the chosen "
+            "answer less the push down on the rejected one; what is that difference when y_c and y_r are one text?",
         ),
         expected=_identical_pair_gradient,
         compare=close(1e-6),

@@ -70,11 +70,12 @@ register(
         success="TRL's batch is a rollout's batch_size × num_generations completions over num_mini_batches updates; "
         "steps_per_generation is num_mini_batches, and max_steps counts updates",
         hints=(
-            "count completions, not prompts, and updates, not rollouts: TRL's batch is what one update sees, and "
-            "its max_steps counts every update",
-            "`trl_grpo_config` (section 2): a rollout holds batch_size · num_generations completions, cut into "
-            "num_mini_batches updates of equal size; steps_per_generation is how many updates one rollout feeds, "
-            "and num_steps rollouts make max_steps updates",
+            "does TRL count in prompts or in completions, and in rollouts or in updates? How many completions does "
+            "one update see here?",
+            "section 2's one count said differently, taken to mini-batches: here `batch_size` counts prompts a "
+            "rollout and `num_steps` rollouts, while TRL counts completions and optimizer updates; one rollout "
+            "(`num_generations` answers to each prompt) is cut into `num_mini_batches` updates of equal size, by "
+            "completions, so a cut may fall inside a prompt's group",
         ),
         reference=_trl_counts,
         cases=_count_cases,
@@ -83,12 +84,12 @@ register(
         "13.2",
         success="field by field, TRL's DPO config is this project's recipe",
         hints=(
-            'start from trl.DPOConfig(output_dir="/tmp/dpo", ...) and name each setting as TRL does; the check '
-            "names the first field that differs",
-            "`trl_dpo_config` maps it: batch_size is per_device_train_batch_size, num_epochs is num_train_epochs, "
-            "TRL's loss_type is a list of loss names (one here), the schedule is lr_scheduler_type, bf16 and "
-            "activation_checkpointing are switched as this project runs, and logging_steps counts steps between log "
-            "lines",
+            "which of `dpo_recipe()`'s fields does TRL name the same way, and which under another name? Start from "
+            'trl.DPOConfig(output_dir="/tmp/dpo", ...); the check names the first field that differs',
+            "section 2: a config here names a field as TRL does where TRL has one; the rest are TRL's (transformers') "
+            "training arguments: the per-device batch, the epochs, the scheduler, the precision, activation "
+            "checkpointing and the logging interval, several of whose defaults are not this project's. TRL's "
+            "`loss_type` takes a list of loss names",
         ),
         expected=lambda: trl_dpo_config(dpo_recipe()),
         compare=_dpo_fields_differ,
@@ -98,20 +99,20 @@ register(
         success="paired by seed, TRL's own-order runs sit about 4.2 standard errors above ours: a pairing that "
         "nothing supports, against the unpaired 1.5",
         hints=(
-            "pairing by seed makes one number per seed, ours minus TRL's gold reward, and takes the standard error "
-            "from the spread of those five numbers alone",
-            '`seed_spread` (section 5) gives, under "ours - trl", the mean difference and its standard error; its '
-            "`paired` setting says whether that error comes from the per-seed differences (std with ddof = 1, over "
-            "√5). The answer is the mean over the error, signed as rlhf_edu − TRL",
+            "paired by seed, what one number does each seed give, and where does the standard error then come from?",
+            "section 5's paired comparison: the per-seed differences d_s = `ours/gold` − `trl/gold` (rlhf_edu − "
+            "TRL), their mean, and the standard error of a mean, s/√n, with s the differences' sample standard "
+            "deviation (n − 1 in its denominator); the answer counts the mean in those errors, sign kept",
         ),
         expected=_wrongly_paired_z,
         compare=close(0.01),
         prediction=Prediction(
             (RESOLVED, "not resolved: within 3 standard errors"),
             lambda z: RESOLVED if abs(z) > 3 else "not resolved: within 3 standard errors",
-            "the per-seed differences of these five runs happen to agree closely, so a paired error is small; but "
-            "TRL's sampler gives seed s an order unrelated to ours, so seed s pairs nothing, and the error that fits "
-            "is the unpaired one, by which the difference is not resolved",
+            "paired by seed, the difference looks resolved (about −4.2 standard errors), because these five "
+            "per-seed differences happen to agree closely; but that is not the right reading. TRL's sampler gives "
+            "seed s an order unrelated to ours, so seed s pairs nothing, and the error that fits is the unpaired "
+            "one: by it the difference is 1.5 standard errors, not resolved",
         ),
     ),
 )

@@ -56,6 +56,11 @@ WRONG = {
             lambda R, k: np.argsort(np.ravel(R), kind="stable")[::-1][:k].tolist(),
             "equal rewards in different prompts (the lower flat index comes first), K = 4",
         ),
+        WrongVersion(  # NumPy's default sort, which is not stable: equal rewards come out in no promised order
+            "an unstable sort",
+            lambda R, k: np.argsort(-np.ravel(R))[:k].tolist(),
+            "a 6 × 8 matrix of four reward levels, most of them tied (each tie in flat order), K = 20",
+        ),
         WrongVersion(  # flattened column by column: j·M + i instead of i·N + j
             "flattened column by column",
             lambda R, k: np.argsort(-np.ravel(R, order="F"), kind="stable")[:k].tolist(),
