@@ -2,7 +2,7 @@
 
     from rlhf_edu.exercises import check, check_function, hint, predict
 
-    check("07.1", answer)                  # a value, against one computed here from the library
+    check("07.2", answer)                  # a value, against one computed here from the library
     check_function("08.1", my_kl_estimate)  # a function, against the library's on many inputs, case by case
     predict("04.4", prediction)             # a prediction, noted before the run; the check says if it held
     hint()                                  # the last exercise's next hint: a nudge, then the equation and its terms
