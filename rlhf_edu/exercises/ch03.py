@@ -12,6 +12,7 @@ import torch
 from ..core import zoo
 from ..core.collate import collate
 from ..core.logprobs import sequence_logprobs
+from ..core.runtime import torch_generator
 from ..core.tokenizer import build_tokenizer
 from ..core.world import World
 from .checks import Case, Exercise, Prediction, close, equal, register
@@ -57,7 +58,7 @@ def _batch(rows: list[tuple[int, int, int]], vocab: int, generator: torch.Genera
 
 def _logprob_cases() -> list[Case]:
     """One-token and longer completions, a right-padded batch, a one-token prompt, a token all but ruled out."""
-    generator = torch.Generator().manual_seed(3)
+    generator = torch_generator(3)
     logits, ids, mask = _batch([(2, 3, 0)], 6, generator)
     logits[0, 2, ids[0, 3]] = -150.0  # the logits at position 2 all but rule out token 3, a completion token
     return [

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 
+from ..core.runtime import torch_generator
 from ..core.world import World
 from ..mdp import Corridor, value_iteration
 from ..objective import kl_divergence, kl_regularized_optimum, max_kl_budget
@@ -35,7 +36,7 @@ def _bandit(generator: torch.Generator, *shape: int) -> tuple[torch.Tensor, torc
 
 def _optimum_cases() -> list[Case]:
     """A bandit by hand, random ones (one and a batch), both ends of β, a tie, an arm π_ref rules out."""
-    generator = torch.Generator().manual_seed(4)
+    generator = torch_generator(4)
     as_tensors = lambda *values: tuple(torch.tensor(v, dtype=torch.float64) for v in values)
     hand = as_tensors([0.5, 0.3, 0.2], [0.0, 1.0, 2.0])
     tie = as_tensors([0.4, 0.1, 0.3, 0.2], [1.0, 2.0, 0.0, 2.0])

@@ -6,6 +6,7 @@ import itertools
 
 import numpy as np
 
+from ..core.runtime import numpy_rng
 from ..core.training import load_histories
 from ..experiments.pipeline import PipelineReport
 from ..experiments.recipes import SWEEPS
@@ -37,7 +38,7 @@ def _shipped_curve(key: str) -> tuple[list[int], np.ndarray]:
 def _fit_cases() -> list[Case]:
     """Curves on the law itself, off it, never turning, flat, short and irregular in n, and a shipped one."""
     d = best_of_n_distances(NS)
-    noise = np.random.default_rng(4).normal(0, 0.05, len(NS))  # (K,) a measured curve's scatter
+    noise = numpy_rng(4).normal(0, 0.05, len(NS))  # (K,) a measured curve's scatter
     return [
         Case("a curve exactly on d(α − βd) with α = 0.5, β = 0.25, starting at gold 0", (NS, d * (0.5 - 0.25 * d))),
         Case("the same curve starting at gold 2: only the gain over n = 1 counts", (NS, 2 + d * (0.5 - 0.25 * d))),

@@ -11,6 +11,7 @@ import torch
 
 from ..core import zoo
 from ..core.logprobs import completion_logprobs
+from ..core.runtime import torch_generator
 from ..core.world import World
 from ..reward_modeling import bradley_terry_loss, orm_dataset, plackett_luce_loss, within_prompt_agreement
 from .checks import Case, Exercise, Prediction, close, register
@@ -18,7 +19,7 @@ from .checks import Case, Exercise, Prediction, close, register
 
 def _loss_cases() -> list[Case]:
     """Random pairs, ties, gaps where a naive log σ overflows, and margins: one for all pairs, and one per pair."""
-    generator = torch.Generator().manual_seed(7)
+    generator = torch_generator(7)
     chosen = torch.randn(8, generator=generator, dtype=torch.float64) * 2  # (B,) r_θ(y_c | x)
     rejected = torch.randn(8, generator=generator, dtype=torch.float64) * 2  # (B,) r_θ(y_r | x)
     extreme = torch.tensor([-1000.0, -200.0, 200.0, 1000.0])  # float32 gaps: σ underflows to 0 at the first two

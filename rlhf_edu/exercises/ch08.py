@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import torch
 
+from ..core.runtime import torch_generator
 from ..regularization import AdaptiveKLController, kl_estimate
 from .checks import Case, Exercise, Prediction, close, equal, register
 
 
 def _estimator_cases() -> list[Case]:
     """Every estimator on random log-probs, on a policy equal to its reference, and on a token π makes rarer."""
-    generator = torch.Generator().manual_seed(8)
+    generator = torch_generator(8)
     logps = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 4  # (B, T) log π of sampled tokens
     ref_logps = -torch.rand(3, 5, generator=generator, dtype=torch.float64) * 4  # (B, T) log π_ref
     rarer = torch.tensor([[-3.0, -0.2]]), torch.tensor([[-0.5, -0.2]])  # π gives the first token far less than π_ref

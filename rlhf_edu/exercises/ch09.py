@@ -12,6 +12,7 @@ from transformers import PreTrainedTokenizerBase
 
 from ..core import zoo
 from ..core.rollouts import generate_completions
+from ..core.runtime import numpy_rng
 from ..core.world import World, parse_prompt
 from ..instruction_tuning import encode_example
 from .checks import Case, Exercise, Prediction, close, equal, register
@@ -65,7 +66,7 @@ def _mask_cases() -> list[Case]:
     """One turn, a system turn, two and three turns (every turn, the final one), and a prompt that holds an answer."""
     tokenizer = _tokenizer()
     demos = World(seed=0).sft_dataset(40)  # random demonstrations of every family
-    picked = np.random.default_rng(9).choice(len(demos), size=3, replace=False)
+    picked = numpy_rng(9).choice(len(demos), size=3, replace=False)
     three = {"messages": [SYSTEM] + [m for i in picked for m in demos[int(i)]["prompt"] + demos[int(i)]["completion"]]}
     one = {"prompt": [_turn("user", "review the hotel")], "completion": [_turn("assistant", "the hotel is great")]}
     one_messages = {"messages": one["prompt"] + one["completion"]}

@@ -6,6 +6,7 @@ import functools
 
 import torch
 
+from ..core.runtime import torch_generator
 from ..objective import kl_divergence
 from ..policy_gradients import clipped_surrogate_loss, gae_advantages, grpo_advantages, rloo_advantages
 from ..regularization import kl_estimate
@@ -20,7 +21,7 @@ def group_advantages(rewards: torch.Tensor, algorithm: str) -> torch.Tensor:
 
 def _advantage_cases() -> list[Case]:
     """Each algorithm on a group of equal rewards, G = 2, the book's group, groups of two scales and random rewards."""
-    generator = torch.Generator().manual_seed(11)
+    generator = torch_generator(11)
     random_rewards = torch.randn(3, 6, generator=generator, dtype=torch.float64)  # (P, G)
     groups = [
         ("a group whose rewards are all equal (every advantage is 0)", torch.full((1, 4), 0.5, dtype=torch.float64)),
@@ -47,7 +48,7 @@ def gae(rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: 
 
 def _gae_cases() -> list[Case]:
     """A score at the end, γ or λ at 0 and 1, random rows, padding that holds junk, one token, and no token at all."""
-    generator = torch.Generator().manual_seed(12)
+    generator = torch_generator(12)
     rewards, values = torch.randn(2, 3, 5, generator=generator, dtype=torch.float64)  # (B, T) each
     full = torch.ones(3, 5, dtype=torch.float64)  # (B, T)
     padded = torch.tensor([[1.0] * 5, [1.0] * 3 + [0.0] * 2, [1.0] * 2 + [0.0] * 3], dtype=torch.float64)
@@ -140,7 +141,7 @@ def clipped_losses(
 
 def _clip_cases() -> list[Case]:
     """Ratios inside the clip, beyond it on both sides with either sign of A, padding, and random rows."""
-    generator = torch.Generator().manual_seed(15)
+    generator = torch_generator(15)
     old = -torch.rand(2, 4, generator=generator, dtype=torch.float64) * 3  # (B, T) log π_old
     full = torch.ones(2, 4, dtype=torch.float64)  # (B, T)
 

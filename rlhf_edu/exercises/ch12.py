@@ -8,6 +8,7 @@ import math
 import numpy as np
 import torch
 
+from ..core.runtime import numpy_rng, torch_generator
 from ..direct_alignment import dpo_loss
 from ..reward_modeling import within_prompt_agreement
 from .checks import Case, Exercise, Prediction, close, register
@@ -34,7 +35,7 @@ def _far_ordered(beta_h: list[float]) -> tuple[torch.Tensor, ...]:
 
 def _dpo_cases() -> list[Case]:
     """A policy equal to its reference, random log-probs, identical answers, far-ordered pairs, and cDPO."""
-    generator = torch.Generator().manual_seed(12)
+    generator = torch_generator(12)
     logps = [-torch.rand(6, generator=generator, dtype=torch.float64) * 20 for _ in range(4)]  # four (B,) summed
     policy_chosen, policy_rejected, ref_chosen, ref_rejected = logps
     return [
@@ -74,7 +75,7 @@ def _gold_agreement(chosen_rewards: np.ndarray, rejected_rewards: np.ndarray, go
 
 def _agreement_cases() -> list[Case]:
     """Random pairs, gold ties, a reward tie, and pairs all ordered one way or the other."""
-    rng = np.random.default_rng(12)
+    rng = numpy_rng(12)
     chosen, rejected = rng.normal(size=10), rng.normal(size=10)  # (B,) rewards, no two equal
     gap = rng.normal(size=10)  # (B,) g(y_c) − g(y_r): of both signs, none 0
     tied_gap = np.where(np.arange(10) % 3 == 0, 0.0, gap)  # four pairs of equal gold reward
