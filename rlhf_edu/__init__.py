@@ -13,8 +13,8 @@ The package has four floors, visible in its folders, and ``tests/test_layers.py`
 - The chapter modules sit at the top of the package, one per concept, each importing the core
   and earlier chapters only: ``pretraining`` (chapter 3), ``mdp``, ``objective`` and ``bandit``
   (chapter 4), ``reward_modeling`` (7), ``regularization`` (8), ``instruction_tuning`` (9),
-  ``rejection_sampling`` (10), ``policy_gradients`` (11), ``direct_alignment`` (12) and
-  ``overoptimization`` (17).
+  ``rejection_sampling`` (10), ``policy_gradients`` (11), ``direct_alignment`` (12), ``reasoning``
+  (14) and ``overoptimization`` (17).
 - ``rlhf_edu.experiments`` uses every chapter, and nothing below imports it: ``recipes`` (which
   chapter trainer builds which zoo checkpoint, and the shipped ``sweeps/``), ``pipeline``,
   ``graduate`` (the TRL bridge), ``figures``, ``claims`` and ``cli`` (the ``rlhf-edu`` command).

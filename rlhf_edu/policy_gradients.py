@@ -10,8 +10,12 @@ and they differ in two choices only:
    :func:`rloo_advantages`, :func:`grpo_advantages`), or per-token GAE on a learned value
    (:func:`gae_advantages`, PPO);
 2. **the per-token loss** whose gradient is that estimate: −A·log π (:func:`policy_gradient_loss`)
-   or PPO's clipped surrogate (:func:`clipped_surrogate_loss`), averaged over tokens in one
-   of three ways (:func:`aggregate_token_losses`).
+   or a weighted ratio, averaged over tokens in one of the ways :func:`aggregate_token_losses`
+   knows. PPO and the GRPO family share one seam, :func:`token_policy_loss`: the ratio per
+   token or per sequence (:func:`importance_ratio`), then PPO's clipped surrogate
+   (:func:`clipped_token_loss`, with INTELLECT-2's δ), CISPO's clipped weight
+   (:func:`cispo_token_loss`) or SAPO's soft gate (:func:`sapo_token_loss`), as TRL's
+   ``GRPOTrainer`` computes them.
 
 Rewards come shaped (P, G): P prompts with G completions each. Per-token tensors are
 (B, T) with B = P·G, and a ``mask`` that is 1 on completion tokens. Every function takes
@@ -30,6 +34,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -46,11 +51,19 @@ from .bandit import BanditRun, bandit_record
 from .core.collate import check_length, pad_batch
 from .core.evaluation import PolicyEvaluation
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
-from .core.rollouts import RewardFn, Rollout, rollout_rewards, sample_rollouts
+from .core.rollouts import TENSOR_FIELDS, RewardFn, Rollout, _join, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, torch_generator
 from .core.stats import masked_mean, mean_and_stderr, pass_at_k
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
-from .core.validation import check_causal_lm, check_choice, check_int, check_number, check_texts, context_length
+from .core.validation import (
+    check_causal_lm,
+    check_choice,
+    check_flag,
+    check_int,
+    check_number,
+    check_texts,
+    context_length,
+)
 from .core.world import FAMILIES, parse_prompt
 from .objective import as_beta, as_tensors, check_one_prompt, kl_regularized_optimum, regularized_objective
 from .pretraining import encode_document, language_modeling_loss
@@ -64,7 +77,9 @@ from .regularization import (
 
 BASELINES = ("none", "mean")
 SCALE_REWARDS = ("group", "batch", "none")
-LOSS_TYPES = ("grpo", "dapo", "dr_grpo")
+LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo", "cispo", "sapo")  # TRL's GRPOTrainer names
+CLIPPED_LOSS_TYPES = ("grpo", "bnpo", "dr_grpo", "dapo")  # PPO's clipped surrogate, each with its own normaliser
+IMPORTANCE_SAMPLING_LEVELS = ("token", "sequence")
 
 
 def _check_rewards(rewards: torch.Tensor) -> None:
@@ -81,15 +96,20 @@ def _check_token_shapes(**tensors: torch.Tensor) -> None:
         raise ValueError(f"per-token tensors must share one (B, T) shape, got {shapes}")
 
 
-def _per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Broadcast (B,) advantages over each row's tokens; (B, T) ones pass through."""
+def _per_row(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B,) advantages as a (B, 1) column that broadcasts over each row's tokens; (B, T) ones pass through."""
     if advantages.dim() == 1:
         advantages = advantages.unsqueeze(1)  # (B, 1): one advantage for every token of a completion
     if advantages.shape[0] != like.shape[0]:
         raise ValueError(
             f"advantages {tuple(advantages.shape)} and log-probs {tuple(like.shape)} must have one row per completion"
         )
-    return advantages.expand_as(like)
+    return advantages
+
+
+def _per_token(advantages: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast (B,) advantages over each row's tokens; (B, T) ones pass through."""
+    return _per_row(advantages, like).expand_as(like)
 
 
 # --- advantages --------------------------------------------------------------------------------
@@ -192,23 +212,15 @@ def clipped_surrogate_loss(
     advantage favours; ``epsilon_high`` (DAPO's "clip higher") defaults to ``epsilon``.
     The metrics are TRL's ``clip_ratio/low_mean``, ``clip_ratio/high_mean`` and
     ``clip_ratio/region_mean``: the share of tokens whose gradient the clip removed.
+    It is :func:`token_policy_loss`'s per-token step for the clipped loss types, per token and without δ.
     """
     _check_token_shapes(logps=logps, old_logps=old_logps, mask=mask)
     epsilon = check_number(epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
     epsilon_high = epsilon if epsilon_high is None else check_number(epsilon_high, "epsilon_high", low=0, low_open=True)
-    advantages = _per_token(advantages.detach(), logps)  # (B, T)
-    ratio = (logps - old_logps.detach()).exp()  # (B, T) ρ
-    clipped_ratio = ratio.clamp(1 - epsilon, 1 + epsilon_high)  # (B, T)
-    losses = -torch.min(ratio * advantages, clipped_ratio * advantages) * mask  # (B, T)
-    # A ratio exactly at 1 ± ε has no clipped gradient either way: < and ≤ agree but on a set of measure zero.
-    low = ((ratio < 1 - epsilon) & (advantages < 0)).to(mask.dtype) * mask  # pragma: no mutate (clipped below)
-    high = ((ratio > 1 + epsilon_high) & (advantages > 0)).to(mask.dtype) * mask  # pragma: no mutate (above)
-    metrics = {
-        "clip_ratio/low_mean": masked_mean(low, mask).item(),
-        "clip_ratio/high_mean": masked_mean(high, mask).item(),
-        "clip_ratio/region_mean": masked_mean(low + high, mask).item(),
-    }
-    return losses, metrics
+    advantages = _per_row(advantages.detach(), logps)  # (B, 1), or (B, T) per-token advantages
+    ratio = importance_ratio(logps, old_logps, mask)  # (B, T) ρ
+    losses = clipped_token_loss(ratio, advantages, epsilon, epsilon_high) * mask  # (B, T)
+    return losses, clip_shares(ratio, advantages, mask, "grpo", epsilon, epsilon_high)
 
 
 def value_loss(
@@ -225,27 +237,213 @@ def value_loss(
     return 0.5 * torch.max((values - returns) ** 2, (clipped - returns) ** 2) * mask
 
 
-def aggregate_token_losses(
-    losses: torch.Tensor, mask: torch.Tensor, loss_type: str = "grpo", max_completion_length: int | None = None
-) -> torch.Tensor:
-    """One scalar from per-token losses (B, T), in one of the three ways the book compares.
+def _sequence_mean(losses: torch.Tensor, mask: torch.Tensor, **_) -> torch.Tensor:
+    """The mean over each sequence's tokens, then over sequences (eq:loss_per_sequence): GRPO's and SAPO's."""
+    return masked_mean(losses, mask, dim=1).mean()
 
-    - ``"grpo"``: the mean over each sequence's tokens, then over sequences (eq:loss_per_sequence);
+
+def _token_mean(losses: torch.Tensor, mask: torch.Tensor, **_) -> torch.Tensor:
+    """The mean over the batch's tokens (eq:loss_per_token): BNPO's; every token weighs the same."""
+    return masked_mean(losses, mask)
+
+
+def _per_item(losses: torch.Tensor, mask: torch.Tensor, num_items_in_batch=None, **_) -> torch.Tensor:
+    """The sum over tokens / the tokens of the whole generation batch (DAPO's and CISPO's in TRL).
+
+    Without ``num_items_in_batch`` the minibatch is the batch, and this is :func:`_token_mean`.
+    """
+    if num_items_in_batch is None:
+        return masked_mean(losses, mask)
+    return (losses * mask).sum() / torch.as_tensor(num_items_in_batch, dtype=losses.dtype).clamp(min=1)
+
+
+def _fixed_length(losses: torch.Tensor, mask: torch.Tensor, max_completion_length=None, **_) -> torch.Tensor:
+    """The sum over tokens / (B × ``max_completion_length``) (eq:loss_fixed_length): Dr. GRPO's constant."""
+    if max_completion_length is None:
+        raise ValueError("loss_type 'dr_grpo' divides by B × max_completion_length: pass max_completion_length")
+    return (losses * mask).sum() / (losses.shape[0] * max_completion_length)
+
+
+NORMALISERS = {
+    "grpo": _sequence_mean,
+    "sapo": _sequence_mean,
+    "bnpo": _token_mean,
+    "dr_grpo": _fixed_length,
+    "dapo": _per_item,
+    "cispo": _per_item,
+}
+
+
+def aggregate_token_losses(
+    losses: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str = "grpo",
+    max_completion_length: int | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> torch.Tensor:
+    """One scalar from per-token losses (B, T), in ``loss_type``'s way, as TRL's ``GRPOTrainer`` normalises.
+
+    - ``"grpo"``, ``"sapo"``: the mean over each sequence's tokens, then over sequences (eq:loss_per_sequence);
       a token of a short answer weighs more than one of a long answer;
-    - ``"dapo"``: the mean over all tokens of the batch (eq:loss_per_token); every token weighs the same;
-    - ``"dr_grpo"``: the sum over tokens divided by B × ``max_completion_length`` (eq:loss_fixed_length),
-      a constant, so no length bias enters through the normaliser.
+    - ``"bnpo"``: the mean over all tokens of the batch (eq:loss_per_token); every token weighs the same;
+    - ``"dapo"``, ``"cispo"``: the sum over tokens divided by ``num_items_in_batch``, the tokens of the whole
+      generation batch (DAPO's token-level loss, arXiv 2503.14476 §3.3); without it, the mean over this
+      batch's tokens, as ``"bnpo"``;
+    - ``"dr_grpo"``: the sum over tokens divided by B × ``max_completion_length`` (eq:loss_fixed_length,
+      Dr. GRPO, arXiv 2503.20783), a constant, so no length bias enters through the normaliser.
+
+    A row with no real token counts as length 1, as in TRL, so it adds 0 rather than NaN.
     """
     check_choice(loss_type, "loss_type", LOSS_TYPES)
     _check_token_shapes(losses=losses, mask=mask)
     mask = mask.to(losses.dtype)  # pragma: no mutate (a float mask already is; a bool one is promoted)
-    if loss_type == "grpo":
-        return masked_mean(losses, mask, dim=1).mean()
-    if loss_type == "dapo":
-        return masked_mean(losses, mask)
-    if max_completion_length is None:
-        raise ValueError("loss_type 'dr_grpo' divides by B × max_completion_length: pass max_completion_length")
-    return (losses * mask).sum() / (losses.shape[0] * max_completion_length)
+    return NORMALISERS[loss_type](
+        losses, mask, max_completion_length=max_completion_length, num_items_in_batch=num_items_in_batch
+    )
+
+
+# --- the GRPO family: one importance ratio, three per-token weights, six normalisers ------------------
+def importance_ratio(
+    logps: torch.Tensor, old_logps: torch.Tensor, mask: torch.Tensor, level: str = "token"
+) -> torch.Tensor:
+    """ρ = π_θ/π_old, per token (B, T) or per sequence (B, 1); the old log-probs carry no gradient.
+
+    ``"sequence"`` is GSPO's s_i(θ) = (π_θ(y_i|x) / π_old(y_i|x))^{1/|y_i|} (arXiv 2507.18071):
+    the exp of the mean log-ratio over the row's real tokens, a row with none counting as length 1.
+    """
+    log_ratio = logps - old_logps.detach()  # (B, T)
+    if level == "sequence":
+        log_ratio = (log_ratio * mask).sum(-1, keepdim=True) / mask.sum(-1, keepdim=True).clamp(min=1)  # (B, 1)
+    return log_ratio.exp()
+
+
+def clipped_token_loss(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    epsilon: float,
+    epsilon_high: float,
+    delta: float | None = None,
+) -> torch.Tensor:
+    """PPO's −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A) (eq:PPO_EQN), with ρ capped at δ in the unclipped term.
+
+    ``epsilon_high`` > ``epsilon`` is DAPO's clip-higher (arXiv 2503.14476 §3.1). ``delta`` is
+    INTELLECT-2's two-sided clip (arXiv 2505.07291): min(min(ρ, δ)·A, clip(ρ)·A), so a token with
+    A < 0 and a huge ρ no longer gets an unbounded push. Shapes broadcast: ρ (B, T) or (B, 1),
+    A (B, 1) or (B, T). Returns the per-token loss, not yet masked.
+    """
+    clipped = ratio.clamp(1 - epsilon, 1 + epsilon_high)  # (B, T) or (B, 1)
+    if delta is not None:
+        ratio = ratio.clamp(max=delta)  # after the clip is taken: δ caps only the unclipped ratio
+    return -torch.min(ratio * advantages, clipped * advantages)
+
+
+def cispo_token_loss(
+    ratio: torch.Tensor, advantages: torch.Tensor, logps: torch.Tensor, epsilon_high: float
+) -> torch.Tensor:
+    """CISPO's −sg(min(ρ, ε_max))·A·log π (MiniMax-M1, arXiv 2506.13585, its clipped IS-weight objective); (B, T).
+
+    The importance weight is capped (at the absolute ``epsilon_high``, not 1 + ε) and
+    detached, so every token keeps a REINFORCE gradient A·∇log π, only reweighted: no token's
+    gradient is clipped to zero, as PPO's clip does to those outside its range.
+    """
+    return -ratio.clamp(max=epsilon_high).detach() * advantages * logps  # (B, T)
+
+
+def sapo_token_loss(
+    ratio: torch.Tensor, advantages: torch.Tensor, temperature_pos: float, temperature_neg: float
+) -> torch.Tensor:
+    """SAPO's −σ(τ(ρ − 1))·(4/τ)·A, τ = ``temperature_pos`` where A > 0, else ``temperature_neg`` (arXiv 2511.20347).
+
+    A soft gate in place of the hard clip: at ρ = 1 its slope is 1 (the plain policy gradient),
+    and it flattens smoothly as ρ leaves 1, faster for negative advantages (τ_neg > τ_pos).
+    Returns the per-token loss, not yet masked, shaped as ρ·A broadcasts.
+    """
+    tau = torch.where(advantages > 0, ratio.new_tensor(temperature_pos), ratio.new_tensor(temperature_neg))
+    return -(torch.sigmoid(tau * (ratio - 1)) * 4 / tau) * advantages
+
+
+def _share(flags: torch.Tensor, mask: torch.Tensor) -> float:
+    """The share of true ``flags``: over the real tokens when (B, T), over the rows when (B, 1), as TRL logs it."""
+    flags = flags.to(mask.dtype)
+    return flags.mean().item() if flags.shape[1] == 1 else masked_mean(flags, mask).item()
+
+
+def clip_shares(
+    ratio: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    epsilon: float,
+    epsilon_high: float,
+) -> dict[str, float]:
+    """The share of tokens (of sequences, at the sequence level) whose weight a clip capped; TRL's names.
+
+    ``clip_ratio/low_mean``, ``clip_ratio/high_mean``, ``clip_ratio/region_mean`` for the clipped
+    loss types, ``cispo_clip_ratio`` (ρ above ε_max with A > 0) for CISPO, none for SAPO's soft gate.
+    """
+    if loss_type == "sapo":
+        return {}
+    if loss_type == "cispo":
+        return {"cispo_clip_ratio": _share((ratio > epsilon_high) & (advantages > 0), mask)}
+    # A ratio exactly at 1 ± ε has no clipped gradient either way: < and ≤ agree but on a set of measure zero.
+    low = (ratio < 1 - epsilon) & (advantages < 0)  # pragma: no mutate (clipped below)
+    high = (ratio > 1 + epsilon_high) & (advantages > 0)  # pragma: no mutate (clipped above)
+    return {
+        "clip_ratio/low_mean": _share(low, mask),
+        "clip_ratio/high_mean": _share(high, mask),
+        "clip_ratio/region_mean": _share(low | high, mask),
+    }
+
+
+def per_token_policy_loss(
+    ratio: torch.Tensor, advantages: torch.Tensor, logps: torch.Tensor, config: PolicyGradientConfig
+) -> torch.Tensor:
+    """``config.loss_type``'s per-token loss from the ratio, before the mask: CISPO's, SAPO's, or the clipped one."""
+    epsilon_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
+    if config.loss_type == "cispo":
+        return cispo_token_loss(ratio, advantages, logps, epsilon_high)
+    if config.loss_type == "sapo":
+        return sapo_token_loss(ratio, advantages, config.sapo_temperature_pos, config.sapo_temperature_neg)
+    return clipped_token_loss(ratio, advantages, config.epsilon, epsilon_high, config.delta)
+
+
+def token_policy_loss(
+    logps: torch.Tensor,
+    old_logps: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    config: PolicyGradientConfig,
+    ref_logps: torch.Tensor | None = None,
+    num_items_in_batch: int | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, dict[str, float]]:
+    """The PPO and GRPO-family loss on (B, T) log-probs, as TRL's ``GRPOTrainer._compute_loss``: ``(loss, metrics)``.
+
+    1. ρ = π_θ/π_old per token, or GSPO's per sequence (``importance_sampling_level``, :func:`importance_ratio`);
+    2. the per-token loss of ``loss_type`` (:func:`per_token_policy_loss`): the clipped surrogate
+       (with ``epsilon_high`` and ``delta``), CISPO's clipped weight, or SAPO's soft gate;
+    3. + β·k per token where the KL goes in the loss (``kl_in="loss"``, eq:GRPO), k from
+       ``kl_estimator`` (k3 is TRL's); with ``use_bias_correction_kl`` it is weighted by ρ,
+       DeepSeek-V3.2's unbiased KL estimate (arXiv 2512.02556), so its gradient is that of
+       KL(π_θ‖π_ref) although the tokens came from π_old;
+    4. one scalar in ``loss_type``'s way (:func:`aggregate_token_losses`; ``num_items_in_batch``
+       is DAPO's and CISPO's normaliser, the minibatch's tokens when None).
+
+    ``advantages`` are (B,) or (B, T); ``ref_logps`` (B, T) are needed where the KL is in the
+    loss. The metrics are TRL's clip shares (:func:`clip_shares`).
+    """
+    _check_token_shapes(logps=logps, old_logps=old_logps, mask=mask)
+    if config.kl_in == "loss" and config.beta > 0 and ref_logps is None:
+        raise ValueError(f"beta={config.beta:g} puts β·KL in the loss: pass ref_logps, or set beta=0")
+    advantages = _per_row(advantages.detach(), logps)  # (B, 1), or (B, T) per-token advantages
+    ratio = importance_ratio(logps, old_logps, mask, config.importance_sampling_level)  # (B, T) or (B, 1)
+    losses = per_token_policy_loss(ratio, advantages, logps, config) * mask  # (B, T)
+    if config.kl_in == "loss" and ref_logps is not None:  # at β = 0 the term is 0
+        kl = kl_estimate(logps, ref_logps, config.kl_estimator)  # (B, T)
+        kl = kl * ratio if config.use_bias_correction_kl else kl  # (B, T) ρ keeps its gradient, as in TRL
+        losses = losses + config.beta * kl * mask
+    loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length, num_items_in_batch)
+    epsilon_high = config.epsilon if config.epsilon_high is None else config.epsilon_high
+    return loss, clip_shares(ratio, advantages, mask, config.loss_type, config.epsilon, epsilon_high)
 
 
 # --- one trainer for the four algorithms -------------------------------------------------------------
@@ -253,6 +451,7 @@ ALGORITHMS = ("reinforce", "rloo", "ppo", "grpo")
 # Where each algorithm puts β·KL by default: GRPO adds β·k per token to its loss; the others take −β·k1 per token off
 # the reward, as the literature and TRL do. PolicyGradientConfig(kl_in=...) moves it.
 KL_IN = {"reinforce": "reward", "rloo": "reward", "ppo": "reward", "grpo": "loss"}
+LOGGED_SHARES = ("clip_ratio/region_mean", "cispo_clip_ratio")  # the clip shares a training step logs
 
 
 @dataclass
@@ -274,6 +473,18 @@ class PolicyGradientConfig(TrainingConfig):
     ``beta`` and moves it by about 20% per ``kl_horizon`` sampled completions to hold the
     KL near the target. ``ptx_coef`` is InstructGPT's γ (eq:objective_pretraining): each
     update adds γ × the mean token NLL of ``ptx_batch_size`` pretraining texts to the loss.
+
+    The GRPO family's settings are TRL's (``GRPOConfig``), read by :func:`token_policy_loss`:
+    ``loss_type`` (:data:`LOSS_TYPES`); ``importance_sampling_level`` ``"token"`` or GSPO's
+    ``"sequence"``; ``epsilon_high``, the upper clip (CISPO: the absolute cap ε_max on its weight,
+    e.g. 5.0); ``delta``, INTELLECT-2's cap on the unclipped ratio (above 1 + ε_high); SAPO's two
+    temperatures; ``mask_truncated_completions``, which drops the completions cut at
+    ``max_completion_length`` from the loss; and ``use_bias_correction_kl``, which weights the KL
+    in the loss by ρ. TRL 1.16 defaults that one to True; it is False here so that a run
+    reproduces the numbers of the runs made before it existed (:func:`trl_grpo_config
+    <rlhf_edu.experiments.graduate.trl_grpo_config>` passes it explicitly). ``dynamic_sampling``
+    is DAPO's (TRL has none): groups whose G rewards are all equal are dropped and further prompts
+    drawn, up to ``max_sampling_rounds`` rollouts a step (:func:`draw_groups`).
     """
 
     learning_rate: float = 1e-4
@@ -302,6 +513,14 @@ class PolicyGradientConfig(TrainingConfig):
     kl_horizon: int = 10_000
     ptx_coef: float = 0.0  # 0: no pretraining term, and no corpus batch is built or run
     ptx_batch_size: int = 16
+    importance_sampling_level: str = "token"  # "token", or GSPO's "sequence"
+    delta: float | None = None  # INTELLECT-2's two-sided clip: caps the unclipped ratio; None: no cap
+    sapo_temperature_pos: float = 1.0
+    sapo_temperature_neg: float = 1.05
+    mask_truncated_completions: bool = False
+    use_bias_correction_kl: bool = False  # TRL 1.16 defaults to True; off keeps earlier runs' numbers
+    dynamic_sampling: bool = False  # DAPO's: train only on groups whose rewards differ
+    max_sampling_rounds: int = 4  # dynamic sampling's rollouts per step, at most
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -313,6 +532,7 @@ class PolicyGradientConfig(TrainingConfig):
             )
         check_choice(self.baseline, "baseline", BASELINES)
         check_choice(self.loss_type, "loss_type", LOSS_TYPES)
+        check_choice(self.importance_sampling_level, "importance_sampling_level", IMPORTANCE_SAMPLING_LEVELS)
         check_choice(self.scale_rewards, "scale_rewards", SCALE_REWARDS)
         check_choice(self.kl_estimator, "kl_estimator", KL_ESTIMATORS)
         self.kl_in = (
@@ -333,11 +553,13 @@ class PolicyGradientConfig(TrainingConfig):
             "eval_steps",
             "kl_horizon",
             "ptx_batch_size",
+            "max_sampling_rounds",
         ):
             check_int(getattr(self, name), name)
         check_number(self.epsilon, "epsilon", low=0, low_open=True, fix="PPO's clip range, try 0.2")
         if self.epsilon_high is not None:
             check_number(self.epsilon_high, "epsilon_high", low=0, low_open=True)
+        self._check_grpo_family()
         check_number(self.beta, "beta", low=0, fix="the KL penalty's weight; 0 switches it off")
         if self.kl_target is not None:
             check_number(
@@ -364,6 +586,37 @@ class PolicyGradientConfig(TrainingConfig):
             raise ValueError(
                 f"num_mini_batches={self.num_mini_batches} does not divide the "
                 f"{self.batch_size * self.num_generations} rows of a step: pick a divisor"
+            )
+
+    def _check_grpo_family(self) -> None:
+        """The GRPO family's settings: clip-higher at least ε, δ above the upper clip, positive SAPO temperatures."""
+        epsilon_high = self.epsilon if self.epsilon_high is None else self.epsilon_high
+        if self.loss_type in CLIPPED_LOSS_TYPES and epsilon_high < self.epsilon:
+            raise ValueError(
+                f"epsilon_high={self.epsilon_high:g} is below epsilon={self.epsilon:g}: the upper clip "
+                "1 + epsilon_high is clip-higher's, at least epsilon (DAPO uses 0.28 with 0.2), or None for epsilon"
+            )
+        if self.delta is not None:
+            if self.loss_type not in CLIPPED_LOSS_TYPES:
+                raise ValueError(
+                    f"delta={self.delta!r} caps the clipped surrogate's ratio, and loss_type={self.loss_type!r} has "
+                    f"none: use one of {', '.join(map(repr, CLIPPED_LOSS_TYPES))}, or delta=None"
+                )
+            check_number(
+                self.delta,
+                "delta",
+                low=1 + epsilon_high,
+                low_open=True,
+                fix=f"INTELLECT-2's cap on ρ, above the upper clip 1 + epsilon_high = {1 + epsilon_high:g}, e.g. 4.0",
+            )
+        for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+            check_number(getattr(self, name), name, low=0, low_open=True, fix="SAPO's gate temperature, e.g. 1.0")
+        for name in ("mask_truncated_completions", "use_bias_correction_kl", "dynamic_sampling"):
+            check_flag(getattr(self, name), name)
+        if self.dynamic_sampling and self.num_generations < 2:
+            raise ValueError(
+                "dynamic_sampling=True keeps the groups whose rewards differ, and a group of num_generations=1 "
+                "never does: set num_generations >= 2, or dynamic_sampling=False"
             )
 
 
@@ -417,6 +670,13 @@ def train_policy_gradient(
     controller is then updated with that rollout's ``kl`` (the mean summed k1) over its B
     rows. With ``config.ptx_coef`` > 0, ``ptx_texts`` (plain texts, e.g.
     ``World().pretraining_corpus(2000)``) feed the pretraining term, logged as ``loss/ptx``.
+
+    With ``config.dynamic_sampling`` a step trains on the prompt groups whose rewards differ
+    (:func:`draw_groups`), logged as ``dynamic_sampling/kept_groups`` and
+    ``dynamic_sampling/sampled_groups``, and the rollout metrics describe the kept groups; a step
+    that keeps none makes no update and logs one row of those counts and ``beta``. With
+    ``config.mask_truncated_completions`` the completions cut at ``max_completion_length``
+    weigh nothing in the loss.
     """
     check_language_model(policy, tokenizer, "policy")
     prompts = check_texts(prompts, "prompts")
@@ -443,8 +703,25 @@ def train_policy_gradient(
     )
     generator = torch_generator(config.seed)  # the prompts' order, then every pass's minibatches
     order = torch.randperm(len(prompts), generator=generator).tolist()
+    drawn = 0  # prompts taken so far in that order: batch_size a rollout
     controller = kl_controller(config)
     ptx = ptx_batches(policy, tokenizer, ptx_texts, config) if config.ptx_coef > 0 else None
+
+    def draw(step: int, round_: int) -> tuple[Rollout, torch.Tensor]:
+        """The next ``batch_size`` prompts in the run's order, answered ``num_generations`` times and scored."""
+        nonlocal drawn
+        batch = [prompts[order[(drawn + i) % len(prompts)]] for i in range(config.batch_size)]
+        drawn += config.batch_size
+        rollout = sample_rollouts(
+            policy,
+            tokenizer,
+            batch,
+            config.num_generations,
+            config.max_completion_length,
+            config.temperature,
+            seed=config.seed * 100_003 + step + round_ * config.num_steps,  # a step's further rounds: unused seeds
+        )
+        return rollout, rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # pragma: no mutate (B,)
 
     def loss_fn(minibatch: Experience, config: PolicyGradientConfig) -> tuple[torch.Tensor, dict[str, float]]:
         """The forward passes of one update, then its loss."""
@@ -456,25 +733,22 @@ def train_policy_gradient(
     try:
         for step in range(config.num_steps):
             step_config = dataclasses.replace(config, beta=controller.value)  # this rollout's β, in reward or loss
-            batch = [prompts[order[(step * config.batch_size + i) % len(prompts)]] for i in range(config.batch_size)]
             # 1. Rollout: sample, score, and keep the log-probs (and PPO's values) that the updates compare against.
-            rollout = sample_rollouts(
-                policy,
-                tokenizer,
-                batch,
-                config.num_generations,
-                config.max_completion_length,
-                config.temperature,
-                seed=config.seed * 100_003 + step,
-            )
-            rewards = rollout_rewards(reward_fn, rollout).to(rollout.logps.device)  # pragma: no mutate (B,)
+            rollout, rewards, sampling = draw_groups(partial(draw, step), tokenizer, config)
+            if rollout is None:  # every group's rewards were equal: no advantage anywhere, so no update
+                trainer.history.log(step=len(trainer.history.steps), beta=step_config.beta, **sampling)
+                trainer.progress.update(updates)
+                continue
             old_logps, ref_logps, values = score_rollout(policy, ref_model, value_model, rollout, config)  # (B, N)
             kl = kl_estimate(old_logps, ref_logps, "k1") * rollout.mask  # (B, N), zero without a reference
             # 2. Advantages: each algorithm's own, with −β·k1 in the reward where its KL goes there.
             advantages, returns = compute_advantages(rewards, kl, rollout.mask, step_config, values)
-            experience = Experience(rollout.mask, old_logps, ref_logps, advantages, returns, values, rollout)
+            experience = Experience(
+                loss_mask(rollout, config), old_logps, ref_logps, advantages, returns, values, rollout
+            )
             metrics = rollout_metrics(rollout, rewards, kl if ref_model is not None else None, config)
             metrics["beta"] = step_config.beta
+            metrics |= sampling
             if eval_fn is not None and step % config.eval_steps == 0:
                 metrics |= eval_fn(policy)
             # 3. Epochs × minibatches, each one optimizer step on 4. the algorithm's loss.
@@ -535,8 +809,9 @@ def rl_loss(
     Every algorithm's whole loss, in order:
 
     1. the per-token policy loss: −A·log π for REINFORCE and RLOO (:func:`policy_gradient_loss`,
-       eq:policy_gradient_expectation), or −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A) with
-       ρ = π/π_old for PPO and GRPO (:func:`clipped_surrogate_loss`, eq:PPO_EQN);
+       eq:policy_gradient_expectation), or, for PPO and GRPO, ``loss_type``'s weighted ratio
+       ρ = π/π_old (:func:`token_policy_loss`: −min(ρA, clip(ρ, 1−ε, 1+ε_high)·A), eq:PPO_EQN,
+       by default);
     2. + β·k per token (:func:`~rlhf_edu.regularization.kl_estimate`) where the KL goes in
        the loss (GRPO's way, eq:GRPO);
     3. one scalar from the tokens, in ``loss_type``'s way (:func:`aggregate_token_losses`);
@@ -545,26 +820,31 @@ def rl_loss(
        pretraining texts (eq:objective_pretraining; per token, so γ does not scale with
        the texts' length).
 
-    The metrics are TRL's: ``clip_ratio/region_mean`` and ``policy/approxkl``
-    (½·E[(log ρ)²]) for the clipped algorithms, ``loss/value``, ``policy/clipfrac``, ``loss/ptx``.
+    The metrics are TRL's: the clip's share (``clip_ratio/region_mean``, or ``cispo_clip_ratio``)
+    and ``policy/approxkl`` (½·E[(log ρ)²]) for PPO and GRPO, ``loss/value``, ``policy/clipfrac``,
+    ``loss/ptx``.
     """
     mask = experience.mask  # (B, N)
     if config.algorithm in ("reinforce", "rloo"):
-        losses, metrics = policy_gradient_loss(logps, experience.advantages, mask), {}  # (B, N)
+        losses = policy_gradient_loss(logps, experience.advantages, mask)  # (B, N)
+        if config.kl_in == "loss":  # at β = 0 the term is 0
+            losses = losses + config.beta * kl_estimate(logps, experience.ref_logps, config.kl_estimator) * mask
+        loss, metrics = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length), {}
     else:
-        losses, clip = clipped_surrogate_loss(
-            logps, experience.old_logps, experience.advantages, mask, config.epsilon, config.epsilon_high
-        )  # (B, N)
+        loss, shares = token_policy_loss(
+            logps, experience.old_logps, experience.advantages, mask, config, experience.ref_logps
+        )
         approx_kl = 0.5 * masked_mean((logps - experience.old_logps) ** 2, mask)
-        metrics = {"clip_ratio/region_mean": clip["clip_ratio/region_mean"], "policy/approxkl": approx_kl.item()}
-    if config.kl_in == "loss":  # at β = 0 the term is 0
-        losses = losses + config.beta * kl_estimate(logps, experience.ref_logps, config.kl_estimator) * mask
-    loss = aggregate_token_losses(losses, mask, config.loss_type, config.max_completion_length)
+        # One share a step in the log (low and high are in ``shares`` too): History.plot draws every logged metric.
+        metrics = {name: shares[name] for name in LOGGED_SHARES if name in shares}
+        metrics["policy/approxkl"] = approx_kl.item()
     if values is not None:
         v_losses = value_loss(values, experience.old_values, experience.returns, mask, config.cliprange_value)
         v_loss = aggregate_token_losses(v_losses, mask, "dapo")
         loss = loss + config.vf_coef * v_loss
-        metrics |= {"loss/value": v_loss.item(), "policy/clipfrac": metrics["clip_ratio/region_mean"]}
+        metrics["loss/value"] = v_loss.item()
+        if "clip_ratio/region_mean" in metrics:  # SAPO's soft gate clips nothing
+            metrics["policy/clipfrac"] = metrics["clip_ratio/region_mean"]
     if ptx_nll is not None:
         loss = loss + config.ptx_coef * ptx_nll
         metrics["loss/ptx"] = ptx_nll.item()
@@ -572,6 +852,69 @@ def rl_loss(
 
 
 # --- the loop's parts ---------------------------------------------------------------------------------
+def loss_mask(rollout: Rollout, config: PolicyGradientConfig) -> torch.Tensor:
+    """The (B, N) mask the loss reads: the completion tokens, less unfinished rows' (``mask_truncated_completions``).
+
+    A completion cut at ``max_completion_length`` has no reward for its end, so TRL lets
+    ``mask_truncated_completions`` drop it from the loss (``completion_mask * ~is_truncated``).
+    """
+    if not config.mask_truncated_completions:
+        return rollout.mask
+    return rollout.mask * rollout.finished.unsqueeze(1).to(rollout.mask.dtype)  # (B, N)
+
+
+def informative_rows(rewards: torch.Tensor, num_generations: int) -> torch.Tensor:
+    """(B,) bool, True on the rows of groups whose G rewards are not all equal: DAPO's 0 < |correct| < G.
+
+    A group whose answers all score the same has advantage 0 everywhere (eq:GRPO_ADV), so it
+    adds no gradient and only shrinks the batch (DAPO, arXiv 2503.14476 §3.2, dynamic sampling).
+    """
+    grouped = rewards.view(-1, num_generations)  # (P, G)
+    return (grouped != grouped[:, :1]).any(dim=1).repeat_interleave(num_generations)  # (B,)
+
+
+def join_rollouts(parts: Sequence[Rollout], tokenizer: PreTrainedTokenizerBase) -> Rollout:
+    """One Rollout of the rows of ``parts``, in order, each padded to the widest prompt and completion."""
+    tensors = [{name: getattr(part, name) for name in TENSOR_FIELDS} for part in parts]
+    return _join(tensors, [prompt for part in parts for prompt in part.prompts], tokenizer)
+
+
+def draw_groups(
+    draw: Callable[[int], tuple[Rollout, torch.Tensor]],
+    tokenizer: PreTrainedTokenizerBase,
+    config: PolicyGradientConfig,
+) -> tuple[Rollout | None, torch.Tensor | None, dict[str, float]]:
+    """One step's rollout and rewards (B,), and the dynamic-sampling metrics: ``(rollout, rewards, metrics)``.
+
+    ``draw(round)`` samples and scores the next ``batch_size`` prompts. Without
+    ``config.dynamic_sampling`` that is the step's rollout. With it, DAPO's dynamic sampling
+    (arXiv 2503.14476 §3.2): the groups whose rewards are all equal are dropped
+    (:func:`informative_rows`), and rounds are drawn until ``batch_size`` groups are kept or
+    ``max_sampling_rounds`` were drawn. The first ``batch_size`` kept groups are returned (fewer if
+    fewer were found, down to a count whose rows ``num_mini_batches`` divides); none gives
+    ``(None, None, metrics)``. The metrics are ``dynamic_sampling/kept_groups`` (the groups returned)
+    and ``dynamic_sampling/sampled_groups`` (all drawn).
+    """
+    if not config.dynamic_sampling:
+        return *draw(0), {}
+    G, wanted = config.num_generations, config.batch_size
+    kept, sampled = [], 0
+    for round_ in range(config.max_sampling_rounds):
+        rollout, rewards = draw(round_)
+        rows = informative_rows(rewards, G)  # (B,)
+        kept.append((rollout[rows], rewards[rows]))
+        sampled += len(rollout) // G
+        if sum(len(part) for part, _ in kept) >= wanted * G:
+            break
+    groups = min(sum(len(part) for part, _ in kept) // G, wanted)
+    groups -= groups % (config.num_mini_batches // math.gcd(config.num_mini_batches, G))  # minibatches of equal size
+    metrics = {"dynamic_sampling/kept_groups": float(groups), "dynamic_sampling/sampled_groups": float(sampled)}
+    if groups == 0:
+        return None, None, metrics
+    rollout = join_rollouts([part for part, _ in kept if len(part)], tokenizer)[: groups * G]
+    return rollout, torch.cat([rewards for _, rewards in kept])[: groups * G], metrics
+
+
 def minibatches(num_rows: int, num_mini_batches: int, generator: torch.Generator) -> list[torch.Tensor]:
     """One pass's minibatches: the rows 0..num_rows−1 in a seeded random order, cut into equal parts.
 

@@ -19,6 +19,7 @@ components it picked up, missed or over-weights.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -37,16 +38,17 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
-from .core.collate import Messages, encode_prompt_completion, pad_batch
+from .core.collate import Messages, as_messages, encode_prompt_completion, pad_batch, render_chat
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
 from .core.preferences import encode_pairs, pair_loader, pair_texts
 from .core.rollouts import generate_completions
 from .core.runtime import SCORING_BATCH_SIZE, numpy_rng, shifted_seed
-from .core.scoring import score_completions
+from .core.scoring import score_completions, score_rows
 from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, masked_mean, spearman_correlation
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.validation import (
     check_causal_lm,
+    check_choice,
     check_flag,
     check_int,
     check_number,
@@ -54,7 +56,19 @@ from .core.validation import (
     check_texts,
     context_length,
 )
-from .core.world import FAMILIES, NUMBERS, OPERANDS, World, fact_pairs, parse_prompt
+from .core.world import (
+    FAMILIES,
+    MULTI_STEP,
+    NUMBERS,
+    OPERANDS,
+    STEP_SEPARATOR,
+    SUM_FAMILIES,
+    World,
+    fact_pairs,
+    parse_prompt,
+    split_steps,
+    step_labels,
+)
 
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
 
@@ -710,6 +724,24 @@ def last_completion_logits(logits: torch.Tensor, completion_mask: torch.Tensor) 
     return logits.gather(1, last[:, None]).squeeze(1)
 
 
+def sampled_answers(
+    world: World,
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    n: int,
+    num_generations: int,
+    split: str,
+    seed: int,
+    family: str,
+) -> tuple[list[str], list[str]]:
+    """``num_generations`` answers of ``policy`` to each of ``n`` sum prompts of ``family``: ``(prompts, completions)``,
+    each prompt repeated once per answer: what an outcome or a process reward model is labelled on."""
+    check_int(num_generations, "num_generations", fix="answers per prompt, e.g. 4")
+    check_choice(family, "family", SUM_FAMILIES)
+    prompts = [p for p in world.prompts(n, split=split, family=family) for _ in range(num_generations)]
+    return prompts, generate_completions(policy, tokenizer, prompts, seed=seed)
+
+
 def orm_dataset(
     world: World,
     policy: PreTrainedModel,
@@ -718,15 +750,15 @@ def orm_dataset(
     num_generations: int = 4,
     split: str = "train",
     seed: int = 0,
+    family: str = "arithmetic",
 ) -> Dataset:
     """``num_generations`` answers of ``policy`` to each of ``n`` sum prompts, labelled by the world's verifier.
 
     Returns TRL's unpaired format: conversational ``prompt`` and ``completion`` columns and
     a boolean ``label`` (True where the sum is right, :meth:`World.verifiable_reward`).
+    ``family`` is ``"arithmetic"`` (two numbers) or ``"multi_step"`` (three, chapter 14).
     """
-    check_int(num_generations, "num_generations", fix="answers per prompt, e.g. 4")
-    prompts = [p for p in world.prompts(n, split=split, family="arithmetic") for _ in range(num_generations)]
-    completions = generate_completions(policy, tokenizer, prompts, seed=seed)
+    prompts, completions = sampled_answers(world, policy, tokenizer, n, num_generations, split, seed, family)
     return Dataset.from_dict(
         {
             "prompt": [[{"role": "user", "content": p}] for p in prompts],
@@ -776,3 +808,211 @@ def correctness_probability(
 def orm_verdict_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
     """The ORM's logit at each row's last completion token, (B,): the ``score_fn`` that ``score_rows`` takes."""
     return last_completion_logits(token_correctness_logits(model, batch), batch["completion_mask"])
+
+
+# --- process reward models: correctness at every step, from a step checker's labels ----------------------
+# A process reward model (PRM; Lightman et al. 2023, "Let's verify step by step") is the ORM's architecture,
+# built the same way (outcome_reward_model_from: one logit per token), trained on other labels: one per step
+# of a reasoning chain, read at the token that ends the step, instead of one per answer copied onto every token.
+PRM_AGGREGATES = ("min", "product", "last")  # how prm_score turns step probabilities into one score
+PRM_COLUMNS = ("prompt", "completions", "labels")  # TRL's stepwise format, as its PRMTrainer reads it
+
+
+def prm_dataset(
+    world: World,
+    policy: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    n: int,
+    num_generations: int = 4,
+    split: str = "train",
+    seed: int = 0,
+    family: str = MULTI_STEP,
+) -> Dataset:
+    """``num_generations`` answers of ``policy`` to each of ``n`` sum prompts, each step labelled by the world.
+
+    Returns TRL's stepwise format: a conversational ``prompt`` (as :func:`orm_dataset`),
+    ``completions``, the answer's steps (:func:`~rlhf_edu.core.world.split_steps`), and
+    ``labels``, one bool per step (:func:`~rlhf_edu.core.world.step_labels`).
+    """
+    prompts, completions = sampled_answers(world, policy, tokenizer, n, num_generations, split, seed, family)
+    return Dataset.from_dict(
+        {
+            "prompt": [[{"role": "user", "content": p}] for p in prompts],
+            "completions": [split_steps(c) for c in completions],
+            "labels": [step_labels(p, c) for p, c in zip(prompts, completions)],
+        }
+    )
+
+
+def encode_steps(
+    tokenizer: PreTrainedTokenizerBase, prompt: str | Messages, steps: Sequence[str]
+) -> tuple[dict[str, list[int]], list[int]]:
+    """The chat-formatted prompt + steps joined by " . ", and the index of the token that ends each step.
+
+    Returns ``(row, ends)``: ``row`` as :func:`~rlhf_edu.core.collate.encode_prompt_completion`
+    encodes it, ``ends`` one token index per step. A step ends at the separator "." after
+    it, and the last step at the closing end-of-turn token, the token the ORM reads. Why
+    there: it is the first token at which the step is whole, so a causal model's logit
+    there has read all of it, result included, and at sampling time it is the token that
+    says "this step is done" (a number's last token cannot: "1" may go on to "12" under
+    another tokenizer). It is where TRL's PRMTrainer puts a step's label too: on the
+    step separator it appends to each step. The separator is located by its characters
+    (the tokenizer's offsets), so this holds for any fast tokenizer.
+    """
+    if isinstance(steps, str) or not all(isinstance(step, str) for step in steps):
+        raise TypeError(f"steps must be a list of step texts, got {steps!r}: e.g. ['3 plus 5 is 8', '8 plus 4 is 12']")
+    if not steps:
+        raise ValueError("steps is empty: a PRM reads at least one step (an empty answer is one empty step, [''])")
+    completion = f" {STEP_SEPARATOR} ".join(steps)
+    row = encode_prompt_completion(tokenizer, prompt, completion, allow_empty_completion=True)
+    messages = as_messages(prompt, "user")
+    prompt_text = render_chat(tokenizer, messages, add_generation_prompt=True, tokenize=False)
+    text = render_chat(tokenizer, messages + as_messages(completion, "assistant", allow_empty=True), tokenize=False)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    if encoded["input_ids"] != row["input_ids"]:
+        raise ValueError(
+            "this tokenizer encodes the rendered chat differently from its chat template, so the steps "
+            "cannot be located: use a fast tokenizer whose template tokenizes its own text"
+        )
+    start = text.index(completion, len(prompt_text))  # where the answer's characters begin
+    separators, at = [], start
+    for step in steps[:-1]:
+        at += len(step) + 1  # past the step and the space before its "."
+        separators.append(at)
+        at += len(STEP_SEPARATOR) + 1
+    ends = [_token_at(encoded["offset_mapping"], char) for char in separators]
+    last = len(row["completion_mask"]) - 1  # the closing end-of-turn token, as last_completion_logits reads it
+    return row, [*ends, last]
+
+
+def _token_at(offsets: Sequence[tuple[int, int]], char: int) -> int:
+    """The index of the token whose characters hold ``char``."""
+    return next(i for i, (begin, end) in enumerate(offsets) if begin <= char < end)
+
+
+def prm_step_loss(logits: torch.Tensor, step_end_mask: torch.Tensor, step_labels: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy of σ(w) at the last token of each step against that step's label, averaged over steps.
+
+    eq:prm_loss: −(1/S) Σ_s [c_s log σ(w_θ(s_{t_s})) + (1 − c_s) log(1 − σ(w_θ(s_{t_s})))], over the
+    S steps of the batch, where t_s is step s's end token (:func:`encode_steps`) and c_s ∈ {0, 1}
+    its label. Every step weighs the same, as in TRL's PRMTrainer, so an answer with more
+    steps weighs more. ``logits``, ``step_end_mask`` (1 at each step's end) and
+    ``step_labels`` (the label at each end; other positions are not read) are all (B, T).
+    Returns the scalar loss.
+    """
+    if not logits.shape == step_end_mask.shape == step_labels.shape:
+        raise ValueError(
+            f"logits {tuple(logits.shape)}, step_end_mask {tuple(step_end_mask.shape)} and step_labels "
+            f"{tuple(step_labels.shape)} must all be (B, T): one value per token"
+        )
+    ends = step_end_mask.bool()  # (B, T)
+    if not ends.any():
+        raise ValueError("step_end_mask marks no step end: mark each step's last token with a 1 (see encode_steps)")
+    return F.binary_cross_entropy_with_logits(logits[ends], step_labels[ends].float())  # mean over the (S,) steps
+
+
+def prm_loss(model: PreTrainedModel, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    """:func:`prm_step_loss` of a batch, and its ``step_accuracy``: the share of steps where σ(w) > 1/2 iff right."""
+    logits = token_correctness_logits(model, batch)  # (B, T)
+    ends = batch["step_end_mask"].bool()  # (B, T)
+    verdicts = logits[ends] > 0  # (S,)
+    return (
+        prm_step_loss(logits, batch["step_end_mask"], batch["step_labels"]),
+        {"step_accuracy": (verdicts == batch["step_labels"][ends].bool()).float().mean().item()},
+    )
+
+
+def _prm_row(tokenizer: PreTrainedTokenizerBase, row: dict, index: int) -> dict[str, list]:
+    """One stepwise dataset row encoded, with its step ends and labels laid out on its tokens."""
+    steps, labels = row["completions"], row["labels"]
+    if isinstance(labels, (str, bool)) or len(labels) != len(steps):
+        raise ValueError(
+            f"row {index} has labels {labels!r} for {len(steps)} step(s): give labels one bool per "
+            "step of completions (step_labels(prompt, completion) computes them)"
+        )
+    encoded, ends = encode_steps(tokenizer, row["prompt"], steps)
+    end_mask, end_labels = [0] * len(encoded["input_ids"]), [0.0] * len(encoded["input_ids"])
+    for end, label in zip(ends, labels):
+        end_mask[end], end_labels[end] = 1, float(label)
+    return encoded | {"step_end_mask": end_mask, "step_labels": end_labels}
+
+
+def pad_step_batch(rows: Sequence[dict[str, list]], pad_token_id: int) -> Batch:
+    """:func:`~rlhf_edu.core.collate.pad_batch`, plus the rows' ``step_end_mask`` and ``step_labels``, each (B, T)."""
+    batch = pad_batch(rows, pad_token_id)  # (B, T) ids and masks; it leaves per-token lists out
+    T = batch["input_ids"].shape[1]
+    for key in ("step_end_mask", "step_labels"):
+        batch[key] = torch.tensor([row[key] + [0] * (T - len(row[key])) for row in rows], dtype=torch.float)  # (B, T)
+    return batch
+
+
+def train_process_reward_model(
+    model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, dataset: Dataset, config: TrainingConfig
+) -> History:
+    """Train a PRM (built with :func:`outcome_reward_model_from`) on a stepwise dataset (:func:`prm_dataset`).
+
+    The shared loop with :func:`prm_loss`; the :class:`History` logs ``loss`` and ``step_accuracy``.
+    """
+    missing = set(PRM_COLUMNS) - set(dataset.column_names)
+    if missing:
+        raise ValueError(
+            f"the dataset lacks the column(s) {sorted(missing)}: build it with prm_dataset, or give it "
+            "TRL's stepwise prompt/completions/labels columns"
+        )
+    rows = [_prm_row(tokenizer, row, i) for i, row in enumerate(dataset)]
+    loader = make_loader(rows, partial(pad_step_batch, pad_token_id=tokenizer.pad_token_id), config)
+    return train(model, partial(prm_loss, model), loader, config, desc="process reward model")
+
+
+def step_correctness_probabilities(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+) -> list[list[float]]:
+    """The PRM's probability that each step of each completion is right: σ(w) at each step's end, a list per completion.
+
+    A completion is read as its steps (:func:`~rlhf_edu.core.world.split_steps`), so an
+    empty answer is one empty step.
+    """
+    check_texts(prompts, "prompts")
+    check_same_length(prompts, completions, "prompts", "completions")
+    rows, counts = [], []
+    for prompt, completion in zip(prompts, completions):
+        row, ends = encode_steps(tokenizer, prompt, split_steps(completion))
+        # One row per step, each naming the token to read: score_rows keeps one value per row, and
+        # reusing it (batching by length, eval mode, no gradients) costs one pass per step (1 to 3 here).
+        rows += [row | {"step_end": end} for end in ends]
+        counts.append(len(ends))
+    probabilities = torch.sigmoid(score_rows(model, rows, tokenizer.pad_token_id, _step_end_logits)).tolist()
+    starts = np.cumsum([0, *counts])
+    return [probabilities[a:b] for a, b in zip(starts[:-1], starts[1:])]
+
+
+def _step_end_logits(model: PreTrainedModel, batch: Batch) -> torch.Tensor:
+    """The PRM's logit at each row's ``step_end`` token, (B,): the ``score_fn`` that ``score_rows`` takes."""
+    logits = token_correctness_logits(model, batch)  # (B, T)
+    return logits.gather(1, batch["step_end"][:, None]).squeeze(1)
+
+
+def prm_score(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    prompts: Sequence[str | Messages],
+    completions: Sequence[str | Messages],
+    aggregate: str = "min",
+) -> torch.Tensor:
+    """One score per completion from its step probabilities, (N,) on the CPU: what a best-of-k with a PRM ranks by.
+
+    ``"min"`` (the default) is the weakest step's probability, ``"product"`` the chance that
+    every step is right if the PRM's errors were independent, ``"last"`` the final step's.
+    Lightman et al. (2023) score a solution by the product or the minimum; the minimum is
+    the default here because a chain is as good as its weakest link (one wrong partial sum
+    spoils the total, however sure the other steps are), and unlike the product it does
+    not punish an answer for having more steps: the direct and the stepwise formats
+    compete on equal terms.
+    """
+    check_choice(aggregate, "aggregate", PRM_AGGREGATES)
+    reduce = {"min": min, "product": math.prod, "last": lambda values: values[-1]}[aggregate]
+    probabilities = step_correctness_probabilities(model, tokenizer, prompts, completions)
+    return torch.tensor([reduce(values) for values in probabilities])

@@ -6,7 +6,7 @@ silent wrong answer, and fails the test at once. An error of another type, or on
 does not name the argument, counts as unclear; the probe allows a few of those, and
 prints them.
 
-The probe makes 435 calls: the first pass's, then the second pass's (every field of every
+The probe makes about 500 calls: the first pass's, then the second pass's (every field of every
 trainer config, seeds, presets, the zoo, the metrics on nothing, the chapters' helpers). A new
 chapter adds its own entry points to :func:`_second_pass_probes`. Below the probe, each
 finding of the second pass has a test with its exact input and the message it gets.
@@ -29,7 +29,7 @@ from rlhf_edu import reward_modeling as rm
 from rlhf_edu.core import collate, stats, validation
 from rlhf_edu.core.logprobs import completion_logprobs
 from rlhf_edu.core.training import TrainingConfig
-from rlhf_edu.core.world import World, normalize_text
+from rlhf_edu.core.world import World, normalize_text, parse_prompt, step_labels
 
 NAN, INF = float("nan"), float("inf")
 P, R = [0.5, 0.3, 0.2], [1.0, 0.0, 2.0]  # a valid three-armed bandit
@@ -160,6 +160,34 @@ def _probes(tokenizer) -> list[tuple[str, str, object]]:
         lambda: regularization.AdaptiveKLController(0.1, 6.0, 10_000).update(NAN, 64),
     )
     add("PolicyGradientConfig(ptx_coef=-1)", "ptx_coef", lambda: policy_gradients.PolicyGradientConfig(ptx_coef=-1.0))
+    add(
+        "PolicyGradientConfig(loss_type='gspo')",
+        "loss_type",
+        lambda: policy_gradients.PolicyGradientConfig(loss_type="gspo"),
+    )
+    add(
+        "PolicyGradientConfig(importance_sampling_level='row')",
+        "importance_sampling_level",
+        lambda: policy_gradients.PolicyGradientConfig(importance_sampling_level="row"),
+    )
+    add(
+        "PolicyGradientConfig(epsilon_high below epsilon)",
+        "epsilon_high",
+        lambda: policy_gradients.PolicyGradientConfig(epsilon=0.2, epsilon_high=0.1),
+    )
+    for value in (1.2, 1.0, 0.5, NAN, "2"):
+        add(
+            f"PolicyGradientConfig(delta={value!r})",
+            "delta",
+            lambda v=value: policy_gradients.PolicyGradientConfig(delta=v),
+        )
+    for name in ("sapo_temperature_pos", "sapo_temperature_neg"):
+        for value in (0.0, -1.0, NAN):
+            add(
+                f"PolicyGradientConfig({name}={value!r})",
+                name,
+                lambda n=name, v=value: policy_gradients.PolicyGradientConfig(loss_type="sapo", **{n: v}),
+            )
     add("DPOConfig(rpo_alpha=-1)", "rpo_alpha", lambda: da.DPOConfig(rpo_alpha=-1.0))
     add(
         "exact_token_kl(ref_logits of another vocabulary)",
@@ -400,6 +428,73 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
     add("check_function('08.2', f) of a value exercise", "answer", lambda: exercises.check_function("08.2", abs))
     add("predict('08.1', 'more')", "08.1", lambda: exercises.predict("08.1", "more"))
     add("hint('8.1')", "8.1", lambda: exercises.hint("8.1"))
+    add("parse_prompt('add 9 and 9 and 9')", "add 9 and 9 and 9", lambda: parse_prompt("add 9 and 9 and 9"))
+    add(
+        "verifiable_reward(a partial sum beyond 18)",
+        "at most 18",
+        lambda: World().verifiable_reward(["add 9 and 9 and 9"], ["9 plus 9 is 18 . 18 plus 9 is 27"]),
+    )
+    add(
+        "World.multi_step_demonstration(style='essay')",
+        "style",
+        lambda: World().multi_step_demonstration("add 1 and 2 and 3", "essay"),
+    )
+    add(
+        "World.multi_step_demonstration(a two-number sum)",
+        "add 1 and 2",
+        lambda: World().multi_step_demonstration("add 1 and 2"),
+    )
+    add("World.multi_step_sft_dataset(-1)", "n", lambda: World().multi_step_sft_dataset(-1))
+    add("step_labels(a review)", "review the pizza", lambda: step_labels("review the pizza", "the pizza is tasty"))
+    add(
+        "prm_score(aggregate='mean')",
+        "aggregate",
+        lambda: rm.prm_score(
+            rm.outcome_reward_model_from(zoo.load("sft", device="cpu")[0]), tokenizer, ["add 1 and 2"], ["3"], "mean"
+        ),
+    )
+    add("encode_steps(steps='3')", "steps", lambda: rm.encode_steps(tokenizer, "add 1 and 2", "3"))
+    add(
+        "prm_step_loss(shapes differ)",
+        "step_end_mask",
+        lambda: rm.prm_step_loss(torch.zeros(1, 3), torch.ones(1, 2), torch.ones(1, 3)),
+    )
+    add(
+        "train_process_reward_model(labels of the wrong length)",
+        "labels",
+        lambda: rm.train_process_reward_model(
+            rm.outcome_reward_model_from(zoo.load("sft", device="cpu")[0]),
+            tokenizer,
+            _steps(completions=[["1 plus 2 is 3"]], labels=[[True, True]]),
+            TrainingConfig(progress=False),
+        ),
+    )
+    add(
+        "train_process_reward_model(no completions column)",
+        "completions",
+        lambda: rm.train_process_reward_model(
+            rm.outcome_reward_model_from(zoo.load("sft", device="cpu")[0]),
+            tokenizer,
+            _steps(labels=[[True]]),
+            TrainingConfig(progress=False),
+        ),
+    )
+    from rlhf_edu import reasoning as rsn
+
+    add("majority_vote([])", "answers", lambda: rsn.majority_vote([]))
+    add("majority_vote('8')", "answers", lambda: rsn.majority_vote("8"))
+    add("majority_vote(['8'])", "answers", lambda: rsn.majority_vote(["8"]))
+    add("majority_vote_accuracy(k=3, two answers)", "k", lambda: rsn.majority_vote_accuracy([1, 2], 1, 3))
+    add("majority_vote_accuracy(k=0)", "k", lambda: rsn.majority_vote_accuracy([1, 2], 1, 0))
+    add("pass_at_k_by_prompt(scores)", "correct", lambda: stats.pass_at_k_by_prompt(np.array([[0.3, 1.0]]), (1,)))
+    add("best_of_n_per_prompt(n > N)", "n", lambda: stats.best_of_n_per_prompt(np.zeros((2, 3)), np.zeros((2, 3)), 4))
+    add("group_advantage_weight(1)", "num_generations", lambda: rsn.group_advantage_weight(1))
+    add("token_weights([0])", "lengths", lambda: rsn.token_weights([0]))
+    add(
+        "rlvr(a reward model)",
+        "policy",
+        lambda: rsn.rlvr(zoo.load("rm", device="cpu")[0], tokenizer, ["add 1 and 2"], World(0)),
+    )
     return probes
 
 
@@ -420,7 +515,7 @@ def test_wrong_inputs_never_pass_silently_and_their_errors_name_the_argument(tok
     unclear = {label: o for label, o in outcomes.items() if o.startswith(("vague", "raw"))}
     assert not silent, "\n".join(f"{label}: {o}" for label, o in silent.items())
     assert len(unclear) <= 10, "\n".join(f"{label}: {o}" for label, o in unclear.items())
-    assert len(outcomes) >= 400  # the probe really probes: 442 calls
+    assert len(outcomes) >= 480  # the probe really probes: about 500 calls
 
 
 # --- random inputs: each call succeeds with a finite, documented result, or refuses clearly ---------
@@ -551,6 +646,12 @@ def test_a_report_on_no_answers_is_refused(world):
 
     with pytest.raises(ValueError, match="prompts is empty"):
         format_report(world, [], [], [])
+
+
+def _steps(**columns):
+    from datasets import Dataset
+
+    return Dataset.from_dict({"prompt": ["add 1 and 2"], **columns})
 
 
 def _pairs():

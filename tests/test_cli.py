@@ -90,9 +90,16 @@ def test_sweep_regularization_runs_notebook_8s_recipe(capsys, monkeypatch, tmp_p
 
 @pytest.mark.parametrize(
     "which, recipe",
-    [("pipeline", "pipeline_runs"), ("multi-round", "multi_round_run"), ("trl", "trl_side_by_side_runs")],
+    [
+        ("pipeline", "pipeline_runs"),
+        ("multi-round", "multi_round_run"),
+        ("trl", "trl_side_by_side_runs"),
+        ("reasoning", "reasoning_sweep"),
+        ("grpo-family", "grpo_family_sweep"),
+        ("thinking", "thinking_sweep"),
+    ],
 )
-def test_sweep_runs_notebook_04bs_recipes(capsys, monkeypatch, tmp_path, which, recipe):
+def test_sweep_runs_each_notebooks_recipes(capsys, monkeypatch, tmp_path, which, recipe):
     import rlhf_edu.experiments.recipes as recipes
 
     calls = []

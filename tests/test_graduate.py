@@ -116,11 +116,43 @@ def test_grpo_config_counts_completions_where_ours_counts_prompts():
     assert (theirs.max_steps, theirs.num_iterations, theirs.num_generations) == (30, 3, 8)
     assert (theirs.beta, theirs.epsilon, theirs.loss_type, theirs.scale_rewards) == (0.02, 0.3, "dr_grpo", "none")
     assert theirs.max_completion_length == 10 and theirs.temperature == 1.0
+    # ours defaults use_bias_correction_kl off, TRL 1.16 on: the bridge passes ours, not TRL's default
+    assert (theirs.importance_sampling_level, theirs.delta, theirs.use_bias_correction_kl) == ("token", None, False)
+    assert (theirs.mask_truncated_completions, theirs.sapo_temperature_pos, theirs.sapo_temperature_neg) == (
+        False,
+        1.0,
+        1.05,
+    )
+
+
+def test_the_grpo_familys_settings_map_field_by_field():
+    ours = PolicyGradientConfig(
+        loss_type="sapo",
+        importance_sampling_level="sequence",
+        sapo_temperature_pos=0.9,
+        sapo_temperature_neg=1.3,
+        mask_truncated_completions=True,
+        use_bias_correction_kl=True,
+        progress=False,
+    )
+    theirs = trl_grpo_config(ours, device="cpu")
+    assert (theirs.loss_type, theirs.importance_sampling_level) == ("sapo", "sequence")
+    assert (theirs.sapo_temperature_pos, theirs.sapo_temperature_neg) == (0.9, 1.3)
+    assert theirs.mask_truncated_completions and theirs.use_bias_correction_kl
+    clipped = trl_grpo_config(PolicyGradientConfig(loss_type="bnpo", epsilon_high=0.28, delta=2.0, progress=False))
+    assert (clipped.loss_type, clipped.epsilon_high, clipped.delta) == ("bnpo", 0.28, 2.0)
 
 
 @pytest.mark.parametrize(
     "field, value",
-    [("algorithm", "rloo"), ("kl_in", "reward"), ("kl_estimator", "k1"), ("kl_target", 2.0), ("ptx_coef", 0.1)],
+    [
+        ("algorithm", "rloo"),
+        ("kl_in", "reward"),
+        ("kl_estimator", "k1"),
+        ("kl_target", 2.0),
+        ("ptx_coef", 0.1),
+        ("dynamic_sampling", True),
+    ],
 )
 def test_grpo_settings_trl_has_no_field_for_are_refused(field, value):
     config = PolicyGradientConfig(**{field: value}, progress=False)

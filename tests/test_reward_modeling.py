@@ -10,7 +10,7 @@ from datasets import Dataset
 
 from rlhf_edu import reward_modeling as rm
 from rlhf_edu import zoo
-from rlhf_edu.core.collate import collate
+from rlhf_edu.core.collate import collate, pad_batch
 from rlhf_edu.core.logprobs import sequence_logprobs
 from rlhf_edu.core.preferences import (
     build_preference_dataset,
@@ -1035,3 +1035,120 @@ def test_the_pair_checks_name_the_argument_word_for_word():
         rm.bradley_terry_loss(torch.zeros(2), [0.0, 1.0])
     with pytest.raises(ValueError, match=r"^chosen_rewards is empty: an accuracy needs at least one scored pair$"):
         rm.pairwise_accuracy(torch.zeros(0), torch.zeros(0))
+
+
+# --- the process reward model ----------------------------------------------------------------------------------
+STEP_PROMPTS = ["add 3 and 5 and 4", "add 3 and 5 and 4", "add 2 and 6 and 1", "add 2 and 6 and 1"]
+STEP_ANSWERS = [
+    ["3 plus 5 is 8", "8 plus 4 is 12"],
+    ["3 plus 5 is 9", "9 plus 4 is 13"],
+    ["2 plus 6 is 8", "8 plus 1 is 9"],
+    ["2 plus 6 is 8", "8 plus 1 is 10"],
+]
+STEP_LABELS = [[True, True], [False, False], [True, True], [True, False]]
+
+
+def stepwise_dataset(**columns) -> Dataset:
+    return Dataset.from_dict({"prompt": STEP_PROMPTS, "completions": STEP_ANSWERS, "labels": STEP_LABELS, **columns})
+
+
+def test_prm_step_loss_matches_a_hand_computation():
+    logits = torch.tensor([[3.0, 0.0, 1.0, -2.0], [9.0, 2.0, 0.0, 0.0]])
+    step_end_mask = torch.tensor([[0, 1, 0, 1], [0, 0, 1, 0]])  # three steps in all: two in row 1, one in row 2
+    step_labels = torch.tensor([[1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 0.0]])  # read only where a step ends
+    expected = -(math.log(0.5) + math.log(1 - 1 / (1 + math.exp(2.0))) + math.log(0.5)) / 3  # mean over the steps
+    assert rm.prm_step_loss(logits, step_end_mask, step_labels).item() == pytest.approx(expected)
+    with pytest.raises(ValueError, match=r"must all be \(B, T\): one value per token$"):
+        rm.prm_step_loss(logits, step_end_mask[:, :3], step_labels)
+    with pytest.raises(ValueError, match="^step_end_mask marks no step end: mark each step's last token with a 1"):
+        rm.prm_step_loss(logits, torch.zeros_like(step_end_mask), step_labels)
+
+
+def test_each_step_ends_at_its_separator_and_the_last_at_the_closing_token(tokenizer):
+    row, ends = rm.encode_steps(tokenizer, "add 3 and 5 and 4", ["3 plus 5 is 8", "8 plus 4 is 12"])
+    tokens = tokenizer.convert_ids_to_tokens(row["input_ids"])
+    # <bos> <|user|> add 3 and 5 and 4 <|end|> <|assistant|> 3 plus 5 is 8 . 8 plus 4 is 12 <|end|>
+    assert ends == [15, 21] and [tokens[i] for i in ends] == [".", "<|end|>"]
+    assert tokens[10:15] == ["3", "plus", "5", "is", "8"] and ends[-1] == len(tokens) - 1
+    assert rm.encode_steps(tokenizer, "add 3 and 5 and 4", ["3 plus 5 plus 4 is 12"])[1] == [17]  # a direct answer
+    three = rm.encode_steps(tokenizer, [{"role": "user", "content": "add 1 and 2"}], ["i", "", "so"])[1]
+    assert three == [9, 10, 12]  # an empty step ends at its own separator
+    assert rm.encode_steps(tokenizer, "add 1 and 2", [""])[1] == [8]  # an empty answer: the closing token at once
+
+
+def test_prm_dataset_labels_each_sampled_step_in_trls_stepwise_format(tokenizer, world):
+    from rlhf_edu.core.rollouts import generate_completions
+    from rlhf_edu.core.world import split_steps, step_labels
+
+    policy = closing_backbone(tokenizer)
+    data = rm.prm_dataset(world, policy, tokenizer, n=3, num_generations=2)
+    prompts = [p for p in world.prompts(3, family="multi_step") for _ in range(2)]
+    completions = generate_completions(policy, tokenizer, prompts, seed=0)
+    assert data.column_names == ["prompt", "completions", "labels"]
+    assert data["prompt"] == [[{"role": "user", "content": p}] for p in prompts]
+    assert data["completions"] == [split_steps(c) for c in completions]
+    assert data["labels"] == [step_labels(p, c) for p, c in zip(prompts, completions)]
+    assert all(len(steps) == len(labels) for steps, labels in zip(data["completions"], data["labels"]))
+    sums = rm.prm_dataset(world, policy, tokenizer, n=2, num_generations=1, split="test", family="arithmetic")
+    assert [row[0]["content"] for row in sums["prompt"]] == world.prompts(2, split="test", family="arithmetic")
+    with pytest.raises(ValueError, match="^unknown family 'review': use one of 'arithmetic', 'multi_step'$"):
+        rm.prm_dataset(world, policy, tokenizer, n=2, family="review")
+
+
+def test_step_probabilities_read_the_logit_at_each_step_end_and_the_score_aggregates_them(tokenizer):
+    prm = rm.outcome_reward_model_from(random_model("qwen2", len(tokenizer)))
+    completions = [" . ".join(steps) for steps in STEP_ANSWERS] + ["3 plus 5 plus 4 is 12", ""]
+    prompts = STEP_PROMPTS + ["add 3 and 5 and 4"] * 2
+    probabilities = rm.step_correctness_probabilities(prm, tokenizer, prompts, completions)
+    assert [len(p) for p in probabilities] == [2, 2, 2, 2, 1, 1]
+    row, ends = rm.encode_steps(tokenizer, prompts[1], STEP_ANSWERS[1])
+    with torch.no_grad():
+        logits = rm.token_correctness_logits(prm, pad_batch([row], tokenizer.pad_token_id))[0]  # (T,)
+    assert probabilities[1] == pytest.approx(torch.sigmoid(logits[ends]).tolist(), abs=1e-5)
+    for aggregate, reduce in (("min", min), ("product", math.prod), ("last", lambda p: p[-1])):
+        score = rm.prm_score(prm, tokenizer, prompts, completions, aggregate=aggregate)
+        assert score.tolist() == pytest.approx([reduce(p) for p in probabilities], abs=1e-6)
+    assert torch.equal(
+        rm.prm_score(prm, tokenizer, prompts, completions), rm.prm_score(prm, tokenizer, prompts, completions, "min")
+    )
+
+
+def test_a_few_prm_steps_fit_a_fixed_batch(tokenizer):
+    prm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer), seed=2))
+    history = rm.train_process_reward_model(
+        prm,
+        tokenizer,
+        stepwise_dataset(),
+        TrainingConfig(learning_rate=3e-3, batch_size=4, num_epochs=40, progress=False),
+    )
+    assert history.mean("loss", last=3) < history["loss"][0] / 4 and history["step_accuracy"][-1] == 1.0
+    completions = [" . ".join(steps) for steps in STEP_ANSWERS]
+    probabilities = rm.step_correctness_probabilities(prm, tokenizer, STEP_PROMPTS, completions)
+    flat = [(p, label) for ps, labels in zip(probabilities, STEP_LABELS) for p, label in zip(ps, labels)]
+    assert min(p for p, label in flat if label) > 0.5 > max(p for p, label in flat if not label)
+
+
+def test_the_prm_refuses_data_it_would_misread(tokenizer):
+    prm = rm.outcome_reward_model_from(random_model("llama", len(tokenizer)))
+    config = TrainingConfig(progress=False)
+    with pytest.raises(
+        ValueError,
+        match=r"^the dataset lacks the column\(s\) \['labels'\]: build it with prm_dataset, or give it TRL's "
+        "stepwise prompt/completions/labels columns$",
+    ):
+        rm.train_process_reward_model(prm, tokenizer, stepwise_dataset().remove_columns("labels"), config)
+    wrong = stepwise_dataset().map(
+        lambda row, i: {"labels": row["labels"][:1] if i == 2 else row["labels"]}, with_indices=True
+    )
+    with pytest.raises(
+        ValueError,
+        match=r"^row 2 has labels \[True\] for 2 step\(s\): give labels one bool per step of completions "
+        r"\(step_labels\(prompt, completion\) computes them\)$",
+    ):
+        rm.train_process_reward_model(prm, tokenizer, wrong, config)
+    with pytest.raises(ValueError, match="^unknown aggregate 'mean': use one of 'min', 'product', 'last'$"):
+        rm.prm_score(prm, tokenizer, ["add 3 and 5 and 4"], ["3 plus 5 plus 4 is 12"], aggregate="mean")
+    with pytest.raises(TypeError, match="^steps must be a list of step texts, got '3 plus 5 is 8'"):
+        rm.encode_steps(tokenizer, "add 3 and 5", "3 plus 5 is 8")
+    with pytest.raises(ValueError, match=r"^steps is empty: a PRM reads at least one step"):
+        rm.encode_steps(tokenizer, "add 3 and 5", [])

@@ -17,7 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from rlhf_edu.core import widgets
-from rlhf_edu.core.widgets import choice_slider, describe, linear_stops, log_slider, log_stops, slider
+from rlhf_edu.core.widgets import choice_slider, describe, linear_stops, log_slider, log_stops, name_slider, slider
 
 
 def test_describe_puts_units_in_parentheses():
@@ -97,6 +97,7 @@ def test_sliders_share_one_look():
         slider("KL budget", 0.5, 0.0, 2.1, 0.05, units="nats"),
         log_slider("β", 1.0, 0.01, 30),
         choice_slider("β", [0.1, 0.3, 1.0], 0.1),
+        name_slider("variant", ["grpo", "dapo"], "dapo"),
     ):
         assert isinstance(widget, ipywidgets.SelectionSlider)
         assert widget.layout.width == widgets.WIDGET_WIDTH
@@ -114,6 +115,16 @@ def test_slider_values_are_exactly_their_readouts():
     assert all(float(label) == value for label, value in beta.options)
     with pytest.raises(ValueError, match="not a stop"):
         log_slider("β", 0.55, 0.03, 10)
+
+
+def test_a_name_slider_hands_over_the_name():
+    variant = name_slider("variant", ["grpo", "dr_grpo", "dapo"], "dapo")
+    assert variant.value == "dapo" and variant.label == "dapo" and variant.description == "variant"
+    assert name_slider("variant", ["grpo", "dapo"]).value == "grpo"
+    with pytest.raises(ValueError, match="'gspo' is not one of the names"):
+        name_slider("variant", ["grpo", "dapo"], "gspo")
+    with pytest.raises(ValueError, match="distinct non-empty string"):
+        name_slider("variant", ["grpo", "grpo"])
 
 
 def test_quiet_keeps_the_signature_and_drops_the_return_value():
@@ -155,5 +166,5 @@ def test_notebook_sliders_come_from_the_shared_vocabulary(path):
     raw = [cell.source for cell in cells if cell.cell_type == "code" and RAW_SLIDER.search(cell.source)]
     assert not raw, (
         f"{path.name} builds a slider straight from ipywidgets: use rlhf_edu.core.widgets "
-        f"(slider, log_slider, choice_slider, interact) so it shares the vocabulary:\n{raw[0]}"
+        f"(slider, log_slider, choice_slider, name_slider, interact) so it shares the vocabulary:\n{raw[0]}"
     )

@@ -1,18 +1,28 @@
+import hashlib
+import json
 import math
+import re
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from rlhf_edu.core.tokenizer import build_tokenizer
 from rlhf_edu.core.world import (
     FACTS,
+    FAMILIES,
+    MULTI_STEP,
+    MULTI_STEP_STYLES,
     NEGATIVE,
     POSITIVE,
     VOCAB,
+    ParsedPrompt,
     World,
     fact_pairs,
     gold_components_one,
     parse_prompt,
+    split_steps,
+    step_labels,
 )
 
 
@@ -235,3 +245,132 @@ def test_reward_function_takes_trls_calling_convention(world):
         world.reward_function("human")
     with pytest.raises(ValueError, match="the verifier checks sums only"):
         verifier(["describe the cat"], ["the cat is small"])
+
+
+# --- the default world's streams are pinned: an opt-in family must not move them ------------------------
+def _digest(texts) -> str:
+    return hashlib.sha256("\n".join(texts).encode()).hexdigest()[:16]
+
+
+def test_the_default_worlds_streams_are_pinned_by_hash():
+    # Computed before the multi-step family existed: adding a family must leave every default stream alone.
+    world = World(0)
+    prompts = world.prompts(300)
+    rng_a, rng_b = np.random.default_rng(1), np.random.default_rng(2)
+    answers_a = [world.demonstration(p, rng_a) for p in prompts[:60]]
+    answers_b = [world.demonstration(p, rng_b) for p in prompts[:60]]
+    assert _digest(prompts) == "61d0ee3bd988cdd3"
+    assert _digest(world.prompts(50, split="test")) == "4257a61791eb87d0"
+    kept = world.prompts(40, family="arithmetic") + world.prompts(40, split="test", family="review")
+    assert _digest(kept) == "a720e2087f9386eb"
+    assert _digest(world.pretraining_corpus(300)) == "d9cb86d70af1804d"
+    assert _digest(json.dumps(row, sort_keys=True) for row in world.sft_dataset(100)) == "8cb3aa8e15f01bd7"
+    assert _digest(map(str, world.label_pairs(prompts[:60], answers_a, answers_b, 7))) == "846b5d0c2f30d7db"
+    assert _digest(row["prompt"][0]["content"] for row in world.rl_dataset(30)) == "3e98fc45d3eac3de"
+
+
+# --- the opt-in multi-step family -------------------------------------------------------------------------
+def test_a_three_number_sum_parses_and_one_that_leaves_the_numbers_is_refused():
+    assert FAMILIES == ("arithmetic", "review", "describe")  # the default mix is unchanged
+    assert parse_prompt("add 3 and 5 and 4") == ParsedPrompt(MULTI_STEP, ("3", "5", "4"), 12)
+    assert parse_prompt("Add 9 and 9 and 0") == ParsedPrompt(MULTI_STEP, ("9", "9", "0"), 18)  # read as the world reads
+    message = (
+        "'add 9 and 9 and 9' reaches the partial sum 27, which the world cannot say: every partial sum must be "
+        "at most 18: e.g. World.prompts(n, family='multi_step')"
+    )
+    with pytest.raises(ValueError, match=f"^{re.escape(message)}$"):
+        parse_prompt("add 9 and 9 and 9")
+    with pytest.raises(ValueError, match="is not a world prompt"):
+        parse_prompt("add 3 and 5 and 14")  # 14 is a number, not an operand
+
+
+def test_multi_step_prompts_come_from_their_own_stream(world):
+    prompts = world.prompts(300, family=MULTI_STEP)
+    assert prompts == World(0).prompts(300, family=MULTI_STEP) != world.prompts(300, split="test", family=MULTI_STEP)
+    parsed = [parse_prompt(p) for p in prompts]
+    assert {p.family for p in parsed} == {MULTI_STEP} and max(p.answer for p in parsed) <= 18
+    assert len(set(prompts)) > 100  # many distinct sums, not a handful
+    assert not any(parse_prompt(p).family == MULTI_STEP for p in world.prompts(3000))  # never in the mix
+    assert world.rl_dataset(3, family=MULTI_STEP)["prompt"] == [[{"role": "user", "content": p}] for p in prompts[:3]]
+    assert world.prompts(0, family=MULTI_STEP) == []
+
+
+def test_multi_step_demonstrations_differ_only_in_format(world):
+    assert world.multi_step_demonstration("add 3 and 5 and 4", "direct") == "3 plus 5 plus 4 is 12"
+    assert world.multi_step_demonstration("add 3 and 5 and 4", "steps") == "3 plus 5 is 8 . 8 plus 4 is 12"
+    assert world.multi_step_demonstration("add 3 and 5 and 4") == "3 plus 5 is 8 . 8 plus 4 is 12"  # the default
+    with pytest.raises(ValueError, match="unknown style 'essay': use one of 'direct', 'steps'"):
+        world.multi_step_demonstration("add 3 and 5 and 4", "essay")
+    with pytest.raises(ValueError, match="'add 3 and 5' is not a multi-step sum"):
+        world.multi_step_demonstration("add 3 and 5", "steps")
+    with pytest.raises(ValueError, match=r"use World.multi_step_demonstration\(prompt, style\)$"):
+        world.demonstration("add 3 and 5 and 4", np.random.default_rng(0))
+
+
+def test_multi_step_sft_datasets_hold_the_same_questions_in_trls_format(world):
+    direct, steps = (world.multi_step_sft_dataset(40, style) for style in MULTI_STEP_STYLES)
+    assert direct.column_names == steps.column_names == ["prompt", "completion"]
+    assert (
+        direct["prompt"]
+        == steps["prompt"]
+        == [[{"role": "user", "content": p}] for p in world.prompts(40, family=MULTI_STEP)]
+    )
+    tokenizer = build_tokenizer()
+    for data, words in ((direct, 7), (steps, 11)):
+        prompts = [row[0]["content"] for row in data["prompt"]]
+        answers = [row[0]["content"] for row in data["completion"]]
+        assert world.verifiable_reward(prompts, answers) == [1.0] * 40  # always right
+        assert {len(a.split()) for a in answers} == {words}
+        assert all(len(tokenizer(a)["input_ids"]) == words for a in answers)  # one token a word, none unknown
+        assert all(all(step_labels(p, a)) for p, a in zip(prompts, answers))
+    assert world.multi_step_sft_dataset(3, "steps", split="test")["prompt"] != steps["prompt"][:3]
+
+
+def test_the_gold_reward_and_the_verifier_read_multi_step_answers(world):
+    prompt = "add 3 and 5 and 4"
+    assert gold_components_one(prompt, "3 plus 5 plus 4 is 12") == {
+        "correctness": 1.0,
+        "relevance": 1.0,
+        "tone": 0.0,
+        "concision": 0.0,
+        "repetition": 0.0,
+    }
+    steps = gold_components_one(prompt, "3 plus 5 is 8 . 8 plus 4 is 12")
+    assert (steps["correctness"], steps["relevance"], steps["repetition"]) == (1.0, 1.0, 0.0)
+    assert steps["concision"] == pytest.approx(-4 / 7)  # 11 words: writing the steps out costs concision
+    assert gold_components_one(prompt, "3 plus 5 is 8")["relevance"] == 0.0  # the 4 is never named
+    verifier = world.reward_function("verifier")
+    completions = ["3 plus 5 is 8 . 8 plus 4 is 12", "3 plus 5 plus 4 is 13", "12", ""]
+    assert verifier([prompt] * 4, completions) == world.verifiable_reward([prompt] * 4, completions) == [1, 0, 1, 0]
+
+
+@pytest.mark.parametrize(
+    "completion, labels",
+    [
+        ("3 plus 5 is 8 . 8 plus 4 is 12", [True, True]),  # right
+        ("3 plus 5 is 9 . 9 plus 4 is 13", [False, False]),  # wrong arithmetic, and a step built on it
+        ("3 plus 5 is 8 . 8 plus 4 is 11", [True, False]),  # wrong arithmetic at the end
+        ("3 plus 5 is 9 . 8 plus 4 is 12", [False, True]),  # back on the true chain
+        ("3 plus 4 is 7 . 7 plus 5 is 12", [False, False]),  # right arithmetic, wrong operand
+        ("5 plus 4 is 9 . 9 plus 3 is 12", [False, False]),  # right arithmetic, does not start at the first operand
+        ("3 plus 5 plus 4 is 12", [True]),  # a direct answer is one step
+        ("3 plus 5 plus 4 is 11", [False]),
+        ("3 plus 5 is 8 .", [True]),  # right so far, and unfinished: the outcome is wrong
+        ("3 plus 5 is 8 . 8 plus 4 is 12 . 12 plus 0 is 12", [True, True, False]),  # no operand is left to add
+        ("12", [False]),  # a bare number is no step
+        ("the 3 plus 5 is 8 . 8 plus 4 is 12", [False, False]),  # not a sum; a malformed step moves nothing
+        ("", [False]),  # an empty answer is one empty step
+    ],
+)
+def test_step_labels_hand_worked(completion, labels):
+    assert step_labels("add 3 and 5 and 4", completion) == labels
+
+
+def test_step_labels_split_at_the_separator_and_read_sums_of_two():
+    assert split_steps("3 Plus 5 is 8. 8 plus 4 is 12") == ["3 plus 5 is 8", "8 plus 4 is 12"]
+    assert split_steps([{"role": "assistant", "content": "a . . b"}]) == ["a", "", "b"]
+    assert split_steps("") == split_steps(".") == [""]
+    assert step_labels("add 3 and 5", "3 plus 5 is 8") == [True]
+    assert step_labels("add 3 and 5", "3 plus 5 is 9") == [False]
+    with pytest.raises(ValueError, match="steps can only be checked on sums, got 'review the pizza'"):
+        step_labels("review the pizza", "the pizza is tasty")

@@ -175,13 +175,13 @@ def as_reward_matrix(rewards: RewardMatrix) -> np.ndarray:
     return rewards
 
 
-def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
-    """The mean ``values`` of best-of-n selected by ``scores``, for each n in ``ns``, from N samples per prompt.
+def best_of_n_per_prompt(scores: RewardMatrix, values: RewardMatrix, n: int) -> np.ndarray:
+    """Each prompt's expected ``values`` of best-of-n selected by ``scores``, from N samples per prompt: (M,).
 
     ``scores`` and ``values`` are (M, N): e.g. the reward model's scores (what selects) and
-    the gold reward (what the selection is worth). For each n the estimate averages over
-    every n-subset of a prompt's N samples, without enumerating them: the j-th best of N
-    by score (j = 0, 1, ...) is the best of a random n-subset with probability
+    the gold reward (what the selection is worth). The estimate averages over every
+    n-subset of a prompt's N samples, without enumerating them: the j-th best of N by
+    score (j = 0, 1, ...) is the best of a random n-subset with probability
     C(N − 1 − j, n − 1) / C(N, n). Ties on score go to the earlier sample. Unbiased for
     best-of-n from the policy, and far less noisy than one draw of n per prompt.
     """
@@ -189,16 +189,28 @@ def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int
     if scores.shape != values.shape:
         raise ValueError(f"scores {scores.shape} and values {values.shape} must be the same (M, N) matrix")
     N = scores.shape[1]
+    n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
+    if n > N:
+        raise ValueError(f"n = {n} needs at least n samples per prompt, but there are N = {N}: sample more")
     order = np.argsort(-scores, axis=1, kind="stable")  # (M, N) best first
     ranked = np.take_along_axis(values, order, axis=1)  # (M, N) values, best score first
-    curve = {}
-    for n in ns:
-        n = check_int(n, "n", low=1, fix="best-of-n needs at least one sample")
-        if n > N:
-            raise ValueError(f"n = {n} needs at least n samples per prompt, but there are N = {N}: sample more")
-        weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)
-        curve[n] = float((ranked @ weights).mean())
-    return curve
+    weights = np.array([math.comb(N - 1 - j, n - 1) for j in range(N)], dtype=np.float64) / math.comb(N, n)  # (N,)
+    return ranked @ weights  # (M,)
+
+
+def best_of_n_curve(scores: RewardMatrix, values: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
+    """The mean ``values`` of best-of-n selected by ``scores``, for each n in ``ns``: the mean over prompts of
+    :func:`best_of_n_per_prompt`, the order-statistics estimator."""
+    return {n: float(best_of_n_per_prompt(scores, values, n).mean()) for n in ns}
+
+
+def pass_at_k_by_prompt(correct: RewardMatrix, ks: Sequence[int]) -> dict[int, np.ndarray]:
+    """:func:`pass_at_k` of each prompt from a (M, N) matrix of right (1) and wrong (0) answers: ``{k: (M,)}``."""
+    correct = as_reward_matrix(correct)
+    if not np.isin(correct, (0.0, 1.0)).all():
+        raise ValueError("correct must hold 1 for a right answer and 0 for a wrong one, e.g. the verifier's rewards")
+    num_correct = correct.sum(axis=1).astype(int)  # (M,)
+    return {k: np.array([pass_at_k(correct.shape[1], int(c), k) for c in num_correct]) for k in ks}
 
 
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:

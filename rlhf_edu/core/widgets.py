@@ -101,6 +101,26 @@ def choice_slider(
     )
 
 
+def name_slider(symbol: str, names: Sequence[str], value: str | None = None) -> ipywidgets.SelectionSlider:
+    """A slider over named choices (``names``, read out as they are), starting at ``value``: e.g. a loss variant.
+
+    The callback receives the name itself; use it for runs keyed by a name rather than a number.
+    """
+    names = list(names)
+    if not names or len(set(names)) != len(names) or not all(isinstance(n, str) and n for n in names):
+        raise ValueError(f"give at least one name, each a distinct non-empty string: {names}")
+    if value is not None and value not in names:
+        raise ValueError(f"value {value!r} is not one of the names {names}")
+    return ipywidgets.SelectionSlider(
+        options=names,
+        value=names[0] if value is None else value,
+        description=describe(symbol),
+        continuous_update=False,
+        layout=ipywidgets.Layout(width=WIDGET_WIDTH),
+        style={"description_width": DESCRIPTION_WIDTH},
+    )
+
+
 def slider(
     symbol: str, value: float, low: float, high: float, step: float, units: str | None = None
 ) -> ipywidgets.SelectionSlider:

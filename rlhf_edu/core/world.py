@@ -12,11 +12,18 @@ Prompt families (user messages, no chat markup)
 - ``review`` (open-ended, preference matters): ``"review the pizza"``, e.g. ``"the pizza is tasty"``.
 - ``describe`` (checked against :data:`FACTS`): ``"describe the cat"``, e.g. ``"the cat is small and grey"``.
 
+One more family is opt-in, outside :data:`FAMILIES`, so the default streams never hold it:
+
+- ``multi_step`` (:data:`MULTI_STEP`, verifiable): ``"add 3 and 5 and 4"``, answered directly,
+  ``"3 plus 5 plus 4 is 12"``, or with its steps written out, ``"3 plus 5 is 8 . 8 plus 4 is 12"``
+  (:data:`MULTI_STEP_STYLES`). Every partial sum stays within :data:`NUMBERS`. Each step of an
+  answer can be checked on its own (:func:`step_labels`), which a process reward model learns from.
+
 Gold reward components (see :data:`GOLD_WEIGHTS`)
 -------------------------------------------------
 g(x, y) = Σ_k w_k · c_k(x, y), with
 
-- ``correctness`` ∈ [0, 1]: arithmetic: the last number is the right sum; describe: the
+- ``correctness`` ∈ [0, 1]: sums (two or three numbers): the last number is the right sum; describe: the
   share of stated attributes that are true facts; review: 0 (there is no fact to get right).
 - ``relevance`` ∈ {0, 1}: the answer names the prompt's subject (both operands for sums).
 - ``tone`` ∈ (−1, 1): tanh(#positive − #negative words), for review and describe only.
@@ -104,13 +111,19 @@ FILLER = [
 FUNCTION_WORDS = ["the", "is", "and", "plus", "add", "review", "describe", "."]
 VOCAB = sorted(set(NUMBERS + OBJECTS + ANIMALS + ATTRIBUTES + POSITIVE + NEGATIVE + FILLER + FUNCTION_WORDS))
 
-FAMILIES = ("arithmetic", "review", "describe")
+FAMILIES = ("arithmetic", "review", "describe")  # what World.prompts() mixes, in equal shares
+MULTI_STEP = "multi_step"  # the opt-in family of three-number sums: World.prompts(n, family=MULTI_STEP)
+MULTI_STEP_STYLES = ("direct", "steps")  # "3 plus 5 plus 4 is 12", or "3 plus 5 is 8 . 8 plus 4 is 12"
+PROMPT_FAMILIES = (*FAMILIES, MULTI_STEP)  # every family World.prompts can draw
+SUM_FAMILIES = ("arithmetic", MULTI_STEP)  # the families the verifier checks
+STEP_SEPARATOR = "."  # the word that ends one step of an answer and opens the next
 REWARD_KINDS = ("gold", "verifier")  # World.reward_function: the gold reward, or the verifier of sums
 GOLD_WEIGHTS = {"correctness": 2.0, "relevance": 1.0, "tone": 1.0, "concision": 1.0, "repetition": 2.0}
 TARGET_WORDS = 7  # longer answers start paying the concision penalty
 _VOCAB_SET = set(VOCAB)
 _NOT_CONTENT = set(FUNCTION_WORDS + NUMBERS)  # "the ... and ..." or "6 plus 6 is 12" is not repetition
 _SPLITS = {"train": 0, "test": 1}
+_MAX_SUM = int(NUMBERS[-1])  # 18: the largest number the world can say
 
 
 _PUNCTUATION = re.compile(r"([^\w\s<>|])")  # any sign that is not part of a word or of chat markup
@@ -153,14 +166,29 @@ def parse_prompt(prompt: str) -> ParsedPrompt:
         raise ValueError("empty prompt: pass a user message such as 'add 3 and 5' (see World.prompts)")
     if len(words) == 4 and words[0] == "add" and words[2] == "and" and {words[1], words[3]} <= set(OPERANDS):
         return ParsedPrompt("arithmetic", (words[1], words[3]), int(words[1]) + int(words[3]))
+    if len(words) == 6 and words[0] == "add" and words[2] == words[4] == "and" and {*words[1::2]} <= set(OPERANDS):
+        return _multi_step_prompt(prompt, tuple(words[1::2]))
     if len(words) == 3 and words[0] == "review" and words[2] in OBJECTS:
         return ParsedPrompt("review", (words[2],))
     if len(words) == 3 and words[0] == "describe" and words[2] in ANIMALS:
         return ParsedPrompt("describe", (words[2],))
     raise ValueError(
         f"{prompt!r} is not a world prompt: expected 'add A and B' (A, B from 0 to {OPERANDS[-1]}), "
-        "'review the OBJECT' or 'describe the ANIMAL' (get valid ones from World.prompts)"
+        "'review the OBJECT', 'describe the ANIMAL' or 'add A and B and C' (get valid ones from World.prompts)"
     )
+
+
+def _multi_step_prompt(prompt: str, operands: tuple[str, ...]) -> ParsedPrompt:
+    """A three-number sum, refused when a partial sum leaves the world's numbers (it could not be written)."""
+    partial = 0
+    for operand in operands:
+        partial += int(operand)
+        if partial > _MAX_SUM:
+            raise ValueError(
+                f"{prompt!r} reaches the partial sum {partial}, which the world cannot say: every partial sum "
+                f"must be at most {_MAX_SUM}: e.g. World.prompts(n, family='multi_step')"
+            )
+    return ParsedPrompt(MULTI_STEP, operands, partial)
 
 
 def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
@@ -179,7 +207,7 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
     n = len(words)
     numbers = [int(w) for w in words if w in NUMBERS]
     stated = [w for w in words if w in ATTRIBUTES]
-    if parsed.family == "arithmetic":
+    if parsed.family in SUM_FAMILIES:
         correctness = float(bool(numbers) and numbers[-1] == parsed.answer)
     elif parsed.family == "describe":
         true_facts = FACTS[parsed.subject[0]]
@@ -188,7 +216,7 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
         correctness = 0.0
     relevance = float(n > 0 and all(s in words for s in parsed.subject))
     sentiment = sum(w in POSITIVE for w in words) - sum(w in NEGATIVE for w in words)
-    tone = math.tanh(sentiment) if parsed.family != "arithmetic" else 0.0
+    tone = math.tanh(sentiment) if parsed.family not in SUM_FAMILIES else 0.0
     concision = max(-1.0, min(0.0, (TARGET_WORDS - n) / TARGET_WORDS))
     content = [w for w in words if w not in _NOT_CONTENT]
     repetition = (len(set(content)) - len(content)) / n if n else 0.0
@@ -199,6 +227,76 @@ def gold_components_one(prompt: str, completion: str) -> dict[str, float]:
         "concision": concision,
         "repetition": repetition,
     }
+
+
+def split_steps(completion: str | list[dict[str, str]]) -> list[str]:
+    """The steps of an answer: its words (after :func:`normalize_text`) cut at every :data:`STEP_SEPARATOR`.
+
+    ``"3 plus 5 is 8 . 8 plus 4 is 12"`` → ``["3 plus 5 is 8", "8 plus 4 is 12"]``. A final
+    "." closes the last step rather than opening an empty one; an empty answer is one
+    empty step (it states nothing, so :func:`step_labels` marks it wrong).
+    """
+    steps: list[list[str]] = [[]]
+    for word in normalize_text(message_text(completion, "completion")).split():
+        if word == STEP_SEPARATOR:
+            steps.append([])
+        else:
+            steps[-1].append(word)
+    if len(steps) > 1 and not steps[-1]:
+        steps.pop()  # "... is 12 ." ends a step; it does not start one
+    return [" ".join(step) for step in steps]
+
+
+def step_labels(prompt: str, completion: str | list[dict[str, str]]) -> list[bool]:
+    """Whether each step of ``completion`` (:func:`split_steps`) is right, as a verifier checks a step: one per step.
+
+    The rule. A sum's answer is a chain: it starts at the first operand, and each step
+    adds the next operand(s) to where the chain stands. A step is right iff it reads
+    "X plus Y (plus ...) is Z" in world numbers and
+
+    1. it starts where the chain stands: X is the first operand in the first step, and
+       the true partial sum so far in a later step (the previous step's result, when
+       that step was right);
+    2. it adds the next operands in the prompt's order: Y, ... are exactly those;
+    3. its arithmetic is right: Z = X + Y + ....
+
+    Any well-formed step moves the chain on by the operands it added, right or wrong,
+    so a later step is judged from the true partial sum at that point: after
+    "3 plus 5 is 9", the step "8 plus 4 is 12" is right and "9 plus 4 is 13" is not (it
+    builds on the error). So the last step is right exactly when it ends on the true
+    total having added every operand. A direct answer, "3 plus 5 plus 4 is 12", is one step
+    that adds all of them. Anything else (words that are not a sum, an empty answer) is
+    a wrong step that moves nothing. A chain that stops early can have only right
+    steps and still not reach the total: the steps are right, the outcome is not.
+    """
+    parsed = parse_prompt(prompt)
+    if parsed.family not in SUM_FAMILIES:
+        raise ValueError(
+            f"steps can only be checked on sums, got {prompt!r}: use sum prompts "
+            "(World.prompts(n, family='multi_step') or family='arithmetic')"
+        )
+    operands = [int(o) for o in parsed.subject]
+    used, labels = 1, []  # the chain starts at the first operand
+    for step in split_steps(completion):
+        numbers = _sum_step(step)
+        if numbers is None:
+            labels.append(False)
+            continue
+        *terms, result = numbers
+        added = operands[used : used + len(terms) - 1]
+        labels.append(terms[0] == sum(operands[:used]) and terms[1:] == added and result == sum(terms))
+        used = min(len(operands), used + len(terms) - 1)
+    return labels
+
+
+def _sum_step(step: str) -> list[int] | None:
+    """``[X, Y, ..., Z]`` of a step that reads "X plus Y ... is Z" in world numbers, else None."""
+    words = step.split()
+    if len(words) < 5 or words[-2] != "is" or any(w not in NUMBERS for w in words[0:-2:2] + words[-1:]):
+        return None
+    if any(w != "plus" for w in words[1:-2:2]) or len(words) % 2 == 0:
+        return None
+    return [int(w) for w in words[0:-2:2]] + [int(words[-1])]
 
 
 def fact_pairs() -> tuple[list[str], list[str], list[str]]:
@@ -245,10 +343,15 @@ class World:
 
         ``family`` ("arithmetic", "review" or "describe") keeps that family's prompts of
         the same stream, so they are the ones the mixed list holds, in the same order.
+        ``family="multi_step"`` draws the opt-in three-number sums from a stream of their
+        own, so asking for them moves no other prompt.
         """
         check_int(n, "n", low=0, fix="the number of prompts, e.g. 100")
         if family is not None:
-            check_choice(family, "family", FAMILIES)
+            check_choice(family, "family", PROMPT_FAMILIES)
+        if family == MULTI_STEP:
+            rng = self._rng(4, split)  # its own stream: the mixed one (purpose 1) stays as it was
+            return [_sample_multi_step_prompt(rng) for _ in range(n)]
         rng = self._rng(1, split)
         prompts = []
         while len(prompts) < n:
@@ -260,6 +363,11 @@ class World:
     def demonstration(self, prompt: str, rng: np.random.Generator) -> str:
         """One answer from the world's demonstrator: good on average, but not perfect."""
         parsed = parse_prompt(prompt)
+        if parsed.family == MULTI_STEP:  # refused before any draw, so no default stream moves
+            raise ValueError(
+                f"{prompt!r} is a multi-step sum, which the demonstrator does not answer: "
+                "use World.multi_step_demonstration(prompt, style)"
+            )
         if parsed.family == "arithmetic":
             a, b = parsed.subject
             total = parsed.answer if rng.random() < 0.8 else _off_by(parsed.answer, rng.choice([-2, -1, 1, 2]))
@@ -277,6 +385,44 @@ class World:
             words = list(rng.choice(pool, size=rng.integers(1, 3), replace=False))
         opener = "i think " if rng.random() < 0.2 else ""
         return f"{opener}the {subject} is " + " and ".join(str(w) for w in words)
+
+    def multi_step_demonstration(self, prompt: str, style: str = "steps") -> str:
+        """The right answer to a three-number sum, in ``style``: ``"direct"`` or with its ``"steps"`` written out.
+
+        ``"add 3 and 5 and 4"`` → ``"3 plus 5 plus 4 is 12"`` (7 words) or
+        ``"3 plus 5 is 8 . 8 plus 4 is 12"`` (11 words). Both are always right: the styles
+        differ in format only, so what a model trained on each gets right is down to the
+        format (the compute it spends per answer), not to the data's quality.
+        """
+        check_choice(style, "style", MULTI_STEP_STYLES)
+        parsed = parse_prompt(prompt)
+        if parsed.family != MULTI_STEP:
+            raise ValueError(
+                f"{prompt!r} is not a multi-step sum: pass 'add A and B and C' "
+                "(get valid ones from World.prompts(n, family='multi_step'))"
+            )
+        a, b, c = parsed.subject
+        if style == "direct":
+            return f"{a} plus {b} plus {c} is {parsed.answer}"
+        partial = int(a) + int(b)
+        return f"{a} plus {b} is {partial} {STEP_SEPARATOR} {partial} plus {c} is {parsed.answer}"
+
+    def multi_step_sft_dataset(self, n: int, style: str = "steps", split: str = "train") -> Dataset:
+        """``n`` multi-step demonstrations in ``style``, in TRL's conversational prompt/completion format.
+
+        The prompts are :meth:`prompts` ``(n, split, family="multi_step")``, so the two styles'
+        datasets hold the same questions in the same order.
+        """
+        check_choice(style, "style", MULTI_STEP_STYLES)
+        prompts = self.prompts(n, split=split, family=MULTI_STEP)
+        return Dataset.from_dict(
+            {
+                "prompt": [[{"role": "user", "content": p}] for p in prompts],
+                "completion": [
+                    [{"role": "assistant", "content": self.multi_step_demonstration(p, style)}] for p in prompts
+                ],
+            }
+        )
 
     def pretraining_corpus(self, n: int | None = None) -> list[str]:
         """``n`` plain-text sentences in the world's language, with no chat format.
@@ -349,17 +495,18 @@ class World:
     def verifiable_reward(self, prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
         """The verifier of RLVR: 1.0 where an answer's last number is the prompt's sum, else 0.0; one per completion.
 
-        It checks what can be checked, and only that: the gold ``correctness`` of a sum,
-        blind to relevance, tone, concision and repetition. Review and describe prompts
-        have no single right answer to check, so they are refused with a ValueError:
-        score them with :meth:`gold_reward` or a reward model.
+        It checks what can be checked, and only that: the gold ``correctness`` of a sum
+        (of two numbers, or of three in the ``multi_step`` family), blind to relevance,
+        tone, concision, repetition and the steps on the way (:func:`step_labels` checks
+        those). Review and describe prompts have no single right answer to check, so
+        they are refused with a ValueError: score them with :meth:`gold_reward` or a reward model.
         """
         _check_pairs(prompts, completions)
-        others = [p for p in prompts if parse_prompt(p).family != "arithmetic"]
+        others = [p for p in prompts if parse_prompt(p).family not in SUM_FAMILIES]
         if others:
             raise ValueError(
-                f"the verifier checks sums only, got {others[0]!r}: keep the arithmetic prompts "
-                "(World.prompts(n, family='arithmetic')) or score the others with gold_reward"
+                f"the verifier checks sums only, got {others[0]!r}: keep the sum prompts "
+                "(World.prompts(n, family='arithmetic') or family='multi_step') or score the others with gold_reward"
             )
         _warn_unknown_words(completions)
         return [gold_components_one(p, c)["correctness"] for p, c in zip(prompts, completions)]
@@ -425,6 +572,14 @@ def _sample_prompt(rng: np.random.Generator) -> str:
     if family == "review":
         return f"review the {rng.choice(OBJECTS)}"
     return f"describe the {rng.choice(ANIMALS)}"
+
+
+def _sample_multi_step_prompt(rng: np.random.Generator) -> str:
+    """A three-number sum, uniform over those whose total (so every partial sum) is at most 18."""
+    while True:
+        a, b, c = rng.integers(len(OPERANDS), size=3)
+        if a + b + c <= _MAX_SUM:
+            return f"add {a} and {b} and {c}"
 
 
 def _corpus_sentence(world: World, rng: np.random.Generator) -> str:

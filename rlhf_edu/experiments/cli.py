@@ -15,6 +15,9 @@ SWEEPS = {
     "multi-round": "multi_round_run",
     "pipeline-seeds": "pipeline_seed_runs",
     "trl": "trl_side_by_side_runs",
+    "reasoning": "reasoning_sweep",
+    "grpo-family": "grpo_family_sweep",
+    "thinking": "thinking_sweep",
 }
 
 
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute a notebook's precomputed runs: notebook 11's β sweep "
         "(rloo, the default), notebook 8's runs (regularization), "
         "notebook 04b's (pipeline, multi-round, pipeline-seeds), or "
-        "notebook 13's (trl: needs the [trl] extra)",
+        "notebook 13's (trl: needs the [trl] extra), or notebook 14's (reasoning, grpo-family, thinking)",
     )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")

@@ -172,7 +172,8 @@ def trl_grpo_config(
     ``per_device_train_batch_size`` = ``batch_size · num_generations / num_mini_batches``,
     with ``steps_per_generation`` = ``num_mini_batches``; and ``num_steps`` rollouts are
     TRL's ``max_steps`` = ``num_steps · num_mini_batches · num_iterations`` updates. Settings with no TRL field
-    (another algorithm, β moved into the reward, an adaptive β, a pretraining term) are refused.
+    (another algorithm, β moved into the reward, an adaptive β, a pretraining term, DAPO's dynamic sampling) are
+    refused. ``use_bias_correction_kl`` is passed as ours holds it (TRL 1.16 defaults it to True, ours to False).
     """
     refused = {
         "algorithm": config.algorithm != "grpo",
@@ -180,6 +181,7 @@ def trl_grpo_config(
         "kl_estimator": config.kl_estimator != "k3",
         "kl_target": config.kl_target is not None,
         "ptx_coef": config.ptx_coef > 0,
+        "dynamic_sampling": config.dynamic_sampling,
     }
     if any(refused.values()):
         name = next(name for name, bad in refused.items() if bad)
@@ -207,6 +209,12 @@ def trl_grpo_config(
         epsilon=config.epsilon,
         epsilon_high=config.epsilon_high,
         loss_type=config.loss_type,
+        importance_sampling_level=config.importance_sampling_level,
+        delta=config.delta,
+        sapo_temperature_pos=config.sapo_temperature_pos,
+        sapo_temperature_neg=config.sapo_temperature_neg,
+        mask_truncated_completions=config.mask_truncated_completions,
+        use_bias_correction_kl=config.use_bias_correction_kl,
         scale_rewards=config.scale_rewards,
         temperature=config.temperature,
         max_completion_length=config.max_completion_length,

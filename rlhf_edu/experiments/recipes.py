@@ -17,6 +17,7 @@ and :func:`regularization_runs` that of notebook 8's runs (``rlhf-edu sweep regu
 from __future__ import annotations
 
 import copy
+import json
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -400,3 +401,96 @@ def trl_side_by_side_runs(
     out.mkdir(parents=True, exist_ok=True)
     with one_thread():
         return side_by_side_sweep(out / "trl_side_by_side.json", device=device)
+
+
+REASONING_SEEDS = tuple(range(10))
+
+
+def reasoning_sweep(
+    out: str | Path = SWEEPS / "reasoning.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] = REASONING_SEEDS,
+) -> Path:
+    """Notebook 14's sharpening question: RLVR from ``sft`` once per seed, pass@k before and after; returns the path.
+
+    :func:`~rlhf_edu.reasoning.sharpening_runs` with :data:`~rlhf_edu.reasoning.RLVR_CONFIG`;
+    every seed's per-prompt values are in the JSON. About a minute a seed on one CPU thread.
+    """
+    from ..reasoning import KS, RLVR_CONFIG, sharpening_runs
+
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, get_device(device))
+    with one_thread():
+        runs = sharpening_runs(policy, tokenizer, World(seed=0, preset=preset), seeds)
+    settings = {"preset": preset.name, "rlvr": RLVR_CONFIG, "seeds": list(seeds), "ks": list(KS), "eval_prompts": 128}
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": settings, **runs}, indent=1) + "\n")
+    return path
+
+
+GRPO_FAMILY_SEEDS = (0, 1, 2)
+
+
+def grpo_family_sweep(
+    out: str | Path = SWEEPS / "grpo_family.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] = GRPO_FAMILY_SEEDS,
+) -> Path:
+    """Notebook 14's GRPO family on the RLVR task: each variant once per seed from ``sft``; returns the path.
+
+    :func:`~rlhf_edu.reasoning.grpo_family_runs`, written with :func:`save_histories`
+    under ``"variant/seed"``. About a minute a run on one CPU thread.
+    """
+    from ..reasoning import GRPO_FAMILY_SETTINGS, GRPO_VARIANTS, RLVR_CONFIG, grpo_family_runs
+
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, get_device(device))
+    with one_thread():
+        runs = grpo_family_runs(policy, tokenizer, World(seed=0, preset=preset), seeds)
+    return save_histories(
+        runs,
+        out,
+        preset=preset.name,
+        rlvr=RLVR_CONFIG | GRPO_FAMILY_SETTINGS,
+        variants=GRPO_VARIANTS,
+        seeds=list(seeds),
+        eval_prompts=64,
+    )
+
+
+THINKING_SEEDS = (0, 1, 2)
+
+
+def thinking_sweep(
+    out: str | Path = SWEEPS / "thinking.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] = THINKING_SEEDS,
+) -> Path:
+    """Notebook 14's sums of three numbers, each answer style trained from ``sft`` once per seed; returns the path.
+
+    :func:`~rlhf_edu.reasoning.thinking_runs`: SFT, RLVR, and a PRM against an ORM, with every
+    seed's per-prompt values in the JSON. About 5 minutes a seed on one CPU thread.
+    """
+    from ..reasoning import THINKING_KS, THINKING_RLVR, THINKING_SFT, thinking_runs
+
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, get_device(device))
+    with one_thread():
+        runs = thinking_runs(policy, tokenizer, World(seed=0, preset=preset), seeds)
+    settings = {
+        "preset": preset.name,
+        "sft": THINKING_SFT,
+        "rlvr": THINKING_RLVR,
+        "ks": list(THINKING_KS),
+        "seeds": list(seeds),
+        "eval_prompts": 64,
+        "samples": 16,
+    }
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({"settings": settings, "seeds": runs}, indent=1) + "\n")
+    return path
