@@ -53,7 +53,7 @@ from .core.evaluation import PolicyEvaluation
 from .core.logprobs import check_language_model, position_ids_from_mask, token_logprobs
 from .core.rollouts import TENSOR_FIELDS, RewardFn, Rollout, _join, rollout_rewards, sample_rollouts
 from .core.runtime import MAX_NEW_TOKENS, torch_generator
-from .core.stats import masked_mean, mean_and_stderr, pass_at_k
+from .core.stats import masked_mean, mean_and_stderr, pass_at_k_by_prompt
 from .core.training import Batch, History, Trainer, TrainingConfig, load_histories, make_loader, save_histories
 from .core.validation import (
     check_causal_lm,
@@ -1113,7 +1113,7 @@ def pass_at_k_per_prompt(
     prompts = check_texts(prompts, "prompts")
     rollout = sample_rollouts(policy, tokenizer, prompts, num_samples, max_new_tokens, seed=seed)
     correct = np.asarray(verifier(rollout.prompts, rollout.completions)).reshape(len(prompts), num_samples) > 0.5
-    return {k: np.array([pass_at_k(num_samples, int(c), k) for c in correct.sum(axis=1)]) for k in ks}
+    return pass_at_k_by_prompt(correct.astype(np.float64), ks)
 
 
 def paired_difference(

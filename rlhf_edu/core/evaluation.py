@@ -24,7 +24,7 @@ from .logprobs import batch_sequence_logprobs
 from .rollouts import Rollout, sample_rollouts
 from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
 from .scoring import score_rows
-from .stats import pass_at_k
+from .stats import pass_at_k_by_prompt
 from .validation import check_choice, check_int, check_texts
 from .world import FAMILIES, World, parse_prompt
 
@@ -168,7 +168,7 @@ def pass_at_k_curve(
     prompts = check_texts(prompts, "prompts")
     rollout = sample_rollouts(policy, tokenizer, prompts, num_samples, max_new_tokens, seed=seed)
     correct = np.asarray(verifier(rollout.prompts, rollout.completions)).reshape(len(prompts), num_samples) > 0.5
-    return {k: float(np.mean([pass_at_k(num_samples, int(c), k) for c in correct.sum(axis=1)])) for k in ks}
+    return {k: float(v.mean()) for k, v in pass_at_k_by_prompt(correct.astype(np.float64), ks).items()}
 
 
 def sample_table(evaluations: dict[str, PolicyEvaluation], n: int = 5) -> str:

@@ -403,6 +403,14 @@ def trl_side_by_side_runs(
         return side_by_side_sweep(out / "trl_side_by_side.json", device=device)
 
 
+def save_json(data: dict, out: str | Path) -> Path:
+    """Write a sweep's ``data`` (its settings and every seed's values) to ``out`` as JSON; returns the path."""
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=1) + "\n")
+    return path
+
+
 REASONING_SEEDS = tuple(range(10))
 
 
@@ -424,10 +432,7 @@ def reasoning_sweep(
     with one_thread():
         runs = sharpening_runs(policy, tokenizer, World(seed=0, preset=preset), seeds)
     settings = {"preset": preset.name, "rlvr": RLVR_CONFIG, "seeds": list(seeds), "ks": list(KS), "eval_prompts": 128}
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings, **runs}, indent=1) + "\n")
-    return path
+    return save_json({"settings": settings, **runs}, out)
 
 
 GRPO_FAMILY_SEEDS = (0, 1, 2)
@@ -490,7 +495,4 @@ def thinking_sweep(
         "eval_prompts": 64,
         "samples": 16,
     }
-    path = Path(out)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({"settings": settings, "seeds": runs}, indent=1) + "\n")
-    return path
+    return save_json({"settings": settings, "seeds": runs}, out)
