@@ -40,11 +40,32 @@ from transformers import (
 
 from .core.collate import Messages, as_messages, encode_prompt_completion, pad_batch, render_chat
 from .core.logprobs import check_tokenizer_fits, completion_logprobs, position_ids_from_mask
-from .core.preferences import encode_pairs, pair_loader, pair_texts
+
+# Chapter 7 teaches these, and chapter 6 fits and measures with them too, so they live in the core.
+from .core.preferences import (  # noqa: F401 (re-exported)
+    bradley_terry_loss,
+    check_rankings,
+    check_reward_pairs,
+    check_scored_pairs,
+    encode_pairs,
+    expected_accuracy,
+    pair_loader,
+    pair_texts,
+    pairwise_accuracy,
+    plackett_luce_loss,
+    preference_probability,
+)
 from .core.rollouts import generate_completions
 from .core.runtime import SCORING_BATCH_SIZE, numpy_rng, shifted_seed
 from .core.scoring import score_completions, score_rows
-from .core.stats import RewardMatrix, as_reward_matrix, best_of_n_curve, masked_mean, spearman_correlation
+from .core.stats import (  # noqa: F401 (re-exported)
+    RewardMatrix,
+    best_of_n_curve,
+    ceiling_share,
+    masked_mean,
+    spearman_correlation,
+    within_prompt_agreement,
+)
 from .core.training import Batch, History, TrainingConfig, make_loader, train
 from .core.validation import (
     check_causal_lm,
@@ -73,54 +94,7 @@ from .core.world import (
 HELD_OUT_PAIRS = 1000  # test-split prompts the recipe and the notebook measure on
 
 
-# --- the Bradley-Terry model: plain functions on rewards ------------------------------
-def _check_pair_shapes(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
-    for name, rewards in (("chosen_rewards", chosen_rewards), ("rejected_rewards", rejected_rewards)):
-        if not isinstance(rewards, torch.Tensor):
-            raise TypeError(
-                f"{name} must be a tensor, got {type(rewards).__name__}: wrap it, torch.tensor({name}), "
-                "with one reward per pair"
-            )
-    if chosen_rewards.shape != rejected_rewards.shape:
-        raise ValueError(
-            f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} "
-            "differ in shape: pass one chosen and one rejected reward per pair"
-        )
-
-
-def _check_some_pairs(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
-    """Like :func:`_check_pair_shapes`, and refuse no pairs at all: an accuracy of nothing is not a number."""
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
-    if chosen_rewards.numel() == 0:
-        raise ValueError("chosen_rewards is empty: an accuracy needs at least one scored pair")
-
-
-def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
-    """P(y_c ≻ y_r | x) = σ(r_c − r_r), the Bradley-Terry model (eq:bradterry_unbounded, eq:bradterryrm).
-
-    Returns one probability per pair, shaped like the inputs.
-    """
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
-    return torch.sigmoid(chosen_rewards - rejected_rewards)
-
-
-def bradley_terry_loss(
-    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float | None = None
-) -> torch.Tensor:
-    """−log σ(r_c − r_r − m) per pair (eq:rewardmodeling1; with a margin m, Llama 2's eq:rewardmodelingmargin).
-
-    The margin asks the chosen answer to win by at least m before the loss lets go;
-    it is a float for every pair or a tensor with one value per pair. ``logsigmoid``
-    keeps the loss finite at any gap, where ``log(sigmoid(-200))`` would be log 0.
-    Returns one loss per pair.
-    """
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
-    gaps = chosen_rewards - rejected_rewards
-    if margin is not None:
-        gaps = gaps - margin
-    return -F.logsigmoid(gaps)
-
-
+# --- the Bradley-Terry model: plain functions on rewards (core.preferences), and TRL's centering term ---
 def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, coefficient: float) -> torch.Tensor:
     """c · (r_c + r_r)² per pair: the auxiliary term of TRL's ``center_rewards_coefficient``.
 
@@ -128,29 +102,8 @@ def reward_centering(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tenso
     during training; this term pulls the mean reward toward 0 (Eisenstein et al.,
     2023) without changing which answer wins. Returns one value per pair.
     """
-    _check_pair_shapes(chosen_rewards, rejected_rewards)
+    check_reward_pairs(chosen_rewards, rejected_rewards)
     return coefficient * (chosen_rewards + rejected_rewards) ** 2
-
-
-def check_rankings(rewards: torch.Tensor) -> None:
-    """Raise ValueError unless ``rewards`` is (B, K) with K >= 2: one ranked list of answers per row."""
-    if rewards.dim() != 2 or rewards.shape[1] < 2:
-        raise ValueError(
-            f"rewards has shape {tuple(rewards.shape)}: pass (B, K) rewards with K >= 2 answers per prompt, "
-            "each row sorted from most to least preferred"
-        )
-
-
-def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
-    """−log P(ranking) under Plackett-Luce (eq:kwise_rm), for (B, K) rewards sorted best → worst: (B,).
-
-    P(ranking) = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j): the best answer is picked from all
-    K, then the best of the rest, and so on. With K = 2 it is the Bradley-Terry loss.
-    """
-    check_rankings(rewards)
-    # log Σ_{j ≥ k} exp(r_j) for every k at once: a running log-sum-exp from the worst end
-    log_normalizers = rewards.flip(1).logcumsumexp(dim=1).flip(1)  # (B, K)
-    return (log_normalizers - rewards).sum(dim=1)  # (B,)
 
 
 def plot_bradley_terry(
@@ -387,32 +340,6 @@ def accuracy_vs_pairs(
 
 
 # --- measured against the world ----------------------------------------------------------
-def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> float:
-    """Share of pairs the reward model ranks the way they were labelled (r_c > r_r; a tie counts as wrong)."""
-    _check_some_pairs(chosen_rewards, rejected_rewards)
-    return (chosen_rewards > rejected_rewards).float().mean().item()
-
-
-def expected_accuracy(
-    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, p_chosen: torch.Tensor | Sequence[float]
-) -> float:
-    """The reward model's accuracy averaged over fresh draws of the annotator's noisy labels.
-
-    A pair labelled with probability ``p_chosen`` agrees with a model that ranks it
-    the labelled way with probability p_chosen, and the other way with 1 − p_chosen.
-    Averaging those instead of 0/1 hits takes the label noise out of the estimate;
-    ranking by the gold reward itself gives :meth:`World.bayes_accuracy`, the ceiling.
-    """
-    _check_some_pairs(chosen_rewards, rejected_rewards)
-    p_chosen = torch.as_tensor(p_chosen, dtype=torch.float64)  # (N,)
-    if p_chosen.shape != chosen_rewards.shape:  # a length-1 p_chosen would broadcast over every pair
-        raise ValueError(
-            f"p_chosen has shape {tuple(p_chosen.shape)} but the rewards {tuple(chosen_rewards.shape)}: "
-            "pass one labelling probability per pair (the dataset's p_chosen column)"
-        )
-    return torch.where(chosen_rewards > rejected_rewards, p_chosen, 1 - p_chosen).mean().item()
-
-
 def calibration_table(
     chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, num_bins: int = 10
 ) -> dict[str, torch.Tensor]:
@@ -424,7 +351,7 @@ def calibration_table(
     ``observed`` (share won) and ``count``. Calibrated means observed ≈ predicted.
     """
     check_int(num_bins, "num_bins", fix="the number of equal-width bins of predicted probability, e.g. 10")
-    _check_some_pairs(chosen_rewards, rejected_rewards)
+    check_scored_pairs(chosen_rewards, rejected_rewards)
     p = preference_probability(chosen_rewards, rejected_rewards).double()  # (N,)
     predicted = torch.cat([p, 1 - p])  # (2N,)
     won = torch.cat([torch.ones_like(p), torch.zeros_like(p)])  # (2N,)
@@ -581,38 +508,6 @@ def pair_metrics_by_family(
 
 
 # --- honest measures: against chance, within a prompt, and where it counts (best-of-n) -----------------
-def ceiling_share(accuracy: float, bayes_accuracy: float) -> float:
-    """(accuracy − 0.5) / (Bayes accuracy − 0.5): how far from a coin flip toward the noise ceiling.
-
-    0 is chance and 1 the ceiling. The plain ratio accuracy / Bayes flatters: it gives a
-    coin flip 0.5 / 0.75 = 67% on pairs whose ceiling is 0.75.
-    """
-    if not 0.5 < bayes_accuracy <= 1:
-        raise ValueError(
-            f"bayes_accuracy must be in (0.5, 1], got {bayes_accuracy!r}: on pairs whose ceiling is "
-            "chance there is nothing to share (check that the pairs are not all ties)"
-        )
-    return (accuracy - 0.5) / (bayes_accuracy - 0.5)
-
-
-def within_prompt_agreement(scores: RewardMatrix, gold: RewardMatrix) -> float:
-    """Share of same-prompt answer pairs, among those the gold reward does not tie, that ``scores`` order alike.
-
-    ``scores`` and ``gold`` are (M prompts, N answers). Only answers to one prompt are
-    compared, so a reward model's constant per prompt cannot help or hurt; a score tie
-    counts one half. 0.5 is chance, 1 perfect.
-    """
-    scores, gold = as_reward_matrix(scores), as_reward_matrix(gold)
-    if scores.shape != gold.shape:
-        raise ValueError(f"scores {scores.shape} and gold {gold.shape} must be the same (M, N) matrix")
-    score_sign = np.sign(scores[:, :, None] - scores[:, None, :])  # (M, N, N)
-    gold_sign = np.sign(gold[:, :, None] - gold[:, None, :])  # (M, N, N)
-    untied = gold_sign > 0  # each untied pair once, from its better answer's row
-    if not untied.any():
-        raise ValueError("the gold reward ties every pair of answers: sample more varied answers per prompt")
-    return float(((score_sign == gold_sign) + 0.5 * (score_sign == 0))[untied].mean())
-
-
 def best_of_n_capture(scores: RewardMatrix, gold: RewardMatrix, ns: Sequence[int]) -> dict[int, float]:
     """For each n ≥ 2, the share of the gold oracle's best-of-n gain that selecting by ``scores`` gets.
 

@@ -495,6 +495,41 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
         "policy",
         lambda: rsn.rlvr(zoo.load("rm", device="cpu")[0], tokenizer, ["add 1 and 2"], World(0)),
     )
+    from rlhf_edu import preference_data as pdata
+
+    annotator = pdata.Annotator
+    add(
+        "Population(shares sum to 1.1)",
+        "shares",
+        lambda: pdata.Population({"a": annotator(), "b": annotator()}, {"a": 0.5, "b": 0.6}),
+    )
+    add("Population({}, {})", "group", lambda: pdata.Population({}, {}))
+    add("Annotator(weights tone=-1)", "weights['tone']", lambda: annotator({"tone": -1.0}))
+    add("Annotator(weights humour=1)", "humour", lambda: annotator({"humour": 1.0}))
+    add("Annotator(length_bias=-1)", "length_bias", lambda: annotator(length_bias=-1.0))
+    add("Annotator(position_bias=-0.1)", "position_bias", lambda: annotator(position_bias=-0.1))
+    add("Annotator(careless=1.5)", "careless", lambda: annotator(careless=1.5))
+    add("Annotator.rate(thresholds=[])", "threshold", lambda: _rate(thresholds=[]))
+    add("Annotator.rate(thresholds=[1, 1])", "thresholds", lambda: _rate(thresholds=[1.0, 1.0]))
+    add("Annotator.rank(one answer each)", "K >= 2", lambda: _rank([["3"], ["4"]]))
+    add("Annotator.rank(ragged answers)", "number K of answers", lambda: _rank([["3", "4"], ["3"]]))
+    add("fit_format(k=1)", "k must be", lambda: _fit_format(k=1))
+    add("fit_format(k over the pool's N)", "k = 5", lambda: _fit_format(k=5))
+    add("fit_format('stars')", "stars", lambda: _fit_format(fmt="stars", k=2))
+    add("two_groups(1.5)", "warm_share", lambda: pdata.two_groups(1.5))
+    add("relabel(labeller='world')", "labeller", lambda: pdata.relabel(_pairs(), "world"))
+    add(
+        "logistic_regression(x and y of other lengths)",
+        "y (N,)",
+        lambda: stats.logistic_regression(np.zeros((5, 2)), [0, 1, 0]),
+    )
+    add(
+        "logistic_regression(y=2)",
+        "y must hold labels in [0, 1]",
+        lambda: stats.logistic_regression(np.arange(5.0)[:, None], [0, 1, 2, 0, 1]),
+    )
+    for value in (1.5, -0.1):
+        add(f"mixed_pairs(share={value})", "share", lambda v=value: pdata.mixed_pairs(_pairs(), _pairs(), v, 2))
     return probes
 
 
@@ -660,6 +695,34 @@ def _pairs():
     return Dataset.from_dict(
         {"prompt": ["add 1 and 2"] * 2, "chosen": ["1 plus 2 is 3"] * 2, "rejected": ["1 plus 2 is 4"] * 2}
     )
+
+
+def _rate(thresholds):
+    from rlhf_edu.preference_data import Annotator
+
+    return Annotator().rate(["add 1 and 2"], ["1 plus 2 is 3"], 0, thresholds=thresholds)
+
+
+def _rank(answers):
+    from rlhf_edu.preference_data import Annotator
+
+    return Annotator().rank(["add 1 and 2"] * len(answers), answers, 0)
+
+
+def _answer_pool():
+    from rlhf_edu.preference_data import AnswerPool
+
+    answers = ["1 plus 2 is 3", "1 plus 2 is 4", "3", "1 plus 2 is 3 yesterday"]
+    return AnswerPool.from_flat(
+        ["add 1 and 2"] * 4 + ["add 2 and 2"] * 4, answers + [a.replace("1", "2") for a in answers], 4
+    )
+
+
+def _fit_format(fmt="rankings", k=4, rng=None, budget=8):
+    from rlhf_edu.preference_data import Annotator, fit_format
+
+    rng = np.random.default_rng(0) if rng is None else rng
+    return fit_format(fmt, _answer_pool(), Annotator(), budget, rng, k=k)
 
 
 # --- the issues a student met, one by one -----------------------------------------------------------------
@@ -1090,3 +1153,193 @@ def test_tabular_dpo_takes_float32_probabilities():
     probs = torch.tensor([0.4, 0.3, 0.2, 0.1])
     result = da.train_tabular_dpo(probs, [1.0, 0.0, 0.5, 2.0], 0.5, num_pairs=50, num_steps=2)
     assert result.ref_probs.tolist() == probs.double().tolist()  # kept as given
+
+
+# --- chapter 6's preference data: each refusal names its argument and the fix, word for word ----------------------
+def _annotator(**settings):
+    from rlhf_edu.preference_data import Annotator
+
+    return Annotator(**settings)
+
+
+def _population(groups, shares):
+    from rlhf_edu.preference_data import Population
+
+    return Population(groups, shares)
+
+
+def _pdata():
+    from rlhf_edu import preference_data
+
+    return preference_data
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        (
+            lambda: _population({"a": _annotator(), "b": _annotator()}, {"a": 0.5, "b": 0.6}),
+            ValueError,
+            "^shares must sum to 1, got 1.1: divide each by their sum$",
+        ),
+        (
+            lambda: _population({}, {}),
+            ValueError,
+            r"^the population is empty: give at least one group, e.g. \{'all': Annotator\(\)\}$",
+        ),
+        (
+            lambda: _annotator(weights={"tone": -1.0}),
+            ValueError,
+            r"^weights\['tone'\] must be >= 0, got -1: a weight says how much the group cares for a component: 0 for "
+            "not at all, never less$",
+        ),
+        (
+            lambda: _annotator(weights={"humour": 1.0}),
+            ValueError,
+            r"^weights names \['humour'\], which are not gold components: use correctness, relevance, tone, "
+            "concision, repetition$",
+        ),
+        (
+            lambda: _annotator(length_bias=-1.0),
+            ValueError,
+            "^length_bias must be >= 0, got -1: a flaw's strength in gold units: 0 for none$",
+        ),
+        (
+            lambda: _annotator(position_bias=-0.1),
+            ValueError,
+            "^position_bias must be >= 0, got -0.1: a flaw's strength in gold units: 0 for none$",
+        ),
+        (
+            lambda: _annotator(careless=1.5),
+            ValueError,
+            "^careless must be <= 1, got 1.5: the share of labels drawn at random$",
+        ),
+        (
+            lambda: _rate(thresholds=[]),
+            ValueError,
+            r"^thresholds is empty: a rating scale needs at least 2 points, so 1 threshold \(default: 5\)$",
+        ),
+        (
+            lambda: _rate(thresholds=[2.0, 1.0]),
+            ValueError,
+            r"^thresholds must increase, got \[2.0, 1.0\]: a higher point needs a higher utility$",
+        ),
+        (
+            lambda: _rank([["3"], ["4"]]),
+            ValueError,
+            r"^completions holds K = 1 answer per prompt: a ranking needs K >= 2 \(for one, use rate\)$",
+        ),
+        (
+            lambda: _rank([["3", "4"], ["3"]]),
+            ValueError,
+            r"^completions holds lists of \[1, 2\] answers: give every prompt the same number K of answers$",
+        ),
+        (lambda: _fit_format(k=1), ValueError, "^k must be >= 2, got 1: a ranking orders at least 2 answers$"),
+        (
+            lambda: _fit_format(k=5),
+            ValueError,
+            r"^k = 5 is more answers than the pool has per prompt \(4\): rank at most 4$",
+        ),
+        (
+            lambda: _fit_format(fmt="stars", k=2),
+            ValueError,
+            "^unknown format 'stars': use one of 'pairs', 'ratings', 'rankings'$",
+        ),
+        (
+            lambda: _pdata().two_groups(1.5),
+            ValueError,
+            "^warm_share must be <= 1, got 1.5: the warm group's share of the annotators$",
+        ),
+        (
+            lambda: _pdata().relabel(_pairs(), "world"),
+            TypeError,
+            "^labeller must be an Annotator or a Population, got str$",
+        ),
+        (
+            lambda: stats.logistic_regression(np.zeros((5, 2)), [0, 1, 0]),
+            ValueError,
+            r"^x must be \(N, d\) with N > d rows and y \(N,\), got \(5, 2\) and \(3,\)$",
+        ),
+        (
+            lambda: stats.logistic_regression(np.arange(5.0)[:, None], [0, 1, 2, 0, 1]),
+            ValueError,
+            r"^y must hold labels in \[0, 1\]: 1 where the first answer won$",
+        ),
+        (
+            lambda: _pdata().mixed_pairs(_pairs(), _pairs(), 1.5, 2),
+            ValueError,
+            "^share must be <= 1, got 1.5: the off-policy share of the pairs$",
+        ),
+        (
+            lambda: _pdata().mixed_pairs(_pairs(), _pairs(), -0.1, 2),
+            ValueError,
+            "^share must be >= 0, got -0.1: the off-policy share of the pairs$",
+        ),
+        (
+            lambda: _pdata().active_reward(_answer_pool(), _annotator(), 8, "greedy", np.random.default_rng(0)),
+            ValueError,
+            "^unknown strategy 'greedy': use one of 'random', 'uncertainty'$",
+        ),
+        (
+            lambda: _pdata().active_reward(_answer_pool(), _annotator(), 13, "random", np.random.default_rng(0)),
+            ValueError,
+            r"^budget = 13 is more pairs than the pool holds \(12\): lower it$",
+        ),
+    ],
+)
+def test_the_preference_data_refusals_say_what_to_fix(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+# Chapter 6's entry points that once failed deep inside numpy or torch: each now refuses by name (or works).
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        pytest.param(
+            lambda: _pdata().ask_twice(
+                _pdata().two_groups(0.5), ["add 1 and 2"], ["1 plus 2 is 3"], ["1 plus 2 is 4"], 0
+            ),
+            TypeError,
+            "labeller",
+            id="ask_twice(Population)",
+        ),
+        pytest.param(
+            lambda: _population({"a": "x"}, {"a": 1.0}),
+            TypeError,
+            "groups",
+            id="Population(a group that is a string)",
+        ),
+        pytest.param(
+            lambda: _pdata().careless_share_estimate([0, 2, 1], np.full(3, 0.5)),
+            ValueError,
+            "labels",
+            id="careless_share_estimate(label 2)",
+        ),
+        pytest.param(
+            lambda: _pdata().length_bias_estimate([0, 1, 1], np.zeros(3), np.zeros(2)),
+            ValueError,
+            "length_gap",
+            id="length_bias_estimate(gaps of other lengths)",
+        ),
+        pytest.param(
+            lambda: _pdata().AnswerPool.from_flat(["add 1 and 2"] * 6, ["3"] * 6, 4),
+            ValueError,
+            r"\bn\b",
+            id="AnswerPool.from_flat(6 answers, n=4)",
+        ),
+        pytest.param(
+            lambda: _pdata().fit_ratings(np.zeros((5, 2)), [1, 2, 3, 4, 5], 3),
+            ValueError,
+            "ratings",
+            id="fit_ratings(a rating above the scale)",
+        ),
+    ],
+)
+def test_preference_data_findings(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+def test_fit_format_takes_a_seed_as_the_annotator_does():
+    assert isinstance(_fit_format(fmt="pairs", rng=0), _pdata().LinearReward)

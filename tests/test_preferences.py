@@ -1,6 +1,7 @@
 import re
 from functools import partial
 
+import numpy as np
 import pytest
 from datasets import Dataset
 
@@ -9,6 +10,7 @@ from rlhf_edu.core.preferences import (
     check_pair_columns,
     collate_pairs,
     encode_pairs,
+    pair_dataset,
     pair_loader,
     pair_texts,
 )
@@ -145,3 +147,21 @@ def test_a_plain_training_config_gets_random_batches_of_pairs(tokenizer):
         pairs, collate, config, group_by_length=True, length=lambda pair: len(pair["chosen"]["input_ids"])
     )
     assert batches != [batch["index"].tolist() for batch in grouped]
+
+
+def test_pair_dataset_writes_what_build_preference_dataset_wrote(world):
+    # By hand: a is chosen where its label is 1, and p_chosen is p_a there and 1 − p_a where b was chosen.
+    prompts = ["add 3 and 5", "review the soup", "describe the cat"]
+    a = ["3 plus 5 is 8", "the soup is bland", "the cat is small"]
+    b = ["3 plus 5 is 9", "the soup is tasty", "the cat is big"]
+    pairs = pair_dataset(prompts, a, b, [1, 0, 1], [0.8, 0.3, 0.6], gold=world.gold_reward)
+    assert pairs.column_names == ["prompt", "chosen", "rejected", "gold_chosen", "gold_rejected", "p_chosen"]
+    assert pairs["prompt"] == [[{"role": "user", "content": p}] for p in prompts]
+    assert pairs["chosen"] == [[{"role": "assistant", "content": c}] for c in (a[0], b[1], a[2])]
+    assert pairs["rejected"] == [[{"role": "assistant", "content": r}] for r in (b[0], a[1], b[2])]
+    assert pairs["p_chosen"] == pytest.approx([0.8, 0.7, 0.6])
+    assert pairs["gold_chosen"] == pytest.approx(world.gold_reward(prompts, [a[0], b[1], a[2]]))
+    assert pairs["gold_rejected"] == pytest.approx(world.gold_reward(prompts, [b[0], a[1], b[2]]))
+    # numpy labels and probabilities are read the same way
+    again = pair_dataset(prompts, a, b, np.array([1, 0, 1]), np.array([0.8, 0.3, 0.6]), gold=world.gold_reward)
+    assert again.to_dict() == pairs.to_dict()

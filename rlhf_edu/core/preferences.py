@@ -4,15 +4,20 @@ This is the toy version of the book's ~100k preference pairs: sample two
 completions per prompt from a policy (usually the SFT model), ask the
 Bradley-Terry annotator which one it prefers, and keep the hidden gold rewards
 of both, so every later analysis can compare against the truth.
+
+The preference models themselves live here too, as plain functions on rewards: the
+Bradley-Terry probability and loss, and Plackett-Luce's for rankings. Chapter 7 trains
+reward models with them, and chapter 6 fits its feature-based reward models with them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import partial
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from datasets import Dataset
 from torch.utils.data import DataLoader
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -25,6 +30,101 @@ from .validation import check_int, check_number
 from .world import World, message_text
 
 PAIR_COLUMNS = ("prompt", "chosen", "rejected")
+
+
+# --- the Bradley-Terry and Plackett-Luce models: plain functions on rewards --------------------------
+def check_reward_pairs(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
+    for name, rewards in (("chosen_rewards", chosen_rewards), ("rejected_rewards", rejected_rewards)):
+        if not isinstance(rewards, torch.Tensor):
+            raise TypeError(
+                f"{name} must be a tensor, got {type(rewards).__name__}: wrap it, torch.tensor({name}), "
+                "with one reward per pair"
+            )
+    if chosen_rewards.shape != rejected_rewards.shape:
+        raise ValueError(
+            f"chosen_rewards {tuple(chosen_rewards.shape)} and rejected_rewards {tuple(rejected_rewards.shape)} "
+            "differ in shape: pass one chosen and one rejected reward per pair"
+        )
+
+
+def check_scored_pairs(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> None:
+    """Like :func:`check_reward_pairs`, and refuse no pairs at all: an accuracy of nothing is not a number."""
+    check_reward_pairs(chosen_rewards, rejected_rewards)
+    if chosen_rewards.numel() == 0:
+        raise ValueError("chosen_rewards is empty: an accuracy needs at least one scored pair")
+
+
+def preference_probability(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> torch.Tensor:
+    """P(y_c ≻ y_r | x) = σ(r_c − r_r), the Bradley-Terry model (eq:bradterry_unbounded, eq:bradterryrm).
+
+    Returns one probability per pair, shaped like the inputs.
+    """
+    check_reward_pairs(chosen_rewards, rejected_rewards)
+    return torch.sigmoid(chosen_rewards - rejected_rewards)
+
+
+def bradley_terry_loss(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, margin: torch.Tensor | float | None = None
+) -> torch.Tensor:
+    """−log σ(r_c − r_r − m) per pair (eq:rewardmodeling1; with a margin m, Llama 2's eq:rewardmodelingmargin).
+
+    The margin asks the chosen answer to win by at least m before the loss lets go;
+    it is a float for every pair or a tensor with one value per pair. ``logsigmoid``
+    keeps the loss finite at any gap, where ``log(sigmoid(-200))`` would be log 0.
+    Returns one loss per pair.
+    """
+    check_reward_pairs(chosen_rewards, rejected_rewards)
+    gaps = chosen_rewards - rejected_rewards
+    if margin is not None:
+        gaps = gaps - margin
+    return -F.logsigmoid(gaps)
+
+
+def check_rankings(rewards: torch.Tensor) -> None:
+    """Raise ValueError unless ``rewards`` is (B, K) with K >= 2: one ranked list of answers per row."""
+    if rewards.dim() != 2 or rewards.shape[1] < 2:
+        raise ValueError(
+            f"rewards has shape {tuple(rewards.shape)}: pass (B, K) rewards with K >= 2 answers per prompt, "
+            "each row sorted from most to least preferred"
+        )
+
+
+def plackett_luce_loss(rewards: torch.Tensor) -> torch.Tensor:
+    """−log P(ranking) under Plackett-Luce (eq:kwise_rm), for (B, K) rewards sorted best → worst: (B,).
+
+    P(ranking) = Π_k exp(r_k) / Σ_{j ≥ k} exp(r_j): the best answer is picked from all
+    K, then the best of the rest, and so on. With K = 2 it is the Bradley-Terry loss.
+    """
+    check_rankings(rewards)
+    # log Σ_{j ≥ k} exp(r_j) for every k at once: a running log-sum-exp from the worst end
+    log_normalizers = rewards.flip(1).logcumsumexp(dim=1).flip(1)  # (B, K)
+    return (log_normalizers - rewards).sum(dim=1)  # (B,)
+
+
+def pairwise_accuracy(chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor) -> float:
+    """Share of pairs the reward model ranks the way they were labelled (r_c > r_r; a tie counts as wrong)."""
+    check_scored_pairs(chosen_rewards, rejected_rewards)
+    return (chosen_rewards > rejected_rewards).float().mean().item()
+
+
+def expected_accuracy(
+    chosen_rewards: torch.Tensor, rejected_rewards: torch.Tensor, p_chosen: torch.Tensor | Sequence[float]
+) -> float:
+    """The reward model's accuracy averaged over fresh draws of the annotator's noisy labels.
+
+    A pair labelled with probability ``p_chosen`` agrees with a model that ranks it
+    the labelled way with probability p_chosen, and the other way with 1 − p_chosen.
+    Averaging those instead of 0/1 hits takes the label noise out of the estimate;
+    ranking by the gold reward itself gives :meth:`World.bayes_accuracy`, the ceiling.
+    """
+    check_scored_pairs(chosen_rewards, rejected_rewards)
+    p_chosen = torch.as_tensor(p_chosen, dtype=torch.float64)  # (N,)
+    if p_chosen.shape != chosen_rewards.shape:  # a length-1 p_chosen would broadcast over every pair
+        raise ValueError(
+            f"p_chosen has shape {tuple(p_chosen.shape)} but the rewards {tuple(chosen_rewards.shape)}: "
+            "pass one labelling probability per pair (the dataset's p_chosen column)"
+        )
+    return torch.where(chosen_rewards > rejected_rewards, p_chosen, 1 - p_chosen).mean().item()
 
 
 def build_preference_dataset(
@@ -81,18 +181,34 @@ def build_preference_dataset(
     prompts = [prompts[i] for i in keep]
     samples_a, samples_b = [samples_a[i] for i in keep], [samples_b[i] for i in keep]
     labels = world.label_pairs(prompts, samples_a, samples_b, rng=seed)  # 1 where a is preferred
+    p_a = world.preference_probability(prompts, samples_a, samples_b)
+    return pair_dataset(prompts, samples_a, samples_b, labels, p_a, gold=world.gold_reward)
+
+
+def pair_dataset(
+    prompts: Sequence[str],
+    samples_a: Sequence[str],
+    samples_b: Sequence[str],
+    labels: Sequence[int],
+    p_a: Sequence[float],
+    gold: Callable[[list[str], list[str]], list[float]],
+) -> Dataset:
+    """Labelled answer pairs as a TRL-format dataset: ``a`` is chosen where its label is 1, else ``b``.
+
+    ``p_a`` is the labeller's P(a ≻ b) and ``gold(prompts, completions)`` the world's gold reward; the columns
+    are :func:`build_preference_dataset`'s.
+    """
     a_preferred = np.array(labels, dtype=bool)  # pragma: no mutate (np.where reads 0/1 labels as bools alike)
     chosen = np.where(a_preferred, samples_a, samples_b).tolist()
     rejected = np.where(a_preferred, samples_b, samples_a).tolist()
-    p_a = world.preference_probability(prompts, samples_a, samples_b)
     return Dataset.from_dict(
         {
             "prompt": [[{"role": "user", "content": p}] for p in prompts],
             "chosen": [[{"role": "assistant", "content": c}] for c in chosen],
             "rejected": [[{"role": "assistant", "content": r}] for r in rejected],
-            "gold_chosen": world.gold_reward(prompts, chosen),
-            "gold_rejected": world.gold_reward(prompts, rejected),
-            "p_chosen": np.where(a_preferred, p_a, 1 - p_a).tolist(),
+            "gold_chosen": gold(list(prompts), chosen),
+            "gold_rejected": gold(list(prompts), rejected),
+            "p_chosen": np.where(a_preferred, p_a, 1 - np.asarray(p_a)).tolist(),
         }
     )
 

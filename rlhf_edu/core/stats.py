@@ -213,6 +213,64 @@ def pass_at_k_by_prompt(correct: RewardMatrix, ks: Sequence[int]) -> dict[int, n
     return {k: np.array([pass_at_k(correct.shape[1], int(c), k) for c in num_correct]) for k in ks}
 
 
+# --- reward models measured honestly: against chance, and within a prompt ---
+def ceiling_share(accuracy: float, bayes_accuracy: float) -> float:
+    """(accuracy − 0.5) / (Bayes accuracy − 0.5): how far from a coin flip toward the noise ceiling.
+
+    0 is chance and 1 the ceiling. The plain ratio accuracy / Bayes flatters: it gives a
+    coin flip 0.5 / 0.75 = 67% on pairs whose ceiling is 0.75.
+    """
+    if not 0.5 < bayes_accuracy <= 1:
+        raise ValueError(
+            f"bayes_accuracy must be in (0.5, 1], got {bayes_accuracy!r}: on pairs whose ceiling is "
+            "chance there is nothing to share (check that the pairs are not all ties)"
+        )
+    return (accuracy - 0.5) / (bayes_accuracy - 0.5)
+
+
+def within_prompt_agreement(scores: RewardMatrix, gold: RewardMatrix) -> float:
+    """Share of same-prompt answer pairs, among those the gold reward does not tie, that ``scores`` order alike.
+
+    ``scores`` and ``gold`` are (M prompts, N answers). Only answers to one prompt are
+    compared, so a reward model's constant per prompt cannot help or hurt; a score tie
+    counts one half. 0.5 is chance, 1 perfect.
+    """
+    scores, gold = as_reward_matrix(scores), as_reward_matrix(gold)
+    if scores.shape != gold.shape:
+        raise ValueError(f"scores {scores.shape} and gold {gold.shape} must be the same (M, N) matrix")
+    score_sign = np.sign(scores[:, :, None] - scores[:, None, :])  # (M, N, N)
+    gold_sign = np.sign(gold[:, :, None] - gold[:, None, :])  # (M, N, N)
+    untied = gold_sign > 0  # each untied pair once, from its better answer's row
+    if not untied.any():
+        raise ValueError("the gold reward ties every pair of answers: sample more varied answers per prompt")
+    return float(((score_sign == gold_sign) + 0.5 * (score_sign == 0))[untied].mean())
+
+
+def logistic_regression(x: np.ndarray, y: Sequence[float], steps: int = 50) -> tuple[np.ndarray, np.ndarray]:
+    """θ̂ of P(y = 1 | x) = σ(x · θ) by Newton's method, and its covariance (XᵀWX)⁻¹: (d,) and (d, d).
+
+    ``x`` is (N, d), with a column of ones for an intercept; ``y`` holds labels in [0, 1] (a soft label is a
+    mean of several). No penalty: for data a line separates perfectly, θ̂ does not exist, and the error says so.
+    """
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 2 or len(x) != len(y) or len(y) <= x.shape[1]:
+        raise ValueError(f"x must be (N, d) with N > d rows and y (N,), got {x.shape} and {y.shape}")
+    if not np.all((0 <= y) & (y <= 1)):
+        raise ValueError("y must hold labels in [0, 1]: 1 where the first answer won")
+    theta = np.zeros(x.shape[1])
+    for _ in range(steps):
+        p = 1 / (1 + np.exp(-x @ theta))  # (N,)
+        information = x.T @ (x * (p * (1 - p))[:, None])  # (d, d) XᵀWX
+        try:
+            step = np.linalg.solve(information, x.T @ (y - p))
+        except np.linalg.LinAlgError:  # the weights vanish where σ saturates: separated labels
+            break
+        theta = theta + step
+        if np.max(np.abs(step)) < 1e-10:
+            return theta, np.linalg.inv(information)
+    raise ValueError("the fit did not converge: the features separate the labels, so θ runs off; add labels")
+
+
 def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
     """The mean of ``values`` where ``mask`` is 1 (the real tokens), over ``dim`` or over everything.
 

@@ -18,6 +18,7 @@ SWEEPS = {
     "reasoning": "reasoning_sweep",
     "grpo-family": "grpo_family_sweep",
     "thinking": "thinking_sweep",
+    "preferences": "preferences_sweep",
 }
 
 
@@ -120,7 +121,7 @@ def main(argv: list[str] | None = None) -> int:
         "sweep",
         help="recompute a notebook's precomputed runs: notebook 11's β sweep "
         "(rloo, the default), notebook 8's runs (regularization), "
-        "notebook 04b's (pipeline, multi-round, pipeline-seeds), or "
+        "notebook 04b's (pipeline, multi-round, pipeline-seeds), notebooks 05 and 06's (preferences), "
         "notebook 13's (trl: needs the [trl] extra), or notebook 14's (reasoning, grpo-family, thinking)",
     )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))

@@ -496,3 +496,45 @@ def thinking_sweep(
         "samples": 16,
     }
     return save_json({"settings": settings, "seeds": runs}, out)
+
+
+def preferences_sweep(
+    out: str | Path = SWEEPS / "preferences.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Notebooks 05 and 06's sliders: a reward model trained per setting and seed, and what it does to a policy.
+
+    Per seed: the pairs are ``sft``'s (:func:`build_preference_dataset` at that seed), relabelled by
+    :func:`~rlhf_edu.experiments.preference_runs.share_runs`'s populations (each group's best-of-n gain, per
+    prompt) and by :func:`~rlhf_edu.experiments.preference_runs.length_bias_runs`' length-biased annotators (best-of-n
+    and RLOO). About 5 minutes a seed on one CPU thread; returns the path.
+    """
+    from . import preference_runs as runs
+
+    seeds = runs.SEEDS if seeds is None else seeds
+    preset = get_preset(preset)
+    sft, tokenizer = zoo.load("sft", preset, get_device(device))
+    world = World(seed=0, preset=preset)
+    results = {}
+    with one_thread():
+        sample = runs.held_out_sample(world, sft, tokenizer)
+        for seed in seeds:
+            pairs = build_preference_dataset(world, sft, tokenizer, seed=seed)
+            results[str(seed)] = {
+                "shares": runs.share_runs(sft, tokenizer, world, pairs, sample, seed),
+                "length_bias": runs.length_bias_runs(sft, tokenizer, world, pairs, sample, seed),
+            }
+    settings = {
+        "preset": preset.name,
+        "reward_model": runs.REWARD_MODEL,
+        "pooled_epochs": runs.POOLED_EPOCHS,
+        "rl": runs.LENGTH_RL,
+        "best_of": runs.BEST_OF,
+        "eval_prompts": runs.EVAL_PROMPTS,
+        "shares": list(runs.SHARES),
+        "length_biases": list(runs.LENGTH_BIASES),
+        "seeds": list(seeds),
+    }
+    return save_json({"settings": settings, "seeds": results}, out)
