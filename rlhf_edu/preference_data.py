@@ -152,8 +152,8 @@ class Annotator:
 
 
 def _generator(rng: np.random.Generator | int) -> np.random.Generator:
-    """A seed is used as it is, as the world's own annotator uses it: labels belong to the world."""
-    return rng if isinstance(rng, np.random.Generator) else np.random.default_rng(check_int(rng, "rng", low=0))
+    """A generator is used as it is; a seed goes through the runtime, so the seed offset moves these labels too."""
+    return numpy_rng(rng, "rng")
 
 
 def _check_k(completions: Sequence[Sequence[str]]) -> int:
