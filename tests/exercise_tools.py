@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import contextlib
+import functools
 import importlib
 import io
 from collections.abc import Callable
@@ -52,9 +53,10 @@ def exercise_ids(path: Path, call: str | None = None) -> list[str]:
     return list(dict.fromkeys(ids))
 
 
-def solutions_notebook(exercise_id: str) -> Path:
-    (path,) = (NOTEBOOK_DIR / "solutions").glob(f"{exercise_id.split('.')[0]}_*_solutions.ipynb")
-    return path
+@functools.cache
+def solutions_notebooks() -> dict[str, Path]:
+    """Each exercise id, and the worked-solutions notebook that checks it (found by its calls, not by its name)."""
+    return {i: path for path in sorted((NOTEBOOK_DIR / "solutions").glob("*.ipynb")) for i in exercise_ids(path)}
 
 
 def solution(exercise_id: str) -> Callable:
@@ -62,9 +64,8 @@ def solution(exercise_id: str) -> Callable:
 
     Runs the notebook's imports and that one definition, so a worked solution may use only what it imports.
     """
-    cells = [
-        code_of(c) for c in nbformat.read(solutions_notebook(exercise_id), as_version=4).cells if c.cell_type == "code"
-    ]
+    path = solutions_notebooks()[exercise_id]
+    cells = [code_of(c) for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code"]
     name = next(
         call.args[1].id
         for tree in cells
@@ -86,8 +87,8 @@ def verdict(exercise_id: str, function: Callable) -> tuple[bool, str]:
 
 
 def wrong_versions() -> dict[str, list[WrongVersion]]:
-    """Every exercise's wrong versions, from tests/wrong_versions/ch*.py (each module's ``WRONG``)."""
+    """Every exercise's wrong versions, from tests/wrong_versions/ (chNN.py, trl.py: each module's ``WRONG``)."""
     found: dict[str, list[WrongVersion]] = {}
-    for path in sorted((Path(__file__).parent / "wrong_versions").glob("ch*.py")):
+    for path in sorted((Path(__file__).parent / "wrong_versions").glob("[!_]*.py")):
         found |= importlib.import_module(f"tests.wrong_versions.{path.stem}").WRONG
     return found

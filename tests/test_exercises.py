@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from rlhf_edu.exercises import Case, Exercise, Prediction, check, check_function, exercise, hint, passed, predict
-from rlhf_edu.exercises.checks import REGISTRY, close, equal, register
+from rlhf_edu.exercises.checks import REGISTRY, close, equal, module_of, register
 from tests.exercise_tools import NOTEBOOK_DIR, exercise_ids, solution, verdict, wrong_versions
 
 CHAPTERS = sorted(NOTEBOOK_DIR.glob("*.ipynb"))
@@ -144,6 +144,8 @@ def test_a_prediction_is_noted_then_checked_against_what_happens(capsys):
     "call, error, words",
     [
         (lambda: check("99.9", 1), ValueError, "notebook 99's exercises are 99.1, 99.2, 99.3"),
+        (lambda: check("trl.9", 1), ValueError, "no exercise 'trl.9': the TRL notebook's exercises are trl.1, trl.2"),
+        (lambda: check("xyz.1", 1), ValueError, "no exercise 'xyz.1': an id starts with a chapter's number"),
         (lambda: check(7.1, 1), TypeError, 'a string such as "07.1"'),
         (lambda: check("99.2", 1), TypeError, "check_function('99.2', f)"),
         (lambda: check_function("99.1", abs), TypeError, "check('99.1', answer)"),
@@ -158,6 +160,13 @@ def test_a_wrong_call_says_how_to_call(call, error, words):
     with pytest.raises(error, match=None) as raised:
         call()
     assert words in str(raised.value)
+
+
+def test_an_id_prefix_names_the_module_that_declares_it():
+    """A chapter's number names its chNN module; the TRL notebook, which has no chapter, is "trl"."""
+    assert module_of("07") == "rlhf_edu.exercises.ch07" and module_of("04b") == "rlhf_edu.exercises.ch04b"
+    assert module_of("trl") == "rlhf_edu.exercises.trl" and module_of("xyz") is None
+    assert exercise("trl.1").id == "trl.1"
 
 
 def test_a_list_answer_is_told_where_it_first_differs_and_never_the_expected_values(capsys):

@@ -245,7 +245,7 @@ def test_trls_own_order_is_only_another_permutation(monkeypatch):
     """TRL's own sampler changes nothing but the order: read in sequence, its permutation gives the same run.
 
     The permutation comes from the seed another way than train_dpo's loader draws its own, so seed s
-    gives the two trainers unrelated orders, and their runs of one seed are not paired (notebook 13).
+    gives the two trainers unrelated orders, and their runs of one seed are not paired (the TRL notebook).
     """
     from accelerate.data_loader import SeedableRandomSampler
 

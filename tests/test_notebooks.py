@@ -305,8 +305,8 @@ def test_an_exercise_cell_holds_only_the_readers_stub_and_a_check_by_id(path):
                 and isinstance(rest[0], ast.Name)
                 and not call.keywords
             ), (
-                f'{path.name}: `{ast.unparse(call)}` must be {call.func.id}("NN.k", name): the id and the reader\'s '
-                "variable or function only, so that no expected value shows"
+                f'{path.name}: `{ast.unparse(call)}` must be {call.func.id}("NN.k", name) ("trl.k" in the TRL '
+                "notebook): the id and the reader's variable or function only, so that no expected value shows"
             )
         for statement in tree.body:
             problem = stub_problem(statement)

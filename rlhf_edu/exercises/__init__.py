@@ -7,9 +7,9 @@
     predict("04.4", prediction)             # a prediction, noted before the run; the check says if it held
     hint()                                  # the last exercise's next hint: a nudge, then the equation and its terms
 
-Each notebook's exercises are declared in its own module (``ch08.py`` for ``08_regularization.ipynb``): the expected
-values, the cases and the hints, so that a notebook shows no answer. This floor imports any other; nothing in the
-package imports it.
+Each notebook's exercises are declared in its own module (``ch08.py`` for ``08_regularization.ipynb``, ``trl.py``
+for ``graduate_to_trl.ipynb``, whose ids are "trl.1", …): the expected values, the cases and the hints, so that a
+notebook shows no answer. This floor imports any other; nothing in the package imports it.
 """
 
 from .checks import Case, Exercise, Prediction, check, check_function, exercise, hint, passed, predict

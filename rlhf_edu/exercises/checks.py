@@ -1,9 +1,10 @@
 """The machinery of the exercises: a verdict by id, function checks case by case, predictions, graded hints.
 
-An exercise is declared once, in its chapter's module (``ch07.py`` for notebook 07), with what a notebook must
-not show: its expected value or reference function, its test inputs and its tolerance. A notebook shows only the
-question, the reader's cell and one call; ``check`` and ``check_function`` print ✅ or ❌, and ``hint()`` gives the
-last exercise's hints one at a time, so a saved notebook (whose exercises are unanswered) shows neither.
+An exercise is declared once, in its notebook's module (``ch07.py`` for notebook 07's "07.k", ``trl.py`` for the
+TRL notebook's "trl.k"), with what a notebook must not show: its expected value or reference function, its test
+inputs and its tolerance. A notebook shows only the question, the reader's cell and one call; ``check`` and
+``check_function`` print ✅ or ❌, and ``hint()`` gives the last exercise's hints one at a time, so a saved notebook
+(whose exercises are unanswered) shows neither.
 """
 
 from __future__ import annotations
@@ -72,18 +73,41 @@ def register(*exercises: Exercise) -> None:
         REGISTRY[exercise.id] = exercise
 
 
+NAMED_NOTEBOOKS = {"trl": "the TRL notebook"}  # id prefixes that are not a chapter number, and their notebooks
+
+
+def notebook_of(prefix: str) -> str:
+    """The notebook an id prefix names, in words: "notebook 07" for "07", "the TRL notebook" for "trl"."""
+    return NAMED_NOTEBOOKS.get(prefix, f"notebook {prefix}")
+
+
+def module_of(prefix: str) -> str | None:
+    """The module declaring an id prefix's exercises: ``…ch07`` for "07", ``…ch04b`` for "04b", ``…trl`` for "trl"."""
+    if prefix in NAMED_NOTEBOOKS:
+        return f"{__package__}.{prefix}"
+    return f"{__package__}.ch{prefix}" if prefix[:1].isdigit() else None
+
+
 def exercise(exercise_id: str) -> Exercise:
-    """The exercise with this id ("07.1" is notebook 07's first), importing its chapter's module on first use."""
+    """The exercise with this id ("07.1" is notebook 07's first, "trl.1" the TRL notebook's), loaded on first use."""
     if not isinstance(exercise_id, str) or "." not in exercise_id:
         raise TypeError(f'exercise_id must be a string such as "07.1", got {exercise_id!r}')
-    chapter = exercise_id.split(".")[0]
+    if exercise_id in REGISTRY:
+        return REGISTRY[exercise_id]
+    prefix = exercise_id.split(".")[0]
+    module = module_of(prefix)
+    if module is None:
+        names = ", ".join(f'"{name}"' for name in NAMED_NOTEBOOKS)
+        raise ValueError(f'no exercise {exercise_id!r}: an id starts with a chapter\'s number ("07.1") or {names}')
     try:
-        importlib.import_module(f"rlhf_edu.exercises.ch{chapter}")
-    except ModuleNotFoundError:
-        pass  # reported below, with the ids there are
+        importlib.import_module(module)
+    except ModuleNotFoundError as error:
+        if error.name != module:
+            raise  # the module is there, but something it imports is not
+        # no such module: reported below, with the ids there are
     if exercise_id not in REGISTRY:
-        known = ", ".join(sorted(i for i in REGISTRY if i.startswith(f"{chapter}."))) or "none"
-        raise ValueError(f"no exercise {exercise_id!r}: notebook {chapter}'s exercises are {known}")
+        known = ", ".join(sorted(i for i in REGISTRY if i.startswith(f"{prefix}."))) or "none"
+        raise ValueError(f"no exercise {exercise_id!r}: {notebook_of(prefix)}'s exercises are {known}")
     return REGISTRY[exercise_id]
 
 
@@ -152,8 +176,8 @@ def hint(exercise_id: str | None = None) -> None:
         _STATE["hints_given"][exercise_id] = given + 1
         print(f"💡 hint {given + 1} of {len(ex.hints)}: {ex.hints[given]}")
     else:
-        chapter = exercise_id.split(".")[0]
-        print(f"💡 no more hints for {exercise_id}: its worked solution is in notebooks/solutions/, notebook {chapter}")
+        where = notebook_of(exercise_id.split(".")[0])
+        print(f"💡 no more hints for {exercise_id}: its worked solution is in notebooks/solutions/, {where}")
 
 
 def _begin(exercise_id: str) -> Exercise:

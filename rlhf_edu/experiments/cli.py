@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute a notebook's precomputed runs: notebook 11's β sweep "
         "(rloo, the default), notebook 8's runs (regularization), "
         "notebook 04b's (pipeline, multi-round, pipeline-seeds), notebooks 05 and 06's (preferences), "
-        "notebook 13's (trl: needs the [trl] extra), or notebook 14's (reasoning, grpo-family, thinking)",
+        "notebook 14's (reasoning, grpo-family, thinking), or the TRL notebook's (trl: needs the [trl] extra)",
     )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")

@@ -49,7 +49,7 @@ from ..core.zoo import no_progress_bars
 from ..direct_alignment import DPOConfig, train_dpo
 from ..policy_gradients import PolicyGradientConfig, train_policy_gradient
 
-TRL_VERSION = "1.16.0"  # the version the tests and notebook 13 run; pyproject's [trl] extra pins it
+TRL_VERSION = "1.16.0"  # the version the tests and the TRL notebook run; pyproject's [trl] extra pins it
 # this project's DPO losses that TRL 1.16 computes the same way under the same name; its "ipo" divides each
 # log-ratio by the answer's length, where ours (direct_alignment.dpo_loss) takes summed log-probs
 TRL_DPO_LOSS_TYPES = ("sigmoid", "hinge", "robust")
@@ -381,12 +381,12 @@ SIDE_BY_SIDE_PATH = Path(__file__).parent / "sweeps" / "trl_side_by_side.json"
 
 
 def dpo_recipe(seed: int = 0, progress: bool = True) -> DPOConfig:
-    """Notebook 13's DPO settings: notebook 12's β = 0.1, one epoch, pairs in a shuffled order (as TRL takes them)."""
+    """The TRL notebook's DPO settings: notebook 12's β = 0.1, one epoch, pairs in a shuffled order (TRL's way)."""
     return DPOConfig(beta=0.1, num_epochs=1, group_by_length=False, seed=seed, progress=progress)
 
 
 def grpo_recipe(seed: int = 0, progress: bool = True) -> PolicyGradientConfig:
-    """Notebook 13's GRPO settings: 16 prompts × 8 answers per step for 30 steps, β = 0.04, on the gold reward."""
+    """The TRL notebook's GRPO settings: 16 prompts × 8 answers per step for 30 steps, β = 0.04, on the gold reward."""
     return PolicyGradientConfig(
         algorithm="grpo",
         learning_rate=3e-4,
@@ -527,7 +527,7 @@ def run_recipes(
     num_eval_prompts: int = SIDE_BY_SIDE_EVAL_PROMPTS,
     own_order: bool = False,
 ) -> dict[str, SideBySide]:
-    """Notebook 13's side-by-sides from ``model``, all judged by the gold reward on the same held-out prompts.
+    """The TRL notebook's side-by-sides from ``model``, all judged by the gold reward on the same held-out prompts.
 
     DPO trains on :data:`NUM_PAIRS` pairs sampled from ``model`` and labelled by the world's
     annotator, both trainers taking them in the same order; GRPO on the training prompts
@@ -581,7 +581,7 @@ def side_by_side_sweep(
 ) -> Path:
     """:func:`run_recipes` with each training seed in ``seeds``, summarised to JSON at ``out``; returns the path.
 
-    Notebook 13 reads it to say how far apart two trainers land when only the seed differs.
+    The TRL notebook reads it to say how far apart two trainers land when only the seed differs.
     About 2 minutes a seed on one CPU thread (measured with two seeds running side by side on 2 cores).
     """
     runs = {}

@@ -387,7 +387,7 @@ def pipeline_seed_runs(
 def trl_side_by_side_runs(
     out: str | Path = SWEEPS, preset: str | Preset | None = None, device: str | None = None
 ) -> Path:
-    """Notebook 13's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
+    """The TRL notebook's five-seed runs of both recipes by both trainers, as ``trl_side_by_side.json`` in ``out``.
 
     :func:`~rlhf_edu.experiments.graduate.side_by_side_sweep` from the shipped ``sft``; it needs the
     ``[trl]`` extra. About 2 minutes a seed on one CPU thread.

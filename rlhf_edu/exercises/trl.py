@@ -1,4 +1,5 @@
-"""Notebook 13's exercises (graduate to TRL): GRPO's counts in TRL's terms, TRL's DPO config, a pairing by seed."""
+"""The TRL notebook's exercises (``graduate_to_trl.ipynb``): GRPO's counts in TRL's terms, TRL's DPO config, a
+pairing by seed. Its ids are "trl.1" to "trl.3": the notebook belongs to no chapter, so its ids carry no number."""
 
 from __future__ import annotations
 
@@ -41,7 +42,7 @@ def _count_cases() -> list[Case]:
         )
 
     return [
-        Case("notebook 13's recipe: 16 prompts × 8 answers, one update a rollout, 30 rollouts", (grpo(16, 8, 1, 30),)),
+        Case("the notebook's recipe: 16 prompts × 8 answers, one update a rollout, 30 rollouts", (grpo(16, 8, 1, 30),)),
         Case("8 prompts × 4 answers in 2 updates a rollout, 50 rollouts", (grpo(8, 4, 2, 50),)),
         Case("16 prompts × 8 answers in 4 updates a rollout, 10 rollouts", (grpo(16, 8, 4, 10),)),
         Case("3 prompts × 4 answers in 2 updates: the cut falls inside a prompt's group", (grpo(3, 4, 2, 20),)),
@@ -66,7 +67,7 @@ def _wrongly_paired_z() -> float:
 
 register(
     Exercise(
-        "13.1",
+        "trl.1",
         success="TRL's batch is a rollout's batch_size × num_generations completions over num_mini_batches updates; "
         "steps_per_generation is num_mini_batches, and max_steps counts updates",
         hints=(
@@ -81,7 +82,7 @@ register(
         cases=_count_cases,
     ),
     Exercise(
-        "13.2",
+        "trl.2",
         success="field by field, TRL's DPO config is this project's recipe",
         hints=(
             "which of `dpo_recipe()`'s fields does TRL name the same way, and which under another name? Start from "
@@ -95,7 +96,7 @@ register(
         compare=_dpo_fields_differ,
     ),
     Exercise(
-        "13.3",
+        "trl.3",
         success="paired by seed, TRL's own-order runs sit about 4.2 standard errors above ours: a pairing that "
         "nothing supports, against the unpaired 1.5",
         hints=(

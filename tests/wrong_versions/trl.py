@@ -1,12 +1,12 @@
-"""Plausible wrong answers to notebook 13's function exercise, each with the case its check must name."""
+"""Plausible wrong answers to the TRL notebook's function exercise, each with the case its check must name."""
 
 from tests.exercise_tools import WrongVersion
 
-RECIPE = "notebook 13's recipe: 16 prompts × 8 answers, one update a rollout, 30 rollouts"
+RECIPE = "the notebook's recipe: 16 prompts × 8 answers, one update a rollout, 30 rollouts"
 HALVES = "8 prompts × 4 answers in 2 updates a rollout, 50 rollouts"
 
 WRONG = {
-    "13.1": [
+    "trl.1": [
         WrongVersion(  # this project's count: TRL's batch taken for prompts, as batch_size is here
             "TRL's batch in prompts",
             lambda c: (c.batch_size // c.num_mini_batches, c.num_mini_batches, c.num_steps * c.num_mini_batches),
