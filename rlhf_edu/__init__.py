@@ -12,12 +12,14 @@ The package has four floors, visible in its folders, and ``tests/test_layers.py`
   ``widgets`` and ``zoo`` (with the shipped ``checkpoints/``).
 - The chapter modules sit at the top of the package, one per concept, each importing the core
   and earlier chapters only: ``pretraining`` (chapter 3), ``mdp``, ``objective`` and ``bandit``
-  (chapter 4), ``reward_modeling`` (7), ``regularization`` (8), ``instruction_tuning`` (9),
-  ``rejection_sampling`` (10), ``policy_gradients`` (11), ``direct_alignment`` (12), ``reasoning``
-  (14) and ``overoptimization`` (17).
+  (chapter 4), ``preference_data`` (5 and 6), ``reward_modeling`` (7), ``regularization`` (8),
+  ``instruction_tuning`` (9), ``rejection_sampling`` (10), ``policy_gradients`` (11),
+  ``direct_alignment`` (12), ``ai_feedback`` and ``constitution`` (13), ``reasoning`` (14),
+  ``distillation`` (15) and ``overoptimization`` (17).
 - ``rlhf_edu.experiments`` uses every chapter, and nothing below imports it: ``recipes`` (which
   chapter trainer builds which zoo checkpoint, and the shipped ``sweeps/``), ``pipeline``,
-  ``graduate`` (the TRL bridge), ``figures``, ``claims`` and ``cli`` (the ``rlhf-edu`` command).
+  ``preference_runs`` and ``feedback_runs`` (notebooks 05, 06 and 13's runs), ``graduate`` (the TRL
+  bridge), ``figures``, ``claims`` and ``cli`` (the ``rlhf-edu`` command).
 - ``rlhf_edu.exercises`` holds the notebooks' exercises, checked by id (``check``, ``check_function``,
   ``predict``, ``hint``), one module per notebook; it may use anything, and nothing in the package uses it.
 

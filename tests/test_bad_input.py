@@ -530,7 +530,129 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
     )
     for value in (1.5, -0.1):
         add(f"mixed_pairs(share={value})", "share", lambda v=value: pdata.mixed_pairs(_pairs(), _pairs(), v, 2))
+    from rlhf_edu import ai_feedback as af
+
+    for value in ("3", "", "1 2", "one"):
+        add(f"parse_verdict({value!r})", "verdict", lambda v=value: af.parse_verdict(v))
+    add("parse_verdict(None)", "verdict", lambda: af.parse_verdict(None))
+    add("judge_message(prompt=3)", "prompt", lambda: af.judge_message(3, "3 plus 5 is 8", "3 plus 5 is 9"))
+    add("judge_message(second=None)", "second", lambda: af.judge_message("add 3 and 5", "3 plus 5 is 8", None))
+    add(
+        "judge_rows(lengths differ)",
+        "chosen",
+        lambda: af.judge_rows(["add 3 and 5"], ["3 plus 5 is 8", "8"], ["3 plus 5 is 9"]),
+    )
+    add("position_consistency(lengths differ)", "first_wins_ab", lambda: af.position_consistency([1, 0], [1]))
+    add("first_position_share(lengths differ)", "first_wins_ab", lambda: af.first_position_share([1, 0], [1]))
+    add(
+        "debiased_margins(lengths differ)",
+        "margins_ab",
+        lambda: af.debiased_margins(torch.zeros(2), torch.zeros(3)),
+    )
+    add("self_preference(lengths differ)", "picks_own", lambda: af.self_preference([1, 0], [1]))
+    add(
+        "judge_margins(lengths differ)",
+        "first answers",
+        lambda: af.judge_margins(zoo.load("sft", device="cpu")[0], tokenizer, ["add 3 and 5"], [], ["3 plus 5 is 9"]),
+    )
+    add(
+        "agreement(margins of 1 for 2 pairs)",
+        "margins",
+        lambda: af.agreement(torch.zeros(1), _pair_dataset(2, p_chosen=[0.6, 0.7]), World()),
+    )
+    add("annotator_labels(seed=-1)", "seed", lambda: af.annotator_labels(World(), ["add 1 and 2"], ["3"], ["4"], -1))
+    from rlhf_edu import constitution as ca
+
+    add(
+        "revise(constitution=())",
+        "constitution",
+        lambda: ca.revise("add 3 and 5", "3 plus 5 is 8", constitution=()),
+    )
+    add(
+        "revise(constitution=('be brief',))",
+        "constitution",
+        lambda: ca.revise("add 3 and 5", "3 plus 5 is 8", constitution=("be brief",)),
+    )
+    add(
+        "revise(constitution=one Principle)",
+        "constitution",
+        lambda: ca.revise("add 3 and 5", "3 plus 5 is 8", constitution=ca.CONSTITUTION[0]),
+    )
+    add("revise_all(lengths differ)", "completions", lambda: ca.revise_all(["add 3 and 5"], []))
+    add("revise_all(a bare string)", "prompts", lambda: ca.revise_all("add 3 and 5", "3 plus 5 is 8"))
+    add("critiques(lengths differ)", "completions", lambda: ca.critiques(["add 3 and 5", "add 1 and 2"], ["8"]))
+    add("Principle(name='')", "name", lambda: ca.Principle("", "be kind", ca.too_long, ca.cut_to_brief))
+    add("Principle(critique='x')", "critique", lambda: ca.Principle("kind", "be kind", "x", ca.cut_to_brief))
+    add(
+        "Principle(component='humour')",
+        "component",
+        lambda: ca.Principle("kind", "be kind", ca.too_long, ca.cut_to_brief, "humour"),
+    )
+    from rlhf_edu import distillation as dist
+
+    for field in dataclasses.fields(dist.DistillationConfig):  # its own fields, beyond TrainingConfig's above
+        if field.name in {f.name for f in dataclasses.fields(TrainingConfig)}:
+            continue
+        for value in ("unknown", 3) if field.name == "kind" else (NAN, "1", -1):
+            add(
+                f"DistillationConfig({field.name}={value!r})",
+                field.name,
+                lambda f=field.name, v=value: dist.DistillationConfig(**{f: v}),
+            )
+    add("DistillationConfig(teacher_tokens=0)", "teacher_tokens", lambda: dist.DistillationConfig(teacher_tokens=0))
+    add(
+        "DistillationConfig(kind='on_policy', num_epochs=2)",
+        "num_epochs",
+        lambda: dist.DistillationConfig(kind="on_policy", num_epochs=2),
+    )
+    add(
+        "smaller_student(num_layers=0)", "num_layers", lambda: dist.smaller_student(zoo.load("sft", device="cpu")[0], 0)
+    )
+    add("smaller_student(num_layers=L)", "num_layers", lambda: _smaller_student_of_every_layer())
+    add(
+        "self_training(real_share=1.5)",
+        "real_share",
+        lambda: dist.self_training(
+            zoo.load("sft", device="cpu")[0], tokenizer, World(), ["add 1 and 2"], 1, real_share=1.5
+        ),
+    )
+    add(
+        "self_training(generations=0)",
+        "generations",
+        lambda: dist.self_training(zoo.load("sft", device="cpu")[0], tokenizer, World(), ["add 1 and 2"], 0),
+    )
+    add(
+        "check_same_vocabulary(a student of 128 tokens)",
+        "vocabulary",
+        lambda: dist.check_same_vocabulary(zoo.load("sft", device="cpu")[0], _other_vocabulary_model(), tokenizer),
+    )
+    add(
+        "forward_kl_loss(vocabularies differ)",
+        "teacher_logits",
+        lambda: dist.forward_kl_loss(torch.zeros(1, 2, 3), torch.zeros(1, 2, 4), torch.ones(1, 2)),
+    )
+    add("filter_by(keep=[1])", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], [1]))
+    add("filter_by(keep of another length)", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], []))
     return probes
+
+
+def _smaller_student_of_every_layer():
+    from rlhf_edu.core import zoo
+    from rlhf_edu.distillation import smaller_student
+
+    model = zoo.load("sft", device="cpu")[0]
+    return smaller_student(model, model.config.num_hidden_layers)
+
+
+def _other_vocabulary_model():
+    """A one-layer Llama over 128 tokens, not the world tokenizer's 95; the global RNG is left as it was."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=128, hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2
+    )
+    with torch.random.fork_rng(devices=[]):
+        return LlamaForCausalLM(config).eval()
 
 
 def _outcome(argument: str, call) -> str:
@@ -1343,3 +1465,208 @@ def test_preference_data_findings(call, error, message):
 
 def test_fit_format_takes_a_seed_as_the_annotator_does():
     assert isinstance(_fit_format(fmt="pairs", rng=0), _pdata().LinearReward)
+
+
+# --- chapters 13 and 15: AI feedback, the constitution, distillation ------------------------------------------------
+def _af():
+    from rlhf_edu import ai_feedback
+
+    return ai_feedback
+
+
+def _ca():
+    from rlhf_edu import constitution
+
+    return constitution
+
+
+def _dist():
+    from rlhf_edu import distillation
+
+    return distillation
+
+
+def _sft():
+    from rlhf_edu.core import zoo
+
+    return zoo.load("sft", device="cpu")
+
+
+@pytest.mark.parametrize(
+    "call, error, message",
+    [
+        pytest.param(
+            lambda: _af().parse_verdict("3"),
+            ValueError,
+            r"^verdict '3' is not one of the judge's two answers \('1', '2'\): a judge writes one word, '1' for the "
+            r"answer shown first or '2' for the one shown second; read its margins instead \(judge_margins\)",
+            id="parse_verdict('3')",
+        ),
+        pytest.param(
+            lambda: _af().parse_verdict(""),
+            ValueError,
+            r"^verdict '' is not one of the judge's two answers",
+            id="parse_verdict('')",
+        ),
+        pytest.param(
+            lambda: _af().judge_message(3, "3 plus 5 is 8", "3 plus 5 is 9"),
+            TypeError,
+            r"^prompt must be a string or a list of \{'role', 'content'\} messages, got 3$",
+            id="judge_message(3, ...)",
+        ),
+        pytest.param(
+            lambda: _af().judge_rows(["add 3 and 5"], ["3 plus 5 is 8", "8"], ["3 plus 5 is 9"]),
+            ValueError,
+            "^got 1 prompts but 2 chosen answers: pass one per example$",
+            id="judge_rows(lengths differ)",
+        ),
+        pytest.param(
+            lambda: _af().position_consistency([1, 0, 1], [1, 0]),
+            ValueError,
+            "^got 3 first_wins_ab but 2 first_wins_ba: pass one per example$",
+            id="position_consistency(lengths differ)",
+        ),
+        pytest.param(
+            lambda: _af().debiased_margins(torch.zeros(2), torch.zeros(3)),
+            ValueError,
+            r"^margins_ab has shape \(2,\) and margins_ba \(3,\): pass two \(N,\) margins of the same N pairs, as "
+            r"judge_margins returns them for each order$",
+            id="debiased_margins(lengths differ)",
+        ),
+        pytest.param(
+            lambda: _af().self_preference([1, 0], [1]),
+            ValueError,
+            "^got 2 picks_own but 1 own_better: pass one per example$",
+            id="self_preference(lengths differ)",
+        ),
+        pytest.param(
+            lambda: _ca().revise("add 3 and 5", "3 plus 5 is 8", constitution=()),
+            ValueError,
+            r"^constitution is empty \(got \(\)\): pass at least one Principle, e.g. constitution.CONSTITUTION$",
+            id="revise(constitution=())",
+        ),
+        pytest.param(
+            lambda: _ca().revise("add 3 and 5", "3 plus 5 is 8", constitution=("be brief",)),
+            TypeError,
+            r"^constitution\[0\] must be a Principle, got 'be brief' \(str\): build one with Principle\(name, text, "
+            r"critique, revise\), or take it from CONSTITUTION$",
+            id="revise(constitution=('be brief',))",
+        ),
+        pytest.param(
+            lambda: _ca().revise_all(["add 3 and 5"], []),
+            ValueError,
+            "^got 1 prompts but 0 completions: pass one per example$",
+            id="revise_all(lengths differ)",
+        ),
+        pytest.param(
+            lambda: _dist().DistillationConfig(teacher_tokens=0),
+            ValueError,
+            "^teacher_tokens must be >= 1, got 0: the budget of completion tokens the teacher generates or scores, "
+            "e.g. 10_000$",
+            id="DistillationConfig(teacher_tokens=0)",
+        ),
+        pytest.param(
+            lambda: _dist().DistillationConfig(kind="logits"),
+            ValueError,
+            "^unknown kind 'logits': use one of 'sequence', 'token', 'on_policy'$",
+            id="DistillationConfig(kind='logits')",
+        ),
+        pytest.param(
+            lambda: _dist().smaller_student(_sft()[0], 0),
+            ValueError,
+            "^num_layers must be >= 1, got 0: keep between 1 and 3 of the model's 4 layers$",
+            id="smaller_student(num_layers=0)",
+        ),
+        pytest.param(
+            lambda: _dist().self_training(*_sft(), World(), ["add 1 and 2"], 1, real_share=1.5),
+            ValueError,
+            r"^real_share must be <= 1, got 1.5: the share of real demonstrations in each round's data, in \[0, 1\]$",
+            id="self_training(real_share=1.5)",
+        ),
+        pytest.param(
+            lambda: _dist().self_training(*_sft(), World(), ["add 1 and 2"], 0),
+            ValueError,
+            "^generations must be >= 1, got 0: the number of sample → train rounds, e.g. 5$",
+            id="self_training(generations=0)",
+        ),
+        pytest.param(
+            lambda: _dist().check_same_vocabulary(_sft()[0], _other_vocabulary_model(), _sft()[1]),
+            ValueError,
+            r"^the teacher's vocabulary has 95 tokens and the student's 128, so their next-token distributions cannot "
+            r"be compared token by token: distil between models that share the world tokenizer; sequence-level "
+            r"distillation needs only text \(kind='sequence', or train_sft on the teacher's answers\)$",
+            id="check_same_vocabulary(a student of 128 tokens)",
+        ),
+    ],
+)
+def test_the_new_chapters_refusals_say_what_to_fix(call, error, message):
+    with pytest.raises(error, match=message):
+        call()
+
+
+# Inputs the new chapters' entry points once took silently, or refused from deep inside (found by this probe).
+
+
+def test_an_empty_prompt_is_not_shown_to_the_judge():
+    with pytest.raises(ValueError, match="prompt"):
+        _af().judge_message("", "3 plus 5 is 8", "3 plus 5 is 9")
+
+
+def test_judge_rows_refuses_bare_strings():
+    with pytest.raises(TypeError, match="prompts"):
+        _af().judge_rows("ab", "cd", "ef")
+
+
+def test_position_bias_of_no_verdicts_is_refused():
+    with pytest.raises(ValueError, match="first_wins_ab"):
+        _af().position_consistency([], [])
+
+
+def test_position_bias_takes_only_zero_or_one_verdicts():
+    with pytest.raises(ValueError, match="first_wins_ab"):
+        _af().position_consistency([2, 0.5], [0, 1])
+
+
+def test_debiased_margins_take_lists_and_refuse_shapes_that_broadcast():
+    assert _af().debiased_margins([1.0], [2.0]).tolist() == [-0.5]
+    with pytest.raises(ValueError, match="margins_ab"):
+        _af().debiased_margins(torch.zeros(2, 1), torch.zeros(2, 3))
+
+
+def test_self_preference_takes_verdicts_and_both_kinds_of_pair():
+    with pytest.raises(ValueError, match="picks_own"):
+        _af().self_preference([0.5, 1.0], [0, 1])
+    with pytest.raises(ValueError, match="own_better holds 1 pair"):
+        _af().self_preference([1, 0, 1], [0, 1, 1])
+
+
+def test_ai_labelled_pairs_refuse_labels_of_another_length():
+    prompts, a, b = (
+        ["add 3 and 5", "add 1 and 2"],
+        ["3 plus 5 is 8", "1 plus 2 is 3"],
+        ["3 plus 5 is 9", "1 plus 2 is 4"],
+    )
+    with pytest.raises(ValueError, match="labels"):
+        _af().ai_labelled_pairs(World(), prompts, a, b, [1])
+
+
+@pytest.mark.parametrize("labels", [[1, 2], [0.3, 0.9]])
+def test_ai_labelled_pairs_refuse_labels_that_are_not_zero_or_one(labels):
+    prompts, a, b = (
+        ["add 3 and 5", "add 1 and 2"],
+        ["3 plus 5 is 8", "1 plus 2 is 3"],
+        ["3 plus 5 is 9", "1 plus 2 is 4"],
+    )
+    with pytest.raises(ValueError, match="labels"):
+        _af().ai_labelled_pairs(World(), prompts, a, b, labels)
+
+
+@pytest.mark.parametrize("num_layers", [0, 8])
+def test_kept_layers_refuses_a_count_out_of_range(num_layers):
+    with pytest.raises(ValueError, match="num_layers"):
+        _dist().kept_layers(4, num_layers)
+
+
+def test_token_mean_names_the_mask_of_another_shape():
+    with pytest.raises(ValueError, match="mask"):
+        _dist().token_mean(torch.zeros(2), torch.ones(3, 2))

@@ -37,7 +37,7 @@ from .runtime import Preset, get_device, get_preset, seed_everything
 from .tokenizer import build_tokenizer
 
 SHIPPED_DIR = Path(__file__).parent / "checkpoints"
-CHECKPOINTS = ("base", "sft", "rm")  # in build order: each recipe starts from the one before
+CHECKPOINTS = ("base", "sft", "rm", "judge")  # in build order: each recipe starts from one before it
 
 
 def check_checkpoint_name(name: str) -> None:
@@ -93,7 +93,12 @@ def load(
 
 
 # The class each zoo checkpoint is saved as: two language models, then the reward model.
-ARCHITECTURES = {"base": "LlamaForCausalLM", "sft": "LlamaForCausalLM", "rm": "LlamaForSequenceClassification"}
+ARCHITECTURES = {
+    "base": "LlamaForCausalLM",
+    "sft": "LlamaForCausalLM",
+    "rm": "LlamaForSequenceClassification",
+    "judge": "LlamaForCausalLM",
+}
 
 
 def check_checkpoint_kind(model: PreTrainedModel, name: str, preset: Preset, fix: str) -> None:

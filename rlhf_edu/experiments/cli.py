@@ -19,6 +19,7 @@ SWEEPS = {
     "grpo-family": "grpo_family_sweep",
     "thinking": "thinking_sweep",
     "preferences": "preferences_sweep",
+    "ai-feedback": "ai_feedback_sweep",
 }
 
 
@@ -122,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
         help="recompute a notebook's precomputed runs: notebook 11's β sweep "
         "(rloo, the default), notebook 8's runs (regularization), "
         "notebook 04b's (pipeline, multi-round, pipeline-seeds), notebooks 05 and 06's (preferences), "
-        "notebook 14's (reasoning, grpo-family, thinking), or the TRL notebook's (trl: needs the [trl] extra)",
+        "notebook 13's (ai-feedback), notebook 14's (reasoning, grpo-family, thinking), "
+        "or the TRL notebook's (trl: needs the [trl] extra)",
     )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))
     sweep_parser.add_argument("--out", default=None, help="write here instead of the package's own file")

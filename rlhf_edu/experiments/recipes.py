@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from ..ai_feedback import train_judge
 from ..core import zoo
 from ..core.evaluation import gold_eval_fn
 from ..core.preferences import build_preference_dataset
@@ -94,7 +95,22 @@ def build_reward_model(preset: Preset | None = None, device: torch.device | None
     return model, tokenizer
 
 
-RECIPES: dict[str, Callable[..., Built]] = {"base": build_base, "sft": build_sft, "rm": build_reward_model}
+def build_judge(preset: Preset | None = None, device: torch.device | None = None) -> Built:
+    """The zoo's ``judge`` recipe: ``sft`` fine-tuned into a generative judge on the pairs and labels ``rm`` learned
+    from, each pair in both orders (:func:`~rlhf_edu.ai_feedback.train_judge`), so the two compare at equal labels."""
+    preset = get_preset(preset)
+    policy, tokenizer = zoo.load("sft", preset, device)
+    train_pairs = build_preference_dataset(World(seed=0, preset=preset), policy, tokenizer, seed=0)
+    judge, _ = train_judge(policy, tokenizer, train_pairs)
+    return judge, tokenizer
+
+
+RECIPES: dict[str, Callable[..., Built]] = {
+    "base": build_base,
+    "sft": build_sft,
+    "rm": build_reward_model,
+    "judge": build_judge,
+}
 assert tuple(RECIPES) == zoo.CHECKPOINTS, "every zoo checkpoint needs a recipe, in build order"
 
 
@@ -535,6 +551,42 @@ def preferences_sweep(
         "eval_prompts": runs.EVAL_PROMPTS,
         "shares": list(runs.SHARES),
         "length_biases": list(runs.LENGTH_BIASES),
+        "seeds": list(seeds),
+    }
+    return save_json({"settings": settings, "seeds": results}, out)
+
+
+def ai_feedback_sweep(
+    out: str | Path = SWEEPS / "ai_feedback.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Notebook 13's slider and claims: per seed, DPO on fresh pairs labelled by the annotator, ``rm``, the judge
+    and mixes of the judge and the annotator, and SFT on a constitution's revisions
+    (:func:`~rlhf_edu.experiments.feedback_runs.seed_runs`). About 4 minutes a seed on one CPU thread."""
+    from . import feedback_runs as runs
+
+    seeds = runs.SEEDS if seeds is None else seeds
+    preset = get_preset(preset)
+    device = get_device(device)
+    sft, tokenizer = zoo.load("sft", preset, device)
+    rm, _ = zoo.load("rm", preset, device)
+    judge, _ = zoo.load("judge", preset, device)
+    world = World(seed=0, preset=preset)
+    results = {}
+    with one_thread():
+        for seed in seeds:
+            pairs = build_preference_dataset(world, sft, tokenizer, n=runs.RLAIF_PAIRS, seed=100 + seed)
+            results[str(seed)] = runs.seed_runs(sft, rm, judge, tokenizer, world, pairs, seed)
+    settings = {
+        "preset": preset.name,
+        "rlaif_pairs": runs.RLAIF_PAIRS,
+        "dpo": runs.RLAIF_DPO,
+        "judge_shares": list(runs.JUDGE_SHARES),
+        "eval_prompts": runs.EVAL_PROMPTS,
+        "constitution_rows": runs.CONSTITUTION_ROWS,
+        "constitution_sft": runs.CONSTITUTION_SFT,
         "seeds": list(seeds),
     }
     return save_json({"settings": settings, "seeds": results}, out)

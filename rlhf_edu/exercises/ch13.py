@@ -1,0 +1,53 @@
+"""Notebook 13's exercises (chapter 13, AI feedback): a judge's position consistency, and a position pull by hand."""
+
+from __future__ import annotations
+
+import math
+
+from ..ai_feedback import position_consistency
+from ..core.runtime import numpy_rng
+from .checks import Case, Exercise, close, register
+
+
+# --------------------------------------------------------------------------------------------- 13.1 consistency
+def _consistency_cases() -> list[Case]:
+    """Hand-sized verdicts, a judge that always writes "1", one that never changes its mind, and random verdicts."""
+    rng = numpy_rng(13)
+    return [
+        Case("five pairs: [1, 1, 0, 1, 0] shown a first, [0, 1, 1, 1, 0] shown b first",
+             ([1, 1, 0, 1, 0], [0, 1, 1, 1, 0])),
+        Case("a judge that always writes '1' (it names the first answer in both orders)", ([1] * 6, [1] * 6)),
+        Case("a judge that names the same answer in every order", ([1, 0, 1, 1], [0, 1, 0, 0])),
+        Case("200 random verdicts", (rng.integers(0, 2, 200).tolist(), rng.integers(0, 2, 200).tolist())),
+    ]  # fmt: skip
+
+
+def _debiased_probability() -> float:
+    """m_ab = d + b = 1.5 and m_ba = −d + b = 0.5: the debiased margin (1.5 − 0.5) / 2 = 0.5, so P = σ(0.5)."""
+    return 1 / (1 + math.exp(-0.5))
+
+
+register(
+    Exercise(
+        "13.1",
+        success="the share of pairs whose two verdicts differ: a judge that names a (first) when a is shown first "
+        "must name b's rival a (second) when b is, so the verdict words differ exactly when the answer is the same",
+        hints=(
+            "shown a then b, the verdict '1' names a; shown b then a, which verdict names a?",
+            "`position_consistency`: the same answer is named exactly when first_wins_ab ≠ first_wins_ba; return "
+            "the mean of that comparison as a float",
+        ),
+        reference=position_consistency,
+        cases=_consistency_cases,
+    ),
+    Exercise(
+        "13.2",
+        success="(1.5 − 0.5) / 2 = 0.5 and σ(0.5) ≈ 0.622: the pull of 0.5 toward the first position cancels",
+        hints=(
+            "write each order's margin as the judge's real preference d plus a pull b toward the first position",
+            "`debiased_margins`: (m_ab − m_ba) / 2 = ((d + b) − (−d + b)) / 2 = d; then P = σ(d)",
+        ),
+        expected=_debiased_probability,
+        compare=close(1e-3),
+    ),
+)
