@@ -28,7 +28,7 @@ bias names the same answer both times (:func:`position_consistency`); averaging 
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -227,9 +227,6 @@ def self_preference(picks_own: Sequence[int], own_better: Sequence[int]) -> tupl
 
 
 # --- RLAIF: the same pairs, labelled by a person or by a model ------------------------------------------------------
-Labeller = Callable[[list[str], list[str], list[str]], np.ndarray]  # (prompts, a, b) -> P(a ≻ b) or labels
-
-
 def ai_labelled_pairs(
     world: World, prompts: Sequence[str], samples_a: Sequence[str], samples_b: Sequence[str], labels: Sequence[int]
 ) -> Dataset:
@@ -254,4 +251,4 @@ def label_agreement(pairs: Dataset) -> tuple[float, float]:
 
 def annotator_labels(world: World, prompts: Sequence[str], a: Sequence[str], b: Sequence[str], seed: int) -> np.ndarray:
     """The world's annotator's labels (1 where a wins), drawn with ``seed`` through the runtime."""
-    return world.label_pairs(list(prompts), list(a), list(b), rng=numpy_rng(seed))
+    return np.array(world.label_pairs(list(prompts), list(a), list(b), rng=numpy_rng(seed)))
