@@ -19,7 +19,8 @@ bias names the same answer both times (:func:`position_consistency`); averaging 
   training data (each labelled pair in both orders) and its training.
 - :func:`judge_margins`, :func:`debiased_margins`, :func:`judge_verdicts`: what it says.
 - :func:`position_consistency`, :func:`first_position_share`: its position bias.
-- :func:`agreement`: its agreement with held-out labels, from chance (0) to the noise ceiling (1).
+- :func:`pair_agreement`, :func:`agreement`: its agreement with held-out labels, from chance (0) to the noise
+  ceiling (1).
 - :func:`self_preference`: whether its mistakes favour answers from its own backbone.
 - :func:`ai_labelled_pairs`: a fresh set of pairs labelled by a judge, a scalar reward model or the annotator, in
   the columns chapter 12's DPO trainer reads (RLAIF).
@@ -115,7 +116,11 @@ def judge_margins(
     first: Sequence[str],
     second: Sequence[str],
 ) -> Margins:
-    """m = log π_J("1" | x) − log π_J("2" | x) for each pair shown in this order: (N,), σ(m) = P_J(first ≻ second)."""
+    """m = log π_J("1" | x) − log π_J("2" | x) for each pair shown in this order: (N,), σ(m) = P_J(first ≻ second).
+
+    Each verdict is scored as the judge writes it, the number and then its end-of-turn token, so m compares the two
+    complete answers the judge could give.
+    """
     check_texts(prompts, "prompts")
     check_same_length(prompts, first, "prompts", "first answers")
     check_same_length(prompts, second, "prompts", "second answers")
@@ -125,8 +130,12 @@ def judge_margins(
 
 
 def debiased_margins(margins_ab: Margins, margins_ba: Margins) -> Margins:
-    """(m_ab − m_ba) / 2: the margin for a over b averaged over both orders, so a constant pull to one position
-    cancels. ``margins_ab`` shows a first, ``margins_ba`` shows b first; (N,)."""
+    """(m_ab − m_ba) / 2: the margin for a over b averaged over both orders; (N,).
+
+    ``margins_ab`` shows a first, ``margins_ba`` shows b first. A pull s toward the first position that is the same
+    in both orders of a pair cancels, even if it varies from pair to pair: m_ab = d + s and m_ba = −d + s give d.
+    (Lee et al., 2023, average the two orders' probabilities; Zheng et al., 2023, count an inconsistent pair a tie.)
+    """
     margins_ab, margins_ba = torch.as_tensor(margins_ab), torch.as_tensor(margins_ba)
     if margins_ab.dim() != 1 or margins_ab.shape != margins_ba.shape:
         raise ValueError(
@@ -176,22 +185,28 @@ def _verdict_pairs(
 
 
 # --- how good the judge is -----------------------------------------------------------------------------------------
+def pair_agreement(margins: Margins, p_chosen: Sequence[float]) -> np.ndarray:
+    """Each pair's expected agreement with the annotator, margins given chosen first: p_chosen where the judge names
+    the chosen answer (m > 0), 1 − p_chosen where not; (N,). Its mean is the expected accuracy."""
+    p_chosen = np.asarray(p_chosen, dtype=float)  # (N,)
+    check_same_length(margins, p_chosen, "margins", "p_chosen")
+    return np.where(judge_verdicts(margins).astype(bool), p_chosen, 1 - p_chosen)
+
+
 def agreement(margins: Margins, pairs: Dataset, world: World) -> dict[str, float]:
     """A judge's agreement with the annotator on labelled ``pairs``, its margins given chosen first.
 
-    Returns ``accuracy`` (on the pairs' labels), ``expected_accuracy`` with its standard error (each pair counts
-    p_chosen where the judge names the chosen answer, 1 − p_chosen where not: the label noise averaged out, as
-    notebook 07 measures a reward model), ``bayes_accuracy`` (the ceiling on these pairs) and ``ceiling_share``,
-    (expected accuracy − 0.5) / (Bayes − 0.5): 0 is a coin, 1 the ceiling.
+    Returns ``accuracy`` (on the pairs' labels), ``expected_accuracy`` with its standard error (the mean of
+    :func:`pair_agreement`: the label noise averaged out, as notebook 07 measures a reward model),
+    ``bayes_accuracy`` (the ceiling on these pairs) and ``ceiling_share``, (expected accuracy − 0.5) / (Bayes − 0.5):
+    0 is a coin, 1 the ceiling.
     """
     prompts, chosen, rejected = pair_texts(pairs)
     check_same_length(margins, prompts, "margins", "pairs")
-    p_chosen = np.asarray(pairs["p_chosen"], dtype=float)  # (N,)
-    names_chosen = judge_verdicts(margins).astype(bool)  # (N,)
-    expected, expected_se = mean_and_stderr(np.where(names_chosen, p_chosen, 1 - p_chosen))
+    expected, expected_se = mean_and_stderr(pair_agreement(margins, pairs["p_chosen"]))
     bayes = world.bayes_accuracy(prompts, chosen, rejected)
     return {
-        "accuracy": float(names_chosen.mean()),
+        "accuracy": float(judge_verdicts(margins).mean()),
         "expected_accuracy": expected,
         "expected_accuracy_se": expected_se,
         "bayes_accuracy": bayes,
@@ -200,7 +215,9 @@ def agreement(margins: Margins, pairs: Dataset, world: World) -> dict[str, float
     }
 
 
-def self_preference(picks_own: Sequence[int], own_better: Sequence[int]) -> tuple[float, float]:
+def self_preference(
+    picks_own: Sequence[int], own_better: Sequence[int], person_p_own: Sequence[float] | None = None
+) -> tuple[float, float]:
     """A judge's errors in favour of its own backbone's answers, minus its errors against them.
 
     Each pair holds one answer from the judge's backbone and one from another writer. ``picks_own[i]`` is 1 where
@@ -209,20 +226,31 @@ def self_preference(picks_own: Sequence[int], own_better: Sequence[int]) -> tupl
 
         P(names its own | its own is worse) − P(names the other | its own is better)
 
-    and its standard error (two disjoint groups of pairs: √(se₁² + se₂²)). A judge whose mistakes fall evenly either
-    way scores 0 whatever its accuracy: a coin scores 0, and so does a perfect judge. Comparing the judge's win rate
-    for its own answers with a person's instead would flatter a weak judge's noise as self-preference, since a coin
-    names either answer half the time however often the backbone's answer is the better one.
+    and its standard error (two disjoint groups of pairs: √(se₁² + se₂²)); the equal-opportunity form of
+    self-preference (Wataoka et al., 2024). Counting errors, not wins, keeps a weak judge's noise from passing for
+    self-preference: a coin names either answer half the time, however often the backbone's is the better one.
+
+    A judge without self-preference need not score 0: if one group's pairs are closer in gold than the other's,
+    any noisy labeller errs more on them. Pass ``person_p_own``, a labeller's probability that the backbone's
+    answer wins on each pair (``World.preference_probability``), and its expected error is taken off pair by pair:
+    what remains is the judge's lean beyond that labeller's.
     """
     picks, better = _verdict_pairs(picks_own, own_better, ("picks_own", "own_better"))
+    errors = np.where(better == 0, picks == 1, picks == 0).astype(float)  # (N,) the judge's error on each pair
+    if person_p_own is not None:
+        p = np.asarray(person_p_own, dtype=float)
+        check_same_length(p, picks, "person_p_own", "picks_own")
+        if not ((p >= 0) & (p <= 1)).all():
+            raise ValueError(f"person_p_own must hold probabilities in [0, 1], got {p.tolist()!r}")
+        errors -= np.where(better == 0, p, 1 - p)  # a person's expected error on the same pair
     rates = []
-    for group, error in ((better == 0, picks == 1), (better == 1, picks == 0)):
+    for group in (better == 0, better == 1):
         if group.sum() < 2:
             raise ValueError(
                 f"own_better holds {int(group.sum())} pair(s) of one kind: the error rates need at least 2 pairs where "
                 "the backbone's answer is better and 2 where it is worse; pass more pairs"
             )
-        rates.append(mean_and_stderr(error[group]))
+        rates.append(mean_and_stderr(errors[group]))
     return rates[0][0] - rates[1][0], difference_stderr(rates[0][1], rates[1][1])
 
 

@@ -1,8 +1,9 @@
 """Constitutional AI: critique an answer against written principles, then revise it, as Bai et al. do (chapter 13).
 
-In the supervised stage of Constitutional AI (Bai et al., 2022), a model's answer y is read against a principle
-("choose the response that is most helpful ..."), criticised, and rewritten; the model is then fine-tuned on the
-revisions. Over a constitution of principles p_1 … p_K, taken in turn,
+In the supervised stage of Constitutional AI (Bai et al., 2022), a model's answer y is critiqued against a principle
+(a critique request such as "identify ways the response is harmful ...") and rewritten (a revision request); the
+model is then fine-tuned on the revisions. Bai et al. draw one principle at random for each round and may repeat
+rounds. Here every principle is applied once, in a fixed order, over a constitution of principles p_1 … p_K:
 
     y⁽⁰⁾ = y,    y⁽ᵏ⁾ = revise_k(x, y⁽ᵏ⁻¹⁾) if critique_k(x, y⁽ᵏ⁻¹⁾) else y⁽ᵏ⁻¹⁾,    SFT on (x, y⁽ᴷ⁾).
 

@@ -521,11 +521,12 @@ def _renumbered(state: Mapping[str, torch.Tensor], layers: str, kept: list[int])
 
 
 # --- a model trained on its own outputs -------------------------------------------------------------------------------
-def diversity(rollout: Rollout, num_generations: int) -> dict[str, float]:
-    """How varied a rollout's answers are: ``distinct_answers`` and ``entropy``.
+def diversity(rollout: Rollout, num_generations: int) -> dict[str, float | list[int]]:
+    """How varied a rollout's answers are: ``distinct_answers``, ``entropy`` and ``distinct_per_prompt``.
 
-    ``distinct_answers`` is the mean over prompts of the number of different answers (as text)
-    among the ``num_generations`` sampled for it, from 1 (always the same) to ``num_generations``.
+    ``distinct_per_prompt`` is each prompt's number of different answers (as text) among the
+    ``num_generations`` sampled for it, from 1 (always the same) to ``num_generations``, and
+    ``distinct_answers`` its mean over prompts.
     ``entropy`` is the mean over every completion token of the entropy of the distribution it was
     sampled from (TRL's ``entropy``), ``rollout.entropies`` under its mask.
     """
@@ -537,10 +538,11 @@ def diversity(rollout: Rollout, num_generations: int) -> dict[str, float]:
             f"the rollout's {len(rollout)} rows are not groups of num_generations={k} answers to one prompt: pass "
             "the num_generations it was sampled with (sample_rollouts orders rows prompt by prompt)"
         )
-    groups = [set(rollout.completions[i : i + k]) for i in range(0, len(rollout), k)]
+    distinct = [len(set(rollout.completions[i : i + k])) for i in range(0, len(rollout), k)]  # (M,)
     return {
-        "distinct_answers": sum(map(len, groups)) / len(groups),
+        "distinct_answers": sum(distinct) / len(distinct),
         "entropy": masked_mean(rollout.entropies, rollout.mask).item(),
+        "distinct_per_prompt": distinct,
     }
 
 
@@ -567,8 +569,10 @@ def self_training(
 
     Record g (0 = ``model`` as given, then one after each generation's training) holds
     ``generation``, ``gold`` and ``gold_stderr`` (the mean gold reward of its answers and its
-    standard error), ``real_rows`` (demonstrations in the data it is about to train on; 0 in the last)
-    and :func:`diversity`'s ``distinct_answers`` and ``entropy``.
+    standard error), ``gold_per_prompt`` (each prompt's mean, so two generations or two runs on the
+    same prompts compare prompt by prompt), ``real_rows`` (demonstrations in the data it is about to
+    train on; 0 in the last) and :func:`diversity`'s ``distinct_answers``, ``entropy`` and
+    ``distinct_per_prompt``.
     """
     prompts = check_texts(prompts, "prompts")
     generations = check_int(generations, "generations", fix="the number of sample → train rounds, e.g. 5")
@@ -583,10 +587,13 @@ def self_training(
     records = []
     for g in range(generations + 1):
         rollout = sample_rollouts(current, tokenizer, prompts, num_samples, max_new_tokens, temperature, seed=seed + g)
-        gold, gold_stderr = mean_and_stderr(world.gold_reward(rollout.prompts, rollout.completions))
+        golds = np.array(world.gold_reward(rollout.prompts, rollout.completions))  # (M · num_samples,)
+        gold, gold_stderr = mean_and_stderr(golds)
         real = rng.choice(len(rollout), size=round(real_share * len(rollout)), replace=False) if g < generations else []
+        gold_per_prompt = golds.reshape(len(prompts), num_samples).mean(axis=1).tolist()  # (M,)
         records.append(
-            {"generation": g, "gold": gold, "gold_stderr": gold_stderr, "real_rows": len(real)}
+            {"generation": g, "gold": gold, "gold_stderr": gold_stderr, "gold_per_prompt": gold_per_prompt}
+            | {"real_rows": len(real)}
             | diversity(rollout, num_samples)
         )
         if g < generations:

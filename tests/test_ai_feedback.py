@@ -230,6 +230,17 @@ def test_self_preference_is_the_difference_of_the_two_error_rates():
     assert se == pytest.approx(math.hypot(se_worse, se_better))
 
 
+def test_self_preference_beyond_a_person_takes_off_their_expected_errors_pair_by_pair():
+    """With p the person's P(own wins): their expected error is p where own is worse, 1 − p where it is better."""
+    picks_own, own_better = [1, 0, 0, 1], [0, 0, 1, 1]
+    p = [0.4, 0.2, 0.9, 0.6]  # person's expected errors: 0.4, 0.2 (own worse); 0.1, 0.4 (own better)
+    difference, _ = af.self_preference(picks_own, own_better, person_p_own=p)
+    # judge's errors minus the person's: worse group [1 − 0.4, 0 − 0.2] → 0.2; better group [1 − 0.1, 0 − 0.4] → 0.25
+    assert difference == pytest.approx(0.2 - 0.25)
+    same = af.self_preference([1, 1, 0, 0], [0, 0, 1, 1], person_p_own=[1.0, 1.0, 0.0, 0.0])  # errs as the person
+    assert same[0] == pytest.approx(0)
+
+
 def test_self_preference_of_a_coin_and_of_a_perfect_judge_is_zero():
     """Errors that fall evenly either way score 0, however often the backbone's answer is the better one."""
     own_better = [0] * 6 + [1] * 2  # the backbone's answer is worse in most pairs

@@ -93,3 +93,16 @@ def test_the_constitution_sets_share_their_prompts(models):
     assert all([row[0]["content"] for row in data["prompt"]] == prompts for data in sets.values())
     samples = [row[0]["content"] for row in sets["sft samples"]["completion"]]
     assert [row[0]["content"] for row in sets["revised samples"]["completion"]] == revise_all(prompts, samples)
+
+
+def test_pooled_takes_the_larger_of_the_two_standard_errors():
+    mean, se = runs.pooled([0.1, 0.2, 0.3], [0.01, 0.01, 0.01])  # the seeds disagree more than each run's se says
+    assert mean == pytest.approx(0.2) and se == pytest.approx(0.1 / 3**0.5)
+    mean, se = runs.pooled([0.2, 0.2, 0.21], [0.3, 0.3, 0.3])  # each run's own noise is the larger
+    assert se == pytest.approx((3 * 0.09) ** 0.5 / 3)
+
+
+def test_seeds_draw_pairs_that_share_no_answer():
+    """Seed s's pairs use sampling seeds pair_seed(s) and pair_seed(s) + 1: no two seeds share one."""
+    used = [{runs.pair_seed(s), runs.pair_seed(s) + 1} for s in runs.SEEDS]
+    assert all(not (a & b) for i, a in enumerate(used) for b in used[i + 1 :])

@@ -23,15 +23,15 @@ def _consistency_cases() -> list[Case]:
 
 
 def _debiased_probability() -> float:
-    """m_ab = d + b = 1.5 and m_ba = −d + b = 0.5: the debiased margin (1.5 − 0.5) / 2 = 0.5, so P = σ(0.5)."""
+    """m_ab = d + s = 1.5 and m_ba = −d + s = 0.5: the debiased margin (1.5 − 0.5) / 2 = 0.5, so P = σ(0.5)."""
     return 1 / (1 + math.exp(-0.5))
 
 
 register(
     Exercise(
         "13.1",
-        success="the share of pairs whose two verdicts differ: a judge that names a (first) when a is shown first "
-        "must name b's rival a (second) when b is, so the verdict words differ exactly when the answer is the same",
+        success="the share of pairs whose two verdicts differ: naming a means writing '1' when a is shown first and "
+        "'2' when b is, so the same answer is named exactly when the two verdict words differ",
         hints=(
             "shown a then b, the verdict '1' names a; shown b then a, which verdict names a?",
             "`position_consistency`: the same answer is named exactly when first_wins_ab ≠ first_wins_ba; return "
@@ -42,10 +42,11 @@ register(
     ),
     Exercise(
         "13.2",
-        success="(1.5 − 0.5) / 2 = 0.5 and σ(0.5) ≈ 0.622: the pull of 0.5 toward the first position cancels",
+        success="(1.5 − 0.5) / 2 = 0.5 and σ(0.5) ≈ 0.622: the pull of 1.0 toward the first position cancels, "
+        "whatever its size",
         hints=(
-            "write each order's margin as the judge's real preference d plus a pull b toward the first position",
-            "`debiased_margins`: (m_ab − m_ba) / 2 = ((d + b) − (−d + b)) / 2 = d; then P = σ(d)",
+            "write each order's margin as the judge's real preference d plus a pull s toward the first position",
+            "`debiased_margins`: (m_ab − m_ba) / 2 = ((d + s) − (−d + s)) / 2 = d; then P = σ(d)",
         ),
         expected=_debiased_probability,
         compare=close(1e-3),

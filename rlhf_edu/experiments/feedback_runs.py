@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,7 +24,7 @@ from ..core.evaluation import PolicyEvaluation, evaluate_policy
 from ..core.preferences import encode_pairs, pair_texts
 from ..core.rollouts import sample_rollouts
 from ..core.runtime import numpy_rng
-from ..core.stats import mean_and_stderr
+from ..core.stats import difference_stderr, mean_and_stderr
 from ..core.world import World
 from ..direct_alignment import DPOConfig, train_dpo, with_reference_logprobs
 from ..instruction_tuning import SFTConfig, train_sft
@@ -43,10 +43,25 @@ RLAIF_DPO = {  # notebook 12's DPO run
 LABELLERS = ("annotator", "rm", "judge")  # who labels the pairs: a person-equivalent, or one of two models
 JUDGE_SHARES = (0.0, 0.25, 0.5, 0.75, 1.0)  # the judge's share of the labels, the rest the annotator's: the slider
 EVAL_PROMPTS = 256  # held-out prompts each trained policy answers
-CONSTITUTION_ROWS = 512  # answers each SFT run of section 4 trains on
+CONSTITUTION_ROWS = 512  # answers each SFT run of section 5 trains on
 CONSTITUTION_SFT = {"learning_rate": 1e-3, "batch_size": 32, "num_epochs": 2, "warmup_ratio": 0.1}
 SFT_SETS = ("sft samples", "revised samples", "demonstrations")
 SEEDS = (0, 1, 2)
+PAIR_SEED = 100  # seed s samples its fresh pairs at PAIR_SEED + 10·s: its two answers use that seed and the next
+
+
+def pair_seed(seed: int) -> int:
+    """The sampling seed of seed ``seed``'s fresh pairs, spaced so no two seeds share an answer."""
+    return PAIR_SEED + 10 * seed
+
+
+def pooled(values: Sequence[float], stderrs: Sequence[float]) -> tuple[float, float]:
+    """The mean of per-seed estimates and the larger of two standard errors: each run's own, √Σse²/S, and the
+    spread between the seeds, s/√S. The first misses what varies from seed to seed (the pairs, the training);
+    the second is unreliable with three seeds; a claim must hold against both."""
+    values = np.asarray(values, dtype=float)
+    within = difference_stderr(*stderrs) / len(values)
+    return float(values.mean()), max(within, mean_and_stderr(values)[1])
 
 
 # --- RLAIF ----------------------------------------------------------------------------------------------------------
@@ -98,6 +113,25 @@ def share_name(share: float) -> str:
     return {0.0: "annotator", 1.0: "judge"}.get(float(share), f"judge {share:.0%}")
 
 
+def train_each(
+    sft: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    world: World,
+    sets: dict[str, Dataset],
+    eval_prompts: Sequence[str],
+    seed: int,
+    train: Callable[[PreTrainedModel, Dataset], object],
+) -> dict[str, PolicyEvaluation]:
+    """``train(policy, dataset)`` on a fresh copy of ``sft`` for each set; each policy sampled with the same seed on
+    ``eval_prompts``, so two runs compare prompt by prompt. ``"sft"`` is the start, for the gains."""
+    evaluations = {"sft": evaluate_policy(sft, sft, tokenizer, world, eval_prompts, seed)}
+    for name, dataset in sets.items():
+        policy = copy.deepcopy(sft)
+        train(policy, dataset)
+        evaluations[name] = evaluate_policy(policy, sft, tokenizer, world, eval_prompts, seed)
+    return evaluations
+
+
 def dpo_on(
     sft: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -106,15 +140,14 @@ def dpo_on(
     eval_prompts: Sequence[str],
     seed: int = 0,
 ) -> dict[str, PolicyEvaluation]:
-    """Chapter 12's DPO (:data:`RLAIF_DPO`) from ``sft`` on each labelled set; each policy sampled with the same seed
-    on ``eval_prompts``, so two runs compare prompt by prompt. ``"sft"`` is the start, for the gains."""
-    evaluations = {"sft": evaluate_policy(sft, sft, tokenizer, world, eval_prompts, seed)}
-    for name, pairs in sets.items():
+    """Chapter 12's DPO (:data:`RLAIF_DPO`) from ``sft`` on each labelled set, evaluated as :func:`train_each` does;
+    the reference log-probs are ``sft``'s, computed once per set."""
+
+    def dpo(policy: PreTrainedModel, pairs: Dataset) -> None:
         encoded = with_reference_logprobs(sft, encode_pairs(tokenizer, pairs), tokenizer.pad_token_id)
-        policy = copy.deepcopy(sft)
         train_dpo(policy, tokenizer, encoded, DPOConfig(**RLAIF_DPO, seed=seed, progress=False))
-        evaluations[name] = evaluate_policy(policy, sft, tokenizer, world, eval_prompts, seed)
-    return evaluations
+
+    return train_each(sft, tokenizer, world, sets, eval_prompts, seed, dpo)
 
 
 def gains(evaluations: dict[str, PolicyEvaluation]) -> dict[str, dict[str, float]]:
@@ -162,13 +195,11 @@ def sft_on(
     eval_prompts: Sequence[str],
     seed: int = 0,
 ) -> dict[str, PolicyEvaluation]:
-    """Chapter 9's SFT (:data:`CONSTITUTION_SFT`) from ``sft`` on each set, evaluated as :func:`dpo_on` does."""
-    evaluations = {"sft": evaluate_policy(sft, sft, tokenizer, world, eval_prompts, seed)}
-    for name, dataset in sets.items():
-        policy = copy.deepcopy(sft)
-        train_sft(policy, tokenizer, dataset, SFTConfig(**CONSTITUTION_SFT, seed=seed, progress=False))
-        evaluations[name] = evaluate_policy(policy, sft, tokenizer, world, eval_prompts, seed)
-    return evaluations
+    """Chapter 9's SFT (:data:`CONSTITUTION_SFT`) from ``sft`` on each set, evaluated as :func:`train_each` does."""
+    config = SFTConfig(**CONSTITUTION_SFT, seed=seed, progress=False)
+    return train_each(
+        sft, tokenizer, world, sets, eval_prompts, seed, lambda policy, data: train_sft(policy, tokenizer, data, config)
+    )
 
 
 def component_gains(evaluations: dict[str, PolicyEvaluation]) -> dict[str, dict[str, tuple[float, float]]]:

@@ -577,7 +577,7 @@ def ai_feedback_sweep(
     results = {}
     with one_thread():
         for seed in seeds:
-            pairs = build_preference_dataset(world, sft, tokenizer, n=runs.RLAIF_PAIRS, seed=100 + seed)
+            pairs = build_preference_dataset(world, sft, tokenizer, n=runs.RLAIF_PAIRS, seed=runs.pair_seed(seed))
             results[str(seed)] = runs.seed_runs(sft, rm, judge, tokenizer, world, pairs, seed)
     settings = {
         "preset": preset.name,
