@@ -564,7 +564,7 @@ def ai_feedback_sweep(
 ) -> Path:
     """Notebook 13's slider and claims: per seed, DPO on fresh pairs labelled by the annotator, ``rm``, the judge
     and mixes of the judge and the annotator, and SFT on a constitution's revisions
-    (:func:`~rlhf_edu.experiments.feedback_runs.seed_runs`). About 4 minutes a seed on one CPU thread."""
+    (:func:`~rlhf_edu.experiments.feedback_runs.seed_runs`). About 2 to 3 minutes a seed on one CPU thread."""
     from . import feedback_runs as runs
 
     seeds = runs.SEEDS if seeds is None else seeds
