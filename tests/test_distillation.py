@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaForCausalLM
 
 from rlhf_edu import distillation as D
 from rlhf_edu.core import zoo
@@ -14,6 +14,7 @@ from rlhf_edu.core.collate import encode_prompt_completion, pad_batch
 from rlhf_edu.core.logprobs import token_logprobs
 from rlhf_edu.core.rollouts import Rollout, sample_rollouts
 from rlhf_edu.core.world import World
+from tests.conftest import random_model
 
 BUDGET = 300  # teacher tokens for a trainer test: a few batches of 8 answers
 MAX_NEW_TOKENS = 24
@@ -191,17 +192,9 @@ def prompts():
 
 
 def llama_with_vocabulary(vocab_size: int) -> LlamaForCausalLM:
-    config = LlamaConfig(
-        vocab_size=vocab_size,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        max_position_embeddings=64,
-        pad_token_id=0,
-    )
+    """conftest's random Llama, built without moving the global random state."""
     with torch.random.fork_rng():
-        return LlamaForCausalLM(config).eval()
+        return random_model("llama", vocab_size).eval()
 
 
 def test_a_teacher_of_another_vocabulary_is_refused_where_distributions_are_compared(sft, prompts):
