@@ -359,6 +359,7 @@ def test_diversity_by_hand():
     rollout = _rollout(["x"] * 3 + ["y"] * 3, ["a", "a", "b", "c", "c", "c"], mask, entropies)
     report = D.diversity(rollout, 3)
     assert report["distinct_answers"] == 1.5
+    assert report["distinct_per_prompt"] == [2, 1]
     assert report["entropy"] == pytest.approx((1 + 2 + 3 + 0 + 0 + 4 + 1 + 2 + 0.5) / 9)  # masked tokens only
     with pytest.raises(ValueError, match="num_generations=4"):
         D.diversity(rollout, 4)
@@ -375,6 +376,9 @@ def test_self_training_records_each_generation_and_leaves_the_model_alone(sft, p
     for record in records:
         assert {"gold", "gold_stderr", "distinct_answers", "entropy"} <= set(record)
         assert 1 <= record["distinct_answers"] <= 4 and record["entropy"] >= 0
+        assert len(record["gold_per_prompt"]) == len(record["distinct_per_prompt"]) == 8  # one value per prompt
+        assert sum(record["gold_per_prompt"]) / 8 == pytest.approx(record["gold"])  # equal samples per prompt
+        assert sum(record["distinct_per_prompt"]) / 8 == pytest.approx(record["distinct_answers"])
     assert all(torch.equal(weight, before[name]) for name, weight in model.state_dict().items())
 
 
