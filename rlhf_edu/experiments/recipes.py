@@ -590,3 +590,44 @@ def ai_feedback_sweep(
         "seeds": list(seeds),
     }
     return save_json({"settings": settings, "seeds": results}, out)
+
+
+def distillation_sweep(
+    out: str | Path = SWEEPS / "distillation.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Notebook 15's slider and claims: per seed, a teacher, every student and kind of distillation, SFT on filtered
+    and unfiltered synthetic data, and self-training (:func:`~rlhf_edu.experiments.distillation_runs.seed_runs`).
+    About 3 minutes a seed on one CPU thread (8½ minutes for the three)."""
+    from . import distillation_runs as runs
+
+    seeds = runs.SEEDS if seeds is None else seeds
+    preset = get_preset(preset)
+    device = get_device(device)
+    sft, tokenizer = zoo.load("sft", preset, device)
+    base, _ = zoo.load("base", preset, device)
+    rm, _ = zoo.load("rm", preset, device)
+    world = World(seed=0, preset=preset)
+    with one_thread():
+        results = {str(seed): runs.seed_runs(sft, base, rm, tokenizer, world, seed) for seed in seeds}
+    settings = {
+        "preset": preset.name,
+        "teacher": {"prompts": runs.TEACHER_PROMPTS, "samples": runs.TEACHER_SAMPLES, "sft": runs.TEACHER_SFT},
+        "distillation": runs.DISTILLATION,
+        "train_prompts": runs.TRAIN_PROMPTS,
+        "eval_prompts": runs.EVAL_PROMPTS,
+        "sizes": list(runs.SIZES),
+        "quality_sft": runs.QUALITY_SFT,
+        "self_training": {
+            "prompts": runs.SELF_PROMPTS,
+            "generations": runs.GENERATIONS,
+            "samples": runs.SELF_SAMPLES,
+            "temperature": runs.SELF_TEMPERATURE,
+            "sft": runs.SELF_SFT,
+            "real_shares": list(runs.REAL_SHARES),
+        },
+        "seeds": list(seeds),
+    }
+    return save_json({"settings": settings, "seeds": results}, out)
