@@ -15,7 +15,11 @@ The chapter's questions, each on the toy world with its hidden gold reward:
      GKD with λ = 1, β = 1). :func:`sampled_reverse_kl` is the one-sample estimate of it that
      recipes use as a per-token negative reward.
 
-   In TRL's ``GKDConfig`` the kinds are ``seq_kd=True``; ``lmbda=0, beta=0``; and ``lmbda=1, beta=1``.
+   In TRL 1.16, ``sequence`` is ``SFTTrainer`` on a dataset of the teacher's answers; ``token`` is the
+   experimental ``GKDTrainer`` with ``lmbda=0, beta=0`` on such a dataset (or with ``seq_kd=True``, which
+   samples the teacher afresh at each step); ``on_policy`` is ``GKDTrainer`` with ``lmbda=1, beta=1``, or
+   ``DistillationTrainer`` with ``beta=1``. Their losses compare temperature-1 distributions only with
+   ``temperature=1.0`` (``GKDConfig``'s default is 0.9).
    :func:`train_distillation` trains any of them.
 2. **A smaller student.** :func:`smaller_student` copies a model with fewer of its layers, as
    DistilBERT started its student from every other layer of BERT.

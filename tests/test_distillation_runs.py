@@ -132,3 +132,62 @@ def test_quality_runs_train_on_the_first_rows_kept_or_not(models, monkeypatch):
         gold[keep].mean()
     )
     assert set(result["gold"]) == {"all 4", "filtered 4"} and all(len(v) == 6 for v in result["gold"].values())
+
+
+def _fake_sweep():
+    """Two seeds, each with one student's two runs, a quality difference and two self-training records per share."""
+
+    def seed(gold_gap, gold_se, distinct_after):
+        difference = {"gold": gold_gap, "gold_se": gold_se, "kl": -gold_gap, "kl_se": gold_se, "sums": 0.0}
+        run = {"gold": 1.0 + gold_gap, "gold_se": 0.1, "kl": 2.0, "kl_se": 0.2, "kl_median": 0.5, "sums": 0.2}
+        records = [
+            {"gold_per_prompt": [1.0, 2.0, 3.0], "distinct_per_prompt": [4, 4, 3]},
+            {"gold_per_prompt": [1.5, 2.0, 4.0], "distinct_per_prompt": distinct_after},
+        ]
+        return {
+            "distillation": {
+                "s": {"runs": {"a": run, "b": run}, "differences": {"a − b": difference | {"sums_se": 0}}}
+            },
+            "quality": {"differences": {"x − y": {"gold": gold_gap, "gold_se": gold_se}}},
+            "self_training": {"0.0": records, "0.5": records},
+        }
+
+    return {"seeds": {"0": seed(0.2, 0.05, [2, 3, 1]), "1": seed(0.4, 0.05, [1, 2, 1])}}
+
+
+def test_the_sweep_readers_pool_each_seeds_paired_difference():
+    """Each reader takes one (mean, se) per seed and pools them as feedback_runs.pooled does."""
+    sweep = _fake_sweep()
+    expected = runs.pooled([0.2, 0.4], [0.05, 0.05])
+    assert runs.pooled_difference(sweep, "s", "a", "b") == pytest.approx(expected)
+    assert runs.pooled_difference(sweep, "s", "a", "b", "kl") == pytest.approx((-0.3, expected[1]))
+    assert runs.pooled_quality(sweep, "x", "y") == pytest.approx(expected)
+    fell = [runs.paired([4, 4, 3], after) for after in ([2, 3, 1], [1, 2, 1])]  # generation 0 minus 1, per seed
+    assert runs.pooled_generations(sweep, (0.0, 0), (0.0, 1), "distinct") == pytest.approx(
+        runs.pooled([f[0] for f in fell], [f[1] for f in fell])
+    )
+    gained = runs.paired([1.5, 2.0, 4.0], [1.0, 2.0, 3.0])
+    assert runs.pooled_generations(sweep, (0.5, 1), (0.0, 0)) == pytest.approx(
+        runs.pooled([gained[0]] * 2, [gained[1]] * 2)
+    )
+
+
+def test_the_pooled_table_pools_gold_and_kl_and_averages_the_rest():
+    table = runs.pooled_table(_fake_sweep(), "s")
+    assert set(table) == {"a", "b"}
+    assert table["a"]["gold"] == pytest.approx(runs.pooled([1.2, 1.4], [0.1, 0.1]))
+    assert table["a"]["kl"] == pytest.approx(runs.pooled([2.0, 2.0], [0.2, 0.2]))
+    assert table["a"]["kl_median"] == 0.5 and table["a"]["sums"] == pytest.approx(0.2)
+
+
+def test_the_sliders_readout_is_the_seeds_mean_at_one_generation():
+    record = lambda gold, distinct: {"gold": gold, "distinct_answers": distinct}  # noqa: E731
+    seed = lambda low, high: {
+        "self_training": {"0.0": [record(1, 4), record(low, 2)], "0.5": [record(1, 4), record(high, 3)]}
+    }  # noqa: E731
+    sweep = {"seeds": {"0": seed(1.0, 2.0), "1": seed(2.0, 3.0)}}
+    assert runs.at_generation(sweep, 1) == {
+        0.0: {"gold": 1.5, "distinct_answers": 2.0},
+        0.5: {"gold": 2.5, "distinct_answers": 3.0},
+    }
+    assert runs.at_generation(sweep, 0)[0.5] == {"gold": 1.0, "distinct_answers": 4.0}

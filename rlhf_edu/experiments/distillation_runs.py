@@ -233,15 +233,12 @@ def sft_on_rows(
     base: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     world: World,
-    prompts: Sequence[str],
-    answers: Sequence[str],
-    rows: Sequence[int],
+    rows: Sequence[dict[str, str]],
     seed: int = 0,
 ) -> list[float]:
-    """SFT a copy of ``base`` on the pool's numbered ``rows`` (:data:`QUALITY_SFT`); its gold per held-out answer."""
+    """SFT a copy of ``base`` on prompt/completion ``rows`` (:data:`QUALITY_SFT`); its gold per held-out answer."""
     student = copy.deepcopy(base)
-    data = [{"prompt": prompts[i], "completion": answers[i]} for i in rows]
-    train_sft(student, tokenizer, data, SFTConfig(**QUALITY_SFT, seed=seed, progress=False))
+    train_sft(student, tokenizer, rows, SFTConfig(**QUALITY_SFT, seed=seed, progress=False))
     return evaluate_policy(student.eval(), student, tokenizer, world, held_out(world)[0], EVAL_SEED).gold_rewards
 
 
@@ -262,10 +259,12 @@ def quality_runs(
     prompts, answers, keep = synthetic_pool(world, sft, rm, tokenizer, seed)
     gold = np.array(world.gold_reward(prompts, answers))
     result = {"share_kept": float(keep.mean()), "pool_gold": float(gold.mean()), "kept_gold": float(gold[keep].mean())}
+    every = distil.filter_by(prompts, answers, [True] * len(prompts))
+    kept = distil.filter_by(prompts, answers, keep.tolist())
     runs = {}
     for n in sizes:
-        runs[f"all {n}"] = sft_on_rows(base, tokenizer, world, prompts, answers, range(n), seed)
-        runs[f"filtered {n}"] = sft_on_rows(base, tokenizer, world, prompts, answers, np.flatnonzero(keep)[:n], seed)
+        runs[f"all {n}"] = sft_on_rows(base, tokenizer, world, every[:n], seed)
+        runs[f"filtered {n}"] = sft_on_rows(base, tokenizer, world, kept[:n], seed)
     return result | {"gold": runs}
 
 
@@ -322,6 +321,60 @@ def load_sweep(path: str | Path = SWEEPS / "distillation.json") -> dict:
     return json.loads(Path(path).read_text())
 
 
+def _pooled_over_seeds(sweep: dict, per_seed: Callable[[dict], tuple[float, float]]) -> tuple[float, float]:
+    """``per_seed(run)``, a (mean, se) from one seed's runs, pooled over the sweep's seeds with :func:`pooled`."""
+    values = [per_seed(run) for run in sweep["seeds"].values()]
+    return pooled([v[0] for v in values], [v[1] for v in values])
+
+
+def pooled_difference(sweep: dict, student: str, a: str, b: str, measure: str = "gold") -> tuple[float, float]:
+    """Run ``a`` minus run ``b`` of one student (e.g. "token, 1 epoch"), paired per prompt in each seed, then pooled."""
+
+    def per_seed(run: dict) -> tuple[float, float]:
+        row = run["distillation"][student]["differences"][f"{a} − {b}"]
+        return row[measure], row[measure + "_se"]
+
+    return _pooled_over_seeds(sweep, per_seed)
+
+
+def pooled_quality(sweep: dict, a: str, b: str) -> tuple[float, float]:
+    """Quality run ``a`` minus ``b`` (e.g. "filtered 256", "all 512") in held-out gold, paired per prompt, pooled."""
+
+    def per_seed(run: dict) -> tuple[float, float]:
+        row = run["quality"]["differences"][f"{a} − {b}"]
+        return row["gold"], row["gold_se"]
+
+    return _pooled_over_seeds(sweep, per_seed)
+
+
+def per_prompt(records: list[dict], generation: int, measure: str) -> list[float]:
+    """Self-training's ``measure`` ("gold" or "distinct") for each prompt after ``generation``: one value per prompt."""
+    return records[generation][measure + "_per_prompt"]
+
+
+def pooled_generations(
+    sweep: dict, a: tuple[float, int], b: tuple[float, int], measure: str = "gold"
+) -> tuple[float, float]:
+    """Self-training at (real share, generation) ``a`` minus at ``b``, paired per prompt in each seed, then pooled."""
+
+    def per_seed(run: dict) -> tuple[float, float]:
+        return paired(*(per_prompt(run["self_training"][str(share)], g, measure) for share, g in (a, b)))
+
+    return _pooled_over_seeds(sweep, per_seed)
+
+
+def pooled_table(sweep: dict, student: str) -> dict[str, dict[str, float | tuple[float, float]]]:
+    """Each run of one student over the seeds: ``gold`` and ``kl`` pooled as (mean, se), and the seeds' mean
+    ``kl_median`` and ``sums``."""
+    first = next(iter(sweep["seeds"].values()))
+    table = {}
+    for name in first["distillation"][student]["runs"]:
+        rows = [run["distillation"][student]["runs"][name] for run in sweep["seeds"].values()]
+        table[name] = {m: pooled([r[m] for r in rows], [r[m + "_se"] for r in rows]) for m in ("gold", "kl")}
+        table[name] |= {m: float(np.mean([r[m] for r in rows])) for m in ("kl_median", "sums")}
+    return table
+
+
 def generation_curve(sweep: dict, measure: str, share: float) -> np.ndarray:
     """``measure`` (``gold``, ``distinct_answers`` or ``entropy``) of self-training at a real ``share``, after each
     generation: one row per seed, (seeds, generations + 1)."""
@@ -344,3 +397,13 @@ def plot_generations(
     axes[0].legend(fontsize=8)
     plt.tight_layout()
     return fig
+
+
+def at_generation(sweep: dict, generation: int) -> dict[float, dict[str, float]]:
+    """The slider's readout: for each real share, the seeds' mean ``gold`` and ``distinct_answers`` after
+    ``generation``."""
+    measures = ("gold", "distinct_answers")
+    return {
+        share: {m: float(generation_curve(sweep, m, share)[:, generation].mean()) for m in measures}
+        for share in REAL_SHARES
+    }
