@@ -29,7 +29,7 @@ from matplotlib.figure import Figure
 
 from .core.stats import RewardMatrix, best_of_n_curve
 from .core.training import History
-from .core.validation import check_choice
+from .core.validation import check_choice, check_number
 from .rejection_sampling import best_of_n_kl_bound
 
 FORMS = ("bon", "rl")  # eq:gao_bon and eq:gao_rl
@@ -159,3 +159,38 @@ def plot_overoptimization(
         twin.set_ylabel("proxy gain (dashed, RM units)")
     ax.legend(fontsize=7, loc="best")
     return ax.figure
+
+
+# --- a cure: an ensemble of reward models ---------------------------------------------------------------------------
+ENSEMBLE_RULES = ("mean", "min", "mean_minus_std")  # how K reward models' scores become one reward
+
+
+def ensemble_reward(scores: np.ndarray, rule: str = "mean", lam: float = 0.0) -> np.ndarray:
+    """One reward per answer from K reward models' scores (K, N), by ``rule`` (Coste et al., 2023): (N,).
+
+        mean:            r̄ = (1/K) Σ_k r_k
+        min:             min_k r_k                       (worst-case optimization)
+        mean_minus_std:  r̄ − λ · s,  s² = Σ_k (r_k − r̄)² / (K − 1)      (eq:ensemble_uwo)
+
+    The last pays less where the models disagree, which is where a policy is most likely exploiting one model's
+    error. Coste et al.'s uncertainty-weighted optimization subtracts λ times the variance; the standard deviation
+    used here keeps the penalty in the reward's own units. It needs K ≥ 2 models, and λ ≥ 0.
+    """
+    check_choice(rule, "rule", ENSEMBLE_RULES)
+    scores = np.asarray(scores, dtype=float)
+    if scores.ndim != 2 or not scores.size or not np.isfinite(scores).all():
+        raise ValueError(
+            f"scores must be a finite (K models, N answers) array, got shape {scores.shape}: stack each reward "
+            "model's scores of the same answers as one row"
+        )
+    lam = check_number(lam, "lam", low=0, fix="λ ≥ 0 penalizes disagreement; λ = 0 is the plain mean")
+    if rule == "min":
+        return scores.min(axis=0)
+    if rule == "mean_minus_std":
+        if scores.shape[0] < 2:
+            raise ValueError(
+                f"scores holds K = {scores.shape[0]} reward model: a standard deviation across models needs K >= 2; "
+                "train more reward models with other seeds, or use rule='mean'"
+            )
+        return scores.mean(axis=0) - lam * scores.std(axis=0, ddof=1)
+    return scores.mean(axis=0)

@@ -633,7 +633,44 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
     )
     add("filter_by(keep=[1])", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], [1]))
     add("filter_by(keep of another length)", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], []))
+    _leaderboard_probes(add)
     return probes
+
+
+def _leaderboard_probes(add) -> None:
+    """Chapters 16 and 17: battles that name an unknown model, a model that never plays, a power or level outside
+    (0, 1), an ensemble's std over K = 1 model, and λ < 0."""
+    from rlhf_edu import leaderboard as lb
+    from rlhf_edu import sample_size as ss
+    from rlhf_edu.overoptimization import ensemble_reward
+
+    add(
+        "bradley_terry_ratings(an unknown model)",
+        "models",
+        lambda: lb.bradley_terry_ratings([("a", "z", 1)], ["a", "b"]),
+    )
+    add(
+        "bradley_terry_ratings(a model never plays)",
+        "battles",
+        lambda: lb.bradley_terry_ratings([("a", "b", 1)], ["a", "b", "c"]),
+    )
+    add("bradley_terry_ratings(verdict 2)", "verdict", lambda: lb.bradley_terry_ratings([("a", "b", 2)], ["a", "b"]))
+    add(
+        "bootstrap_ratings(num_resamples=1)",
+        "num_resamples",
+        lambda: lb.bootstrap_ratings([("a", "b", 1)], ["a", "b"], 1),
+    )
+    add("percentile_interval(level=1)", "level", lambda: lb.percentile_interval(np.zeros((3, 2)), 1.0))
+    for power in (0.0, 1.0, NAN, "0.8"):
+        add(f"prompts_needed(power={power!r})", "power", lambda p=power: ss.prompts_needed(0.1, 1.0, power=p))
+    add("prompts_needed(difference=0)", "difference", lambda: ss.prompts_needed(0.0, 1.0))
+    add("power(alpha=1.5)", "alpha", lambda: ss.power(0.1, 1.0, 100, alpha=1.5))
+    add("standard_error(num_prompts=0)", "num_prompts", lambda: ss.standard_error(1.0, 1.0, 0))
+    add("difference_sd(correlation=2)", "correlation", lambda: ss.difference_sd(1.0, 1.0, 2.0))
+    add("variance_components(one sample per prompt)", "scores", lambda: ss.variance_components(np.zeros((5, 1))))
+    add("ensemble_reward(K=1, mean_minus_std)", "K", lambda: ensemble_reward(np.ones((1, 3)), "mean_minus_std", 1.0))
+    add("ensemble_reward(lam=-1)", "lam", lambda: ensemble_reward(np.ones((2, 3)), "mean_minus_std", -1.0))
+    add("ensemble_reward(rule='median')", "rule", lambda: ensemble_reward(np.ones((2, 3)), "median"))
 
 
 def _smaller_student_of_every_layer():

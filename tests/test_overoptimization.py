@@ -5,6 +5,7 @@ from rlhf_edu.core.training import History
 from rlhf_edu.overoptimization import (
     best_of_n_distances,
     best_of_n_overoptimization,
+    ensemble_reward,
     fit_gao_form,
     gao_form,
     gao_peak,
@@ -73,3 +74,19 @@ def test_bad_input_is_named():
         fit_gao_form([1.0, 1.0], [0.5, 0.5], "bon")
     with pytest.raises(ValueError, match="no evaluation with gold_reward"):
         rl_overoptimization(History([{"step": 0, "gold_reward": 1.0}]))
+
+
+def test_ensemble_rewards_by_hand():
+    """Three reward models on two answers: means 2 and 1, minima 1 and 0, sample standard deviations 1 and 1."""
+    scores = np.array([[1.0, 0.0], [2.0, 1.0], [3.0, 2.0]])  # (K = 3, N = 2)
+    np.testing.assert_allclose(ensemble_reward(scores), [2.0, 1.0])
+    np.testing.assert_allclose(ensemble_reward(scores, "min"), [1.0, 0.0])
+    np.testing.assert_allclose(ensemble_reward(scores, "mean_minus_std", lam=0.5), [1.5, 0.5])
+    np.testing.assert_allclose(ensemble_reward(scores, "mean_minus_std", lam=0.0), ensemble_reward(scores))
+
+
+def test_an_ensemble_penalty_needs_two_models_and_a_nonnegative_lambda():
+    with pytest.raises(ValueError, match="K = 1 reward model"):
+        ensemble_reward(np.ones((1, 4)), "mean_minus_std", lam=1.0)
+    with pytest.raises(ValueError, match="lam must be >= 0"):
+        ensemble_reward(np.ones((3, 4)), "mean_minus_std", lam=-0.5)

@@ -78,7 +78,7 @@ def teacher_score(
     """The teacher's pick rule: ``rm``'s score, plus :data:`VERIFIER_WEIGHT` on a sum the verifier passes.
 
     Best-of-16 with it picks a right sum whenever one of the 16 is right, and the answer ``rm`` likes best
-    elsewhere: a reasoning teacher on sums, a reward-model teacher on the rest. It never reads the gold reward.
+    elsewhere: a verifier's pick on sums, a reward model's on the rest. It never reads the gold reward.
     """
 
     def reward_fn(prompts: Sequence[str], completions: Sequence[str]) -> list[float]:
