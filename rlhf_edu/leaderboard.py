@@ -1,23 +1,26 @@
 """A leaderboard with honest intervals: Bradley–Terry ratings from pairwise battles (chapter 16).
 
 Chatbot Arena's method, on any list of battles: each battle is two models, one prompt, and a verdict (1 if the
-first model won, 0 if the second did, ½ for a tie). The Bradley–Terry model says
+first model won, 0 if the second did, ½ for a tie); :func:`round_robin` plays every pair of models on every prompt
+before a judge, a coin deciding which answer is shown first. The Bradley–Terry model says
 
     P(a beats b) = σ(θ_a − θ_b)                                                         (eq:bt_battle)
 
-with one rating θ per model. The ratings are fitted by maximum likelihood, which is a logistic regression on one
-column per model (+1 for the first model of a battle, −1 for the second; :func:`battle_design`), fitted by
-:func:`~rlhf_edu.core.stats.logistic_regression`, as chapter 7's reward model fits one pair at a time. Only
-differences of ratings are defined, so they are reported centred (mean 0), in nats, or on Arena's Elo-like scale
-(:func:`elo_scale`). Their uncertainty comes from resampling the battles (:func:`bootstrap_ratings`), and two
-neighbours on the board are told apart only when the interval of their difference leaves out 0
-(:func:`neighbour_gaps`).
+with one rating θ per model: chapter 7's Bradley–Terry likelihood, with one free number per model in place of a
+reward network. The ratings are fitted by maximum likelihood, a logistic regression on one column per model (+1 for
+the first model of a battle, −1 for the second; :func:`battle_design`) by
+:func:`~rlhf_edu.core.stats.logistic_regression`. Only differences of ratings are defined, so they are reported
+centred (mean 0), in nats, or on Arena's Elo-like scale (:func:`elo_scale`). Chapter 6's
+:func:`~rlhf_edu.preference_data.bradley_terry_scores` fits the same model to known win probabilities; a leaderboard
+has only a finite list of verdicts. The ratings' uncertainty comes from resampling the battles
+(:func:`bootstrap_ratings`), and two neighbours on the board are told apart only when the interval of their
+difference leaves out 0 (:func:`neighbour_gaps`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -28,6 +31,38 @@ from .core.validation import check_int, check_number
 Battle = tuple[str, str, float]  # (first model, second model, 1 if the first won, 0 if it lost, ½ for a tie)
 ELO_SCALE = 400 / math.log(10)  # Arena's points per nat: a 400-point gap is 10:1 odds
 ELO_CENTRE = 1000.0
+
+
+Judge = Callable[[list[str], list[str], list[str]], Sequence[float]]  # (prompts, a, b) -> 1 where a wins, 0, or ½
+
+
+def round_robin(
+    prompts: Sequence[str], answers: Mapping[str, Sequence[str]], judge: Judge, seed: int = 0
+) -> list[Battle]:
+    """Every pair of models on every prompt, judged: K(K − 1)/2 battles per prompt.
+
+    ``answers[model][i]`` is the model's answer to ``prompts[i]``. Which model is shown first is drawn by a coin for
+    each battle (seeded), so a judge's pull toward one position favours no model; ``judge(prompts, first, second)``
+    gives one verdict per battle, e.g. the world's annotator, ``lambda p, a, b: world.label_pairs(p, a, b, rng)``.
+    """
+    models = list(answers)
+    if len(models) < 2:
+        raise ValueError(f"answers must hold at least two models, got {models}: a battle needs two")
+    for model, texts in answers.items():
+        if len(texts) != len(prompts):
+            raise ValueError(
+                f"answers[{model!r}] holds {len(texts)} answers for {len(prompts)} prompts: give one answer per prompt"
+            )
+    rng = numpy_rng(seed)
+    rows = []  # (first model, second model, prompt, first answer, second answer)
+    for i, prompt in enumerate(prompts):
+        for j, a in enumerate(models):
+            for b in models[j + 1 :]:
+                first, second = (a, b) if rng.random() < 0.5 else (b, a)  # the coin for the position
+                rows.append((first, second, prompt, answers[first][i], answers[second][i]))
+    firsts, seconds, shown, first_texts, second_texts = (list(column) for column in zip(*rows))
+    verdicts = judge(shown, first_texts, second_texts)
+    return [(a, b, float(v)) for a, b, v in zip(firsts, seconds, verdicts)]
 
 
 def check_battles(battles: Sequence[Battle], models: Sequence[str]) -> None:

@@ -15,16 +15,19 @@ prompts have ρ = 0. A two-sided z-test at level α resolves a true difference �
 
     n ≥ ((z_{1−α/2} + z_{1−β}) · sd_d / δ)²                                             (eq:eval_power)
 
-(:func:`prompts_needed`, :func:`power`, :func:`detectable_difference`).
+(:func:`prompts_needed`, :func:`power`, :func:`detectable_difference`). :func:`resampled_power` checks it by
+simulation on a finished evaluation's per-prompt scores, paired or not.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from statistics import NormalDist
 
 import numpy as np
 
+from .core.runtime import numpy_rng
 from .core.validation import check_int, check_number
 
 _NORMAL = NormalDist()
@@ -100,3 +103,40 @@ def detectable_difference(sd: float, num_prompts: int, power: float = 0.8, alpha
     sd = check_number(sd, "sd", low=0, low_open=True, fix="the spread of the per-prompt differences")
     n = check_int(num_prompts, "num_prompts", fix="the number of prompts, e.g. 500")
     return _z_sum(power, alpha) * sd / math.sqrt(n)
+
+
+def resampled_power(
+    scores_a: Sequence[float],
+    scores_b: Sequence[float],
+    num_prompts: int,
+    paired: bool = True,
+    alpha: float = 0.05,
+    num_trials: int = 2000,
+    seed: int = 0,
+) -> float:
+    """eq:eval_power checked by simulation: the share of ``num_trials`` small evaluations, each ``num_prompts``
+    prompts drawn with replacement from two models' per-prompt scores (N,), whose z-test at level ``alpha`` finds
+    the difference in the direction of the whole data's mean difference.
+
+    ``paired`` draws one set of prompts for both models and tests the per-prompt differences; unpaired draws each
+    model's prompts apart, as two evaluations on different prompts would, and tests the difference of the means.
+    """
+    a, b = np.asarray(scores_a, dtype=float), np.asarray(scores_b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1 or len(a) < 2:
+        raise ValueError(
+            f"scores_a {a.shape} and scores_b {b.shape} must be per-prompt scores of the same N >= 2 prompts"
+        )
+    n = check_int(num_prompts, "num_prompts", low=2, fix="the prompts of each simulated evaluation, e.g. 200")
+    trials = check_int(num_trials, "num_trials", low=2, fix="e.g. 2000 simulated evaluations")
+    z_crit = _NORMAL.inv_cdf(1 - check_probability(alpha, "alpha", "the test's level, e.g. 0.05") / 2)
+    rng = numpy_rng(seed)
+    rows_a = rng.integers(0, len(a), size=(trials, n))  # (trials, n) prompts drawn for model a
+    rows_b = rows_a if paired else rng.integers(0, len(b), size=(trials, n))  # the same prompts when paired
+    if paired:
+        d = a[rows_a] - b[rows_b]  # (trials, n) per-prompt differences
+        z = d.mean(axis=1) / (d.std(axis=1, ddof=1) / math.sqrt(n))
+    else:
+        se = np.sqrt(a[rows_a].var(axis=1, ddof=1) / n + b[rows_b].var(axis=1, ddof=1) / n)  # (trials,)
+        z = (a[rows_a].mean(axis=1) - b[rows_b].mean(axis=1)) / se
+    direction = np.sign(a.mean() - b.mean()) or 1.0
+    return float(np.mean(direction * z > z_crit))

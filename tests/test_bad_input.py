@@ -668,6 +668,7 @@ def _leaderboard_probes(add) -> None:
     add("standard_error(num_prompts=0)", "num_prompts", lambda: ss.standard_error(1.0, 1.0, 0))
     add("difference_sd(correlation=2)", "correlation", lambda: ss.difference_sd(1.0, 1.0, 2.0))
     add("variance_components(one sample per prompt)", "scores", lambda: ss.variance_components(np.zeros((5, 1))))
+    add("resampled_power(num_prompts=1)", "num_prompts", lambda: ss.resampled_power([0.0, 1.0], [1.0, 0.0], 1))
     add("ensemble_reward(K=1, mean_minus_std)", "K", lambda: ensemble_reward(np.ones((1, 3)), "mean_minus_std", 1.0))
     add("ensemble_reward(lam=-1)", "lam", lambda: ensemble_reward(np.ones((2, 3)), "mean_minus_std", -1.0))
     add("ensemble_reward(rule='median')", "rule", lambda: ensemble_reward(np.ones((2, 3)), "median"))

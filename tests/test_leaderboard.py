@@ -104,3 +104,31 @@ def test_a_model_that_wins_every_battle_has_no_finite_rating():
 def test_a_level_outside_zero_and_one_is_refused():
     with pytest.raises(ValueError, match="level"):
         lb.percentile_interval(np.zeros((5, 2)), 1.0)
+
+
+def test_a_round_robin_plays_every_pair_on_every_prompt_in_both_positions():
+    """Three models on 40 prompts: 3 battles a prompt, each judged once on the texts shown; a coin picks the order."""
+    prompts = [f"p{i}" for i in range(40)]
+    answers = {m: [f"{m}-{i}" for i in range(40)] for m in ("a", "b", "c")}
+    seen = []
+
+    def judge(shown, first, second):  # the first answer wins when its model's name sorts first
+        seen.extend(zip(shown, first, second))
+        return [int(x < y) for x, y in zip(first, second)]
+
+    battles = lb.round_robin(prompts, answers, judge, seed=0)
+    assert len(battles) == 40 * 3 == len(seen)
+    assert all(first.startswith(a) and second.startswith(b) for (a, b, _), (_, first, second) in zip(battles, seen))
+    assert all(prompt == "p" + first.split("-")[1] for prompt, first, _ in seen)  # each answer to its own prompt
+    assert {(a, b) for a, b, _ in battles} == {(x, y) for x in "abc" for y in "abc" if x != y}  # both positions
+    assert all(v == float(a < b) for a, b, v in battles)
+    upsets = [("c", "a", 1.0), ("b", "a", 1.0), ("c", "b", 1.0)]  # one each, so no model wins every battle
+    ratings = lb.bradley_terry_ratings(battles + upsets, ["a", "b", "c"])
+    assert ratings[0] > ratings[1] > ratings[2]
+
+
+def test_a_round_robin_needs_one_answer_per_prompt_from_each_of_two_models():
+    with pytest.raises(ValueError, match="at least two models"):
+        lb.round_robin(["p"], {"a": ["x"]}, lambda p, a, b: [1] * len(p))
+    with pytest.raises(ValueError, match=r"answers\['b'\] holds 2 answers for 1 prompts"):
+        lb.round_robin(["p"], {"a": ["x"], "b": ["y", "z"]}, lambda p, a, b: [1] * len(p))

@@ -66,3 +66,22 @@ def test_a_power_outside_zero_and_one_is_refused(bad_power):
 def test_scores_without_two_samples_per_prompt_are_refused():
     with pytest.raises(ValueError, match="at least two answers per prompt"):
         ss.variance_components(np.zeros((10, 1)))
+
+
+def test_resampled_power_matches_the_closed_form_and_pairing_helps():
+    """Two models whose per-prompt scores share a prompt effect (sd 1) plus their own noise (sd 0.5), 0.1 apart:
+    paired, the differences have sd √0.5 and 100 prompts give eq:eval_power's power; unpaired, far less."""
+    rng = np.random.default_rng(4)
+    prompt = rng.normal(size=20_000)
+    a = prompt + 0.1 + rng.normal(scale=0.5, size=20_000)
+    b = prompt + rng.normal(scale=0.5, size=20_000)
+    paired = ss.resampled_power(a, b, 100, paired=True, num_trials=4000, seed=0)
+    assert paired == pytest.approx(ss.power(0.1, math.sqrt(0.5), 100), abs=0.03)
+    unpaired = ss.resampled_power(a, b, 100, paired=False, num_trials=4000, seed=0)
+    assert unpaired == pytest.approx(ss.power(0.1, math.sqrt(2.5), 100), abs=0.03)
+    assert unpaired < paired - 0.1
+
+
+def test_resampled_power_refuses_scores_of_different_prompts():
+    with pytest.raises(ValueError, match="same N >= 2 prompts"):
+        ss.resampled_power([1.0, 2.0], [1.0], 10)
