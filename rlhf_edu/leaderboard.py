@@ -26,7 +26,7 @@ import numpy as np
 
 from .core.runtime import numpy_rng
 from .core.stats import logistic_regression
-from .core.validation import check_int, check_number
+from .core.validation import check_int, check_probability
 
 Battle = tuple[str, str, float]  # (first model, second model, 1 if the first won, 0 if it lost, ½ for a tie)
 ELO_SCALE = 400 / math.log(10)  # Arena's points per nat: a 400-point gap is 10:1 odds
@@ -151,14 +151,9 @@ def bootstrap_ratings(
     return np.stack(samples)  # (R, K)
 
 
-def check_level(level: float) -> float:
-    """A coverage level strictly between 0 and 1."""
-    return check_number(level, "level", low=0, high=1, low_open=True, high_open=True, fix="e.g. 0.95")
-
-
 def percentile_interval(samples: np.ndarray, level: float = 0.95) -> np.ndarray:
     """The central ``level`` interval of bootstrap samples, column by column: (K, 2), low and high."""
-    tail = (1 - check_level(level)) / 2
+    tail = (1 - check_probability(level, "level", "the interval's coverage, e.g. 0.95")) / 2
     return np.quantile(np.asarray(samples, dtype=float), [tail, 1 - tail], axis=0).T  # (K, 2)
 
 

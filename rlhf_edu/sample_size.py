@@ -28,14 +28,9 @@ from statistics import NormalDist
 import numpy as np
 
 from .core.runtime import numpy_rng
-from .core.validation import check_int, check_number
+from .core.validation import check_int, check_number, check_probability
 
 _NORMAL = NormalDist()
-
-
-def check_probability(value: float, name: str, fix: str) -> float:
-    """A probability strictly between 0 and 1 (a power or a level α)."""
-    return check_number(value, name, low=0, high=1, low_open=True, high_open=True, fix=fix)
 
 
 def standard_error(between_var: float, within_var: float, num_prompts: int, samples_per_prompt: int = 1) -> float:

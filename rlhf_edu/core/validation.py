@@ -48,6 +48,11 @@ def check_number(
     return value
 
 
+def check_probability(value: object, name: str, fix: str = "") -> float:
+    """Return ``value`` as a float strictly between 0 and 1: a power, a test's level α, an interval's coverage."""
+    return check_number(value, name, low=0, high=1, low_open=True, high_open=True, fix=fix)
+
+
 def check_int(value: object, name: str, *, low: int = 1, fix: str = "") -> int:
     """Return ``value`` after checking that it is an integer (not a bool or a float) and at least ``low``."""
     hint = f": {fix}" if fix else ""
