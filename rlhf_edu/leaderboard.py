@@ -14,7 +14,8 @@ centred (mean 0), in nats, or on Arena's Elo-like scale (:func:`elo_scale`). Cha
 :func:`~rlhf_edu.preference_data.bradley_terry_scores` fits the same model to known win probabilities; a leaderboard
 has only a finite list of verdicts. The ratings' uncertainty comes from resampling the battles
 (:func:`bootstrap_ratings`), and two neighbours on the board are told apart only when the interval of their
-difference leaves out 0 (:func:`neighbour_gaps`).
+difference leaves out 0 (:func:`neighbour_gaps`). Where a reference order is known, as the world's gold reward is,
+:func:`rank_reversals` lists the pairs a judge's board puts the wrong way round.
 """
 
 from __future__ import annotations
@@ -171,3 +172,33 @@ def neighbour_gaps(
         gaps.append({"above": models[upper], "below": models[lower], "gap": gap, "low": low, "high": high})
         gaps[-1]["separated"] = low > 0
     return gaps
+
+
+def rank_reversals(
+    models: Sequence[str],
+    ratings: np.ndarray,
+    gold: Mapping[str, Sequence[float]],
+    k: float = 3.0,
+    rating_se: np.ndarray | None = None,
+) -> list[tuple[str, str]]:
+    """The pairs (better, worse) that the gold reward orders beyond ``k`` standard errors and ``ratings`` order the
+    other way round: a judge's rank reversals. ``gold[model][i]`` is the gold reward of the model's answer to prompt
+    i, the same prompts for every model, so each difference is paired prompt by prompt. With ``rating_se`` (K, K),
+    the standard error of each rating gap (e.g. from :func:`bootstrap_ratings`), the reversed gap must also be
+    beyond ``k`` of its own: a board that cannot order the pair does not reverse it."""
+    missing = [m for m in models if m not in gold]
+    if missing or len({len(gold[m]) for m in models}) != 1 or len(gold[models[0]]) < 2:
+        lengths = {m: len(gold[m]) for m in models if m in gold}
+        raise ValueError(
+            f"gold must hold every model's gold rewards, at least two and as many for each; missing {missing}, "
+            f"lengths {lengths}: score each model's answers to the same prompts"
+        )
+    reversals = []
+    for i, a in enumerate(models):
+        for j, b in enumerate(models):
+            differences = np.asarray(gold[a], dtype=float) - np.asarray(gold[b], dtype=float)  # (N,) a − b per prompt
+            mean, se = differences.mean(), differences.std(ddof=1) / math.sqrt(len(differences))
+            board_se = 0.0 if rating_se is None else float(np.asarray(rating_se)[i, j])
+            if mean > k * se and ratings[j] - ratings[i] > k * board_se:
+                reversals.append((a, b))
+    return reversals

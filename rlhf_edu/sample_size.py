@@ -25,7 +25,9 @@ import math
 from collections.abc import Sequence
 from statistics import NormalDist
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 
 from .core.runtime import numpy_rng
 from .core.validation import check_int, check_number, check_probability
@@ -135,3 +137,23 @@ def resampled_power(
         z = (a[rows_a].mean(axis=1) - b[rows_b].mean(axis=1)) / se
     direction = np.sign(a.mean() - b.mean()) or 1.0
     return float(np.mean(direction * z > z_crit))
+
+
+def plot_detectable(
+    sds: dict[str, float], num_prompts: int, power: float = 0.8, alpha: float = 0.05, max_prompts: int = 1000
+) -> Figure:
+    """eq:eval_power as a curve for each labelled spread of the per-prompt differences: the smallest difference that
+    n prompts resolve, n from 10 to ``max_prompts``, with ``num_prompts`` marked and read off in the legend."""
+    n = check_int(num_prompts, "num_prompts", fix="the number of prompts, e.g. 300")
+    grid = np.unique(np.geomspace(10, max(max_prompts, n), 60).astype(int))  # prompts, log-spaced
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for label, sd in sds.items():
+        at_n = detectable_difference(sd, n, power, alpha)
+        curve = [detectable_difference(sd, int(k), power, alpha) for k in grid]
+        ax.plot(grid, curve, label=f"{label}: {at_n:.3f} at n = {n}")
+        ax.plot([n], [at_n], "o", color=ax.lines[-1].get_color())
+    ax.axvline(n, color="grey", linewidth=0.8)
+    ax.set(xscale="log", xlabel="prompts n", ylabel="smallest difference resolved (gold)")
+    ax.set_title(f"{power:.0%} power at α = {alpha}", fontsize=10)
+    ax.legend(fontsize=8)
+    return fig

@@ -672,6 +672,25 @@ def _leaderboard_probes(add) -> None:
     add("ensemble_reward(K=1, mean_minus_std)", "K", lambda: ensemble_reward(np.ones((1, 3)), "mean_minus_std", 1.0))
     add("ensemble_reward(lam=-1)", "lam", lambda: ensemble_reward(np.ones((2, 3)), "mean_minus_std", -1.0))
     add("ensemble_reward(rule='median')", "rule", lambda: ensemble_reward(np.ones((2, 3)), "median"))
+    add("rank_reversals(a model without gold)", "gold", lambda: lb.rank_reversals(["a", "b"], [0, 1], {"a": [1, 2]}))
+    _contamination_probes(add)
+
+
+def _contamination_probes(add) -> None:
+    """Chapter 16's contamination and prompt forms: a share that leaves a part empty, NaN scores, a benchmark with
+    no clean prompt, an unknown form and a prompt outside the world."""
+    from rlhf_edu import contamination as ct
+    from rlhf_edu.core.world import rephrase
+
+    for share in (1.0, 0.0, NAN):
+        add(f"leak_split(share={share!r})", "share", lambda v=share: ct.leak_split(["add 1 and 2", "add 3 and 4"], v))
+    add("leak_split(one distinct prompt)", "share", lambda: ct.leak_split(["add 1 and 2", "add 1 and 2"], 0.5))
+    add("detection_auc(NaN)", "leaked_scores", lambda: ct.detection_auc([NAN, 1.0], [0.0, 1.0]))
+    add("detection_auc(one clean score)", "clean_scores", lambda: ct.detection_auc([1.0, 2.0], [0.0]))
+    add("inflation(every prompt leaked)", "leaked", lambda: ct.inflation([0.0, 1.0], [1.0, 1.0], [True, True]))
+    add("inflation(lengths differ)", "leaked", lambda: ct.inflation([0.0, 1.0], [1.0, 1.0], [True]))
+    add("rephrase(form='shout')", "form", lambda: rephrase("add 3 and 5", "shout"))
+    add("rephrase('write a poem')", "prompt", lambda: rephrase("write a poem", "please"))
 
 
 def _smaller_student_of_every_layer():

@@ -132,3 +132,23 @@ def test_a_round_robin_needs_one_answer_per_prompt_from_each_of_two_models():
         lb.round_robin(["p"], {"a": ["x"]}, lambda p, a, b: [1] * len(p))
     with pytest.raises(ValueError, match=r"answers\['b'\] holds 2 answers for 1 prompts"):
         lb.round_robin(["p"], {"a": ["x"], "b": ["y", "z"]}, lambda p, a, b: [1] * len(p))
+
+
+def test_rank_reversals_are_the_resolved_gold_pairs_that_the_ratings_put_the_wrong_way_round():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=400)
+    gold = {"a": 1.0 + noise, "b": 0.5 + noise + 0.1 * rng.normal(size=400), "c": 0.5 + noise + 0.001 * noise}
+    # a beats b and c by far; b against c is 0 ± 0.005, unresolved, so it is no reversal either way round
+    assert lb.rank_reversals(["a", "b", "c"], np.array([2.0, 1.0, 0.0]), gold) == []
+    assert lb.rank_reversals(["a", "b", "c"], np.array([0.0, 1.0, 2.0]), gold) == [("a", "b"), ("a", "c")]
+    assert lb.rank_reversals(["a", "b", "c"], np.array([1.0, 2.0, 0.0]), gold) == [("a", "b")]
+
+
+def test_a_rank_reversal_the_board_cannot_resolve_is_not_counted():
+    rng = np.random.default_rng(0)
+    noise = rng.normal(size=400)
+    gold = {"a": 1.0 + noise, "b": noise}  # a beats b by 1 ± 0 in gold
+    se = np.array([[0.0, 0.1], [0.1, 0.0]])
+    assert lb.rank_reversals(["a", "b"], np.array([0.0, 0.2]), gold, rating_se=se) == []  # 2 se: not resolved
+    assert lb.rank_reversals(["a", "b"], np.array([0.0, 0.4]), gold, rating_se=se) == [("a", "b")]  # 4 se
+    assert lb.rank_reversals(["a", "b"], np.array([0.0, 0.2]), gold) == [("a", "b")]  # no se: the order alone

@@ -85,3 +85,14 @@ def test_resampled_power_matches_the_closed_form_and_pairing_helps():
 def test_resampled_power_refuses_scores_of_different_prompts():
     with pytest.raises(ValueError, match="same N >= 2 prompts"):
         ss.resampled_power([1.0, 2.0], [1.0], 10)
+
+
+def test_the_detectable_difference_plot_draws_eq_eval_power_and_marks_the_chosen_n():
+    fig = ss.plot_detectable({"paired": 0.5, "unpaired": 1.0}, 300)
+    ax = fig.axes[0]
+    curve, marker = ax.lines[0], ax.lines[1]
+    x, y = curve.get_data()
+    assert y == pytest.approx([ss.detectable_difference(0.5, int(k)) for k in x])
+    assert marker.get_ydata()[0] == pytest.approx(ss.detectable_difference(0.5, 300))
+    assert ax.lines[2].get_ydata() == pytest.approx([ss.detectable_difference(1.0, int(k)) for k in x])
+    assert "0.081 at n = 300" in ax.get_legend().get_texts()[0].get_text()

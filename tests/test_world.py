@@ -21,6 +21,7 @@ from rlhf_edu.core.world import (
     fact_pairs,
     gold_components_one,
     parse_prompt,
+    rephrase,
     split_steps,
     step_labels,
 )
@@ -374,3 +375,24 @@ def test_step_labels_split_at_the_separator_and_read_sums_of_two():
     assert step_labels("add 3 and 5", "3 plus 5 is 9") == [False]
     with pytest.raises(ValueError, match="steps can only be checked on sums, got 'review the pizza'"):
         step_labels("review the pizza", "the pizza is tasty")
+
+
+@pytest.mark.parametrize("form", ["please", "period"])
+def test_a_rephrased_prompt_asks_the_same_and_earns_the_same_gold(world, form):
+    prompts = world.prompts(30, split="test") + world.prompts(5, family="multi_step")
+    rephrased = [rephrase(p, form) for p in prompts]
+    assert rephrased[0] == {"please": f"please {prompts[0]}", "period": f"{prompts[0]} ."}[form]
+    assert [parse_prompt(p) for p in rephrased] == [parse_prompt(p) for p in prompts]
+    answers = [world.demonstration(p, np.random.default_rng(0)) for p in prompts[:30]] + ["8"] * 5
+    assert world.gold_reward(rephrased, answers) == world.gold_reward(prompts, answers)
+    assert [rephrase(p, "plain") for p in rephrased] == prompts  # back again
+
+
+def test_rephrase_refuses_an_unknown_form_and_a_foreign_prompt():
+    with pytest.raises(ValueError, match="form.*'shout'.*plain"):
+        rephrase("add 3 and 5", "shout")
+    with pytest.raises(ValueError, match="'write a poem' is not a world prompt"):
+        rephrase("write a poem", "please")
+    for bare in ("please", ".", "please ."):  # nothing left to ask once the form's words are off
+        with pytest.raises(ValueError, match="is not a world prompt"):
+            parse_prompt(bare)

@@ -19,6 +19,10 @@ One more family is opt-in, outside :data:`FAMILIES`, so the default streams neve
   (:data:`MULTI_STEP_STYLES`). Every partial sum stays within :data:`NUMBERS`. Each step of an
   answer can be checked on its own (:func:`step_labels`), which a process reward model learns from.
 
+Each prompt has other forms the world reads alike (:data:`PROMPT_FORMS`, :func:`rephrase`): ``"please add 3 and 5"``
+and ``"add 3 and 5 ."`` ask what ``"add 3 and 5"`` asks, and earn the same gold reward for the same answer.
+:meth:`World.prompts` writes only the plain form, so a model trained on it may answer the others worse.
+
 Gold reward components (see :data:`GOLD_WEIGHTS`)
 -------------------------------------------------
 g(x, y) = Σ_k w_k · c_k(x, y), with
@@ -115,6 +119,9 @@ FAMILIES = ("arithmetic", "review", "describe")  # what World.prompts() mixes, i
 MULTI_STEP = "multi_step"  # the opt-in family of three-number sums: World.prompts(n, family=MULTI_STEP)
 MULTI_STEP_STYLES = ("direct", "steps")  # "3 plus 5 plus 4 is 12", or "3 plus 5 is 8 . 8 plus 4 is 12"
 PROMPT_FAMILIES = (*FAMILIES, MULTI_STEP)  # every family World.prompts can draw
+# The forms of one prompt that the world reads alike (rephrase): as World.prompts writes it, with a "please" in
+# front, or with a closing "." (the way the pretraining corpus and the answers end a sentence).
+PROMPT_FORMS = ("plain", "please", "period")
 SUM_FAMILIES = ("arithmetic", MULTI_STEP)  # the families the verifier checks
 STEP_SEPARATOR = "."  # the word that ends one step of an answer and opens the next
 REWARD_KINDS = ("gold", "verifier")  # World.reward_function: the gold reward, or the verifier of sums
@@ -159,11 +166,29 @@ class ParsedPrompt:
     answer: int | None = None
 
 
+def rephrase(prompt: str, form: str) -> str:
+    """``prompt`` in another of the :data:`PROMPT_FORMS` that ask the same thing: ``"please add 3 and 5"`` or
+    ``"add 3 and 5 ."`` for ``"add 3 and 5"``. The gold reward reads them alike; a model need not (chapter 16)."""
+    check_choice(form, "form", PROMPT_FORMS)
+    words = _plain_words(normalize_text(message_text(prompt, "prompt")).split())
+    parse_prompt(" ".join(words))  # refuses a prompt outside the world, naming it
+    return " ".join({"plain": words, "please": ["please", *words], "period": [*words, "."]}[form])
+
+
+def _plain_words(words: list[str]) -> list[str]:
+    """A prompt's words without a leading "please" or a closing ".": the part that says what is asked."""
+    if words[:1] == ["please"]:
+        words = words[1:]
+    return words[:-1] if words[-1:] == ["."] else words
+
+
 def parse_prompt(prompt: str) -> ParsedPrompt:
-    """Read a world prompt back into its family and subject; raise ValueError for anything else."""
+    """Read a world prompt, in any of its :data:`PROMPT_FORMS`, back into its family and subject; raise ValueError
+    for anything else."""
     words = normalize_text(message_text(prompt, "prompt")).split()
     if not words:
         raise ValueError("empty prompt: pass a user message such as 'add 3 and 5' (see World.prompts)")
+    words = _plain_words(words)
     if len(words) == 4 and words[0] == "add" and words[2] == "and" and {words[1], words[3]} <= set(OPERANDS):
         return ParsedPrompt("arithmetic", (words[1], words[3]), int(words[1]) + int(words[3]))
     if len(words) == 6 and words[0] == "add" and words[2] == words[4] == "and" and {*words[1::2]} <= set(OPERANDS):

@@ -631,3 +631,39 @@ def distillation_sweep(
         "seeds": list(seeds),
     }
     return save_json({"settings": settings, "seeds": results}, out)
+
+
+def evaluation_sweep(
+    out: str | Path = SWEEPS / "evaluation.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Notebook 16's claims across seeds: per seed, the sample-size measurements, the leaderboard judged by the
+    annotator, rm and the judge, contamination and format sensitivity
+    (:func:`~rlhf_edu.experiments.evaluation_runs.seed_runs`). About 1½ minutes a seed on one CPU thread."""
+    from . import evaluation_runs as runs
+
+    seeds = runs.SEEDS if seeds is None else seeds
+    preset = get_preset(preset)
+    device = get_device(device)
+    sft, tokenizer = zoo.load("sft", preset, device)
+    base, _ = zoo.load("base", preset, device)
+    rm, _ = zoo.load("rm", preset, device)
+    judge, _ = zoo.load("judge", preset, device)
+    world = World(seed=0, preset=preset)
+    with one_thread():
+        results = {str(seed): runs.seed_runs(sft, base, rm, judge, tokenizer, world, seed) for seed in seeds}
+    settings = {
+        "preset": preset.name,
+        "models": list(runs.MODELS),
+        "board_prompts": runs.BOARD_PROMPTS,
+        "best_of": runs.BEST_OF,
+        "dpo_pairs": runs.DPO_PAIRS,
+        "bootstrap": runs.BOOTSTRAP,
+        "size": {"prompts": runs.SIZE_PROMPTS, "samples": runs.SIZE_SAMPLES},
+        "contamination": {"sums": runs.BENCHMARK_SUMS, "leak_share": runs.LEAK_SHARE, "sft": runs.LEAK_SFT},
+        "format_prompts": runs.FORMAT_PROMPTS,
+        "seeds": list(seeds),
+    }
+    return save_json({"settings": settings, "seeds": results}, out)
