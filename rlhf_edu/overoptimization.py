@@ -16,10 +16,16 @@ policy can go further before the proxy misleads it.
 Best-of-n's d here comes from the analytical log n − (n − 1)/n, exact for a continuous
 reward and an upper bound where answers repeat (chapter 10), so it overstates how far
 best-of-n moved on a small world, and its fitted α, β and peak scale with it.
+
+Two cures and a disease in the act: :func:`ensemble_reward` scores answers by K reward models at once (Coste et al.,
+2023); :func:`blind_spot_reward` plants a reward model's blind spot for a policy to find; :func:`parting_step` finds
+the evaluation at which the gold reward and the proxy part ways, and :func:`drift_alarm` is a monitor that would
+have flagged it from a statistic of the answers alone, with no gold reward.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import matplotlib.pyplot as plt
@@ -27,9 +33,11 @@ import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
+from .core.rollouts import RewardFn
 from .core.stats import RewardMatrix, best_of_n_curve
 from .core.training import History
 from .core.validation import check_choice, check_number
+from .core.world import VOCAB, message_text, normalize_text
 from .rejection_sampling import best_of_n_kl_bound
 
 FORMS = ("bon", "rl")  # eq:gao_bon and eq:gao_rl
@@ -194,3 +202,44 @@ def ensemble_reward(scores: np.ndarray, rule: str = "mean", lam: float = 0.0) ->
             )
         return scores.mean(axis=0) - lam * scores.std(axis=0, ddof=1)
     return scores.mean(axis=0)
+
+
+# --- reward hacking, caught in the act -------------------------------------------------------------------------------
+def blind_spot_reward(reward_fn: RewardFn, word: str, bonus: float) -> RewardFn:
+    """``reward_fn`` with a planted blind spot: ``bonus`` more for every time ``word`` appears in an answer, whatever
+    the answer says. A reward model that learned a spurious feature pays like this; the gold reward does not."""
+    if not isinstance(word, str) or word not in VOCAB:
+        raise ValueError(f"word={word!r} is not a word of the world's vocabulary: pick one from VOCAB, e.g. 'think'")
+    bonus = check_number(bonus, "bonus", low=0, low_open=True, fix="the reward per occurrence, e.g. 0.5")
+
+    def reward(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
+        counts = [normalize_text(message_text(c, "completion")).split().count(word) for c in completions]
+        return [float(r) + bonus * n for r, n in zip(reward_fn(prompts, completions), counts)]
+
+    return reward
+
+
+def parting_step(curve: dict[str, np.ndarray], gold_se: float, k: float = 3.0) -> float | None:
+    """The first evaluation at which the gold reward and the proxy part ways: the gold is below its best so far by
+    more than ``k`` standard errors of a difference of two evaluations (√2 · ``gold_se``), while the proxy is above
+    its value at that best. ``curve`` holds ``step``, ``proxy`` and ``gold`` (:func:`rl_overoptimization`); returns
+    the step, or None if they never part."""
+    gold_se = check_number(gold_se, "gold_se", low=0, low_open=True, fix="one evaluation's standard error")
+    best = 0  # index of the best gold so far
+    for i in range(1, len(curve["gold"])):
+        if curve["gold"][i] > curve["gold"][best]:
+            best = i
+        fallen = curve["gold"][best] - curve["gold"][i] > k * math.sqrt(2) * gold_se
+        if fallen and curve["proxy"][i] > curve["proxy"][best]:
+            return float(curve["step"][i])
+    return None
+
+
+def drift_alarm(steps: Sequence[float], values: Sequence[float], stderr: float, k: float = 3.0) -> float | None:
+    """A monitor that needs no gold reward: the first step at which a statistic of the policy's answers (a word's
+    rate, the length, the share of repeated words) has moved from its value at the start by more than ``k``
+    standard errors of a difference (√2 · ``stderr``); None if it never does."""
+    stderr = check_number(stderr, "stderr", low=0, low_open=True, fix="one measurement's standard error")
+    values = np.asarray(values, dtype=float)  # (E,) one per evaluation
+    moved = np.abs(values - values[0]) > k * math.sqrt(2) * stderr
+    return float(np.asarray(steps)[np.argmax(moved)]) if moved.any() else None

@@ -639,10 +639,11 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
 
 def _leaderboard_probes(add) -> None:
     """Chapters 16 and 17: battles that name an unknown model, a model that never plays, a power or level outside
-    (0, 1), an ensemble's std over K = 1 model, and λ < 0."""
+    (0, 1), an ensemble's std over K = 1 model, λ < 0, a blind spot on a word outside the world, and a monitor
+    with no noise to measure against."""
     from rlhf_edu import leaderboard as lb
     from rlhf_edu import sample_size as ss
-    from rlhf_edu.overoptimization import ensemble_reward
+    from rlhf_edu.overoptimization import blind_spot_reward, drift_alarm, ensemble_reward, parting_step
 
     add(
         "bradley_terry_ratings(an unknown model)",
@@ -673,6 +674,11 @@ def _leaderboard_probes(add) -> None:
     add("ensemble_reward(lam=-1)", "lam", lambda: ensemble_reward(np.ones((2, 3)), "mean_minus_std", -1.0))
     add("ensemble_reward(rule='median')", "rule", lambda: ensemble_reward(np.ones((2, 3)), "median"))
     add("rank_reversals(a model without gold)", "gold", lambda: lb.rank_reversals(["a", "b"], [0, 1], {"a": [1, 2]}))
+    add("blind_spot_reward(word='ponder')", "word", lambda: blind_spot_reward(lambda p, c: [0.0], "ponder", 0.5))
+    add("blind_spot_reward(bonus=0)", "bonus", lambda: blind_spot_reward(lambda p, c: [0.0], "think", 0.0))
+    curve = {"step": [0, 5], "gold": [1.0, 0.0], "proxy": [0.0, 1.0]}
+    add("parting_step(gold_se=0)", "gold_se", lambda: parting_step(curve, 0.0))
+    add("drift_alarm(stderr=NaN)", "stderr", lambda: drift_alarm([0, 5], [0.0, 1.0], NAN))
     _contamination_probes(add)
 
 

@@ -5,10 +5,13 @@ from rlhf_edu.core.training import History
 from rlhf_edu.overoptimization import (
     best_of_n_distances,
     best_of_n_overoptimization,
+    blind_spot_reward,
+    drift_alarm,
     ensemble_reward,
     fit_gao_form,
     gao_form,
     gao_peak,
+    parting_step,
     plot_overoptimization,
     rl_overoptimization,
 )
@@ -90,3 +93,35 @@ def test_an_ensemble_penalty_needs_two_models_and_a_nonnegative_lambda():
         ensemble_reward(np.ones((1, 4)), "mean_minus_std", lam=1.0)
     with pytest.raises(ValueError, match="lam must be >= 0"):
         ensemble_reward(np.ones((3, 4)), "mean_minus_std", lam=-0.5)
+
+
+def test_a_planted_blind_spot_pays_for_its_word_wherever_it_stands():
+    def plain(prompts, completions):
+        return [1.0] * len(completions)
+
+    reward = blind_spot_reward(plain, "think", 0.5)
+    answers = ["the soup is tasty", "i think the soup is tasty", "think think . Think"]
+    assert reward(["review the soup"] * 3, answers) == [1.0, 1.5, 2.5]  # counted as the world reads words
+    with pytest.raises(ValueError, match="word='ponder' is not a word of the world's vocabulary"):
+        blind_spot_reward(plain, "ponder", 0.5)
+    with pytest.raises(ValueError, match="bonus"):
+        blind_spot_reward(plain, "think", 0.0)
+
+
+def test_the_gold_and_the_proxy_part_where_the_gold_falls_beyond_its_noise_and_the_proxy_still_rises():
+    step = np.arange(0, 35, 5)
+    gold = np.array([1.0, 1.2, 1.5, 1.4, 1.2, 0.9, 0.5])  # best 1.5 at step 10
+    proxy = np.array([0.0, 0.5, 1.0, 1.2, 1.4, 1.6, 1.8])
+    curve = {"step": step, "gold": gold, "proxy": proxy}
+    # √2 · 0.05 · 3 ≈ 0.21: 1.5 − 1.2 = 0.3 is the first fall beyond it, at step 20
+    assert parting_step(curve, gold_se=0.05) == 20.0
+    assert parting_step(curve, gold_se=0.1) == 25.0  # 0.42: the fall of 0.6 at step 25
+    assert parting_step(curve | {"proxy": proxy[::-1]}, gold_se=0.05) is None  # the proxy fell too: no parting
+    assert parting_step(curve | {"gold": np.sort(gold)}, gold_se=0.05) is None  # the gold never falls
+
+
+def test_the_drift_alarm_rings_at_the_first_move_beyond_its_noise():
+    steps = [0, 5, 10, 15]
+    assert drift_alarm(steps, [0.10, 0.12, 0.30, 0.50], stderr=0.02) == 10.0  # 3 · √2 · 0.02 ≈ 0.085
+    assert drift_alarm(steps, [0.10, 0.12, 0.05, 0.14], stderr=0.02) is None
+    assert drift_alarm(steps, [0.10, 0.12, -0.2, 0.14], stderr=0.02) == 10.0  # either way
