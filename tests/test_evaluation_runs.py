@@ -158,3 +158,18 @@ def test_prompt_means_average_each_distinct_prompts_rows():
         ["add 1 and 2", "add 3 and 4", "add 1 and 2"], [1.0, 2.0, 3.0], ["add 1 and 2", "add 3 and 4"]
     )
     assert means.tolist() == [2.0, 2.0]
+
+
+def test_the_board_plot_draws_each_judges_ratings_and_intervals_against_gold():
+    report = {"models": ["x", "y"], "ratings": [0.5, -0.5], "intervals": [[0.2, 0.9], [-0.7, -0.1]]}
+    fig = runs.plot_board({"annotator": report, "rm": report}, {"x": (2.0, 0.1), "y": (1.0, 0.1)})
+    assert [ax.get_title() for ax in fig.axes] == ["judged by annotator", "judged by rm"]
+    points = fig.axes[0].lines[0]
+    assert list(points.get_xdata()) == [2.0, 1.0] and list(points.get_ydata()) == [0.5, -0.5]
+    bars = fig.axes[0].collections[0].get_segments()  # one vertical bar per model: the 95% interval
+    assert np.array([(s[0][1], s[1][1]) for s in bars]) == pytest.approx(np.array([[0.2, 0.9], [-0.7, -0.1]]))
+
+
+def test_the_word_table_counts_words_as_the_gold_reward_does():
+    table = runs.word_table({"a": ["the soup is tasty .", "3 plus 5 is 8"], "b": ["ok", "ok"]})
+    assert table["a"][0] == 5.0 and table["b"] == (1.0, 0.0)

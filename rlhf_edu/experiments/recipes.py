@@ -641,7 +641,7 @@ def evaluation_sweep(
 ) -> Path:
     """Notebook 16's claims across seeds: per seed, the sample-size measurements, the leaderboard judged by the
     annotator, rm and the judge, contamination and format sensitivity
-    (:func:`~rlhf_edu.experiments.evaluation_runs.seed_runs`). About 1½ minutes a seed on one CPU thread."""
+    (:func:`~rlhf_edu.experiments.evaluation_runs.seed_runs`). About 1¾ minutes a seed on one CPU thread."""
     from . import evaluation_runs as runs
 
     seeds = runs.SEEDS if seeds is None else seeds
