@@ -26,7 +26,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from .core.runtime import numpy_rng
-from .core.stats import logistic_regression
+from .core.stats import logistic_regression, mean_and_stderr
 from .core.validation import check_int, check_probability
 
 Battle = tuple[str, str, float]  # (first model, second model, 1 if the first won, 0 if it lost, ½ for a tie)
@@ -196,8 +196,7 @@ def rank_reversals(
     reversals = []
     for i, a in enumerate(models):
         for j, b in enumerate(models):
-            differences = np.asarray(gold[a], dtype=float) - np.asarray(gold[b], dtype=float)  # (N,) a − b per prompt
-            mean, se = differences.mean(), differences.std(ddof=1) / math.sqrt(len(differences))
+            mean, se = mean_and_stderr(np.subtract(gold[a], gold[b]))  # a − b paired prompt by prompt
             board_se = 0.0 if rating_se is None else float(np.asarray(rating_se)[i, j])
             if mean > k * se and ratings[j] - ratings[i] > k * board_se:
                 reversals.append((a, b))

@@ -27,7 +27,7 @@ from ..core.logprobs import completion_logprobs
 from ..core.preferences import build_preference_dataset, encode_pairs
 from ..core.rollouts import sample_rollouts
 from ..core.runtime import numpy_rng
-from ..core.stats import mean_and_stderr
+from ..core.stats import difference_stderr, mean_and_stderr
 from ..core.world import PROMPT_FORMS, World, parse_prompt, rephrase
 from ..direct_alignment import DPOConfig, train_dpo, with_reference_logprobs
 from ..instruction_tuning import SFTConfig, train_sft
@@ -36,6 +36,7 @@ from ..rejection_sampling import best_of_n
 from ..reward_modeling import score
 from . import distillation_runs as druns
 from . import feedback_runs as fruns
+from .distillation_runs import paired  # per-prompt differences, as notebook 15 pairs them
 from .feedback_runs import pooled
 from .recipes import SWEEPS
 
@@ -297,11 +298,6 @@ def format_run(
     return gold
 
 
-def paired(a: Sequence[float], b: Sequence[float]) -> tuple[float, float]:
-    """The mean of a − b prompt by prompt, and its standard error."""
-    return mean_and_stderr(np.asarray(a, dtype=float) - np.asarray(b, dtype=float))
-
-
 # --- the sweep and its readers ---------------------------------------------------------------------------------------
 def board_run(
     world: World,
@@ -394,7 +390,7 @@ def sizes_difference(sweep: dict, a: str, b: str) -> tuple[float, float]:
 def entry_difference(a: dict, b: dict, key: str) -> tuple[float, float]:
     """Two judges' reports' ``key`` entries (value, se), ``a``'s less ``b``'s, with the standard error of two
     independent estimates (on the same battles they are positively correlated, so this errs on the wide side)."""
-    return a[key][0] - b[key][0], float(np.hypot(a[key][1], b[key][1]))
+    return a[key][0] - b[key][0], difference_stderr(a[key][1], b[key][1])
 
 
 # --- the check cells' standard errors --------------------------------------------------------------------------------
@@ -411,7 +407,7 @@ def simulation_stderr(share: float, trials: int = POWER_TRIALS) -> float:
 def power_difference(a: float, b: float, trials: int = POWER_TRIALS) -> tuple[float, float]:
     """Two simulated powers' difference and its standard error as if the simulations were independent; two that
     share their draws are positively correlated, so for them this errs on the wide side."""
-    return a - b, float(np.hypot(simulation_stderr(a, trials), simulation_stderr(b, trials)))
+    return a - b, difference_stderr(simulation_stderr(a, trials), simulation_stderr(b, trials))
 
 
 def separation_table(sweep: dict, judge: str) -> list[str]:
