@@ -17,10 +17,12 @@ Best-of-n's d here comes from the analytical log n − (n − 1)/n, exact for a 
 reward and an upper bound where answers repeat (chapter 10), so it overstates how far
 best-of-n moved on a small world, and its fitted α, β and peak scale with it.
 
-Two cures and a disease in the act: :func:`ensemble_reward` scores answers by K reward models at once (Coste et al.,
-2023); :func:`blind_spot_reward` plants a reward model's blind spot for a policy to find; :func:`parting_step` finds
-the evaluation at which the gold reward and the proxy part ways, and :func:`drift_alarm` is a monitor that would
-have flagged it from a statistic of the answers alone, with no gold reward.
+Goodhart's law by intervention: :func:`intervention` appends words to the same answers and measures what the proxy
+and the gold reward each make of it. A cure: :func:`ensemble_reward` scores answers by K reward models at once (Coste
+et al., 2023). And reward hacking in the act: :func:`blind_spot_reward` plants a reward model's blind spot for a
+policy to find (a word, counted by :func:`word_count`); :func:`parting_step` finds the evaluation at which the gold
+reward and the proxy part ways, and :func:`drift_alarm` is a monitor that would have flagged it from a statistic of
+the answers alone, with no gold reward.
 """
 
 from __future__ import annotations
@@ -34,9 +36,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 
 from .core.rollouts import RewardFn
-from .core.stats import RewardMatrix, best_of_n_curve
+from .core.stats import RewardMatrix, best_of_n_curve, mean_and_stderr
 from .core.training import History
-from .core.validation import check_choice, check_number
+from .core.validation import check_choice, check_number, check_same_length, check_texts
 from .core.world import VOCAB, message_text, normalize_text
 from .rejection_sampling import best_of_n_kl_bound
 
@@ -204,19 +206,51 @@ def ensemble_reward(scores: np.ndarray, rule: str = "mean", lam: float = 0.0) ->
     return scores.mean(axis=0)
 
 
+# --- Goodhart's law, by intervention ---------------------------------------------------------------------------------
+def intervention(
+    proxy_fn: RewardFn, gold_fn: RewardFn, prompts: Sequence[str], completions: Sequence[str], words: Sequence[str]
+) -> dict[str, tuple[float, float]]:
+    """What appending ``words`` to every answer does to the proxy and to the gold reward: each one's mean change and
+    its paired standard error, ``{"proxy": (Δ, se), "gold": (Δ, se)}``. The same answers before and after, so the
+    change is the words' effect and nothing else (an intervention, not a correlation)."""
+    if isinstance(words, str) or not words or not all(isinstance(w, str) and w in VOCAB for w in words):
+        raise ValueError(f"words={words!r} must be a non-empty list of the world's words, e.g. ['great', 'tasty']")
+    prompts, completions = check_texts(prompts, "prompts"), check_texts(completions, "completions")
+    check_same_length(prompts, completions, "prompts", "completions")
+    changed = [f"{message_text(c, 'completion')} {' '.join(words)}" for c in completions]
+    return {
+        name: mean_and_stderr(np.subtract(fn(prompts, changed), fn(prompts, completions)))  # (N,) paired
+        for name, fn in (("proxy", proxy_fn), ("gold", gold_fn))
+    }
+
+
 # --- reward hacking, caught in the act -------------------------------------------------------------------------------
 def blind_spot_reward(reward_fn: RewardFn, word: str, bonus: float) -> RewardFn:
     """``reward_fn`` with a planted blind spot: ``bonus`` more for every time ``word`` appears in an answer, whatever
     the answer says. A reward model that learned a spurious feature pays like this; the gold reward does not."""
-    if not isinstance(word, str) or word not in VOCAB:
-        raise ValueError(f"word={word!r} is not a word of the world's vocabulary: pick one from VOCAB, e.g. 'think'")
+    check_word(word)
     bonus = check_number(bonus, "bonus", low=0, low_open=True, fix="the reward per occurrence, e.g. 0.5")
 
     def reward(prompts: list[str], completions: list[str], **kwargs) -> list[float]:
-        counts = [normalize_text(message_text(c, "completion")).split().count(word) for c in completions]
+        counts = word_count(completions, word)  # (N,)
         return [float(r) + bonus * n for r, n in zip(reward_fn(prompts, completions), counts)]
 
     return reward
+
+
+def check_word(word: object) -> str:
+    """``word`` if it is one of the world's words, as the gold reward reads them (lower case, one word)."""
+    if not isinstance(word, str) or word not in VOCAB:
+        raise ValueError(f"word={word!r} is not a word of the world's vocabulary: pick one from VOCAB, e.g. 'think'")
+    return word
+
+
+def word_count(completions: Sequence[str], word: str) -> np.ndarray:
+    """How many times ``word`` appears in each answer, counted as the gold reward reads words: (N,). The statistic
+    a monitor of a planted blind spot watches, and the one :func:`blind_spot_reward` pays for."""
+    word = check_word(word)
+    completions = check_texts(completions, "completions", allow_empty=True)
+    return np.array([normalize_text(message_text(c, "completion")).split().count(word) for c in completions], float)
 
 
 def parting_step(curve: dict[str, np.ndarray], gold_se: float, k: float = 3.0) -> float | None:

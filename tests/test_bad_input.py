@@ -643,7 +643,15 @@ def _leaderboard_probes(add) -> None:
     with no noise to measure against."""
     from rlhf_edu import leaderboard as lb
     from rlhf_edu import sample_size as ss
-    from rlhf_edu.overoptimization import blind_spot_reward, drift_alarm, ensemble_reward, parting_step
+    from rlhf_edu.core.evaluation import gold_eval_fn
+    from rlhf_edu.overoptimization import (
+        blind_spot_reward,
+        drift_alarm,
+        ensemble_reward,
+        intervention,
+        parting_step,
+        word_count,
+    )
 
     add(
         "bradley_terry_ratings(an unknown model)",
@@ -679,6 +687,17 @@ def _leaderboard_probes(add) -> None:
     curve = {"step": [0, 5], "gold": [1.0, 0.0], "proxy": [0.0, 1.0]}
     add("parting_step(gold_se=0)", "gold_se", lambda: parting_step(curve, 0.0))
     add("drift_alarm(stderr=NaN)", "stderr", lambda: drift_alarm([0, 5], [0.0, 1.0], NAN))
+    add("intervention(words=[])", "words", lambda: intervention(len, len, ["a"], ["b"], []))
+    add("intervention(words=['ponder'])", "words", lambda: intervention(len, len, ["a"], ["b"], ["ponder"]))
+    two_prompts = ["add 1 and 2", "add 2 and 3"]
+    add("intervention(2 prompts, 1 answer)", "completions", lambda: intervention(len, len, two_prompts, ["3"], ["fun"]))
+    add("word_count(word='Think')", "word", lambda: word_count(["i think"], "Think"))
+    add("word_count(one string)", "completions", lambda: word_count("i think", "think"))
+    add(
+        "gold_eval_fn(monitors=['think'])",
+        "monitors",
+        lambda: gold_eval_fn(World(seed=0), None, ["add 1 and 2"], None, monitors=["think"]),
+    )
     _contamination_probes(add)
 
 

@@ -123,6 +123,19 @@ def test_gold_eval_fn_reports_the_gold_reward_its_components_kl_and_the_proxy(to
     assert metrics["eval/kl"] == pytest.approx(evaluation.kl)
     assert metrics["eval/reward"] == pytest.approx(np.mean(proxy(PROMPTS, evaluation.completions)))
     assert {f"gold/{k}" for k in GOLD_WEIGHTS} <= set(metrics)
+    golds = np.array(evaluation.gold_rewards)
+    assert metrics["gold_reward_se"] == pytest.approx(golds.std(ddof=1) / np.sqrt(len(golds)))
+
+
+def test_gold_eval_fn_measures_each_monitor_on_the_same_samples(tokenizer, world, models):
+    policy, ref = models
+    monitors = {"words": lambda prompts, completions: [len(c.split()) for c in completions]}
+    metrics = gold_eval_fn(world, tokenizer, PROMPTS, ref, seed=3, monitors=monitors)(policy)
+    evaluation = evaluate_policy(policy, ref, tokenizer, world, PROMPTS, seed=3)
+    words = np.array([len(c.split()) for c in evaluation.completions])
+    assert metrics["monitor/words"] == pytest.approx(words.mean())
+    assert metrics["monitor/words_se"] == pytest.approx(words.std(ddof=1) / np.sqrt(len(words)))
+    assert "eval/reward" not in metrics  # no proxy was given
 
 
 def test_pass_at_k_curve_of_a_verifier_that_accepts_one_answer_in_four(tokenizer, models):

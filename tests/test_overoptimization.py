@@ -11,9 +11,11 @@ from rlhf_edu.overoptimization import (
     fit_gao_form,
     gao_form,
     gao_peak,
+    intervention,
     parting_step,
     plot_overoptimization,
     rl_overoptimization,
+    word_count,
 )
 
 
@@ -125,3 +127,24 @@ def test_the_drift_alarm_rings_at_the_first_move_beyond_its_noise():
     assert drift_alarm(steps, [0.10, 0.12, 0.30, 0.50], stderr=0.02) == 10.0  # 3 · √2 · 0.02 ≈ 0.085
     assert drift_alarm(steps, [0.10, 0.12, 0.05, 0.14], stderr=0.02) is None
     assert drift_alarm(steps, [0.10, 0.12, -0.2, 0.14], stderr=0.02) == 10.0  # either way
+
+
+def test_word_count_reads_words_as_the_world_does():
+    answers = ["i think so", "Think, think.", "rethink it", ""]
+    assert word_count(answers, "think").tolist() == [1, 2, 0, 0]
+
+
+def test_an_intervention_is_the_paired_change_of_each_reward():
+    def proxy(prompts, completions):  # pays 1 per word
+        return [float(len(c.split())) for c in completions]
+
+    def gold(prompts, completions):  # pays 1 for "great", and only on the first prompt
+        return [float(i == 0 and "great" in c.split()) for i, c in enumerate(completions)]
+
+    prompts, answers = ["a", "b", "c"], ["x", "x y", "x y z"]
+    effect = intervention(proxy, gold, prompts, answers, ["great", "fun"])
+    assert effect["proxy"] == pytest.approx((2.0, 0.0))  # every answer gains exactly 2 words: no spread
+    assert effect["gold"][0] == pytest.approx(1 / 3)
+    assert effect["gold"][1] == pytest.approx(np.std([1, 0, 0], ddof=1) / np.sqrt(3))
+    with pytest.raises(ValueError, match="words=\\['ponder'\\]"):
+        intervention(proxy, gold, prompts, answers, ["ponder"])

@@ -13,7 +13,7 @@ gold reward and KL draw a reward–KL frontier.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -24,7 +24,7 @@ from .logprobs import batch_sequence_logprobs
 from .rollouts import Rollout, sample_rollouts
 from .runtime import MAX_NEW_TOKENS, SCORING_BATCH_SIZE
 from .scoring import score_rows
-from .stats import pass_at_k_by_prompt
+from .stats import mean_and_stderr, pass_at_k_by_prompt
 from .validation import check_choice, check_int, check_texts
 from .world import FAMILIES, World, parse_prompt
 
@@ -132,22 +132,35 @@ def gold_eval_fn(
     ref_model: PreTrainedModel,
     reward_fn: Callable[[list[str], list[str]], Sequence[float]] | None = None,
     seed: int = 0,
+    monitors: Mapping[str, Callable[[list[str], list[str]], Sequence[float]]] | None = None,
 ) -> Callable[[PreTrainedModel], dict[str, float]]:
     """An ``eval_fn(policy) -> metrics`` for a trainer: :func:`evaluate_policy` on fixed ``prompts``.
 
-    Its metrics are ``gold_reward``, one ``gold/<component>`` per gold component,
-    ``eval/kl`` (to ``ref_model``) and, when ``reward_fn`` is given (the proxy the
-    policy is trained on), ``eval/reward``: its mean score on the same samples. The
-    same seed each time, so two calls differ only because the policy did.
+    Its metrics are ``gold_reward`` and its standard error ``gold_reward_se``, one
+    ``gold/<component>`` per gold component, ``eval/kl`` (to ``ref_model``) and, when
+    ``reward_fn`` is given (the proxy the policy is trained on), ``eval/reward``: its mean
+    score on the same samples. The same seed each time, so two calls differ only because
+    the policy did. Each of ``monitors`` (``{name: fn(prompts, completions) -> one value per answer}``: a
+    held-out judge, a word's count) adds ``monitor/<name>``, its mean on the same
+    samples, and ``monitor/<name>_se``, that mean's standard error.
     """
     prompts = check_texts(prompts, "prompts")
+    monitors = {} if monitors is None else monitors
+    if not isinstance(monitors, Mapping) or not all(isinstance(k, str) and callable(f) for k, f in monitors.items()):
+        raise TypeError(f"monitors must map names to functions fn(prompts, completions), got {monitors!r}")
 
     def eval_fn(policy: PreTrainedModel) -> dict[str, float]:
         evaluation = evaluate_policy(policy, ref_model, tokenizer, world, prompts, seed=seed)
-        metrics = {"gold_reward": evaluation.gold_reward, "eval/kl": evaluation.kl}
+        metrics = dict(zip(("gold_reward", "gold_reward_se"), mean_and_stderr(evaluation.gold_rewards)))
+        metrics["eval/kl"] = evaluation.kl
         metrics |= {f"gold/{name}": value for name, value in evaluation.component_means().items()}
         if reward_fn is not None:
             metrics["eval/reward"] = float(np.mean(reward_fn(evaluation.prompts, evaluation.completions)))
+        for name, monitor in monitors.items():
+            values = list(monitor(evaluation.prompts, evaluation.completions))  # (N,) one value an answer
+            if len(values) != len(prompts):
+                raise ValueError(f"monitor {name!r} gave {len(values)} values for {len(prompts)} answers: one each")
+            metrics[f"monitor/{name}"], metrics[f"monitor/{name}_se"] = mean_and_stderr(values)
         return metrics
 
     return eval_fn

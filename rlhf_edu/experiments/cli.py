@@ -22,6 +22,7 @@ SWEEPS = {
     "ai-feedback": "ai_feedback_sweep",
     "distillation": "distillation_sweep",
     "evaluation": "evaluation_sweep",
+    "overoptimization": "overoptimization_sweep",
 }
 
 
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
         "(rloo, the default), notebook 8's runs (regularization), "
         "notebook 04b's (pipeline, multi-round, pipeline-seeds), notebooks 05 and 06's (preferences), "
         "notebook 13's (ai-feedback), notebook 14's (reasoning, grpo-family, thinking), notebook 15's (distillation), "
-        "notebook 16's (evaluation), "
+        "notebook 16's (evaluation), notebook 17's (overoptimization), "
         "or the TRL notebook's (trl: needs the [trl] extra)",
     )
     sweep_parser.add_argument("which", nargs="?", default="rloo", choices=tuple(SWEEPS))

@@ -30,7 +30,7 @@ from ..core.world import SUM_FAMILIES, World, parse_prompt
 from ..instruction_tuning import SFTConfig, encode_example, train_sft
 from ..rejection_sampling import best_of_n
 from ..reward_modeling import score
-from .feedback_runs import pooled  # noqa: F401  (the sweep's seeds pooled as notebook 13 pools them)
+from .feedback_runs import pooled, pooled_over_seeds  # noqa: F401  (the seeds pooled as notebook 13 pools them)
 from .recipes import SWEEPS
 
 # --- the teacher: sft fine-tuned on its own best-of-16 answers (chapter 10's rejection sampling) ---------------------
@@ -321,12 +321,6 @@ def load_sweep(path: str | Path = SWEEPS / "distillation.json") -> dict:
     return json.loads(Path(path).read_text())
 
 
-def _pooled_over_seeds(sweep: dict, per_seed: Callable[[dict], tuple[float, float]]) -> tuple[float, float]:
-    """``per_seed(run)``, a (mean, se) from one seed's runs, pooled over the sweep's seeds with :func:`pooled`."""
-    values = [per_seed(run) for run in sweep["seeds"].values()]
-    return pooled([v[0] for v in values], [v[1] for v in values])
-
-
 def pooled_difference(sweep: dict, student: str, a: str, b: str, measure: str = "gold") -> tuple[float, float]:
     """Run ``a`` minus run ``b`` of one student (e.g. "token, 1 epoch"), paired per prompt in each seed, then pooled."""
 
@@ -334,7 +328,7 @@ def pooled_difference(sweep: dict, student: str, a: str, b: str, measure: str = 
         row = run["distillation"][student]["differences"][f"{a} − {b}"]
         return row[measure], row[measure + "_se"]
 
-    return _pooled_over_seeds(sweep, per_seed)
+    return pooled_over_seeds(sweep, per_seed)
 
 
 def pooled_quality(sweep: dict, a: str, b: str) -> tuple[float, float]:
@@ -344,7 +338,7 @@ def pooled_quality(sweep: dict, a: str, b: str) -> tuple[float, float]:
         row = run["quality"]["differences"][f"{a} − {b}"]
         return row["gold"], row["gold_se"]
 
-    return _pooled_over_seeds(sweep, per_seed)
+    return pooled_over_seeds(sweep, per_seed)
 
 
 def per_prompt(records: list[dict], generation: int, measure: str) -> list[float]:
@@ -360,7 +354,7 @@ def pooled_generations(
     def per_seed(run: dict) -> tuple[float, float]:
         return paired(*(per_prompt(run["self_training"][str(share)], g, measure) for share, g in (a, b)))
 
-    return _pooled_over_seeds(sweep, per_seed)
+    return pooled_over_seeds(sweep, per_seed)
 
 
 def pooled_table(sweep: dict, student: str) -> dict[str, dict[str, float | tuple[float, float]]]:

@@ -64,6 +64,12 @@ def pooled(values: Sequence[float], stderrs: Sequence[float]) -> tuple[float, fl
     return float(values.mean()), max(within, mean_and_stderr(values)[1])
 
 
+def pooled_over_seeds(sweep: dict, per_seed: Callable[[dict], tuple[float, float]]) -> tuple[float, float]:
+    """``per_seed(run)``, a (mean, se) from one seed's runs, pooled over the sweep's seeds with :func:`pooled`."""
+    values = [per_seed(run) for run in sweep["seeds"].values()]
+    return pooled([v[0] for v in values], [v[1] for v in values])
+
+
 # --- RLAIF ----------------------------------------------------------------------------------------------------------
 def model_labels(
     labeller: str,

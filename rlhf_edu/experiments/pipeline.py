@@ -22,6 +22,7 @@ import copy
 import json
 import shutil
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -385,6 +386,7 @@ def rl_stage(
     config: PolicyGradientConfig,
     num_prompts: int,
     num_eval_prompts: int = STAGE_EVAL_PROMPTS,
+    monitors: Mapping[str, RewardFn] | None = None,
 ) -> tuple[PreTrainedModel, list[dict], dict[str, float]]:
     """Stage 3: RL from ``sft`` against ``reward_fn`` with −β·KL to ``sft`` (chapter 11), keeping the best checkpoint.
 
@@ -393,9 +395,10 @@ def rl_stage(
     there is kept. The gold reward is an oracle no real pipeline has: it stands in for the
     held-out evaluation a real one picks checkpoints by. Returns that policy, the validation
     curve and ``best_step``, ``best_gold_reward`` and ``final_gold_reward`` (the last step's).
+    ``monitors`` are measured on the same samples (:func:`~rlhf_edu.core.evaluation.gold_eval_fn`).
     """
     prompts = world.prompts(num_eval_prompts + NUM_VALIDATION_PROMPTS, split="test")[num_eval_prompts:]
-    measure = gold_eval_fn(world, tokenizer, prompts, sft, reward_fn, seed=config.seed)
+    measure = gold_eval_fn(world, tokenizer, prompts, sft, reward_fn, seed=config.seed, monitors=monitors)
     policy, best = copy.deepcopy(sft), {"gold_reward": -np.inf}
     curve: list[dict[str, float]] = []
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import copy
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -667,3 +667,46 @@ def evaluation_sweep(
         "seeds": list(seeds),
     }
     return save_json({"settings": settings, "seeds": results}, out)
+
+
+def overoptimization_sweep(
+    out: str | Path = SWEEPS / "overoptimization.json",
+    preset: str | Preset | None = None,
+    device: str | None = None,
+    seeds: tuple[int, ...] | None = None,
+) -> Path:
+    """Notebook 17's cures and blind spot across seeds: per seed, the reward models, the best-of-n grid over the
+    ensemble's K and λ, and five PPO runs (:func:`~rlhf_edu.experiments.overoptimization_runs.seed_runs`). About
+    22 minutes a seed on one CPU thread."""
+    from . import overoptimization_runs as runs
+
+    seeds = runs.SEEDS if seeds is None else seeds
+    preset = get_preset(preset)
+    device = get_device(device)
+    sft, tokenizer = zoo.load("sft", preset, device)
+    world = World(seed=0, preset=preset)
+    with one_thread():
+        results = {str(seed): runs.seed_runs(sft, tokenizer, world, seed) for seed in seeds}
+    return save_json({"settings": overoptimization_settings(preset.name, seeds), "seeds": results}, out)
+
+
+def overoptimization_settings(preset: str, seeds: Sequence[int]) -> dict:
+    """The settings :func:`overoptimization_sweep` records beside its results."""
+    from . import overoptimization_runs as runs
+
+    return {
+        "preset": preset,
+        "pairs": runs.PAIRS,
+        "big_pairs": runs.BIG_PAIRS,
+        "members": runs.MEMBERS,
+        "lambdas": list(runs.LAMBDAS),
+        "bon": {"prompts": runs.BON_PROMPTS, "samples": runs.BON_SAMPLES, "ns": list(runs.NS)},
+        "rl": {
+            "prompts": runs.RL_PROMPTS,
+            **OVEROPTIMIZATION,
+            "cure_beta": runs.CURE_BETA,
+            "ensemble_lambda": runs.ENSEMBLE_LAMBDA,
+        },
+        "blind_spot": {"word": runs.BLIND_WORD, "bonus": runs.BLIND_BONUS},
+        "seeds": list(seeds),
+    }
