@@ -2,6 +2,7 @@
 
 import math
 
+import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 
@@ -95,6 +96,7 @@ def test_the_grid_paths_name_the_single_model_the_min_and_the_penalized_mean():
     assert runs.ensemble_path(1, 2.0) == ("single",)
     assert runs.ensemble_path(3, None) == ("min", "3")
     assert runs.ensemble_path(4, 1) == ("mean_minus_std", "4", "1.0")
+    assert runs.ensemble_path(2.0, 0.5) == ("mean_minus_std", "2", "0.5")  # what the K slider gives
     for k, lam in ((5, 1.0), (0, 1.0), (2, 0.7)):
         with pytest.raises(ValueError, match="is not on the grid"):
             runs.ensemble_path(k, lam)
@@ -139,6 +141,9 @@ def test_the_hacking_report_finds_the_parting_and_the_monitors():
 
 def test_the_plots_draw_every_rule_and_every_cure():
     sweep = runs.load_sweep()
+    for k in range(2, runs.MEMBERS + 1):  # every position of the notebook's sliders, which give floats
+        for lam in runs.LAMBDAS:
+            plt.close(runs.plot_bon_cures(sweep, float(k), float(lam)))
     figure = runs.plot_bon_cures(sweep, 3, 2.0)
     labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
     assert "K = 3, mean − 2·std" in labels and "K = 3, min" in labels and len(labels) == 5

@@ -235,6 +235,7 @@ def ensemble_path(k: int, lam: float | None) -> tuple[str, ...]:
         raise ValueError(
             f"k={k!r}, lam={lam!r} is not on the grid: k is 1 to {MEMBERS} models, λ one of {LAMBDAS} (None: the min)"
         )
+    k = int(k)  # a slider gives 2.0
     if k == 1:
         return ("single",)
     return ("min", str(k)) if lam is None else ("mean_minus_std", str(k), str(float(lam)))
