@@ -59,10 +59,10 @@ $(TEST_TARGETS): export TRANSFORMERS_OFFLINE := 1
 # RUFF_VERSION is the one pinned in pyproject.toml's dev extra, which the main environment gets too.
 LINT_VENV ?= .venv-lint
 RUFF_VERSION := $(shell sed -n 's/.*"ruff==\([^"]*\)".*/\1/p' pyproject.toml)
-LINT_PATHS := rlhf_edu tests benchmarks
+LINT_PATHS := rlhf_edu tests benchmarks book
 
-.PHONY: install lab test unit unit-fast unit-and-rest nbval nbval-rest test-browser notebooks claims mutation lint format figures \
-	zoo doctor clean
+.PHONY: install lab test unit unit-fast unit-and-rest nbval nbval-rest test-browser book notebooks claims mutation lint \
+	format figures zoo doctor dist clean
 
 install: $(VENV)/.installed
 
@@ -109,8 +109,9 @@ unit-and-rest: $(VENV)/.installed
 	$(NBVAL) tests --ignore=tests/browser $$($(PYTHON) tests/notebook_split.py) $(NO_TESTS_IS_OK)
 
 # JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
-# starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/.
-test-browser: $(VENV)/.installed
+# starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/. It also opens every page
+# of the book site, which it builds first (`make book`).
+test-browser: $(VENV)/.installed book
 	$(PYTEST) -n $(JOBS) --dist load tests/browser $(NO_TESTS_IS_OK)
 
 # Re-execute every notebook in place, top to bottom, keeping widget state so the saved file shows them.
@@ -124,6 +125,24 @@ notebooks: $(VENV)/.installed
 CLAIMS_FLAGS ?=
 claims: $(VENV)/.installed
 	$(VENV)/bin/rlhf-edu claims --jobs $(JOBS) $(CLAIMS_FLAGS)
+
+# The book site: every notebook with its saved outputs, as static HTML in build/book/, which any static file server
+# opens (`python -m http.server -d build/book`). Nothing is executed, so it needs no PyTorch: Sphinx and MyST-NB in an
+# environment of their own (book/requirements.txt), and from npm (book/package-lock.json) MathJax and the widgets'
+# HTML manager, which the site serves itself so that it reads offline. A warning fails the build.
+BOOK_VENV ?= .venv-book
+book: $(BOOK_VENV)/.installed book/node_modules/.package-lock.json
+	rm -rf build/book build/book-doctrees
+	$(BOOK_VENV)/bin/sphinx-build -b html -c book -d build/book-doctrees -W --keep-going -q . build/book
+	@echo "the site is in build/book/: python -m http.server -d build/book, then open http://localhost:8000"
+
+$(BOOK_VENV)/.installed: book/requirements.txt
+	test -x $(BOOK_VENV)/bin/python || python3 -m venv $(BOOK_VENV)
+	$(BOOK_VENV)/bin/python -m pip install --quiet -r book/requirements.txt
+	touch $@
+
+book/node_modules/.package-lock.json: book/package-lock.json
+	cd book && npm ci --ignore-scripts --no-audit --no-fund
 
 $(LINT_VENV)/.installed: pyproject.toml
 	test -x $(LINT_VENV)/bin/python || python3 -m venv $(LINT_VENV)
@@ -158,5 +177,10 @@ zoo: $(VENV)/.installed
 doctor: $(VENV)/.installed
 	$(VENV)/bin/rlhf-edu doctor
 
+# The wheel and the sdist, built in isolation as pip builds them, into dist/. Both carry the zoo, the shipped sweeps,
+# the notebooks and the diagrams; `rlhf-edu notebooks DIR` copies the last two out of an installed wheel.
+dist: $(VENV)/.installed
+	$(PYTHON) -m build --outdir dist
+
 clean:
-	rm -rf $(VENV) $(LINT_VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(LINT_VENV) $(BOOK_VENV) book/node_modules .pytest_cache build *.egg-info

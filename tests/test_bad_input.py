@@ -634,6 +634,7 @@ def _second_pass_probes(tokenizer) -> list[tuple[str, str, object]]:
     add("filter_by(keep=[1])", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], [1]))
     add("filter_by(keep of another length)", "keep", lambda: dist.filter_by(["add 1 and 2"], ["3"], []))
     _leaderboard_probes(add)
+    _notebook_copy_probes(add)
     return probes
 
 
@@ -716,6 +717,21 @@ def _contamination_probes(add) -> None:
     add("inflation(lengths differ)", "leaked", lambda: ct.inflation([0.0, 1.0], [1.0, 1.0], [True]))
     add("rephrase(form='shout')", "form", lambda: rephrase("add 3 and 5", "shout"))
     add("rephrase('write a poem')", "prompt", lambda: rephrase("write a poem", "please"))
+
+
+def _notebook_copy_probes(add) -> None:
+    """``rlhf-edu notebooks DIR``: no folder, a file, and a folder that already holds notebooks (the repository's
+    own, which is refused before anything is written), and a force that is not True or False."""
+    from pathlib import Path
+
+    from rlhf_edu.experiments.notebook_copy import copy_notebooks
+
+    here, repository = Path(__file__), Path(__file__).resolve().parent.parent
+    for dest in (None, 3, ""):
+        add(f"copy_notebooks(dest={dest!r})", "dest", lambda d=dest: copy_notebooks(d))
+    add("copy_notebooks(dest=a file)", "dest", lambda: copy_notebooks(here))
+    add("copy_notebooks(a folder holding notebooks/)", "dest", lambda: copy_notebooks(repository))
+    add("copy_notebooks(force=1)", "force", lambda: copy_notebooks(here, force=1))
 
 
 def _smaller_student_of_every_layer():

@@ -1,4 +1,5 @@
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -107,3 +108,94 @@ def test_sweep_runs_each_notebooks_recipes(capsys, monkeypatch, tmp_path, which,
     assert main(["sweep", which, "--out", str(tmp_path)]) == 0
     assert calls == [{"out": str(tmp_path), "preset": None, "device": None}]
     assert f"wrote {tmp_path / 'r.json'}" in capsys.readouterr().out
+
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def test_notebooks_copies_the_notebooks_solutions_and_diagrams_side_by_side(capsys, tmp_path):
+    dest = tmp_path / "book"
+    assert main(["notebooks", str(dest)]) == 0
+    copied = sorted(p.relative_to(dest).as_posix() for p in dest.rglob("*") if p.is_file())
+    shipped = sorted(
+        p.relative_to(REPOSITORY).as_posix()
+        for pattern in ("notebooks/*.ipynb", "notebooks/solutions/*.ipynb", "images/*")
+        for p in REPOSITORY.glob(pattern)
+    )
+    assert copied == shipped and "notebooks/04_training_overview.ipynb" in copied
+    assert not (dest / "notebooks" / "claims").exists()  # the claims table is the repository's, not a reader's
+    for notebook in (dest / "notebooks").rglob("*.ipynb"):  # every diagram a notebook shows is where it looks
+        for link in re.findall(r"\]\((\.\./images/[^)]+)\)", notebook.read_text()):
+            assert (notebook.parent / link).is_file(), f"{notebook.name}: {link}"
+    out = capsys.readouterr().out
+    counts = [len(list(REPOSITORY.glob(pattern))) for pattern in ("notebooks/*.ipynb", "notebooks/solutions/*.ipynb")]
+    assert f"wrote {counts[0]} notebooks and {counts[1]} solutions to {dest / 'notebooks'}" in out
+    assert f"jupyter lab --ServerApp.root_dir={dest} --LabApp.default_url=/lab/tree/notebooks" in out
+
+
+def test_notebooks_refuses_a_folder_that_holds_notebooks_unless_forced(capsys, tmp_path):
+    mine = tmp_path / "notebooks" / "mine.ipynb"
+    mine.parent.mkdir()
+    mine.write_text("{}")
+    (tmp_path / "notebooks" / "03_definitions.ipynb").write_text("my edits")
+    assert main(["notebooks", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"rlhf-edu: error: dest {str(tmp_path)!r} already holds {tmp_path / 'notebooks'}: name another folder" in err
+    assert "--force" in err and (tmp_path / "notebooks" / "03_definitions.ipynb").read_text() == "my edits"
+    assert main(["notebooks", str(tmp_path), "--force"]) == 0
+    assert (tmp_path / "notebooks" / "03_definitions.ipynb").read_text().startswith("{")  # the shipped file again
+    assert mine.read_text() == "{}"  # a file the command did not ship stays
+
+
+def test_notebooks_refuses_a_file_and_a_path_under_one(capsys, tmp_path):
+    (tmp_path / "a_file").write_text("")
+    assert main(["notebooks", str(tmp_path / "a_file")]) == 2
+    assert "is a file: name a folder for the notebooks" in capsys.readouterr().err
+    assert main(["notebooks", str(tmp_path / "a_file" / "book")]) == 2
+    err = capsys.readouterr().err
+    assert "cannot write" in err and "name another folder" in err and "Traceback" not in err
+
+
+def _package_layout(root: Path, inside: bool) -> Path:
+    """A package folder with shipped notebooks and images inside it (a wheel) or beside it (a repository)."""
+    package = root / "rlhf_edu"
+    base = package if inside else root
+    for path in ("notebooks/a.ipynb", "notebooks/solutions/a_solutions.ipynb", "notebooks/claims/claims.md"):
+        (base / path).parent.mkdir(parents=True, exist_ok=True)
+        (base / path).write_text("{}")
+    (base / "images").mkdir()
+    (base / "images" / "x.png").write_bytes(b"png")
+    if not inside:
+        (root / "pyproject.toml").write_text("")
+    package.mkdir(exist_ok=True)
+    return package
+
+
+@pytest.mark.parametrize("inside", [True, False], ids=["wheel", "repository"])
+def test_notebooks_come_from_the_package_or_the_repository_around_it(monkeypatch, tmp_path, inside):
+    from rlhf_edu.experiments import notebook_copy
+
+    monkeypatch.setattr(notebook_copy, "PACKAGE", _package_layout(tmp_path / "src", inside))
+    written = notebook_copy.copy_notebooks(tmp_path / "out")
+    assert sorted(p.relative_to(tmp_path / "out").as_posix() for p in written) == [
+        "images/x.png",
+        "notebooks/a.ipynb",
+        "notebooks/solutions/a_solutions.ipynb",
+    ]
+
+
+def test_notebooks_refuse_the_folder_they_are_shipped_from(monkeypatch, tmp_path):
+    from rlhf_edu.experiments import notebook_copy
+
+    monkeypatch.setattr(notebook_copy, "PACKAGE", _package_layout(tmp_path, inside=False))
+    with pytest.raises(ValueError, match="is where the notebooks are shipped from: name another folder"):
+        notebook_copy.copy_notebooks(tmp_path, force=True)
+
+
+def test_a_package_without_its_notebooks_says_to_reinstall(monkeypatch, tmp_path):
+    from rlhf_edu.experiments import notebook_copy
+
+    (tmp_path / "notebooks").mkdir()  # beside the package, but no pyproject.toml: not a repository
+    monkeypatch.setattr(notebook_copy, "PACKAGE", tmp_path / "rlhf_edu")
+    with pytest.raises(FileNotFoundError, match="no notebooks/ inside .* reinstall rlhf-edu"):
+        notebook_copy.shipped_folder("notebooks")

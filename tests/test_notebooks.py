@@ -6,10 +6,16 @@ Each check is parametrised by notebook, so a failure names the file. Rules:
 
 - valid nbformat 4;
 - executed top to bottom in one run: the non-empty code cells' execution counts are exactly 1..n;
-- no error outputs, tracebacks or installed-package paths (``site-packages``) in any output;
+- no error outputs, tracebacks or installed-package paths (``site-packages``) in any output, nor in what a saved
+  widget shows (the book site draws it);
 - a chapter notebook opens with a markdown title cell holding English and Chinese (a CJK
   character) and a budget table (a markdown table that mentions time and memory), and has a
   worked-solutions notebook ``solutions/<stem>_solutions.ipynb``;
+- the title cell links the book's chapter on rlhfbook.com (the chapter its edition table names for the current
+  English edition) and the notebook's worked solutions; a solutions notebook's title cell links its chapter notebook
+  and the book's chapter;
+- the first code cell opens by importing rlhf_edu, and where it is missing says "install rlhf-edu", not a bare
+  ModuleNotFoundError from some import below;
 - a solutions notebook only needs a markdown title (its chapter notebook carries the budget),
   and every self-check in it passes: a ✅ and no ❌ in its outputs;
 - a "Check" section (a markdown heading starting with "Check") followed by at least one ``assert``;
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import ast
 import re
+import sys
 from pathlib import Path
 
 import nbformat
@@ -93,11 +100,19 @@ def test_was_executed_top_to_bottom_in_one_run(path):
     )
 
 
+def saved_widget_outputs(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNode]:
+    """What the notebook's saved widgets show: the outputs of its Output widgets (what an interact drew)."""
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    return [output for model in state.values() for output in model["state"].get("outputs", [])]
+
+
 @each(NOTEBOOKS)
 def test_has_no_errors_or_leaked_paths(path):
-    for cell in code_cells(read(path)):
-        where = f"cell In [{cell.execution_count}] of {path.name}"
-        for output in cell.outputs:
+    nb = read(path)
+    shown = [(f"cell In [{cell.execution_count}] of {path.name}", cell.outputs) for cell in code_cells(nb)]
+    shown.append((f"a saved widget of {path.name} (the book site shows it)", saved_widget_outputs(nb)))
+    for where, outputs in shown:
+        for output in outputs:
             text = output_text(output)
             assert output.output_type != "error", f"{where} raised {output.get('ename')}"
             assert "Traceback" not in text, f"{where} prints a traceback"
@@ -122,6 +137,65 @@ def test_opens_with_a_title_and_a_budget(path):
     assert TABLE_SEPARATOR.search(first.source), f"{path.name}'s title cell needs a budget table (markdown table)"
     assert re.search(r"time", first.source, re.I) and re.search(r"memory|\bRAM\b", first.source, re.I), (
         f"{path.name}'s budget table must give the time and the memory it needs"
+    )
+
+
+BOOK_LINK = re.compile(r"\]\((https://rlhfbook\.com/c/([\w-]+))\)")
+CURRENT_EDITION = re.compile(r"^\| current English edition[^|]*\|(.*)\|\s*$", re.MULTILINE)
+
+
+def book_chapters(text: str) -> list[str]:
+    """``chapter 5`` and ``Appendix A`` as their rlhfbook.com addresses begin: ``05``, ``appendix-a``."""
+    found = re.findall(r"chapter (\d+)|Appendix ([A-Z])", text)
+    return [f"{int(number):02d}" if number else f"appendix-{letter.lower()}" for number, letter in found]
+
+
+@each(CHAPTERS)
+def test_title_links_its_chapter_and_its_solutions(path):
+    title = read(path).cells[0].source
+    row = CURRENT_EDITION.search(title)
+    assert row, f"{path.name}'s title cell needs its edition table's row for the current English edition"
+    chapters, slugs = book_chapters(row.group(1)), [slug for _, slug in BOOK_LINK.findall(row.group(1))]
+    assert len(slugs) == len(chapters) and all(slug.startswith(f"{c}-") for slug, c in zip(slugs, chapters)), (
+        f"{path.name}: each of {chapters} in the current edition's row must link rlhfbook.com/c/<it>-..., got {slugs}"
+    )
+    solutions = f"](solutions/{path.stem}_solutions.ipynb)"
+    assert solutions in title, f"{path.name}'s title cell must link its worked solutions: [...]({solutions[2:-1]})"
+
+
+@each(SOLUTIONS)
+def test_solutions_title_links_its_notebook_and_the_chapter(path):
+    chapter = path.parent.parent / path.name.replace("_solutions", "")
+    title, chapter_title = read(path).cells[0].source, read(chapter).cells[0].source
+    assert f"](../{chapter.name})" in title, f"{path.name}'s title cell must link [...](../{chapter.name})"
+    wanted = [url for url, _ in BOOK_LINK.findall(CURRENT_EDITION.search(chapter_title).group(1))]
+    linked = [url for url, _ in BOOK_LINK.findall(title)]
+    assert linked == wanted, f"{path.name} must link the book's chapter as {chapter.name} does: {wanted}, not {linked}"
+
+
+def import_error_of_first_statement(path: Path) -> str:
+    """Run the first statement of ``path``'s first code cell where rlhf_edu cannot be imported; return the error."""
+    statement = python_source(code_cells(read(path))[0]).body[0]
+    if isinstance(statement, ast.Expr):  # %matplotlib inline, which needs no rlhf_edu
+        statement = python_source(code_cells(read(path))[0]).body[1]
+    code = compile(ast.Module(body=[statement], type_ignores=[]), str(path), "exec")
+    saved = sys.modules.get("rlhf_edu")
+    sys.modules["rlhf_edu"] = None  # what `import rlhf_edu` meets where the package is not installed
+    try:
+        exec(code, {})
+    except ModuleNotFoundError as error:
+        return str(error)
+    finally:
+        sys.modules["rlhf_edu"] = saved
+    return "(no error)"
+
+
+@each(NOTEBOOKS)
+def test_first_code_cell_says_install_rlhf_edu_where_it_is_missing(path):
+    error = import_error_of_first_statement(path)
+    assert "install rlhf-edu" in error, (
+        f"{path.name}'s first code cell must open with `try: import rlhf_edu` and, where that fails, raise a "
+        f"ModuleNotFoundError that says 'install rlhf-edu' and where the README says how; it gave {error!r}"
     )
 
 

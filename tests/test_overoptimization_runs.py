@@ -144,9 +144,11 @@ def test_the_plots_draw_every_rule_and_every_cure():
     for k in range(2, runs.MEMBERS + 1):  # every position of the notebook's sliders, which give floats
         for lam in runs.LAMBDAS:
             plt.close(runs.plot_bon_cures(sweep, float(k), float(lam)))
-    figure = runs.plot_bon_cures(sweep, 3, 2.0)
-    labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
-    assert "K = 3, mean − 2·std" in labels and "K = 3, min" in labels and len(labels) == 5
+    for k in (3, 3.0):  # the legend reads as the slider does, "K = 3", also when the slider sends 3.0
+        figure = runs.plot_bon_cures(sweep, k, 2.0)
+        labels = [t.get_text() for t in figure.axes[0].get_legend().get_texts()]
+        assert "K = 3, mean − 2·std" in labels and "K = 3, min" in labels and len(labels) == 5
+        plt.close(figure)
     figure = runs.plot_rl_cures(sweep)
     assert [t.get_text() for t in figure.axes[0].get_legend().get_texts()] == list(runs.CURES.values())
 

@@ -4,12 +4,13 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from rlhf_edu import World, zoo
 from rlhf_edu import preference_data as pdata
 from rlhf_edu.experiments import preference_runs as runs
 from rlhf_edu.experiments.recipes import SWEEPS
-from rlhf_edu.reward_modeling import score
+from rlhf_edu.reward_modeling import RewardConfig, reward_model_from, score, train_reward_model
 
 
 @pytest.fixture(scope="module")
@@ -58,17 +59,23 @@ def test_best_of_all_n_picks_each_prompts_top_scored_answer(sft):
     assert len(measures["gold"]) == runs.EVAL_PROMPTS
 
 
-def test_train_on_labels_fits_the_labellers_pairs(sft):
-    """A reward model trained on a λ = 5 annotator's labels scores a padded answer above its short twin."""
+def test_train_on_labels_is_chapter_7s_trainer_on_the_labellers_labels(sft):
+    """train_on_labels trains chapter 7's reward model on the pairs as ``labeller`` labels them again: the weights of
+    that recipe written out by hand, and other weights for another labeller's labels.
+
+    (What the labels teach is the notebooks' claim, from the sweep's seeds: one small run's ranking of two answers
+    moves with the CPU's kernels, and is no test of this function.)"""
     model, tokenizer = sft
-    world = World(seed=0)
-    pairs = pdata.demonstration_pairs(world, 400, seed=0)
-    reward_model = runs.train_on_labels(model, tokenizer, pairs, pdata.Annotator(length_bias=5.0), seed=0)
-    prompts = ["review the pizza"] * 2 + ["describe the cat"] * 2
-    answers = ["the pizza is tasty", "i think the pizza is really very tasty", "the cat is small",
-               "i think the cat is really very small"]  # fmt: skip
-    short, long_ = score(reward_model, tokenizer, prompts, answers).numpy().reshape(2, 2).T
-    assert (long_ > short).all()
+    pairs = pdata.demonstration_pairs(World(seed=0), 100, seed=0)
+    labeller = pdata.Annotator(length_bias=5.0)
+    trained = runs.train_on_labels(model, tokenizer, pairs, labeller, seed=0)
+    by_hand = reward_model_from(model, seed=0)
+    config = RewardConfig(**runs.REWARD_MODEL, seed=0, progress=False)
+    train_reward_model(by_hand, tokenizer, pdata.relabel(pairs, labeller, seed=0), config)
+    other = runs.train_on_labels(model, tokenizer, pairs, pdata.Annotator(length_bias=0.0), seed=0)
+    weights = [(a, b, c) for a, b, c in zip(trained.parameters(), by_hand.parameters(), other.parameters())]
+    assert all(torch.equal(a, b) for a, b, _ in weights)
+    assert not all(torch.equal(a, c) for a, _, c in weights)
 
 
 def test_the_sweep_read_back_for_the_sliders():

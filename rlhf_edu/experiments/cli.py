@@ -1,4 +1,5 @@
-"""The ``rlhf-edu`` command: ``doctor``, ``zoo build``, ``figures``, ``sweep``, ``pipeline`` and ``claims``."""
+"""The ``rlhf-edu`` command: ``doctor``, ``notebooks``, ``zoo build``, ``figures``, ``sweep``, ``pipeline`` and
+``claims``."""
 
 from __future__ import annotations
 
@@ -108,10 +109,33 @@ def run_claims_command(args: argparse.Namespace) -> int:
     return 0 if all(run.passed for run in runs) else 1
 
 
+def copy_notebooks_command(args: argparse.Namespace) -> int:
+    """``rlhf-edu notebooks DIR``: copy the notebooks and diagrams, say what was written and how to open them."""
+    from .notebook_copy import copy_notebooks, how_to_open
+
+    written = copy_notebooks(args.dir, force=args.force)
+    dest = Path(args.dir)
+    solutions = sum(path.parent.name == "solutions" for path in written)
+    notebooks = sum(path.suffix == ".ipynb" for path in written) - solutions
+    print(f"wrote {notebooks} notebooks and {solutions} solutions to {dest / 'notebooks'}")
+    print(f"wrote {len(written) - notebooks - solutions} diagrams to {dest / 'images'}")
+    print(f"open them with: {how_to_open(dest)}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="rlhf-edu", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("doctor", help="check versions, device, preset and the zoo")
+    notebooks_parser = commands.add_parser(
+        "notebooks",
+        help="copy the chapter notebooks (with solutions/) to DIR/notebooks and their diagrams to DIR/images, "
+        "and print the command that opens them in JupyterLab",
+    )
+    notebooks_parser.add_argument("dir", metavar="DIR", help="folder to copy into (made if missing)")
+    notebooks_parser.add_argument(
+        "--force", action="store_true", help="overwrite the shipped files in DIR/notebooks and DIR/images"
+    )
     zoo_parser = commands.add_parser("zoo", help="the shipped model zoo")
     zoo_commands = zoo_parser.add_subparsers(dest="zoo_command", required=True)
     build_parser = zoo_commands.add_parser("build", help="rebuild zoo checkpoints deterministically")
@@ -185,6 +209,8 @@ def main(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     if args.command == "doctor":
         return doctor()
+    if args.command == "notebooks":
+        return copy_notebooks_command(args)
     if args.command == "zoo":
         from .recipes import build
 

@@ -284,8 +284,8 @@ def plot_bon_cures(sweep: dict, k: int, lam: float) -> Figure:
     fig, ax = plt.subplots(figsize=(7, 3.6))
     lines = {
         "one reward model": ("single",),
-        f"K = {k}, mean − {lam:g}·std": ensemble_path(k, lam),
-        f"K = {k}, min": ensemble_path(k, None),
+        f"K = {k:g}, mean − {lam:g}·std": ensemble_path(k, lam),
+        f"K = {k:g}, min": ensemble_path(k, None),
         f"one reward model, {BIG_PAIRS:,} pairs": ("big",),
     }
     for label, path in lines.items():
