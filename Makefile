@@ -110,8 +110,8 @@ unit-and-rest: $(VENV)/.installed
 
 # JupyterLab in Chromium (/usr/bin/chromium; skipped without it): equations, images and widgets. Each process
 # starts its own JupyterLab through `make lab`; screenshots go to tests/browser/artifacts/. It also opens every page
-# of the book site, which it builds first (`make book`).
-test-browser: $(VENV)/.installed book
+# of the book site, which it builds first (`make book`, which needs npm) where Chromium is there to open it.
+test-browser: $(VENV)/.installed $(if $(wildcard /usr/bin/chromium),book)
 	$(PYTEST) -n $(JOBS) --dist load tests/browser $(NO_TESTS_IS_OK)
 
 # Re-execute every notebook in place, top to bottom, keeping widget state so the saved file shows them.
@@ -136,7 +136,7 @@ book: $(BOOK_VENV)/.installed book/node_modules/.package-lock.json
 	$(BOOK_VENV)/bin/sphinx-build -b html -c book -d build/book-doctrees -W --keep-going -q . build/book
 	@echo "the site is in build/book/: python -m http.server -d build/book, then open http://localhost:8000"
 
-$(BOOK_VENV)/.installed: book/requirements.txt
+$(BOOK_VENV)/.installed: book/requirements.txt book/constraints.txt
 	test -x $(BOOK_VENV)/bin/python || python3 -m venv $(BOOK_VENV)
 	$(BOOK_VENV)/bin/python -m pip install --quiet -r book/requirements.txt
 	touch $@

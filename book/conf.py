@@ -19,7 +19,7 @@ NODE_MODULES = BOOK / "node_modules"  # `npm ci` in book/ (make book runs it)
 
 project = "rlhf-edu"
 author = "the rlhf-edu authors"
-copyright = "2026, the rlhf-edu authors"  # noqa: A001 (Sphinx's own name for it)
+copyright = "2026, the rlhf-edu authors"
 root_doc = "book/index"
 extensions = ["myst_nb"]
 include_patterns = [
@@ -29,7 +29,8 @@ include_patterns = [
     "notebooks/solutions/*.ipynb",
     "notebooks/claims/*.md",
 ]
-exclude_patterns = ["**/.ipynb_checkpoints"]
+# Folders Sphinx need not walk (include_patterns alone does not stop it looking in them)
+exclude_patterns = ["**/.ipynb_checkpoints", ".git", ".venv*", "build", "dist", "mutants", "book/node_modules"]
 
 # The pages show what the notebooks saved; `make notebooks` is what runs them.
 nb_execution_mode = "off"
@@ -55,7 +56,7 @@ html_show_sourcelink = False
 mathjax_path = "mathjax/tex-chtml.js"
 # textmacros: `\_` in text mode, as in the equations' labels, \tag{eq:rl\_opt}; JupyterLab's MathJax has it too.
 mathjax3_config = {"loader": {"load": ["[tex]/textmacros"]}, "tex": {"packages": {"[+]": ["textmacros"]}}}
-nb_ipywidgets_js = {"require.js": {}, "jupyter-widgets/embed-amd.js": {}}
+nb_ipywidgets_js = {"require.js": {}, "widgets-require.js": {}, "jupyter-widgets/embed-amd.js": {}}
 VENDORED = {
     "mathjax": NODE_MODULES / "mathjax" / "es5",
     "jupyter-widgets": NODE_MODULES / "@jupyter-widgets" / "html-manager" / "dist",
@@ -65,7 +66,6 @@ VENDORED = {
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 SLIDER_NOTE = "Run this notebook to move the slider: here it shows as the notebook saved it."
-NO_STATE_NOTE = "Run this notebook to move the slider: its saved state is missing, so it cannot be shown here."
 
 
 def copy_vendored(app, exception) -> None:
@@ -94,22 +94,20 @@ def saved_widgets(path: Path) -> dict:
 
 
 def note_sliders(app, doctree, docname) -> None:
-    """Under every saved slider, say that it moves only when the notebook runs; where its state is missing, say so
-    instead of drawing nothing. (Progress bars, the other widgets the notebooks save, need no note.)"""
+    """Under every saved slider (an ``interact``), say that it moves only when the notebook runs. Progress bars, the
+    other widgets the notebooks save, need no note. tests/test_notebooks.py checks that every widget a notebook shows
+    is in its saved state, so each one is drawn."""
     path = Path(app.env.doc2path(docname))
     if path.suffix != ".ipynb":
         return
     models = saved_widgets(path)
     for raw in list(doctree.findall(nodes.raw)):
+        # MyST-NB writes a widget as <script type="...widget-view+json">{"model_id": ...}</script>
         if WIDGET_VIEW not in raw.astext():
             continue
         view = json.loads(raw.astext().split(">", 1)[1].rsplit("</script>", 1)[0])
-        model = models.get(view["model_id"])
-        note = nodes.paragraph(classes=["widget-note"])
-        if model is None:
-            note += nodes.emphasis(text=NO_STATE_NOTE)
-            raw.replace_self(note)
-        elif "widget-interact" in model["state"].get("_dom_classes", []):
+        if "widget-interact" in models[view["model_id"]]["state"].get("_dom_classes", []):
+            note = nodes.paragraph(classes=["widget-note"])
             note += nodes.emphasis(text=SLIDER_NOTE)
             raw.parent.insert(raw.parent.index(raw) + 1, note)
 

@@ -6,8 +6,8 @@ Each check is parametrised by notebook, so a failure names the file. Rules:
 
 - valid nbformat 4;
 - executed top to bottom in one run: the non-empty code cells' execution counts are exactly 1..n;
-- no error outputs, tracebacks or installed-package paths (``site-packages``) in any output, nor in what a saved
-  widget shows (the book site draws it);
+- every widget a cell shows is saved with the notebook (the book site draws it from there), and there are no error
+  outputs, tracebacks or installed-package paths (``site-packages``) in any output, nor in what a saved widget shows;
 - a chapter notebook opens with a markdown title cell holding English and Chinese (a CJK
   character) and a budget table (a markdown table that mentions time and memory), and has a
   worked-solutions notebook ``solutions/<stem>_solutions.ipynb``;
@@ -30,6 +30,7 @@ Each check is parametrised by notebook, so a failure names the file. Rules:
 from __future__ import annotations
 
 import ast
+import importlib.abc
 import re
 import sys
 from pathlib import Path
@@ -107,6 +108,21 @@ def saved_widget_outputs(nb: nbformat.NotebookNode) -> list[nbformat.NotebookNod
 
 
 @each(NOTEBOOKS)
+def test_every_widget_shown_is_saved_with_the_notebook(path):
+    """The book site draws a widget from the state the notebook saved (`make notebooks` keeps it): every widget a
+    cell shows must be in it."""
+    nb = read(path)
+    state = nb.metadata.get("widgets", {}).get("application/vnd.jupyter.widget-state+json", {}).get("state", {})
+    shown = [
+        output.data["application/vnd.jupyter.widget-view+json"]["model_id"]
+        for cell in code_cells(nb)
+        for output in cell.outputs
+        if "application/vnd.jupyter.widget-view+json" in output.get("data", {})
+    ]
+    assert set(shown) <= set(state), f"{path.name} shows widgets it did not save: re-execute it with `make notebooks`"
+
+
+@each(NOTEBOOKS)
 def test_has_no_errors_or_leaked_paths(path):
     nb = read(path)
     shown = [(f"cell In [{cell.execution_count}] of {path.name}", cell.outputs) for cell in code_cells(nb)]
@@ -173,29 +189,48 @@ def test_solutions_title_links_its_notebook_and_the_chapter(path):
     assert linked == wanted, f"{path.name} must link the book's chapter as {chapter.name} does: {wanted}, not {linked}"
 
 
-def import_error_of_first_statement(path: Path) -> str:
-    """Run the first statement of ``path``'s first code cell where rlhf_edu cannot be imported; return the error."""
-    statement = python_source(code_cells(read(path))[0]).body[0]
-    if isinstance(statement, ast.Expr):  # %matplotlib inline, which needs no rlhf_edu
-        statement = python_source(code_cells(read(path))[0]).body[1]
+class Uninstalled(importlib.abc.MetaPathFinder):
+    """Makes ``import rlhf_edu`` fail as it does where the module ``name`` is not installed: rlhf_edu itself, or one
+    that rlhf_edu imports."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def find_spec(self, fullname, path, target=None):
+        if fullname == "rlhf_edu":
+            raise ModuleNotFoundError(f"No module named {self.name!r}", name=self.name)
+        return None  # any other module: the usual finders
+
+
+def first_statement_error(path: Path, missing: str) -> ModuleNotFoundError | None:
+    """Run the first statement of ``path``'s first code cell (after ``%matplotlib inline``) where the module
+    ``missing`` is not installed; return the ModuleNotFoundError it raises, if any."""
+    body = python_source(code_cells(read(path))[0]).body
+    statement = body[1] if isinstance(body[0], ast.Expr) else body[0]  # body[0]: the %matplotlib magic, as a call
     code = compile(ast.Module(body=[statement], type_ignores=[]), str(path), "exec")
-    saved = sys.modules.get("rlhf_edu")
-    sys.modules["rlhf_edu"] = None  # what `import rlhf_edu` meets where the package is not installed
+    saved, finder = sys.modules.pop("rlhf_edu"), Uninstalled(missing)
+    sys.meta_path.insert(0, finder)
     try:
         exec(code, {})
     except ModuleNotFoundError as error:
-        return str(error)
+        return error
     finally:
+        sys.meta_path.remove(finder)
         sys.modules["rlhf_edu"] = saved
-    return "(no error)"
+    return None
 
 
 @each(NOTEBOOKS)
 def test_first_code_cell_says_install_rlhf_edu_where_it_is_missing(path):
-    error = import_error_of_first_statement(path)
-    assert "install rlhf-edu" in error, (
-        f"{path.name}'s first code cell must open with `try: import rlhf_edu` and, where that fails, raise a "
-        f"ModuleNotFoundError that says 'install rlhf-edu' and where the README says how; it gave {error!r}"
+    error = first_statement_error(path, missing="rlhf_edu")
+    assert error is not None and "install rlhf-edu" in str(error), (
+        f"{path.name}'s first code cell must open with `try: import rlhf_edu` and, where rlhf_edu is missing, raise "
+        f"a ModuleNotFoundError that says 'install rlhf-edu' and where the README says how; it gave {error!r}"
+    )
+    error = first_statement_error(path, missing="torch")  # rlhf_edu is installed, what it imports is not
+    assert error is not None and error.name == "torch", (
+        f"{path.name}'s first code cell must let the error of a missing dependency through, as it names the "
+        f"module to install; it gave {error!r}"
     )
 
 

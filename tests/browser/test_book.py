@@ -3,12 +3,14 @@ r"""The book site (`make book`, in build/book/) in Chromium, as a reader opens i
 Every page of the site, one test each:
 
 - MathJax, served by the site itself, typesets every formula: no ``mjx-merror`` (a TeX error), no formula left
-  as raw TeX, and no backslash of a TeX command shown as text (``\tag{eq:rl\_opt}`` must read "eq:rl_opt");
-- every image loads (naturalWidth > 0);
+  as raw TeX, no backslash of a TeX command shown as text (``\tag{eq:rl\_opt}`` must read "eq:rl_opt"), and no
+  ``$`` or ``\command`` in the text around the formulas (one the markdown parser did not take for a formula);
+- each slider a notebook saved is drawn, with what it drew under it (a plot or text), and with the note that it
+  moves only in a running notebook; no raw ``interactive(...)`` repr, widget error or traceback shows;
+- every image loads (naturalWidth > 0), the sliders' plots included;
 - every link within the site leads to a file of the site, and a link to ``page#id`` to an element with that id;
-- the page asks nothing of any other host (the site reads offline), and raises no JavaScript error;
-- each slider a notebook saved shows as a slider, with the note that it moves only in a running notebook, and
-  never as a raw ``interactive(...)`` repr.
+- every file the page asks the site for loads, the page asks nothing of any other host (the site reads offline),
+  and it raises no JavaScript error.
 
 Then the table of contents on the start page reaches every notebook, the README and the license. Screenshots of
 three pages go to tests/browser/artifacts/: the start page, an equation of chapter 4, and chapter 17's sliders.
@@ -77,10 +79,11 @@ def site() -> str:
 
 @pytest.fixture
 def tab(browser, site):
-    """A fresh tab that refuses every request to another host and records it, and records JavaScript errors."""
+    """A fresh tab that refuses every request to another host and records it, and records JavaScript errors and
+    the site's files that failed to load (a script, a stylesheet, a font: whatever the page asked for)."""
     page = browser.new_page()
     page.set_default_timeout(60_000)
-    page.outside, page.errors = [], []
+    page.outside, page.errors, page.missing = [], [], []
 
     def route(request_route):
         if urlparse(request_route.request.url).hostname == "127.0.0.1":
@@ -91,6 +94,7 @@ def tab(browser, site):
 
     page.route("**/*", route)
     page.on("pageerror", lambda error: page.errors.append(str(error)))
+    page.on("response", lambda response: response.status >= 400 and page.missing.append(response.url))
     try:
         yield page
     finally:
@@ -125,7 +129,9 @@ def typeset(page) -> dict:
     """Wait for MathJax to finish; count the formulas, the TeX errors and the formulas left as raw TeX."""
     if page.locator(".math").count() == 0:
         return {"formulas": 0, "errors": [], "raw": 0, "escaped": []}
-    page.wait_for_function("() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=30_000)
+    page.wait_for_function(
+        "() => window.MathJax && MathJax.startup && MathJax.startup.promise", timeout=TYPESET_S * 1e3
+    )
     page.evaluate("() => MathJax.startup.promise")
     return page.evaluate(
         """() => ({
@@ -135,6 +141,39 @@ def typeset(page) -> dict:
             escaped: [...document.querySelectorAll('mjx-assistive-mml mtext')].map(e => e.textContent)
                 .filter(text => text.includes('\\\\')),
         })"""
+    )
+
+
+def untypeset_tex(page) -> list[str]:
+    """Text of the article outside formulas, code and outputs that still holds TeX: a ``$`` or a ``\\command``. It is
+    a formula that the markdown parser did not see as one (a ``|`` inside ``$...$`` in a table splits the cell)."""
+    return page.evaluate(
+        """() => {
+            const skip = '.math, mjx-container, pre, code, script, style, .cell_output';
+            const root = document.querySelector('article') || document.body;  // search.html has no article
+            const walker = document.createTreeWalker(root, NodeFilter.SHOW_TEXT);
+            const found = [];
+            while (walker.nextNode()) {
+                const text = walker.currentNode.textContent;
+                if (/\\$|\\\\[a-zA-Z]+/.test(text) && !walker.currentNode.parentElement.closest(skip)) {
+                    found.push(text.trim().slice(0, 80));
+                }
+            }
+            return found;
+        }"""
+    )
+
+
+def draw_saved_sliders(page) -> list[str]:
+    """Wait for the widgets' HTML manager to draw each saved slider (after the page's load event), one per note
+    under a slider; return those that show neither a loaded image nor any text (an empty output)."""
+    notes = page.locator("p.widget-note").count()
+    page.wait_for_function("n => document.querySelectorAll('.widget-interact .widget-slider').length >= n", arg=notes)
+    return page.evaluate(
+        """() => [...document.querySelectorAll('.widget-interact')]
+            .filter(w => ![...w.querySelectorAll('img')].some(img => img.naturalWidth > 0)
+                         && !w.querySelector('.widget-output').innerText.trim())
+            .map(w => w.querySelector('.widget-label').innerText)"""
     )
 
 
@@ -159,17 +198,20 @@ def test_page_reads_offline(tab, site, path):
     assert not math["errors"], f"{path}: MathJax could not typeset {len(math['errors'])} formulas: {math['errors']}"
     assert math["raw"] == 0, f"{path}: {math['raw']} of {math['formulas']} formulas were left as raw TeX"
     assert not math["escaped"], f"{path}: text in formulas shows TeX's backslashes: {math['escaped']}"
-    assert not broken_images(tab), f"{path}: images that do not load: {broken_images(tab)}"
-    hrefs = tab.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
-    assert not broken_links(hrefs, site), f"{path}: broken links: {broken_links(hrefs, site)}"
-    notes = tab.locator("p.widget-note").count()
-    if notes:  # the HTML manager draws the saved sliders after the page's load event
-        tab.locator(".widget-interact .widget-slider").nth(notes - 1).wait_for(state="visible")
+    assert not untypeset_tex(tab), f"{path}: formulas shown as raw TeX: {untypeset_tex(tab)}"
+    empty = draw_saved_sliders(tab)
+    assert not empty, f"{path}: saved sliders that draw nothing under them: {empty}"
+    assert tab.locator(".widget-interact").count() == tab.locator("p.widget-note").count(), (
+        f"{path}: a saved slider has no note, or a note no slider"
+    )
     text = "\n".join(tab.locator(".cell_output").all_inner_texts())  # what the notebook's cells show
     assert "interactive(children=" not in text, f"{path}: a slider shows as its raw repr"
     assert "Error displaying widget" not in text, f"{path}: a saved widget failed to draw"
     assert "Traceback" not in text, f"{path}: a saved widget shows the error its notebook raised"
-    assert tab.locator(".widget-interact").count() == notes, f"{path}: a saved slider has no note, or a note no slider"
+    assert not broken_images(tab), f"{path}: images that do not load: {broken_images(tab)}"  # the sliders' too
+    hrefs = tab.evaluate("() => [...document.querySelectorAll('a[href]')].map(a => a.href)")
+    assert not broken_links(hrefs, site), f"{path}: broken links: {broken_links(hrefs, site)}"
+    assert not tab.missing, f"{path}: files of the site that did not load: {tab.missing}"
     assert not tab.outside, f"{path} asked other hosts for {tab.outside}: the site must read offline"
     assert not tab.errors, f"{path}: JavaScript errors: {tab.errors}"
 
