@@ -61,8 +61,8 @@ LINT_VENV ?= .venv-lint
 RUFF_VERSION := $(shell sed -n 's/.*"ruff==\([^"]*\)".*/\1/p' pyproject.toml)
 LINT_PATHS := rlhf_edu tests benchmarks book
 
-.PHONY: install lab test unit unit-fast unit-and-rest nbval nbval-rest test-browser book notebooks claims mutation lint \
-	format figures zoo doctor dist clean
+.PHONY: install lab test unit unit-fast unit-and-rest nbval nbval-rest test-browser book notebooks claims mutation \
+	lint format figures zoo doctor dist clean
 
 install: $(VENV)/.installed
 

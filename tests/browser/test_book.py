@@ -177,6 +177,18 @@ def draw_saved_sliders(page) -> list[str]:
     )
 
 
+def widget_module_folders(page) -> set[str]:
+    """The folders RequireJS gives the widgets' modules (read from its registry of defined modules): each module
+    loads its icon fonts from there, so all of them must be the site's copy, whichever module draws first."""
+    return set(
+        page.evaluate(
+            """() => Object.keys(require.s.contexts._.defined)
+                .filter(name => name.startsWith('@jupyter-widgets/'))
+                .map(name => require.toUrl(name).replace(/[^/]*$/, ''))"""
+        )
+    )
+
+
 def broken_images(page) -> list[str]:
     """The images of the page that did not load (lazy ones are asked to load first)."""
     return page.evaluate(
@@ -204,6 +216,9 @@ def test_page_reads_offline(tab, site, path):
     assert tab.locator(".widget-interact").count() == tab.locator("p.widget-note").count(), (
         f"{path}: a saved slider has no note, or a note no slider"
     )
+    if tab.locator(".widget-interact").count():
+        folders = widget_module_folders(tab)
+        assert folders == {f"{site}/_static/jupyter-widgets/"}, f"{path}: widget modules (and fonts) in {folders}"
     text = "\n".join(tab.locator(".cell_output").all_inner_texts())  # what the notebook's cells show
     assert "interactive(children=" not in text, f"{path}: a slider shows as its raw repr"
     assert "Error displaying widget" not in text, f"{path}: a saved widget failed to draw"
